@@ -1,0 +1,1 @@
+"""The `ltx-backend` command line."""

@@ -1,0 +1,46 @@
+"""Errors a user can meet, each with a stable code, a message and a fix hint.
+
+Every front end (CLI, stdio server, compat shim) renders an `LtxError` the same way: the code is
+part of the public contract (hosts switch on it), the message says what happened, the hint says
+what to do about it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """Stable error codes. Never rename a value: hosts match on them."""
+
+    INVALID_PARAMS = "invalid_params"
+    MODEL_NOT_FOUND = "model_not_found"
+    LAYOUT_UNKNOWN = "layout_unknown"
+    CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+    CONFIG_INVALID = "config_invalid"
+    WEIGHTS_MISSING_KEY = "weights_missing_key"
+    WEIGHTS_UNEXPECTED_KEY = "weights_unexpected_key"
+    WEIGHTS_SHAPE_MISMATCH = "weights_shape_mismatch"
+    WEIGHTS_LAYOUT_CONFLICT = "weights_layout_conflict"
+    OUTPUT_WRITE_FAILED = "output_write_failed"
+    FFMPEG_MISSING = "ffmpeg_missing"
+    INSUFFICIENT_MEMORY = "insufficient_memory"
+    INTERNAL = "internal"
+
+
+class LtxError(Exception):
+    """An error with a stable code, a human message and a hint on how to fix it."""
+
+    def __init__(self, code: ErrorCode, message: str, hint: str = "", **details: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        text = f"[{self.code.value}] {self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code.value, "message": self.message, "hint": self.hint, **self.details}

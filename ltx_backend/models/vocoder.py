@@ -1,0 +1,245 @@
+"""LTX-2 vocoders: stereo log-mel (B, 2, T, 64) -> waveform (B, 2, samples).
+
+Two kinds, chosen by the checkpoint config exactly as ltx-core's ``Vocoder`` does:
+
+* resblock ``"1"`` — HiFi-GAN (LTX-2.0, 24 kHz): LeakyReLU, ``ResBlock1``, tanh at the end.
+* resblock ``"AMP1"`` — BigVGAN v2 (LTX-2.3, 16 kHz before bandwidth extension): ``AMPBlock1`` with
+  anti-aliased Snake/SnakeBeta activations (x2 Kaiser-sinc upsample, activation, x2 low-pass downsample).
+
+Internally signals are channels-last (batch, samples, channels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_backend.models.resample import kaiser_sinc_filter, lowpass, upsample
+
+LRELU_SLOPE = 0.1
+MEL_CHANNELS = 128  # conv_pre input: 2 stereo channels x 64 mel bins, in every production checkpoint
+
+# The vocoder section of the official LTX-2.0 header, used when a checkpoint carries none.
+LTX2_VOCODER_SECTION = {
+    "resblock": "1", "stereo": True, "upsample_initial_channel": 1024, "upsample_rates": [6, 5, 2, 2, 2],
+    "upsample_kernel_sizes": [16, 15, 8, 4, 4], "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "output_sampling_rate": 24000,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    upsample_rates: tuple[int, ...] = (6, 5, 2, 2, 2)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 15, 8, 4, 4)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    upsample_initial_channel: int = 1024
+    resblock: str = "1"
+    output_sampling_rate: int = 24000
+    activation: str = "snake"
+    use_tanh_at_final: bool = True
+    apply_final_activation: bool = True
+    use_bias_at_final: bool = True
+
+    @classmethod
+    def from_section(
+        cls, cfg: dict, apply_final_activation: bool = True, output_sampling_rate: int | None = None
+    ) -> VocoderConfig:
+        """From a flat vocoder config dict, with ltx-core's defaults (``_vocoder_from_config``)."""
+        if cfg.get("resblock", "1") not in ("1", "AMP1"):
+            raise ValueError(f"vocoder resblock {cfg.get('resblock')!r} is not supported (expected '1' or 'AMP1')")
+        if cfg.get("stereo", True) is not True:
+            raise ValueError("only stereo vocoders exist in LTX-2 checkpoints (config says stereo: false)")
+        return cls(
+            resblock_kernel_sizes=tuple(cfg.get("resblock_kernel_sizes", (3, 7, 11))),
+            upsample_rates=tuple(cfg.get("upsample_rates", (6, 5, 2, 2, 2))),
+            upsample_kernel_sizes=tuple(cfg.get("upsample_kernel_sizes", (16, 15, 8, 4, 4))),
+            resblock_dilation_sizes=tuple(
+                tuple(d) for d in cfg.get("resblock_dilation_sizes", ((1, 3, 5), (1, 3, 5), (1, 3, 5)))
+            ),
+            upsample_initial_channel=cfg.get("upsample_initial_channel", 1024),
+            resblock=cfg.get("resblock", "1"),
+            output_sampling_rate=output_sampling_rate or cfg.get("output_sampling_rate", 24000),
+            activation=cfg.get("activation", "snake"),
+            use_tanh_at_final=cfg.get("use_tanh_at_final", True),
+            apply_final_activation=apply_final_activation,
+            use_bias_at_final=cfg.get("use_bias_at_final", True),
+        )
+
+    @property
+    def upsample_factor(self) -> int:
+        factor = 1
+        for rate in self.upsample_rates:
+            factor *= rate
+        return factor
+
+
+def _same_padding(kernel_size: int, dilation: int) -> int:
+    return (kernel_size * dilation - dilation) // 2
+
+
+class ResBlock1(nn.Module):
+    """HiFi-GAN residual block: three (LeakyReLU, dilated conv, LeakyReLU, conv) pairs."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.convs1 = [
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            for d in dilations
+        ]
+        self.convs2 = [
+            nn.Conv1d(channels, channels, kernel_size, padding=_same_padding(kernel_size, 1)) for _ in dilations
+        ]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
+            h = conv1(nn.leaky_relu(x, LRELU_SLOPE))
+            x = x + conv2(nn.leaky_relu(h, LRELU_SLOPE))
+        return x
+
+
+class Snake(nn.Module):
+    """``x + sin^2(a x) / a`` with a log-scale trainable ``alpha`` per channel (``beta`` too for SnakeBeta)."""
+
+    def __init__(self, channels: int, with_beta: bool) -> None:
+        super().__init__()
+        self.alpha = mx.zeros((channels,))
+        if with_beta:
+            self.beta = mx.zeros((channels,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        alpha = mx.exp(self.alpha)
+        scale = mx.exp(self.beta) if "beta" in self else alpha
+        return x + (1.0 / (scale + 1e-9)) * mx.sin(x * alpha) ** 2
+
+
+class UpSample1d(nn.Module):
+    """x2 Kaiser-sinc upsampling; the 12 taps are a checkpoint buffer (``upsample.filter``)."""
+
+    def __init__(self, ratio: int = 2, kernel_size: int = 12) -> None:
+        super().__init__()
+        self.ratio = ratio
+        self.pad = kernel_size // ratio - 1
+        self.crop_left = self.pad * ratio + (kernel_size - ratio) // 2
+        self.crop_right = self.pad * ratio + (kernel_size - ratio + 1) // 2
+        self.filter = mx.array(kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size)).reshape(1, 1, kernel_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return upsample(x, self.filter, self.ratio, self.pad, self.crop_left, self.crop_right)
+
+
+class LowPassFilter1d(nn.Module):
+    def __init__(self, ratio: int = 2, kernel_size: int = 12) -> None:
+        super().__init__()
+        self.stride = ratio
+        self.pad_left = kernel_size // 2 - int(kernel_size % 2 == 0)
+        self.pad_right = kernel_size // 2
+        self.filter = mx.array(kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size)).reshape(1, 1, kernel_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return lowpass(x, self.filter, self.stride, self.pad_left, self.pad_right)
+
+
+class DownSample1d(nn.Module):
+    def __init__(self, ratio: int = 2, kernel_size: int = 12) -> None:
+        super().__init__()
+        self.lowpass = LowPassFilter1d(ratio, kernel_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.lowpass(x)
+
+
+class Activation1d(nn.Module):
+    """Anti-aliased activation: upsample x2, activation, low-pass and decimate x2."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+        self.upsample = UpSample1d()
+        self.downsample = DownSample1d()
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.downsample(self.act(self.upsample(x)))
+
+
+class AMPBlock1(nn.Module):
+    """BigVGAN residual block with anti-aliased (Snake|SnakeBeta) activations."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], activation: str) -> None:
+        super().__init__()
+        with_beta = activation == "snakebeta"
+        self.convs1 = [
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            for d in dilations
+        ]
+        self.convs2 = [
+            nn.Conv1d(channels, channels, kernel_size, padding=_same_padding(kernel_size, 1)) for _ in dilations
+        ]
+        self.acts1 = [Activation1d(Snake(channels, with_beta)) for _ in dilations]
+        self.acts2 = [Activation1d(Snake(channels, with_beta)) for _ in dilations]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.acts1, self.acts2, strict=True):
+            x = x + conv2(act2(conv1(act1(x))))
+        return x
+
+
+class Vocoder(nn.Module):
+    """Mel-to-waveform generator (ltx-core ``Vocoder``), HiFi-GAN or BigVGAN by ``config.resblock``."""
+
+    def __init__(self, config: VocoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.is_amp = config.resblock == "AMP1"
+        base = config.upsample_initial_channel
+        self.conv_pre = nn.Conv1d(MEL_CHANNELS, base, 7, padding=3)
+        self.ups = [
+            nn.ConvTranspose1d(base // 2**i, base // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
+            for i, (s, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
+        ]
+        resblocks = []
+        for i in range(len(config.upsample_rates)):
+            channels = base // 2 ** (i + 1)
+            for k, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes, strict=True):
+                if self.is_amp:
+                    resblocks.append(AMPBlock1(channels, k, tuple(dilations), config.activation))
+                else:
+                    resblocks.append(ResBlock1(channels, k, tuple(dilations)))
+        self.resblocks = resblocks
+        final_channels = base // 2 ** len(config.upsample_rates)
+        if self.is_amp:
+            self.act_post = Activation1d(Snake(final_channels, with_beta=True))
+        self.conv_post = nn.Conv1d(final_channels, 2, 7, padding=3, bias=config.use_bias_at_final)
+
+    @property
+    def output_sampling_rate(self) -> int:
+        return self.config.output_sampling_rate
+
+    def waveform(self, mel: mx.array) -> mx.array:
+        """(B, 2, T, mel_bins) -> channels-last waveform (B, T * upsample_factor, 2)."""
+        b, stereo, frames, bins = mel.shape
+        if stereo != 2 or stereo * bins != MEL_CHANNELS:
+            raise ValueError(f"vocoder input must be (B, 2, T, 64), got {tuple(mel.shape)}")
+        x = self.conv_pre(mel.transpose(0, 2, 1, 3).reshape(b, frames, stereo * bins))
+        kernels = len(self.config.resblock_kernel_sizes)
+        for i, up in enumerate(self.ups):
+            if not self.is_amp:
+                x = nn.leaky_relu(x, LRELU_SLOPE)
+            x = up(x)
+            # Every resblock of a stage reads the same input; the stage output is their mean.
+            blocks = self.resblocks[i * kernels : (i + 1) * kernels]
+            total = blocks[0](x)
+            for block in blocks[1:]:
+                total = total + block(x)
+            x = total / kernels
+        x = self.act_post(x) if self.is_amp else nn.leaky_relu(x, 0.01)
+        x = self.conv_post(x)
+        if self.config.apply_final_activation:
+            x = mx.tanh(x) if self.config.use_tanh_at_final else mx.clip(x, -1, 1)
+        return x
+
+    def __call__(self, mel: mx.array) -> mx.array:
+        """(B, 2, T, mel_bins) -> (B, 2, T * upsample_factor), as ltx-core."""
+        return self.waveform(mel).transpose(0, 2, 1)

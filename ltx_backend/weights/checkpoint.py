@@ -1,0 +1,299 @@
+"""Open an LTX-2 checkpoint directory: detect its on-disk layout, read its configs, list its components.
+
+Three layouts are understood:
+
+* ``unified`` — mlx-video-with-audio's single ``model.safetensors`` with component prefixes
+  (``transformer.``, ``vae_decoder.``, ``audio_vae.``, ``vocoder.``, ...), MLX tensor layouts, a flat
+  ``config.json`` and, for LTX-2.3, ``embedded_config.json`` with the original config sections.
+* ``split`` — one ``<component>.safetensors`` per component, listed by ``split_model.json`` (dgrauet /
+  mlx-forge and ``mlx_video.convert``), possibly with 4-bit/8-bit quantized transformer layers.
+* ``official`` — Lightricks' own single file (``ltx-2-19b-distilled.safetensors`` ...): PyTorch names and
+  layouts, config sections in the safetensors metadata.
+
+Nothing here reads tensor data: a component is a mapping from its keys to `TensorInfo`, and the bytes
+are read lazily when a module is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+import mlx.core as mx
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.weights.plan import Convention
+from ltx_backend.weights.safetensors_file import SafetensorsFile, TensorInfo
+
+
+class Layout(str, Enum):
+    UNIFIED = "unified"
+    SPLIT = "split"
+    OFFICIAL = "official"
+
+
+class TensorFile(Protocol):
+    """What a checkpoint needs of a file: its tensor listing and, for real files, the data."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+    def array(self, name: str) -> mx.array: ...
+
+
+# Unified-file prefixes and the component each one belongs to.
+UNIFIED_PREFIXES = {
+    "transformer.": "transformer",
+    "connector.": "connector",
+    "text_embedding_projection.": "text_embedding_projection",
+    "vae_decoder.": "vae_decoder",
+    "vae_encoder.": "vae_encoder",
+    "audio_vae.": "audio_vae",
+    "vocoder.": "vocoder",
+    "upsampler.": "upsampler",
+}
+# Official-file prefixes. Inside a component the PyTorch sub-prefixes stay (e.g. ``decoder.``).
+OFFICIAL_PREFIXES = {
+    "model.diffusion_model.": "transformer",
+    "text_embedding_projection.": "text_embedding_projection",
+    "vae.": "vae",
+    "audio_vae.": "audio_vae",
+    "vocoder.": "vocoder",
+}
+# Components whose tensors are stored in PyTorch layout even inside MLX checkpoints.
+TORCH_LAYOUT_COMPONENTS = {"upsampler", "spatial_upscaler_x2_v1_0", "spatial_upscaler_x2_v1_1",
+                           "spatial_upscaler_x1_5_v1_0", "temporal_upscaler_x2_v1_0"}  # fmt: skip
+OFFICIAL_FILE_EXCLUDES = ("upscaler", "upsampler", "lora", "fp8", "fp4")
+
+
+@dataclass
+class Component:
+    """The tensors of one component, keyed without the component prefix."""
+
+    name: str
+    tensors: dict[str, TensorInfo]
+    files: dict[Path, TensorFile]
+    convention: Convention  # the layout to assume where a tensor's shape cannot tell
+
+    def read(self, info: TensorInfo) -> mx.array:
+        return self.files[info.file].array(info.name)
+
+    @property
+    def quantized_paths(self) -> set[str]:
+        """Module paths stored quantized (a ``.scales`` tensor beside the packed weight)."""
+        return {key[: -len(".scales")] for key in self.tensors if key.endswith(".scales")}
+
+
+@dataclass
+class Checkpoint:
+    root: Path
+    layout: Layout
+    files: list[TensorFile]
+    config: dict = field(default_factory=dict)  # ltx-core config sections: transformer, vae, audio_vae, vocoder...
+    model_info: dict = field(default_factory=dict)  # config.json of MLX conversions
+    split_manifest: dict = field(default_factory=dict)
+    _components: dict[str, Component] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._components = _group_components(self)
+
+    @property
+    def components(self) -> list[str]:
+        return sorted(self._components)
+
+    def has(self, name: str) -> bool:
+        return name in self._components
+
+    def component(self, name: str) -> Component:
+        if name not in self._components:
+            raise LtxError(
+                ErrorCode.WEIGHTS_MISSING_KEY,
+                f"{self.root} has no {name!r} weights (it has: {', '.join(self.components) or 'nothing'})",
+                "The checkpoint is incomplete or is not an LTX-2 audio-video model; re-download it.",
+                component=name,
+            )
+        return self._components[name]
+
+    def section(self, name: str) -> dict:
+        """A config section (``audio_vae``, ``vocoder``, ...) or ``{}`` when the checkpoint has none."""
+        value = self.config.get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def quantization(self) -> dict | None:
+        """``{"bits": b, "group_size": g}`` for quantized split checkpoints, else None."""
+        if self.split_manifest.get("quantized"):
+            return {
+                "bits": int(self.split_manifest.get("quantization_bits", 4)),
+                "group_size": int(self.split_manifest.get("quantization_group_size", 64)),
+            }
+        q = self.model_info.get("quantization")
+        return {"bits": int(q["bits"]), "group_size": int(q["group_size"])} if isinstance(q, dict) else None
+
+
+def _group_components(ckpt: Checkpoint) -> dict[str, Component]:
+    if ckpt.layout is Layout.SPLIT:
+        components = {}
+        for file in ckpt.files:
+            name = file.path.stem
+            prefix = name + "."
+            keys = list(file.tensors)
+            # mlx-forge writes the component prefix inside each file; strip it only if every key has it.
+            strip = bool(keys) and all(key.startswith(prefix) for key in keys)
+            tensors = {(key[len(prefix) :] if strip else key): info for key, info in file.tensors.items()}
+            convention: Convention = "torch" if name in TORCH_LAYOUT_COMPONENTS else "mlx"
+            components[name] = Component(name, tensors, {file.path: file}, convention)
+        return components
+
+    prefixes = UNIFIED_PREFIXES if ckpt.layout is Layout.UNIFIED else OFFICIAL_PREFIXES
+    grouped: dict[str, dict[str, TensorInfo]] = {}
+    owners: dict[str, dict[Path, TensorFile]] = {}
+    for file in ckpt.files:
+        for key, info in file.tensors.items():
+            for prefix, name in prefixes.items():
+                if key.startswith(prefix):
+                    grouped.setdefault(name, {})[key[len(prefix) :]] = info
+                    owners.setdefault(name, {})[file.path] = file
+                    break
+            else:
+                grouped.setdefault("unknown", {})[key] = info
+                owners.setdefault("unknown", {})[file.path] = file
+    components = {}
+    for name, tensors in grouped.items():
+        torch_layout = ckpt.layout is Layout.OFFICIAL or name in TORCH_LAYOUT_COMPONENTS
+        components[name] = Component(name, tensors, owners[name], "torch" if torch_layout else "mlx")
+    return components
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID,
+            f"{path} is not readable JSON: {exc}",
+            "Re-download the model; the config file is damaged.",
+            file=str(path),
+        ) from exc
+    if not isinstance(value, dict):
+        raise LtxError(ErrorCode.CONFIG_INVALID, f"{path} is not a JSON object", "Re-download the model.")
+    return value
+
+
+def _optional_json(path: Path) -> dict:
+    return _read_json(path) if path.is_file() else {}
+
+
+def _official_config(file: SafetensorsFile) -> dict | None:
+    raw = file.metadata.get("config")
+    if raw is None:
+        return None
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID,
+            f"{file.path}: the 'config' metadata is not valid JSON ({exc})",
+            "Re-download the checkpoint.",
+        ) from exc
+    return config if isinstance(config, dict) else None
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a checkpoint directory (or an official single ``.safetensors`` file) and detect its layout."""
+    root = Path(path).expanduser()
+    if root.is_file():
+        return _open_official(root.parent, [root])
+    if not root.is_dir():
+        raise LtxError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"No model at {root}",
+            "Pass a local checkpoint directory, a .safetensors file or a Hugging Face repo id.",
+        )
+
+    split_json = root / "split_model.json"
+    if split_json.is_file():
+        manifest = _read_json(split_json)
+        if manifest.get("format") != "split":
+            raise LtxError(
+                ErrorCode.LAYOUT_UNKNOWN,
+                f"{split_json} has format {manifest.get('format')!r}, expected 'split'",
+                "This split layout is not supported; convert the model with mlx-video-with-audio or mlx-forge.",
+            )
+        names = manifest.get("components") or [p.stem for p in sorted(root.glob("*.safetensors"))]
+        return _open_split(root, names, manifest)
+
+    if (root / "model.safetensors").is_file():
+        return Checkpoint(
+            root=root,
+            layout=Layout.UNIFIED,
+            files=[SafetensorsFile(root / "model.safetensors")],
+            config=_optional_json(root / "embedded_config.json"),
+            model_info=_optional_json(root / "config.json"),
+        )
+
+    if (root / "transformer.safetensors").is_file() and (root / "config.json").is_file():
+        return _open_split(root, [p.stem for p in sorted(root.glob("*.safetensors"))], {"format": "split"})
+
+    candidates = [
+        p for p in sorted(root.glob("*.safetensors")) if not any(word in p.name for word in OFFICIAL_FILE_EXCLUDES)
+    ]
+    if candidates:
+        return _open_official(root, candidates)
+    found = ", ".join(sorted(p.name for p in root.iterdir())[:20]) or "an empty directory"
+    raise LtxError(
+        ErrorCode.LAYOUT_UNKNOWN,
+        f"{root} is not an LTX-2 checkpoint (found: {found})",
+        "Expected model.safetensors (unified MLX), split_model.json with per-component files, or an official "
+        "ltx-2*.safetensors file.",
+    )
+
+
+def _open_split(root: Path, names: list[str], manifest: dict) -> Checkpoint:
+    files = []
+    for name in names:
+        path = root / f"{name}.safetensors"
+        if not path.is_file():
+            raise LtxError(
+                ErrorCode.WEIGHTS_MISSING_KEY,
+                f"{root}/split_model.json lists {name!r} but {path.name} is missing",
+                "The download is incomplete; download the model again.",
+                file=str(path),
+            )
+        files.append(SafetensorsFile(path))
+    return Checkpoint(
+        root=root,
+        layout=Layout.SPLIT,
+        files=files,
+        config=_optional_json(root / "embedded_config.json"),
+        model_info=_optional_json(root / "config.json"),
+        split_manifest=manifest,
+    )
+
+
+def _open_official(root: Path, candidates: list[Path]) -> Checkpoint:
+    opened = [(SafetensorsFile(path), path) for path in candidates]
+    with_config = [(file, _official_config(file)) for file, _ in opened]
+    usable = [(file, config) for file, config in with_config if config]
+    if not usable:
+        names = ", ".join(path.name for _, path in opened)
+        raise LtxError(
+            ErrorCode.LAYOUT_UNKNOWN,
+            f"{root}: {names} carry no LTX-2 config in their metadata",
+            "Expected an official Lightricks checkpoint (ltx-2-19b-*.safetensors) or an MLX conversion.",
+        )
+    if len(usable) > 1:
+        preferred = [item for item in usable if "distilled" in item[0].path.name] or usable
+        if len(preferred) > 1:
+            names = ", ".join(file.path.name for file, _ in preferred)
+            raise LtxError(
+                ErrorCode.LAYOUT_UNKNOWN,
+                f"{root} holds several checkpoints ({names})",
+                "Pass the path of the .safetensors file to use.",
+            )
+        usable = preferred
+    file, config = usable[0]
+    return Checkpoint(root=root, layout=Layout.OFFICIAL, files=[file], config=config)

@@ -1,0 +1,59 @@
+"""Find a model on disk: a local path, or a Hugging Face repo in the local hub cache.
+
+The cache location follows huggingface_hub's rules (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+``~/.cache/huggingface/hub``), read at call time so a host can change them between requests.
+Resolving never downloads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ltx_backend.errors import ErrorCode, LtxError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
+def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
+    """The local snapshot directory of `repo_id` in the hub cache, or None if it was never downloaded."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        return None
+
+
+def resolve_model(model: str, revision: str = "main") -> Path:
+    """A local directory or file for `model` (a path or a cached repo id); never touches the network."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.absolute()
+    if not REPO_ID.match(model):
+        raise LtxError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"{model!r} is neither an existing path nor a Hugging Face repo id (org/name)",
+            "Check the spelling, or pass the directory that holds the checkpoint.",
+            model=model,
+        )
+    snapshot = cached_snapshot(model, revision)
+    if snapshot is None:
+        raise LtxError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"{model} is not in the local model cache ({hub_cache_dir()})",
+            f"Download it first (`ltx-backend download {model}`), or set HF_HOME/HF_HUB_CACHE to the cache "
+            "that holds it.",
+            model=model,
+            cache=str(hub_cache_dir()),
+        )
+    return snapshot

@@ -1,0 +1,119 @@
+"""Validated, lazy access to one `.safetensors` file.
+
+The header is parsed and checked here (so a truncated or corrupt file gives a clear error instead of
+a crash deep inside MLX); tensor data is read lazily through `mx.load`, which memory-maps the file:
+asking for one component of a 40 GB checkpoint reads only that component's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+
+from ltx_backend.errors import ErrorCode, LtxError
+
+# Bytes per element of every dtype the safetensors format defines.
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_CORRUPT_HINT = "The file is damaged or was not fully downloaded: delete it and download the model again."
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what it is, known from the header alone."""
+
+    file: Path
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors spelling: "BF16", "F32", "U32", ...
+
+
+class SafetensorsFile:
+    """One safetensors file: validated header up front, lazily loaded tensors on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metadata, self.tensors = _read_header(self.path)
+        self._arrays: dict[str, mx.array] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def array(self, name: str) -> mx.array:
+        """The tensor as a lazy MLX array (no bytes are read until it is evaluated)."""
+        if name not in self.tensors:
+            raise KeyError(name)
+        if self._arrays is None:
+            try:
+                self._arrays = mx.load(str(self.path))
+            except Exception as exc:  # MLX raises RuntimeError/ValueError for unreadable files
+                raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"Cannot read {self.path}: {exc}", _CORRUPT_HINT) from exc
+        return self._arrays[name]
+
+
+def _corrupt(path: Path, what: str) -> LtxError:
+    return LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"{path}: {what}", _CORRUPT_HINT, file=str(path))
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise _corrupt(path, f"file is {size} bytes, too short for a safetensors header")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+                raise _corrupt(path, f"header length {header_len} does not fit in a {size}-byte file")
+            raw = handle.read(header_len)
+    except OSError as exc:
+        raise LtxError(
+            ErrorCode.MODEL_NOT_FOUND, f"Cannot open {path}: {exc.strerror}", "Check the model path.", file=str(path)
+        ) from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, f"header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise _corrupt(path, "header is not a JSON object")
+
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _corrupt(path, "__metadata__ is not a JSON object")
+    data_size = size - 8 - header_len
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        tensors[name] = _check_entry(path, name, entry, data_size)
+    return metadata, tensors
+
+
+def _check_entry(path: Path, name: str, entry: object, data_size: int) -> TensorInfo:
+    try:
+        dtype = entry["dtype"]  # type: ignore[index]
+        shape = tuple(int(d) for d in entry["shape"])  # type: ignore[index]
+        begin, end = (int(o) for o in entry["data_offsets"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise _corrupt(path, f"tensor {name!r} has a malformed header entry") from exc
+    if dtype not in DTYPE_SIZES:
+        raise _corrupt(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
+    if end - begin != expected or begin < 0 or min(shape, default=0) < 0:
+        raise _corrupt(path, f"tensor {name!r} {dtype}{list(shape)} claims {end - begin} bytes, needs {expected}")
+    if end > data_size:
+        raise _corrupt(
+            path, f"truncated: tensor {name!r} ends at byte {end} of the data section, which has only {data_size}"
+        )
+    return TensorInfo(file=path, name=name, shape=shape, dtype=dtype)

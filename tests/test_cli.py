@@ -1,0 +1,44 @@
+"""The `ltx-backend` command line (through click's runner, and once as a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ltx_backend.cli.main import cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "audio"
+
+
+def test_validate_env_reports_every_check_as_json() -> None:
+    result = CliRunner().invoke(cli, ["validate-env", "--json"])
+    report = json.loads(result.output)
+    names = {check["name"] for check in report["checks"]}
+    assert {"python", "mlx-runtime", "ffmpeg", "memory", "disk", "numpy", "msgspec"} <= names
+    assert "cpu" in report["device"] or "gpu" in report["device"]
+    failed = [check for check in report["checks"] if not check["ok"] and check["name"] != "disk"]
+    assert result.exit_code == (1 if failed else 0)
+    assert all(check["fix"] and check["code"] for check in failed)
+
+
+def test_inspect_summarises_a_split_checkpoint() -> None:
+    result = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "ltx23_split"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["layout"] == "split" and summary["model_version"] == "2.3.0"
+    assert summary["components"]["vocoder"]["tensors"] > 100
+
+
+def test_errors_print_code_and_hint_and_exit_nonzero(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "ltx_backend.cli.main", "inspect", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 1
+    assert "error [layout_unknown]" in process.stderr and "hint:" in process.stderr
