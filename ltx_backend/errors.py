@@ -22,6 +22,7 @@ class ErrorCode(str, Enum):
     WEIGHTS_UNEXPECTED_KEY = "weights_unexpected_key"
     WEIGHTS_SHAPE_MISMATCH = "weights_shape_mismatch"
     WEIGHTS_LAYOUT_CONFLICT = "weights_layout_conflict"
+    WEIGHTS_DTYPE_UNSUPPORTED = "weights_dtype_unsupported"
     OUTPUT_WRITE_FAILED = "output_write_failed"
     FFMPEG_MISSING = "ffmpeg_missing"
     INSUFFICIENT_MEMORY = "insufficient_memory"

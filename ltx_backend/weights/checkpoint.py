@@ -120,7 +120,14 @@ class Checkpoint:
     def section(self, name: str) -> dict:
         """A config section (``audio_vae``, ``vocoder``, ...) or ``{}`` when the checkpoint has none."""
         value = self.config.get(name)
-        return value if isinstance(value, dict) else {}
+        if value is not None and not isinstance(value, dict):
+            raise LtxError(
+                ErrorCode.CONFIG_INVALID,
+                f"{self.root}: the {name!r} config section is a {type(value).__name__}, not an object",
+                "The checkpoint's config is damaged; re-download it.",
+                section=name,
+            )
+        return value or {}
 
     @property
     def quantization(self) -> dict | None:

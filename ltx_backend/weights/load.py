@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_backend.weights.checkpoint import Component
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.plan import LoadPlan, expected_params, plan_load
+
+T = TypeVar("T")
+# What building a module from a config that parses but makes no sense raises (a list index out of range,
+# a string where a number belongs, MLX refusing a shape, ...).
+CONFIG_FAULTS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, StopIteration)
+
+
+def build_from_config(ckpt: Checkpoint, section: str, build: Callable[[], T]) -> T:
+    """Run `build` (config parsing and module construction), turning any config fault into CONFIG_INVALID."""
+    try:
+        return build()
+    except CONFIG_FAULTS as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID,
+            f"{ckpt.root}: the {section} config is not usable: {exc}",
+            "The checkpoint's config (embedded_config.json or the safetensors metadata) is damaged or from an "
+            "unsupported model; re-download it.",
+            section=section,
+        ) from exc
 
 
 def plan_module(module: nn.Module, component: Component, sanitize: Callable[[str], str | None]) -> LoadPlan:

@@ -43,6 +43,9 @@ _MODULE_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Conv3d, "conv3d"),
 )
 SHOW_AT_MOST = 12  # keys listed in an error message; the full list is in the error details
+# Stored dtypes a parameter can be loaded from: floats from any 16/32-bit float, packed quantized weights from U32.
+FLOAT_STORAGE = {"F32", "F16", "BF16"}
+INTEGER_STORAGE = {mx.uint32: "U32", mx.int32: "I32", mx.uint8: "U8", mx.int8: "I8"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ParamSpec:
     key: str
     shape: tuple[int, ...]
     kind: str  # a key of TORCH_TO_MLX, or "plain" (stored as is, up to singleton axes)
+    dtype: mx.Dtype = mx.float32
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,8 @@ class LoadPlan:
                 array = array.transpose(entry.permutation)
             if array.shape != entry.param.shape:  # only singleton axes differ (checked when planning)
                 array = array.reshape(entry.param.shape)
-            if array.dtype == mx.float64 or (dtype is not None and mx.issubdtype(array.dtype, mx.floating)):
-                array = array.astype(dtype or mx.float32)
+            if dtype is not None and mx.issubdtype(array.dtype, mx.floating):
+                array = array.astype(dtype)
             pairs.append((entry.param.key, array))
         return pairs
 
@@ -106,7 +110,7 @@ def expected_params(module: nn.Module) -> list[ParamSpec]:
     for key, value in tree_flatten(module.parameters()):
         owner, _, leaf = key.rpartition(".")
         kind = kinds.get(owner, "plain") if leaf == "weight" else "plain"
-        specs.append(ParamSpec(key=key, shape=tuple(value.shape), kind=kind))
+        specs.append(ParamSpec(key=key, shape=tuple(value.shape), kind=kind, dtype=value.dtype))
     return specs
 
 
@@ -154,11 +158,15 @@ def plan_load(
             unexpected.append(stored_key)
             continue
         if key in matched:
+            names = [matched[key][1].name, info.name]
             raise LtxError(
                 ErrorCode.WEIGHTS_UNEXPECTED_KEY,
-                f"{component}: {stored_key!r} and {matched[key][1].name!r} in {info.file} both map to {key!r}",
+                f"{component}: {names[0]!r} and {names[1]!r} in {info.file} both hold {key!r}",
                 "The checkpoint stores one parameter twice; re-export or re-download it.",
+                file=str(info.file),
+                keys=names,
             )
+        _check_dtype(component, spec, info)
         fits = _candidates(spec, info.shape)
         if not fits:
             mismatched.append((spec, info))
@@ -209,6 +217,21 @@ def plan_load(
         convention = next(iter(fits)) if len(fits) == 1 else conventions[(info.file, spec.kind)]
         entries.append(PlannedTensor(param=spec, source=info, permutation=fits[convention]))
     return LoadPlan(component=component, entries=entries, foreign_keys=foreign)
+
+
+def _check_dtype(component: str, spec: ParamSpec, info: TensorInfo) -> None:
+    floating = mx.issubdtype(spec.dtype, mx.floating)
+    if (info.dtype in FLOAT_STORAGE) if floating else (INTEGER_STORAGE.get(spec.dtype) == info.dtype):
+        return
+    raise LtxError(
+        ErrorCode.WEIGHTS_DTYPE_UNSUPPORTED,
+        f"{component}: tensor {info.name!r} in {info.file} is stored as {info.dtype}, which cannot be loaded into "
+        f"the {spec.dtype} parameter {spec.key!r}",
+        "FP8/FP4 and float64 checkpoints are not supported: use the bf16 model or an MLX 4/8-bit conversion.",
+        file=str(info.file),
+        key=info.name,
+        dtype=info.dtype,
+    )
 
 
 def _torch_shape(spec: ParamSpec) -> tuple[int, ...] | None:

@@ -60,7 +60,8 @@ class SafetensorsFile:
             try:
                 self._arrays = mx.load(str(self.path))
             except Exception as exc:  # MLX raises RuntimeError/ValueError for unreadable files
-                raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"Cannot read {self.path}: {exc}", _CORRUPT_HINT) from exc
+                message = f"Cannot read {self.path}: {exc}"
+                raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, _CORRUPT_HINT, file=str(self.path)) from exc
         return self._arrays[name]
 
 

@@ -1,0 +1,107 @@
+"""Checkpoints built from key manifests: tensor listings without any tensor data.
+
+`tests/fixtures/manifests/audio/*.json` hold the audio tensors of the real LTX-2 checkpoints (written by
+`tests/reference/extract_audio_manifests.py`). A `Checkpoint` only needs each file's path and tensor listing to
+plan a load, so these let the tests check the loaders against the real key sets and shapes without the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+
+from ltx_backend.weights.checkpoint import Checkpoint, Layout
+from ltx_backend.weights.plan import LoadPlan, PlannedTensor
+from ltx_backend.weights.safetensors_file import TensorInfo
+
+MANIFEST_DIR = Path(__file__).resolve().parent / "fixtures" / "manifests" / "audio"
+LTX_MANIFESTS = ("ltx-2-19b-official", "ltx-2.3-22b-official", "ltx2-mlx-av-unified", "ltx-2.3-mlx-q4-split")
+# Manifest dtype spelling -> safetensors spelling.
+DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "uint32": "U32", "int32": "I32"}
+
+Listing = Mapping[str, list]  # {key: [shape, dtype]}, as in the manifests
+
+
+@dataclass
+class ListedFile:
+    """A `TensorFile` that knows its tensor names and shapes but holds no data."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+    def array(self, name: str) -> mx.array:
+        raise AssertionError(f"{self.path}:{name}: a manifest checkpoint has no tensor data")
+
+
+def load_manifest(name: str) -> dict:
+    return json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+
+
+def listed_file(path: Path, listing: Listing) -> ListedFile:
+    tensors = {
+        key: TensorInfo(file=path, name=key, shape=tuple(shape), dtype=DTYPES[dtype])
+        for key, (shape, dtype) in listing.items()
+    }
+    return ListedFile(path, tensors)
+
+
+def split_files(listing: Listing) -> dict[str, dict[str, list]]:
+    """``{"<file>.safetensors:<key>": v}`` -> ``{"<file>": {"<key>": v}}``."""
+    files: dict[str, dict[str, list]] = {}
+    for key, value in listing.items():
+        file, sep, name = key.partition(".safetensors:")
+        assert sep, f"split manifest key without a file: {key!r}"
+        files.setdefault(file, {})[name] = value
+    return files
+
+
+def join_files(files: Mapping[str, Listing]) -> dict[str, list]:
+    return {f"{file}.safetensors:{key}": value for file, listing in files.items() for key, value in listing.items()}
+
+
+def manifest_checkpoint(manifest: dict, tensors: Listing | None = None) -> Checkpoint:
+    """The checkpoint a manifest describes (`tensors` replaces its listing, for synthesized variants)."""
+    listing = manifest["tensors"] if tensors is None else tensors
+    root = Path("/manifests") / manifest["layout"] / manifest["version"]
+    layout = Layout(manifest["layout"])
+    if layout is Layout.OFFICIAL:
+        # The official file carries its config in the safetensors metadata: `config_used`.
+        return Checkpoint(root, layout, [listed_file(root / "ltx-2.safetensors", listing)], config=manifest["config"])
+    if layout is Layout.UNIFIED:
+        return Checkpoint(
+            root,
+            layout,
+            [listed_file(root / "model.safetensors", listing)],
+            config=manifest["config"],  # {} for LTX-2.0: no embedded_config.json, the LTX-2.0 defaults apply
+            model_info=manifest["model_info"],
+        )
+    files = [listed_file(root / f"{name}.safetensors", keys) for name, keys in split_files(listing).items()]
+    return Checkpoint(
+        root,
+        layout,
+        files,
+        config=manifest["config"],
+        model_info=manifest["model_info"],
+        split_manifest=manifest["split_manifest"],
+    )
+
+
+def planned_shape(entry: PlannedTensor) -> tuple[int, ...]:
+    """The stored shape after the plan's permutation (and its singleton-axis reshape, for plain tensors)."""
+    shape = entry.source.shape
+    if entry.permutation is not None:
+        shape = tuple(shape[axis] for axis in entry.permutation)
+    if shape != entry.param.shape and entry.param.kind == "plain":
+        assert math.prod(shape) == math.prod(entry.param.shape)
+        assert tuple(d for d in shape if d != 1) == tuple(d for d in entry.param.shape if d != 1)
+        return entry.param.shape
+    return shape
+
+
+def param_count(plan: LoadPlan) -> int:
+    return sum(math.prod(entry.param.shape) for entry in plan.entries)
