@@ -1,0 +1,223 @@
+"""Tiled video decoding that bounds memory, as ltx-core's ``VideoDecoder.tiled_decode``.
+
+The latent is cut into overlapping spatial and temporal tiles; each tile is decoded on its own and
+blended into the output with trapezoidal masks. Frames come out chunk by chunk in time order, so a
+caller can stream them to the video encoder instead of holding the whole video.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE, VideoDecoder
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Tile sizes in output units (pixels, frames); None disables tiling along that axis."""
+
+    spatial_tile_px: int | None = None
+    spatial_overlap_px: int = 0
+    temporal_tile_frames: int | None = None
+    temporal_overlap_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.spatial_tile_px is not None:
+            if self.spatial_tile_px < 64 or self.spatial_tile_px % 32 or self.spatial_overlap_px % 32:
+                raise ValueError("spatial tiles must be >= 64 px and, like their overlap, a multiple of 32")
+            if self.spatial_overlap_px >= self.spatial_tile_px:
+                raise ValueError("the spatial overlap must be smaller than the tile")
+        if self.temporal_tile_frames is not None:
+            if self.temporal_tile_frames < 16 or self.temporal_tile_frames % 8 or self.temporal_overlap_frames % 8:
+                raise ValueError("temporal tiles must be >= 16 frames and, like their overlap, a multiple of 8")
+            if self.temporal_overlap_frames >= self.temporal_tile_frames:
+                raise ValueError("the temporal overlap must be smaller than the tile")
+
+
+# The tiling modes of mlx-video-with-audio's ``--tiling`` (spatial px / overlap, temporal frames / overlap).
+TILING_MODES: dict[str, TilingConfig | None] = {
+    "none": None,
+    "default": TilingConfig(512, 64, 64, 24),
+    "aggressive": TilingConfig(256, 64, 32, 8),
+    "conservative": TilingConfig(768, 64, 96, 24),
+    "spatial": TilingConfig(512, 64),
+    "temporal": TilingConfig(None, 0, 64, 24),
+}
+
+
+def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
+    """The tiling of a ``--tiling`` mode for a video size; ``auto`` picks by size as generate_av does."""
+    if mode != "auto":
+        if mode not in TILING_MODES:
+            raise ValueError(f"unknown tiling mode {mode!r} (choose from auto, {', '.join(TILING_MODES)})")
+        return TILING_MODES[mode]
+    spatial, temporal = height > 512 or width > 512, frames > 65
+    if not (spatial or temporal):
+        return None
+    if 3 * frames * height * width * 4 > 2 * 2**30 or (height * width > 786432 and frames > 100):
+        return TILING_MODES["aggressive"]
+    longest = max(height, width)
+    tile_px = 384 if longest > 1024 else 512 if longest > 768 else 384
+    tile_frames, overlap_frames = (32, 8) if frames > 200 else (48, 16) if frames > 100 else (64, 24)
+    return TilingConfig(
+        tile_px if spatial else None,
+        64 if spatial else 0,
+        tile_frames if temporal else None,
+        overlap_frames if temporal else 0,
+    )
+
+
+@dataclass(frozen=True)
+class Intervals:
+    starts: list[int]
+    ends: list[int]
+    left_ramps: list[int]
+    right_ramps: list[int]
+
+
+def split_with_overlaps(length: int, size: int, overlap: int) -> Intervals:
+    if length <= size:
+        return Intervals([0], [length], [0], [0])
+    amount = (length + size - 2 * overlap - 1) // (size - overlap)
+    starts = [i * (size - overlap) for i in range(amount)]
+    ends = [start + size for start in starts]
+    ends[-1] = length
+    return Intervals(starts, ends, [0] + [overlap] * (amount - 1), [overlap] * (amount - 1) + [0])
+
+
+def split_temporal_latents(length: int, size: int, overlap: int) -> Intervals:
+    """Like `split_with_overlaps`, but later tiles start one latent frame early (causal first frame)."""
+    intervals = split_with_overlaps(length, size, overlap)
+    if len(intervals.starts) == 1:
+        return intervals
+    starts = [intervals.starts[0]] + [s - 1 for s in intervals.starts[1:]]
+    left = [intervals.left_ramps[0]] + [r + 1 for r in intervals.left_ramps[1:]]
+    return Intervals(starts, intervals.ends, left, intervals.right_ramps)
+
+
+def trapezoid(length: int, ramp_left: int, ramp_right: int, left_starts_from_zero: bool) -> mx.array:
+    """Linear fade-in / fade-out blend mask (ltx-core ``compute_trapezoidal_mask_1d``)."""
+    ramp_left, ramp_right = max(0, min(ramp_left, length)), max(0, min(ramp_right, length))
+    mask = mx.ones((length,), dtype=mx.float32)
+    if ramp_left > 0:
+        steps = ramp_left + 1 if left_starts_from_zero else ramp_left + 2
+        fade_in = mx.linspace(0.0, 1.0, steps)[:-1]
+        fade_in = fade_in if left_starts_from_zero else fade_in[1:]
+        mask = mx.concatenate([fade_in, mask[ramp_left:]])
+    if ramp_right > 0:
+        fade_out = mx.linspace(1.0, 0.0, ramp_right + 2)[1:-1]
+        mask = mx.concatenate([mask[:-ramp_right], mask[-ramp_right:] * fade_out])
+    return mx.clip(mask, 0, 1)
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    source: slice  # latent cells
+    target: slice  # output frames or pixels
+    mask: mx.array | None  # None: no blending along this axis
+
+
+def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[AxisTile]:
+    size, overlap = config.spatial_tile_px // SPACE_SCALE, config.spatial_overlap_px // SPACE_SCALE
+    tile = max(max(2, overlap + 1), round(size * length / long_side))
+    iv = split_with_overlaps(length, tile, overlap)
+    return [
+        AxisTile(
+            slice(s, e),
+            slice(s * SPACE_SCALE, e * SPACE_SCALE),
+            trapezoid((e - s) * SPACE_SCALE, left * SPACE_SCALE, right * SPACE_SCALE, False),
+        )
+        for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True)
+    ]
+
+
+def _temporal_tiles(length: int, config: TilingConfig) -> list[AxisTile]:
+    size, overlap = config.temporal_tile_frames // TIME_SCALE, config.temporal_overlap_frames // TIME_SCALE
+    iv = split_temporal_latents(length, size, overlap)
+    tiles = []
+    for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True):
+        start, stop = s * TIME_SCALE, 1 + (e - 1) * TIME_SCALE
+        left_frames = 0 if left == 0 else 1 + (left - 1) * TIME_SCALE
+        mask = trapezoid(stop - start, left_frames, right * TIME_SCALE, True)
+        tiles.append(AxisTile(slice(s, e), slice(start, stop), mask))
+    return tiles
+
+
+def _whole(length: int, scale: int, first_frame: bool = False) -> list[AxisTile]:
+    out = 1 + (length - 1) * scale if first_frame else length * scale
+    return [AxisTile(slice(0, length), slice(0, out), None)]
+
+
+def decode_tiled(
+    decoder: VideoDecoder,
+    latent: mx.array,
+    tiling: TilingConfig | None,
+    timestep: float | None = None,
+    noise: mx.array | None = None,
+) -> Iterator[mx.array]:
+    """Decode a channels-last latent (B, F', H', W', C) into frame chunks (B, t, H, W, 3), float32, in order.
+
+    Without tiling the whole video is one chunk. `noise` (decoders with timestep conditioning) is
+    given for the whole latent and sliced per tile, so a tiled decode is as reproducible as a direct one.
+    """
+    if tiling is None:
+        frames = decoder.decode(latent, timestep, noise).astype(mx.float32)
+        mx.eval(frames)
+        yield frames
+        return
+    _, f, h, w, _ = latent.shape
+    long_side = max(h, w)
+    spatial = tiling.spatial_tile_px is not None
+    rows = _spatial_tiles(h, long_side, tiling) if spatial else _whole(h, SPACE_SCALE)
+    cols = _spatial_tiles(w, long_side, tiling) if spatial else _whole(w, SPACE_SCALE)
+    times = _temporal_tiles(f, tiling) if tiling.temporal_tile_frames is not None else _whole(f, TIME_SCALE, True)
+
+    previous: tuple[mx.array, mx.array, slice] | None = None
+    for time in times:
+        length = time.target.stop - time.target.start
+        buffer = mx.zeros((latent.shape[0], length, h * SPACE_SCALE, w * SPACE_SCALE, 3), dtype=mx.float32)
+        weights = mx.zeros((1, length, h * SPACE_SCALE, w * SPACE_SCALE, 1), dtype=mx.float32)
+        for row, col in itertools.product(rows, cols):
+            index = (slice(None), time.source, row.source, col.source)
+            tile_noise = noise[index] if noise is not None else None
+            decoded = decoder.decode(latent[index], timestep, tile_noise).astype(mx.float32)
+            mask = _blend_mask(time, row, col)
+            n = min(length, decoded.shape[1])
+            target = (slice(None), slice(0, n), row.target, col.target)
+            buffer[target] = buffer[target] + decoded[:, :n] * mask[:, :n]
+            weights[target] = weights[target] + mx.broadcast_to(mask[:, :n], weights[target].shape)
+            mx.eval(buffer, weights)  # one tile's graph at a time keeps peak memory at one tile
+        if previous is not None:
+            prev_buffer, prev_weights, prev_time = previous
+            overlap = prev_time.stop - time.target.start
+            if overlap > 0:
+                offset = time.target.start - prev_time.start
+                prev_buffer[:, offset:] = prev_buffer[:, offset:] + buffer[:, :overlap]
+                prev_weights[:, offset:] = prev_weights[:, offset:] + weights[:, :overlap]
+                buffer[:, :overlap] = prev_buffer[:, offset:]
+                weights[:, :overlap] = prev_weights[:, offset:]
+            done = time.target.start - prev_time.start
+            chunk = prev_buffer[:, :done] / mx.maximum(prev_weights[:, :done], 1e-8)
+            mx.eval(chunk, buffer, weights)
+            yield chunk
+        previous = (buffer, weights, time.target)
+    if previous is not None:
+        chunk = previous[0] / mx.maximum(previous[1], 1e-8)
+        mx.eval(chunk)
+        yield chunk
+
+
+def _blend_mask(time: AxisTile, row: AxisTile, col: AxisTile) -> mx.array:
+    """Separable (1, t, h, w, 1) blend mask of one tile."""
+    mask = mx.ones((1, 1, 1, 1, 1), dtype=mx.float32)
+    if time.mask is not None:
+        mask = mask * time.mask[None, :, None, None, None]
+    if row.mask is not None:
+        mask = mask * row.mask[None, None, :, None, None]
+    if col.mask is not None:
+        mask = mask * col.mask[None, None, None, :, None]
+    return mask

@@ -1,0 +1,462 @@
+"""LTX-2 video VAE: latent (B, 128, F', H/32, W/32) <-> frames (B, 3, 8(F'-1)+1, H, W) in [-1, 1].
+
+Follows ltx-core's ``ltx_core.model.video_vae`` (causal 3-D convolutions, pixel norm, depth-to-space
+upsampling, space-to-depth downsampling, per-channel latent statistics, optional timestep
+conditioning). Public tensors use ltx-core's (batch, channels, frames, height, width) order; inside,
+everything is channels-last (batch, frames, height, width, channels), MLX's convolution layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_backend.models.timestep import TimestepEmbedder
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+DECODER_BLOCKS = ("res_x", "res_x_y", "compress_time", "compress_space", "compress_all")
+ENCODER_BLOCKS = (
+    "res_x", "res_x_y", "compress_time", "compress_space", "compress_all", "compress_all_x_y",
+    "compress_all_res", "compress_space_res", "compress_time_res",
+)  # fmt: skip
+TIME_SCALE, SPACE_SCALE = 8, 32  # frames / pixels per latent cell
+
+# The vae section of the official LTX-2.0 header, for checkpoints that carry no vae config.
+LTX2_VAE_SECTION = {
+    "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128, "patch_size": 4,
+    "norm_layer": "pixel_norm", "latent_log_var": "uniform", "causal_decoder": False, "timestep_conditioning": False,
+    "encoder_blocks": [
+        ["res_x", {"num_layers": 4}], ["compress_space_res", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
+        ["compress_time_res", {"multiplier": 2}], ["res_x", {"num_layers": 6}], ["compress_all_res", {"multiplier": 2}],
+        ["res_x", {"num_layers": 2}], ["compress_all_res", {"multiplier": 2}], ["res_x", {"num_layers": 2}],
+    ],
+    "decoder_blocks": [
+        ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}],
+    ],
+}  # fmt: skip
+
+
+def _blocks(raw: list, allowed: tuple[str, ...]) -> tuple[tuple[str, dict], ...]:
+    blocks = []
+    for name, params in raw:
+        if name not in allowed:
+            raise ValueError(f"unsupported VAE block {name!r} (supported: {', '.join(allowed)})")
+        params = {"num_layers": params} if isinstance(params, int) else dict(params)
+        if params.get("inject_noise"):
+            raise ValueError("VAE blocks with inject_noise are not supported (no LTX-2 checkpoint uses them)")
+        blocks.append((name, params))
+    return tuple(blocks)
+
+
+@dataclass(frozen=True)
+class VideoVAEConfig:
+    """The ``vae`` config section, with ltx-core's configurator defaults for what it leaves out."""
+
+    latent_channels: int = 128
+    in_channels: int = 3
+    out_channels: int = 3
+    patch_size: int = 4
+    norm_layer: str = "pixel_norm"
+    latent_log_var: str = "uniform"
+    causal_decoder: bool = False
+    timestep_conditioning: bool = True
+    decoder_base_channels: int = 128
+    decoder_padding: str = "reflect"
+    encoder_padding: str = "zeros"
+    decoder_blocks: tuple[tuple[str, dict], ...] = ()
+    encoder_blocks: tuple[tuple[str, dict], ...] = ()
+
+    @classmethod
+    def from_config(cls, config: dict) -> VideoVAEConfig:
+        """From a checkpoint's config sections (the LTX-2.0 header values when it has no vae section)."""
+        vae = config.get("vae") or LTX2_VAE_SECTION
+        if vae.get("dims", 3) != 3:
+            raise ValueError(f"only 3-D video VAEs exist in LTX-2 (config says dims={vae.get('dims')})")
+        if vae.get("norm_layer", "pixel_norm") not in ("pixel_norm", "group_norm"):
+            raise ValueError(f"unknown norm_layer {vae.get('norm_layer')!r}")
+        if vae.get("latent_log_var", "uniform") not in ("per_channel", "uniform", "constant", "none"):
+            raise ValueError(f"unknown latent_log_var {vae.get('latent_log_var')!r}")
+        padding = vae.get("spatial_padding_mode")
+        if padding is not None and padding not in PADDING_MODES:
+            raise ValueError(f"unknown spatial_padding_mode {padding!r}")
+        return cls(
+            latent_channels=vae.get("latent_channels", 128),
+            in_channels=vae.get("in_channels", 3),
+            out_channels=vae.get("out_channels", 3),
+            patch_size=vae.get("patch_size", 4),
+            norm_layer=vae.get("norm_layer", "pixel_norm"),
+            latent_log_var=vae.get("latent_log_var", "uniform"),
+            causal_decoder=vae.get("causal_decoder", False),
+            timestep_conditioning=vae.get("timestep_conditioning", True),
+            decoder_base_channels=vae.get("decoder_base_channels", 128),
+            # ltx-core's decoder defaults to reflect padding and its encoder to zeros.
+            decoder_padding=padding or "reflect",
+            encoder_padding=padding or "zeros",
+            decoder_blocks=_blocks(vae.get("decoder_blocks", []), DECODER_BLOCKS),
+            encoder_blocks=_blocks(vae.get("encoder_blocks", []), ENCODER_BLOCKS),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layout helpers (channels-last)
+
+
+def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
+    """Pad height and width (axes 2, 3 of (B, F, H, W, C)) by `pad` on each side."""
+    if pad == 0:
+        return x
+    if mode == "zeros":
+        return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+    if mode == "replicate":
+        return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge")
+    for axis in (2, 3):
+        n = x.shape[axis]
+        if mode == "reflect":
+            before = mx.take(x, mx.arange(pad, 0, -1), axis=axis)
+            after = mx.take(x, mx.arange(n - 2, n - 2 - pad, -1), axis=axis)
+        else:  # circular
+            before = mx.take(x, mx.arange(n - pad, n), axis=axis)
+            after = mx.take(x, mx.arange(0, pad), axis=axis)
+        x = mx.concatenate([before, x, after], axis=axis)
+    return x
+
+
+def depth_to_space(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
+    """(B, F, H, W, c*p1*p2*p3) -> (B, F*p1, H*p2, W*p3, c), channel order ``(c p1 p2 p3)``."""
+    b, f, h, w, channels = x.shape
+    p1, p2, p3 = stride
+    c = channels // (p1 * p2 * p3)
+    x = x.reshape(b, f, h, w, c, p1, p2, p3).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, f * p1, h * p2, w * p3, c)
+
+
+def space_to_depth(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
+    """(B, F*p1, H*p2, W*p3, c) -> (B, F, H, W, c*p1*p2*p3), channel order ``(c p1 p2 p3)``."""
+    b, f, h, w, c = x.shape
+    p1, p2, p3 = stride
+    x = x.reshape(b, f // p1, p1, h // p2, p2, w // p3, p3, c).transpose(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, f // p1, h // p2, w // p3, c * p1 * p2 * p3)
+
+
+def patchify(x: mx.array, patch: int) -> mx.array:
+    """(B, F, H*q, W*r, C) -> (B, F, H, W, C*r*q): ltx-core's ``(c p r q)`` channel order (width before height)."""
+    b, f, h, w, c = x.shape
+    x = x.reshape(b, f, h // patch, patch, w // patch, patch, c).transpose(0, 1, 2, 4, 6, 5, 3)
+    return x.reshape(b, f, h // patch, w // patch, c * patch * patch)
+
+
+def unpatchify(x: mx.array, patch: int) -> mx.array:
+    b, f, h, w, channels = x.shape
+    c = channels // (patch * patch)
+    x = x.reshape(b, f, h, w, c, patch, patch).transpose(0, 1, 2, 6, 3, 5, 4)
+    return x.reshape(b, f, h * patch, w * patch, c)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers
+
+
+class PixelNorm(nn.Module):
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + self.eps)
+
+
+def make_norm(channels: int, norm_layer: str, groups: int = 32) -> nn.Module:
+    if norm_layer == "group_norm":
+        return nn.GroupNorm(groups, channels, eps=1e-6, pytorch_compatible=True)
+    return PixelNorm()
+
+
+class CausalConv3d(nn.Module):
+    """3x3x3 convolution; time is padded by repeating the first (and, non-causally, last) frame."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, padding_mode: str, stride: tuple[int, int, int] = (1, 1, 1)
+    ) -> None:
+        super().__init__()
+        self.kernel = 3
+        self.padding_mode = padding_mode
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=stride)
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        if causal:
+            x = mx.concatenate([mx.repeat(x[:, :1], self.kernel - 1, axis=1), x], axis=1)
+        else:
+            side = (self.kernel - 1) // 2
+            x = mx.concatenate([mx.repeat(x[:, :1], side, axis=1), x, mx.repeat(x[:, -1:], side, axis=1)], axis=1)
+        return self.conv(spatial_pad(x, self.kernel // 2, self.padding_mode))
+
+
+def _modulation(table: mx.array, embedding: mx.array) -> list[mx.array]:
+    """Per-sample (shift, scale, ...) vectors shaped to broadcast over (B, F, H, W, C)."""
+    rows, channels = table.shape
+    values = table[None] + embedding.reshape(-1, rows, channels)
+    return [values[:, i, None, None, None, :] for i in range(rows)]
+
+
+class ResnetBlock3D(nn.Module):
+    def __init__(
+        self, in_channels: int, out_channels: int, norm_layer: str, padding_mode: str, timestep_conditioning: bool
+    ) -> None:
+        super().__init__()
+        self.norm1 = make_norm(in_channels, norm_layer)
+        self.conv1 = CausalConv3d(in_channels, out_channels, padding_mode)
+        self.norm2 = make_norm(out_channels, norm_layer)
+        self.conv2 = CausalConv3d(out_channels, out_channels, padding_mode)
+        if in_channels != out_channels:
+            self.norm3 = nn.GroupNorm(1, in_channels, eps=1e-6, pytorch_compatible=True)
+            self.conv_shortcut = nn.Conv3d(in_channels, out_channels, 1)
+        if timestep_conditioning:
+            self.scale_shift_table = mx.zeros((4, in_channels))
+
+    def __call__(self, x: mx.array, causal: bool, timestep_embedding: mx.array | None = None) -> mx.array:
+        h = self.norm1(x)
+        if "scale_shift_table" in self:
+            shift1, scale1, shift2, scale2 = _modulation(self.scale_shift_table, timestep_embedding)
+            h = h * (1 + scale1) + shift1
+        h = self.conv1(nn.silu(h), causal)
+        h = self.norm2(h)
+        if "scale_shift_table" in self:
+            h = h * (1 + scale2) + shift2
+        h = self.conv2(nn.silu(h), causal)
+        if "conv_shortcut" in self:
+            x = self.conv_shortcut(self.norm3(x))
+        return x + h
+
+
+class ResBlockGroup(nn.Module):
+    """ltx-core ``UNetMidBlock3D``: residual blocks sharing one timestep embedding."""
+
+    def __init__(
+        self, channels: int, num_layers: int, norm_layer: str, padding_mode: str, timestep_conditioning: bool
+    ) -> None:
+        super().__init__()
+        if timestep_conditioning:
+            self.time_embedder = TimestepEmbedder(channels * 4)
+        block = (channels, channels, norm_layer, padding_mode, timestep_conditioning)
+        self.res_blocks = [ResnetBlock3D(*block) for _ in range(num_layers)]
+
+    def __call__(self, x: mx.array, causal: bool, timestep: mx.array | None = None) -> mx.array:
+        embedding = self.time_embedder(timestep.reshape(-1), x.dtype) if "time_embedder" in self else None
+        for block in self.res_blocks:
+            x = block(x, causal, embedding)
+        return x
+
+
+class DepthToSpaceUpsample(nn.Module):
+    """Decoder upsampling: conv to p1*p2*p3 times the channels, depth-to-space, drop the first frame."""
+
+    def __init__(
+        self, in_channels: int, stride: tuple[int, int, int], residual: bool, reduction: int, padding_mode: str
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.residual = residual
+        self.repeats = (stride[0] * stride[1] * stride[2]) // reduction
+        self.conv = CausalConv3d(in_channels, self.repeats * in_channels, padding_mode)
+
+    def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        skip = mx.tile(depth_to_space(x, self.stride), (1, 1, 1, 1, self.repeats)) if self.residual else None
+        x = depth_to_space(self.conv(x, causal), self.stride)
+        if self.stride[0] == 2:
+            x = x[:, 1:]
+            skip = skip[:, 1:] if skip is not None else None
+        return x + skip if skip is not None else x
+
+
+class SpaceToDepthDownsample(nn.Module):
+    """Encoder downsampling: conv + space-to-depth, plus a space-to-depth skip averaged over channel groups."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], padding_mode: str) -> None:
+        super().__init__()
+        self.stride = stride
+        volume = stride[0] * stride[1] * stride[2]
+        self.group_size = in_channels * volume // out_channels
+        self.conv = CausalConv3d(in_channels, out_channels // volume, padding_mode)
+
+    def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        if self.stride[0] == 2:
+            x = mx.concatenate([x[:, :1], x], axis=1)  # duplicate the first frame
+        skip = space_to_depth(x, self.stride)
+        skip = skip.reshape(*skip.shape[:-1], -1, self.group_size).mean(axis=-1)
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
+
+
+_STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
+
+
+class PerChannelStatistics(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mean = mx.zeros((channels,))
+        self.std = mx.ones((channels,))
+
+    def un_normalize(self, x: mx.array) -> mx.array:
+        return x * self.std + self.mean
+
+    def normalize(self, x: mx.array) -> mx.array:
+        return (x - self.mean) / self.std
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoder and encoder
+
+
+class VideoDecoder(nn.Module):
+    """Latent (B, C, F', H', W') -> frames (B, 3, 8(F'-1)+1, 32H', 32W'), as ltx-core's ``VideoDecoder``."""
+
+    decode_noise_scale = 0.025
+    decode_timestep = 0.05
+
+    def __init__(self, config: VideoVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        pad, norm, tc = config.decoder_padding, config.norm_layer, config.timestep_conditioning
+        self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+        channels = config.decoder_base_channels * 8
+        self.conv_in = CausalConv3d(config.latent_channels, channels, pad)
+        blocks: list[nn.Module] = []
+        for name, params in reversed(config.decoder_blocks):
+            multiplier = params.get("multiplier", 2 if name == "res_x_y" else 1)
+            if name == "res_x":
+                blocks.append(ResBlockGroup(channels, params["num_layers"], norm, pad, tc))
+            elif name == "res_x_y":
+                blocks.append(ResnetBlock3D(channels, channels // multiplier, norm, pad, False))
+                channels //= multiplier
+            else:
+                stride = _STRIDES[name.removeprefix("compress_")]
+                residual = params.get("residual", False) and name == "compress_all"
+                blocks.append(DepthToSpaceUpsample(channels, stride, residual, multiplier, pad))
+                channels //= multiplier
+        self.up_blocks = blocks
+        self.conv_norm_out = make_norm(channels, norm)
+        self.conv_out = CausalConv3d(channels, config.out_channels * config.patch_size**2, pad)
+        if tc:
+            self.timestep_scale_multiplier = mx.array(1000.0)
+            self.last_time_embedder = TimestepEmbedder(channels * 2)
+            self.last_scale_shift_table = mx.zeros((2, channels))
+
+    def decode(
+        self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
+    ) -> mx.array:
+        """Channels-last decode: latent (B, F', H', W', C) -> frames (B, F, H, W, 3).
+
+        With timestep conditioning, `noise` (same shape as the latent, standard normal) is blended in at
+        ``decode_noise_scale``; pass it explicitly (e.g. from ``mx.random.normal(shape, key=...)``) to make
+        the decode reproducible.
+        """
+        causal = self.config.causal_decoder
+        conditioned = self.config.timestep_conditioning
+        batch = latent.shape[0]
+        if conditioned:
+            if noise is None:
+                raise ValueError("this decoder injects noise: pass `noise` (standard normal, shaped like the latent)")
+            latent = noise.astype(latent.dtype) * self.decode_noise_scale + (1.0 - self.decode_noise_scale) * latent
+            if timestep is None:
+                timestep = self.decode_timestep
+            timestep = mx.broadcast_to(mx.array(timestep, dtype=latent.dtype), (batch,))
+            timestep = timestep * self.timestep_scale_multiplier.astype(latent.dtype)
+        x = self.conv_in(self.per_channel_statistics.un_normalize(latent), causal)
+        for block in self.up_blocks:
+            if isinstance(block, ResBlockGroup):
+                x = block(x, causal, timestep if conditioned else None)
+            else:
+                x = block(x, causal)
+        x = self.conv_norm_out(x)
+        if conditioned:
+            shift, scale = _modulation(self.last_scale_shift_table, self.last_time_embedder(timestep, x.dtype))
+            x = x * (1 + scale) + shift
+        x = self.conv_out(nn.silu(x), causal)
+        return unpatchify(x, self.config.patch_size)
+
+    def __call__(
+        self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
+    ) -> mx.array:
+        """(B, C, F', H', W') -> (B, 3, F, H, W), as ltx-core (noise in the latent's layout)."""
+        to_last = (0, 2, 3, 4, 1)
+        noise = noise.transpose(to_last) if noise is not None else None
+        return self.decode(latent.transpose(to_last), timestep, noise).transpose(0, 4, 1, 2, 3)
+
+
+class VideoEncoder(nn.Module):
+    """Frames (B, 3, 8k+1, H, W) -> normalized latent means (B, C, k+1, H/32, W/32), as ltx-core's ``VideoEncoder``."""
+
+    def __init__(self, config: VideoVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        pad, norm = config.encoder_padding, config.norm_layer
+        self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+        channels = config.latent_channels
+        self.conv_in = CausalConv3d(config.in_channels * config.patch_size**2, channels, pad)
+        blocks: list[nn.Module] = []
+        for name, params in config.encoder_blocks:
+            if name == "res_x":
+                blocks.append(ResBlockGroup(channels, params["num_layers"], norm, pad, False))
+            elif name == "res_x_y":
+                out = channels * params.get("multiplier", 2)
+                blocks.append(ResnetBlock3D(channels, out, norm, pad, False))
+                channels = out
+            elif name.endswith("_res"):
+                out = channels * params.get("multiplier", 2)
+                stride = _STRIDES[name.removeprefix("compress_").removesuffix("_res")]
+                blocks.append(SpaceToDepthDownsample(channels, out, stride, pad))
+                channels = out
+            else:
+                out = channels * params.get("multiplier", 2) if name == "compress_all_x_y" else channels
+                stride = _STRIDES[name.removeprefix("compress_").removesuffix("_x_y")]
+                blocks.append(CausalConv3d(channels, out, pad, stride))
+                channels = out
+        self.down_blocks = blocks
+        self.conv_norm_out = make_norm(channels, norm)
+        extra = {"per_channel": config.latent_channels, "uniform": 1, "constant": 1, "none": 0}[config.latent_log_var]
+        self.conv_out = CausalConv3d(channels, config.latent_channels + extra, pad)
+
+    def encode(self, frames: mx.array) -> mx.array:
+        """Channels-last encode: frames (B, F, H, W, 3) with F = 8k+1 -> latent (B, k+1, H/32, W/32, C)."""
+        if (frames.shape[1] - 1) % TIME_SCALE:
+            raise ValueError(f"the encoder needs 8k+1 frames, got {frames.shape[1]}")
+        x = self.conv_in(patchify(frames, self.config.patch_size))
+        for block in self.down_blocks:
+            x = block(x, True)
+        x = self.conv_out(nn.silu(self.conv_norm_out(x)))
+        n = self.config.latent_channels
+        means = x[..., :n] if self.config.latent_log_var != "none" else x[..., : x.shape[-1] // 2]
+        return self.per_channel_statistics.normalize(means)
+
+    def __call__(self, frames: mx.array) -> mx.array:
+        return self.encode(frames.transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3)
+
+
+def _stats_key(key: str) -> str:
+    """Statistics spellings of every layout -> ``per_channel_statistics.mean`` / ``.std``."""
+    leaf = key.rpartition(".")[2].replace("-", "_").lstrip("_")
+    return "per_channel_statistics." + {"mean_of_means": "mean", "std_of_means": "std"}.get(leaf, leaf)
+
+
+# Statistics that real checkpoints carry but no decoder or encoder reads.
+UNUSED_STATISTICS = ("channel", "mean_of_stds", "mean_of_stds_over_std_of_means")
+
+
+def _sanitizer(own: str, other: str):
+    def sanitize(key: str) -> str | None:
+        if key.startswith("per_channel_statistics."):
+            mapped = _stats_key(key)
+            return None if mapped.rpartition(".")[2] in UNUSED_STATISTICS else mapped
+        if key.startswith(other):
+            return None
+        return key.removeprefix(own)
+
+    return sanitize
+
+
+sanitize_decoder_key = _sanitizer("decoder.", "encoder.")
+sanitize_encoder_key = _sanitizer("encoder.", "decoder.")
