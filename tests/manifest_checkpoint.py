@@ -1,8 +1,8 @@
 """Checkpoints built from key manifests: tensor listings without any tensor data.
 
-`tests/fixtures/manifests/audio/*.json` hold the audio tensors of the real LTX-2 checkpoints (written by
-`tests/reference/extract_audio_manifests.py`). A `Checkpoint` only needs each file's path and tensor listing to
-plan a load, so these let the tests check the loaders against the real key sets and shapes without the weights.
+`tests/fixtures/manifests/*.json` hold the audio and video-VAE/upscaler tensors of the real LTX-2 checkpoints
+(written by `tests/reference/extract_manifests.py`). A `Checkpoint` only needs each file's path and tensor listing
+to plan a load, so these let the tests check the loaders against the real key sets and shapes without the weights.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ltx_backend.weights.checkpoint import Checkpoint, Layout
-from ltx_backend.weights.plan import LoadPlan, PlannedTensor
+from ltx_backend.weights.checkpoint import Checkpoint, Component, Layout
+from ltx_backend.weights.plan import LoadPlan, PlannedTensor, expected_params
 from ltx_backend.weights.safetensors_file import TensorInfo
 
-MANIFEST_DIR = Path(__file__).resolve().parent / "fixtures" / "manifests" / "audio"
+MANIFEST_DIR = Path(__file__).resolve().parent / "fixtures" / "manifests"
 LTX_MANIFESTS = ("ltx-2-19b-official", "ltx-2.3-22b-official", "ltx2-mlx-av-unified", "ltx-2.3-mlx-q4-split")
 # Manifest dtype spelling -> safetensors spelling.
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "uint32": "U32", "int32": "I32"}
@@ -40,6 +40,11 @@ class ListedFile:
 
 def load_manifest(name: str) -> dict:
     return json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+
+
+def with_possible_extras(manifest: dict) -> dict[str, list]:
+    """The listing plus the tensors the file may also carry (``possible_extra_tensors``: unread VAE statistics)."""
+    return {**manifest["tensors"], **manifest.get("possible_extra_tensors", {}).get("tensors", {})}
 
 
 def listed_file(path: Path, listing: Listing) -> ListedFile:
@@ -105,3 +110,25 @@ def planned_shape(entry: PlannedTensor) -> tuple[int, ...]:
 
 def param_count(plan: LoadPlan) -> int:
     return sum(math.prod(entry.param.shape) for entry in plan.entries)
+
+
+def stored_keys(component: Component, keys=None) -> set[tuple[str, str]]:
+    """(file, key-in-file) of the component's tensors (all, or those with the given component keys)."""
+    keys = component.tensors if keys is None else keys
+    return {(str(component.tensors[k].file), component.tensors[k].name) for k in keys}
+
+
+def used_keys(plan: LoadPlan) -> set[tuple[str, str]]:
+    """(file, key-in-file) of the tensors a plan reads."""
+    return {(str(entry.source.file), entry.source.name) for entry in plan.entries}
+
+
+def check_plan(module, plan: LoadPlan) -> None:
+    """Every parameter of `module` is planned once, and the stored shape fits it after the planned permutation."""
+    params = {spec.key: spec.shape for spec in expected_params(module)}
+    planned = {entry.param.key for entry in plan.entries}
+    assert planned == set(params), "every parameter is planned, once"
+    assert len(plan.entries) == len(planned)
+    for entry in plan.entries:
+        assert planned_shape(entry) == params[entry.param.key], entry.source.name
+        assert math.prod(entry.source.shape) == math.prod(entry.param.shape)

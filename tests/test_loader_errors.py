@@ -502,3 +502,26 @@ def test_config_section_of_the_wrong_type_is_config_invalid(tmp_path: Path) -> N
     root = fixture_copy(tmp_path, "ltx20_split")
     edit_json(root / "embedded_config.json", _set("vocoder", [1, 2, 3]))
     raises(ErrorCode.CONFIG_INVALID, load_vocoder, open_checkpoint(root))
+
+
+def test_unused_statistics_are_passed_over(tmp_path: Path) -> None:
+    """Real VAE files may carry statistics no model reads (channel, mean-of-stds, ...): known, not unexpected."""
+    root = fixture_copy(tmp_path, "ltx20_split")
+    tensors, metadata = read_file(root / "audio_vae.safetensors")
+    tensors["per_channel_statistics.channel"] = np.arange(16, dtype=np.float32)
+    tensors["per_channel_statistics.mean-of-stds"] = np.ones(16, dtype=np.float32)
+    save_file(tensors, str(root / "audio_vae.safetensors"), metadata=metadata)
+    load_audio_decoder(open_checkpoint(root))
+
+
+def test_official_upscaler_of_the_checkpoints_own_family_is_preferred(tmp_path: Path) -> None:
+    from ltx_backend.weights.video import find_upscaler
+
+    root = tmp_path / "official"
+    root.mkdir()
+    metadata = {"config": json.dumps({"vae": {}})}
+    save_file({"vae.decoder.x": np.zeros(1, np.float32)}, str(root / "ltx-2-19b-distilled.safetensors"), metadata)
+    for name in ("ltx-2-spatial-upscaler-x2-1.0", "ltx-2.3-spatial-upscaler-x2-1.1"):
+        save_file({"initial_conv.weight": np.zeros(1, np.float32)}, str(root / f"{name}.safetensors"))
+    source = find_upscaler(open_checkpoint(root), "spatial_x2")
+    assert [path.name for path in source.component.files] == ["ltx-2-spatial-upscaler-x2-1.0.safetensors"]

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_backend.models.statistics import PREFIX as STATS_PREFIX
+from ltx_backend.models.statistics import PerChannelStatistics, statistics_key
+
 LATENT_DOWNSAMPLE_FACTOR = 4  # mel frames per latent frame, fixed by the model family
 CAUSALITY_AXES = (None, "none", "height", "width", "width-compatibility")
 
@@ -228,21 +231,6 @@ class MidBlock(nn.Module):
         return self.block_2(x)
 
 
-class PerChannelStatistics(nn.Module):
-    """Dataset statistics of the patchified latent, one value per (channel, mel bin) feature."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.mean_of_means = mx.zeros((features,))
-        self.std_of_means = mx.ones((features,))
-
-    def un_normalize(self, x: mx.array) -> mx.array:
-        return x * self.std_of_means + self.mean_of_means
-
-    def normalize(self, x: mx.array) -> mx.array:
-        return (x - self.mean_of_means) / self.std_of_means
-
-
 def _patchify(latent: mx.array) -> mx.array:
     """(B, C, T, F) -> (B, T, C*F), channel-major features as ltx-core's AudioPatchifier."""
     b, c, t, f = latent.shape
@@ -362,16 +350,10 @@ class AudioEncoder(nn.Module):
         return _unpatchify(tokens, self.config.z_channels)
 
 
-def _stats_key(key: str) -> str:
-    """ltx-core's ``mean-of-means`` / MLX conversions' ``_mean_of_means`` -> our ``mean_of_means``."""
-    head, _, leaf = key.rpartition(".")
-    return f"{head}.{leaf.replace('-', '_').lstrip('_')}"
-
-
 def sanitize_decoder_key(key: str) -> str | None:
     """Audio-VAE component key -> decoder parameter key; None for encoder keys stored beside it."""
-    if key.startswith("per_channel_statistics."):
-        return _stats_key(key)
+    if key.startswith(STATS_PREFIX):
+        return statistics_key(key)
     if key.startswith("encoder."):
         return None
     return key.removeprefix("decoder.")
@@ -379,6 +361,6 @@ def sanitize_decoder_key(key: str) -> str | None:
 
 def sanitize_encoder_key(key: str) -> str | None:
     """Audio-VAE component key -> encoder parameter key; None for decoder keys (with or without ``decoder.``)."""
-    if key.startswith("per_channel_statistics."):
-        return _stats_key(key)
+    if key.startswith(STATS_PREFIX):
+        return statistics_key(key)
     return key.removeprefix("encoder.") if key.startswith("encoder.") else None

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_backend.models.video_vae import PerChannelStatistics, depth_to_space
+from ltx_backend.models.statistics import PerChannelStatistics
+from ltx_backend.models.video_vae import depth_to_space
 
 RATIONAL_SCALES = {0.75: (3, 4), 1.5: (3, 2), 2.0: (2, 1), 4.0: (4, 1)}
 

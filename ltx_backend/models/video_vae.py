@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_backend.models.statistics import PREFIX as STATS_PREFIX
+from ltx_backend.models.statistics import PerChannelStatistics, statistics_key
 from ltx_backend.models.timestep import TimestepEmbedder
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -294,19 +296,6 @@ class SpaceToDepthDownsample(nn.Module):
 _STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
 
 
-class PerChannelStatistics(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.mean = mx.zeros((channels,))
-        self.std = mx.ones((channels,))
-
-    def un_normalize(self, x: mx.array) -> mx.array:
-        return x * self.std + self.mean
-
-    def normalize(self, x: mx.array) -> mx.array:
-        return (x - self.mean) / self.std
-
-
 # ---------------------------------------------------------------------------------------------------
 # Decoder and encoder
 
@@ -436,21 +425,10 @@ class VideoEncoder(nn.Module):
         return self.encode(frames.transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3)
 
 
-def _stats_key(key: str) -> str:
-    """Statistics spellings of every layout -> ``per_channel_statistics.mean`` / ``.std``."""
-    leaf = key.rpartition(".")[2].replace("-", "_").lstrip("_")
-    return "per_channel_statistics." + {"mean_of_means": "mean", "std_of_means": "std"}.get(leaf, leaf)
-
-
-# Statistics that real checkpoints carry but no decoder or encoder reads.
-UNUSED_STATISTICS = ("channel", "mean_of_stds", "mean_of_stds_over_std_of_means")
-
-
 def _sanitizer(own: str, other: str):
     def sanitize(key: str) -> str | None:
-        if key.startswith("per_channel_statistics."):
-            mapped = _stats_key(key)
-            return None if mapped.rpartition(".")[2] in UNUSED_STATISTICS else mapped
+        if key.startswith(STATS_PREFIX):
+            return statistics_key(key)
         if key.startswith(other):
             return None
         return key.removeprefix(own)

@@ -56,7 +56,10 @@ def find_upscaler(ckpt: Checkpoint, kind: str) -> UpscalerSource | None:
     """The weights (and config, where the checkpoint has one) of an upscaler, or None if it has none."""
     names, pattern = UPSCALERS[kind]
     if ckpt.layout is Layout.OFFICIAL:
-        files = sorted(ckpt.root.glob(pattern + ".safetensors"), reverse=True)  # 1.1 before 1.0
+        # Newest first (1.1 before 1.0), but the checkpoint's own family (ltx-2.3-* vs ltx-2-*) before any other.
+        family = next((p for p in ("ltx-2.3-", "ltx-2-") if ckpt.files[0].path.name.startswith(p)), None)
+        files = sorted(ckpt.root.glob(pattern + ".safetensors"), reverse=True)
+        files.sort(key=lambda path: family is None or not path.name.startswith(family))
         if not files:
             return None
         file = SafetensorsFile(files[0])
