@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_backend.models.norms import PixelNorm
 from ltx_backend.models.statistics import PREFIX as STATS_PREFIX
 from ltx_backend.models.statistics import PerChannelStatistics, statistics_key
 
@@ -91,17 +92,6 @@ class AudioVAEConfig:
             sample_rate=params.get("sampling_rate", 16000),
             mel_hop_length=preprocessing.get("stft", {}).get("hop_length", 160),
         )
-
-
-class PixelNorm(nn.Module):
-    """RMS norm over channels at every (time, freq) location."""
-
-    def __init__(self, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + self.eps)
 
 
 def make_norm(channels: int, norm_type: str) -> nn.Module:

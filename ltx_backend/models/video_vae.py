@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_backend.models.norms import PixelNorm
 from ltx_backend.models.statistics import PREFIX as STATS_PREFIX
 from ltx_backend.models.statistics import PerChannelStatistics, statistics_key
 from ltx_backend.models.timestep import TimestepEmbedder
@@ -163,19 +164,10 @@ def unpatchify(x: mx.array, patch: int) -> mx.array:
 # Layers
 
 
-class PixelNorm(nn.Module):
-    def __init__(self, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + self.eps)
-
-
 def make_norm(channels: int, norm_layer: str, groups: int = 32) -> nn.Module:
     if norm_layer == "group_norm":
         return nn.GroupNorm(groups, channels, eps=1e-6, pytorch_compatible=True)
-    return PixelNorm()
+    return PixelNorm(eps=1e-8)
 
 
 class CausalConv3d(nn.Module):
