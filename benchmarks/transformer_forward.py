@@ -1,0 +1,192 @@
+"""One forward of the full-size LTX-2 audio-video transformer (random weights): seconds, peak memory, TFLOP/s.
+
+    python benchmarks/transformer_forward.py                         # LTX-2.0, bf16, 1536 and 6144 video tokens
+    python benchmarks/transformer_forward.py --version 2.3 --quantize 4
+    python benchmarks/transformer_forward.py --backend ltx-core      # the same shapes in ltx-core (PyTorch, CUDA)
+
+The shapes are those of a 768x512x121 two-stage job: 1536 video tokens in stage 1 (16x8x12 latent cells) and
+6144 in stage 2 (16x16x24), 126 audio tokens and 1024 text tokens. FLOPs count the matrix products only
+(``flops()``: projections, attention scores and values, feed-forward, caption projection), 2 per multiply-add.
+Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+TEXT_TOKENS, AUDIO_TOKENS = 1024, 126
+VIDEO_GRIDS = {1536: (16, 8, 12), 6144: (16, 16, 24)}
+
+
+def section(version: str) -> dict:
+    from ltx_backend.weights.transformer import LTX2_TRANSFORMER_SECTION
+
+    if version == "2.0":
+        return dict(LTX2_TRANSFORMER_SECTION)
+    return {
+        **LTX2_TRANSFORMER_SECTION,
+        "apply_gated_attention": True, "cross_attention_adaln": True, "caption_proj_before_connector": True,
+        "caption_projection_first_linear": False, "caption_projection_second_linear": False,
+        "caption_proj_input_norm": False,
+    }  # fmt: skip
+
+
+def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOKENS) -> float:
+    """Matrix-product FLOPs of one forward (2 per multiply-add)."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    da = cfg["audio_num_attention_heads"] * cfg["audio_attention_head_dim"]
+    caption = cfg.get("caption_channels") if not cfg.get("caption_proj_before_connector") else None
+    coefficient = 9 if cfg.get("cross_attention_adaln") else 6
+
+    def stream(t: int, dim: int) -> tuple[float, float]:
+        # The context reaches the blocks at the stream width (projected before or after the connectors).
+        self_attn = 4 * 2 * t * dim * dim + 2 * 2 * t * t * dim
+        cross = 2 * 2 * t * dim * dim + 2 * 2 * text * dim * dim + 2 * 2 * t * text * dim
+        # Per-token AdaLN: timestep MLP (256 -> dim -> dim) and the modulation linear (dim -> coefficient * dim).
+        adaln = 2 * t * (256 * dim + dim * dim) + 2 * t * dim * coefficient * dim
+        return self_attn + cross + 2 * 2 * t * dim * 4 * dim, adaln
+
+    a2v = 2 * video * d * da + 2 * 2 * audio * da * da + 2 * 2 * video * audio * da + 2 * video * da * d
+    v2a = 2 * audio * da * da + 2 * 2 * video * d * da + 2 * 2 * audio * video * da + 2 * audio * da * da
+    (video_block, video_adaln), (audio_block, audio_adaln) = stream(video, d), stream(audio, da)
+    total = cfg["num_layers"] * (video_block + audio_block + a2v + v2a) + video_adaln + audio_adaln
+    total += 2 * video * cfg["in_channels"] * d * 2 + 2 * audio * cfg["audio_in_channels"] * da * 2
+    if caption is not None:  # two-layer caption projection per stream
+        total += 2 * text * (caption * d + d * d) + 2 * text * (caption * da + da * da)
+    return float(total)
+
+
+def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int) -> dict:
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from ltx_backend.models.rope import audio_positions, video_positions
+    from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
+    from ltx_backend.weights.transformer import _quantized_layer
+
+    cfg = section(version)
+    config = TransformerConfig.from_section(cfg)
+    model = LTXModel(config)
+    model.set_dtype(mx.bfloat16)
+    if quantize:
+        nn.quantize(model, group_size=64, bits=quantize, class_predicate=_quantized_layer)
+    mx.eval(model.parameters())
+    weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
+    rng = np.random.default_rng(0)
+    ctx_v = config.caption_channels or config.video_dim
+    ctx_a = config.caption_channels or config.audio_dim
+    results = []
+    for count in tokens:
+        f, h, w = VIDEO_GRIDS[count]
+        video = StreamInput(
+            latent=mx.array(rng.standard_normal((1, count, config.in_channels)), dtype=mx.bfloat16),
+            timesteps=mx.full((1, count), 0.9, dtype=mx.bfloat16),
+            sigma=mx.array([0.9], dtype=mx.bfloat16),
+            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, ctx_v)), dtype=mx.bfloat16),
+            context_mask=mx.ones((1, TEXT_TOKENS)),
+            rope=model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16),
+        )
+        audio = StreamInput(
+            latent=mx.array(rng.standard_normal((1, AUDIO_TOKENS, config.audio_in_channels)), dtype=mx.bfloat16),
+            timesteps=mx.full((1, AUDIO_TOKENS), 0.9, dtype=mx.bfloat16),
+            sigma=mx.array([0.9], dtype=mx.bfloat16),
+            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, ctx_a)), dtype=mx.bfloat16),
+            context_mask=mx.ones((1, TEXT_TOKENS)),
+            rope=model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16),
+        )
+        mx.eval(model(video, audio))  # warm-up
+        mx.reset_peak_memory()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            mx.eval(model(video, audio))
+        seconds = (time.perf_counter() - start) / repeat
+        work = flops(cfg, count)
+        results.append({
+            "video_tokens": count, "seconds": round(seconds, 4), "peak_gb": round(mx.get_peak_memory() / 1e9, 2),
+            "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
+        })  # fmt: skip
+    return {"backend": "ltx-backend (MLX)", "device": str(mx.default_device()), "mlx": mx.__version__,
+            "weights_gb": round(weights_gb, 2), "quantize": quantize, "results": results}  # fmt: skip
+
+
+def run_ltx_core(version: str, tokens: list[int], repeat: int) -> dict:
+    import torch
+    from ltx_core.model.transformer.modality import Modality
+    from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
+
+    from ltx_backend.models.rope import audio_positions, video_positions
+
+    cfg = section(version)
+    full = {**cfg, "dropout": 0.0, "attention_bias": True, "num_vector_embeds": None,
+            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "use_linear_projection": False,
+            "only_cross_attention": False, "cross_attention_norm": True, "double_self_attention": False,
+            "upcast_attention": False, "standardization_norm": "rms_norm", "norm_elementwise_affine": False,
+            "qk_norm": "rms_norm", "positional_embedding_type": "rope", "use_audio_video_cross_attention": True,
+            "share_ff": False, "av_cross_ada_norm": True}  # fmt: skip
+    with torch.device("cuda"):
+        model = LTXModelConfigurator.from_config({"transformer": full}).to(torch.bfloat16).eval()
+    rng = np.random.default_rng(0)
+    caption = cfg.get("caption_channels", 3840) if not cfg.get("caption_proj_before_connector") else None
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    da = cfg["audio_num_attention_heads"] * cfg["audio_attention_head_dim"]
+
+    def tensor(shape, dtype=torch.bfloat16):
+        return torch.from_numpy(rng.standard_normal(shape).astype(np.float32)).to("cuda", dtype)
+
+    results = []
+    for count in tokens:
+        f, h, w = VIDEO_GRIDS[count]
+        sigma = torch.full((1,), 0.9, device="cuda", dtype=torch.bfloat16)
+        video = Modality(latent=tensor((1, count, 128)), sigma=sigma,
+                         timesteps=torch.full((1, count), 0.9, device="cuda", dtype=torch.bfloat16),
+                         positions=torch.from_numpy(video_positions(f, h, w, 24.0)).to("cuda", torch.bfloat16),
+                         context=tensor((1, TEXT_TOKENS, caption or d)))  # fmt: skip
+        audio = Modality(latent=tensor((1, AUDIO_TOKENS, 128)), sigma=sigma,
+                         timesteps=torch.full((1, AUDIO_TOKENS), 0.9, device="cuda", dtype=torch.bfloat16),
+                         positions=torch.from_numpy(audio_positions(AUDIO_TOKENS)).to("cuda", torch.bfloat16),
+                         context=tensor((1, TEXT_TOKENS, caption or da)))  # fmt: skip
+        with torch.no_grad():
+            model(video, audio, None)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            for _ in range(repeat):
+                model(video, audio, None)
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / repeat
+        work = flops(cfg, count)
+        results.append({
+            "video_tokens": count, "seconds": round(seconds, 4),
+            "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+            "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
+        })  # fmt: skip
+    return {"backend": "ltx-core (PyTorch)", "torch": torch.__version__, "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", choices=["2.0", "2.3"], default="2.0")
+    parser.add_argument("--tokens", default="1536,6144", help="video token counts (1536 and/or 6144)")
+    parser.add_argument("--quantize", type=int, choices=[4, 8], default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")
+    args = parser.parse_args()
+    tokens = [int(t) for t in args.tokens.split(",")]
+    if args.backend == "mlx":
+        report = run_mlx(args.version, tokens, args.quantize, args.repeat)
+    else:
+        report = run_ltx_core(args.version, tokens, args.repeat)
+    report.update(benchmark="transformer forward", model=f"LTX-{args.version}, random weights, bf16",
+                  audio_tokens=AUDIO_TOKENS, text_tokens=TEXT_TOKENS, peak_reference_tflops=790)  # fmt: skip
+    for row in report["results"]:
+        row["mfu"] = round(row["tflop_per_s"] / 790, 3)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""The LTX-2 / LTX-2.3 audio-video diffusion transformer, as ltx-core's ``LTXModel``.
+
+Two streams (video and audio) share a stack of blocks. Per block and stream: AdaLN-modulated self-attention
+with RoPE, text cross-attention (LTX-2.3: AdaLN-modulated on both the query and the prompt side), audio<->video
+cross-attention on temporal positions, and an AdaLN-modulated feed-forward. LTX-2.3 adds per-head gates on
+every attention. The variant is chosen by the checkpoint's config, never by its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ltx_backend.models.rope import RotaryTables, apply_rotary, rotary_tables
+from ltx_backend.models.timestep import TimestepEmbedder
+
+BASE_ADALN_PARAMS = 6  # shift/scale/gate for self-attention and feed-forward
+CROSS_ADALN_PARAMS = 3  # shift/scale/gate of the text cross-attention query (LTX-2.3)
+AV_SCALE_SHIFT_PARAMS = 4  # scale/shift for audio->video and video->audio cross-attention
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The ``transformer`` config section (ltx-core ``LTXModelConfigurator``), with its defaults."""
+
+    num_attention_heads: int = 32
+    attention_head_dim: int = 128
+    in_channels: int = 128
+    out_channels: int = 128
+    num_layers: int = 48
+    cross_attention_dim: int = 4096
+    norm_eps: float = 1e-6
+    positional_embedding_theta: float = 10000.0
+    positional_embedding_max_pos: tuple[int, ...] = (20, 2048, 2048)
+    timestep_scale_multiplier: float = 1000.0
+    use_middle_indices_grid: bool = True
+    audio_num_attention_heads: int = 32
+    audio_attention_head_dim: int = 64
+    audio_in_channels: int = 128
+    audio_out_channels: int = 128
+    audio_cross_attention_dim: int = 2048
+    audio_positional_embedding_max_pos: tuple[int, ...] = (20,)
+    av_ca_timestep_scale_multiplier: float = 1.0
+    rope_split: bool = False
+    double_precision_rope: bool = False
+    apply_gated_attention: bool = False
+    cross_attention_adaln: bool = False
+    caption_channels: int | None = 3840  # None: the text projection happens before the connectors (LTX-2.3)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_section(cls, cfg: dict) -> TransformerConfig:
+        rope = cfg.get("rope_type", "interleaved")
+        if rope not in ("interleaved", "split"):
+            raise ValueError(f"unknown rope_type {rope!r}")
+        caption_in_transformer = not cfg.get("caption_proj_before_connector", False)
+        return cls(
+            num_attention_heads=cfg.get("num_attention_heads", 32),
+            attention_head_dim=cfg.get("attention_head_dim", 128),
+            in_channels=cfg.get("in_channels", 128),
+            out_channels=cfg.get("out_channels", 128),
+            num_layers=cfg.get("num_layers", 48),
+            cross_attention_dim=cfg.get("cross_attention_dim", 4096),
+            norm_eps=cfg.get("norm_eps", 1e-6),
+            positional_embedding_theta=cfg.get("positional_embedding_theta", 10000.0),
+            positional_embedding_max_pos=tuple(cfg.get("positional_embedding_max_pos", (20, 2048, 2048))),
+            timestep_scale_multiplier=cfg.get("timestep_scale_multiplier", 1000),
+            use_middle_indices_grid=cfg.get("use_middle_indices_grid", True),
+            audio_num_attention_heads=cfg.get("audio_num_attention_heads", 32),
+            audio_attention_head_dim=cfg.get("audio_attention_head_dim", 64),
+            audio_in_channels=cfg.get("audio_in_channels", 128),
+            audio_out_channels=cfg.get("audio_out_channels", 128),
+            audio_cross_attention_dim=cfg.get("audio_cross_attention_dim", 2048),
+            audio_positional_embedding_max_pos=tuple(cfg.get("audio_positional_embedding_max_pos", (20,))),
+            av_ca_timestep_scale_multiplier=cfg.get("av_ca_timestep_scale_multiplier", 1),
+            rope_split=rope == "split",
+            double_precision_rope=cfg.get("frequencies_precision", False) == "float64",
+            apply_gated_attention=cfg.get("apply_gated_attention", False),
+            cross_attention_adaln=cfg.get("cross_attention_adaln", False),
+            caption_channels=cfg.get("caption_channels", 3840) if caption_in_transformer else None,
+        )
+
+    @property
+    def video_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def audio_dim(self) -> int:
+        return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    @property
+    def adaln_params(self) -> int:
+        return BASE_ADALN_PARAMS + (CROSS_ADALN_PARAMS if self.cross_attention_adaln else 0)
+
+
+def rms_norm(x: mx.array, eps: float) -> mx.array:
+    return mx.fast.rms_norm(x, None, eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with q/k RMS norm, optional RoPE and optional per-head gates (2 * sigmoid)."""
+
+    def __init__(
+        self, query_dim: int, context_dim: int | None, heads: int, dim_head: int, eps: float, gated: bool
+    ) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = query_dim if context_dim is None else context_dim
+        self.heads, self.dim_head = heads, dim_head
+        self.q_norm = nn.RMSNorm(inner, eps=eps)
+        self.k_norm = nn.RMSNorm(inner, eps=eps)
+        self.to_q = nn.Linear(query_dim, inner)
+        self.to_k = nn.Linear(context_dim, inner)
+        self.to_v = nn.Linear(context_dim, inner)
+        if gated:
+            self.to_gate_logits = nn.Linear(query_dim, heads)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def __call__(
+        self,
+        x: mx.array,
+        context: mx.array | None = None,
+        mask: mx.array | None = None,
+        pe: RotaryTables | None = None,
+        k_pe: RotaryTables | None = None,
+    ) -> mx.array:
+        context = x if context is None else context
+        q = self.q_norm(self.to_q(x))
+        k = self.k_norm(self.to_k(context))
+        v = self.to_v(context)
+        if pe is not None:
+            q, k = apply_rotary(q, pe), apply_rotary(k, pe if k_pe is None else k_pe)
+        b, t, _ = q.shape
+        q, k, v = (a.reshape(b, -1, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in (q, k, v))
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5, mask=mask)
+        out = out.transpose(0, 2, 1, 3)  # (B, T, H, D)
+        if "to_gate_logits" in self:
+            out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
+        return self.to_out(out.reshape(b, t, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(dim, dim * mult)
+        self.proj_out = nn.Linear(dim * mult, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.proj_out(nn.gelu_approx(self.proj_in(x)))
+
+
+class AdaLayerNormSingle(nn.Module):
+    """Timestep -> (coefficient * dim modulation values, the embedded timestep)."""
+
+    def __init__(self, dim: int, coefficient: int) -> None:
+        super().__init__()
+        self.emb = TimestepEmbedder(dim)
+        self.linear = nn.Linear(dim, coefficient * dim)
+
+    def __call__(self, timestep: mx.array, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
+        embedded = self.emb(timestep.reshape(-1), dtype)
+        return self.linear(nn.silu(embedded)), embedded
+
+
+class CaptionProjection(nn.Module):
+    """LTX-2.0's projection of the connector output to the stream width: linear, tanh-GELU, linear."""
+
+    def __init__(self, in_features: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.linear_2(nn.gelu_approx(self.linear_1(x)))
+
+
+def _ada(table: mx.array, values: mx.array, rows: slice) -> list[mx.array]:
+    """table[rows] + the per-token modulation values for those rows: one (B, T, dim) array per row."""
+    b, t, _ = values.shape
+    count, dim = table.shape
+    picked = table[rows][None, None] + values.reshape(b, t, count, dim)[:, :, rows]
+    return [picked[:, :, i] for i in range(picked.shape[2])]
+
+
+@dataclass
+class StreamState:
+    """One stream's tensors for a forward pass (ltx-core ``TransformerArgs``)."""
+
+    x: mx.array
+    context: mx.array
+    context_mask: mx.array | None  # boolean (B, 1, 1, L), True = attend
+    timesteps: mx.array  # (B, T, coefficient * dim) modulation values
+    embedded_timestep: mx.array
+    pe: RotaryTables
+    cross_pe: RotaryTables | None
+    cross_scale_shift: mx.array | None
+    cross_gate: mx.array | None
+    prompt_timestep: mx.array | None
+
+
+class AVTransformerBlock(nn.Module):
+    def __init__(self, config: TransformerConfig, video: bool = True, audio: bool = True) -> None:
+        super().__init__()
+        c, eps, gated = config, config.norm_eps, config.apply_gated_attention
+        self.eps = eps
+        self.cross_attention_adaln = c.cross_attention_adaln
+        vd, ad = c.video_dim, c.audio_dim
+        if video:
+            self.attn1 = Attention(vd, None, c.num_attention_heads, c.attention_head_dim, eps, gated)
+            self.attn2 = Attention(vd, c.cross_attention_dim, c.num_attention_heads, c.attention_head_dim, eps, gated)
+            self.ff = FeedForward(vd)
+            self.scale_shift_table = mx.zeros((c.adaln_params, vd))
+        if audio:
+            heads, head_dim = c.audio_num_attention_heads, c.audio_attention_head_dim
+            self.audio_attn1 = Attention(ad, None, heads, head_dim, eps, gated)
+            self.audio_attn2 = Attention(ad, c.audio_cross_attention_dim, heads, head_dim, eps, gated)
+            self.audio_ff = FeedForward(ad)
+            self.audio_scale_shift_table = mx.zeros((c.adaln_params, ad))
+        if video and audio:
+            heads, head_dim = c.audio_num_attention_heads, c.audio_attention_head_dim
+            self.audio_to_video_attn = Attention(vd, ad, heads, head_dim, eps, gated)  # Q video, K/V audio
+            self.video_to_audio_attn = Attention(ad, vd, heads, head_dim, eps, gated)  # Q audio, K/V video
+            self.scale_shift_table_a2v_ca_audio = mx.zeros((AV_SCALE_SHIFT_PARAMS + 1, ad))
+            self.scale_shift_table_a2v_ca_video = mx.zeros((AV_SCALE_SHIFT_PARAMS + 1, vd))
+        if c.cross_attention_adaln and video:
+            self.prompt_scale_shift_table = mx.zeros((2, vd))
+        if c.cross_attention_adaln and audio:
+            self.audio_prompt_scale_shift_table = mx.zeros((2, ad))
+
+    def _self_and_text(self, s: StreamState, prefix: str) -> mx.array:
+        table = self[prefix + "scale_shift_table"]
+        attn1, attn2 = self[prefix + "attn1"], self[prefix + "attn2"]
+        x = s.x
+        shift, scale, gate = _ada(table, s.timesteps, slice(0, 3))
+        x = x + attn1(rms_norm(x, self.eps) * (1 + scale) + shift, pe=s.pe) * gate
+        if self.cross_attention_adaln:
+            shift_q, scale_q, gate_q = _ada(table, s.timesteps, slice(6, 9))
+            prompt_table = self[prefix + "prompt_scale_shift_table"]
+            shift_kv, scale_kv = _ada(prompt_table, s.prompt_timestep, slice(0, 2))
+            query = rms_norm(x, self.eps) * (1 + scale_q) + shift_q
+            context = s.context * (1 + scale_kv) + shift_kv
+            return x + attn2(query, context=context, mask=s.context_mask) * gate_q
+        return x + attn2(rms_norm(x, self.eps), context=s.context, mask=s.context_mask)
+
+    def _feed_forward(self, s: StreamState, x: mx.array, prefix: str) -> mx.array:
+        shift, scale, gate = _ada(self[prefix + "scale_shift_table"], s.timesteps, slice(3, 6))
+        return x + self[prefix + "ff"](rms_norm(x, self.eps) * (1 + scale) + shift) * gate
+
+    @staticmethod
+    def _av_values(table: mx.array, s: StreamState, rows: slice) -> tuple[mx.array, mx.array, mx.array]:
+        scale, shift = _ada(table[:AV_SCALE_SHIFT_PARAMS], s.cross_scale_shift, rows)
+        (gate,) = _ada(table[AV_SCALE_SHIFT_PARAMS:], s.cross_gate, slice(None))
+        return scale, shift, gate
+
+    def __call__(self, video: StreamState | None, audio: StreamState | None) -> tuple[mx.array, mx.array]:
+        vx = self._self_and_text(video, "") if video is not None else None
+        ax = self._self_and_text(audio, "audio_") if audio is not None else None
+
+        if video is not None and audio is not None:
+            v_norm, a_norm = rms_norm(vx, self.eps), rms_norm(ax, self.eps)
+            v_table, a_table = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
+            scale_v, shift_v, gate_a2v = self._av_values(v_table, video, slice(0, 2))
+            scale_a, shift_a, _ = self._av_values(a_table, audio, slice(0, 2))
+            a2v = self.audio_to_video_attn(
+                v_norm * (1 + scale_v) + shift_v,
+                context=a_norm * (1 + scale_a) + shift_a,
+                pe=video.cross_pe,
+                k_pe=audio.cross_pe,
+            )
+            scale_a, shift_a, gate_v2a = self._av_values(a_table, audio, slice(2, 4))
+            scale_v, shift_v, _ = self._av_values(v_table, video, slice(2, 4))
+            v2a = self.video_to_audio_attn(
+                a_norm * (1 + scale_a) + shift_a,
+                context=v_norm * (1 + scale_v) + shift_v,
+                pe=audio.cross_pe,
+                k_pe=video.cross_pe,
+            )
+            vx, ax = vx + a2v * gate_a2v, ax + v2a * gate_v2a
+
+        vx = self._feed_forward(video, vx, "") if video is not None else None
+        ax = self._feed_forward(audio, ax, "audio_") if audio is not None else None
+        return vx, ax
+
+
+@dataclass
+class StreamInput:
+    """What the denoiser is given for one stream (ltx-core ``Modality``), with its RoPE tables prebuilt."""
+
+    latent: mx.array  # (B, T, in_channels) patchified tokens
+    timesteps: mx.array  # (B, T): sigma times the per-token denoise mask
+    sigma: mx.array  # (B,)
+    context: mx.array  # (B, L, context width)
+    context_mask: mx.array | None  # (B, L), 1 = real token
+    rope: StreamRope
+
+
+@dataclass(frozen=True)
+class StreamRope:
+    self_attention: RotaryTables
+    cross_attention: RotaryTables | None
+
+
+class LTXModel(nn.Module):
+    """Velocity prediction for video and audio tokens. ``__call__`` returns (video, audio) outputs."""
+
+    def __init__(self, config: TransformerConfig, video: bool = True, audio: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        vd, ad = c.video_dim, c.audio_dim
+        if video:
+            self.patchify_proj = nn.Linear(c.in_channels, vd)
+            self.adaln_single = AdaLayerNormSingle(vd, c.adaln_params)
+            if c.caption_channels is not None:
+                self.caption_projection = CaptionProjection(c.caption_channels, vd)
+            if c.cross_attention_adaln:
+                self.prompt_adaln_single = AdaLayerNormSingle(vd, 2)
+            self.scale_shift_table = mx.zeros((2, vd))
+            self.proj_out = nn.Linear(vd, c.out_channels)
+        if audio:
+            self.audio_patchify_proj = nn.Linear(c.audio_in_channels, ad)
+            self.audio_adaln_single = AdaLayerNormSingle(ad, c.adaln_params)
+            if c.caption_channels is not None:
+                self.audio_caption_projection = CaptionProjection(c.caption_channels, ad)
+            if c.cross_attention_adaln:
+                self.audio_prompt_adaln_single = AdaLayerNormSingle(ad, 2)
+            self.audio_scale_shift_table = mx.zeros((2, ad))
+            self.audio_proj_out = nn.Linear(ad, c.audio_out_channels)
+        if video and audio:
+            self.av_ca_video_scale_shift_adaln_single = AdaLayerNormSingle(vd, AV_SCALE_SHIFT_PARAMS)
+            self.av_ca_audio_scale_shift_adaln_single = AdaLayerNormSingle(ad, AV_SCALE_SHIFT_PARAMS)
+            self.av_ca_a2v_gate_adaln_single = AdaLayerNormSingle(vd, 1)
+            self.av_ca_v2a_gate_adaln_single = AdaLayerNormSingle(ad, 1)
+        self.transformer_blocks = [AVTransformerBlock(c, video, audio) for _ in range(c.num_layers)]
+        self._has = (video, audio)
+
+    # --- positions -> RoPE tables, once per request --------------------------------------------------------
+
+    def rope(self, positions: np.ndarray, stream: str, dtype: mx.Dtype = mx.float32) -> StreamRope:
+        """Self- and cross-attention RoPE tables for ``"video"`` or ``"audio"`` positions (B, n_axes, T, 2)."""
+        c = self.config
+        video = stream == "video"
+        dim, heads = (c.video_dim, c.num_attention_heads) if video else (c.audio_dim, c.audio_num_attention_heads)
+        max_pos = list(c.positional_embedding_max_pos if video else c.audio_positional_embedding_max_pos)
+        common = {"theta": c.positional_embedding_theta, "split": c.rope_split, "dtype": dtype}
+        common["double_precision"] = c.double_precision_rope
+        self_tables = rotary_tables(
+            positions, dim, heads, max_pos=max_pos, use_middle=c.use_middle_indices_grid, **common
+        )
+        cross = None
+        if all(self._has):
+            # Audio<->video attention rotates by time only, at the audio cross-attention width.
+            cross_max = max(c.positional_embedding_max_pos[0], c.audio_positional_embedding_max_pos[0])
+            cross = rotary_tables(
+                positions[:, :1], c.audio_cross_attention_dim, heads, max_pos=[cross_max], use_middle=True, **common
+            )
+        return StreamRope(self_tables, cross)
+
+    # --- forward --------------------------------------------------------------------------------------------
+
+    def _prepare(self, s: StreamInput, other: StreamInput | None, prefix: str) -> StreamState:
+        c = self.config
+        dtype = s.latent.dtype
+        x = self[prefix + "patchify_proj"](s.latent)
+        b = x.shape[0]
+        timesteps, embedded = self[prefix + "adaln_single"](s.timesteps * c.timestep_scale_multiplier, dtype)
+        prompt_timestep = None
+        if c.cross_attention_adaln:
+            prompt, _ = self[prefix + "prompt_adaln_single"](s.sigma * c.timestep_scale_multiplier, dtype)
+            prompt_timestep = prompt.reshape(b, -1, prompt.shape[-1])
+        context = s.context
+        if c.caption_channels is not None:
+            context = self[prefix + "caption_projection"](context)
+        mask = None if s.context_mask is None else (s.context_mask > 0).reshape(b, 1, 1, -1)
+        cross_scale_shift = cross_gate = None
+        if other is not None:
+            name = "video" if prefix == "" else "audio"
+            other_t = other.sigma.reshape(b, 1) * c.timestep_scale_multiplier
+            factor = c.av_ca_timestep_scale_multiplier / c.timestep_scale_multiplier
+            cross_scale_shift, _ = self[f"av_ca_{name}_scale_shift_adaln_single"](other_t, dtype)
+            gate_name = "a2v" if name == "video" else "v2a"
+            cross_gate, _ = self[f"av_ca_{gate_name}_gate_adaln_single"](other_t * factor, dtype)
+            cross_scale_shift = cross_scale_shift.reshape(b, -1, cross_scale_shift.shape[-1])
+            cross_gate = cross_gate.reshape(b, -1, cross_gate.shape[-1])
+        return StreamState(
+            x=x,
+            context=context,
+            context_mask=mask,
+            timesteps=timesteps.reshape(b, -1, timesteps.shape[-1]),
+            embedded_timestep=embedded.reshape(b, -1, embedded.shape[-1]),
+            pe=s.rope.self_attention,
+            cross_pe=s.rope.cross_attention if other is not None else None,
+            cross_scale_shift=cross_scale_shift,
+            cross_gate=cross_gate,
+            prompt_timestep=prompt_timestep,
+        )
+
+    def _output(self, x: mx.array, s: StreamState, prefix: str) -> mx.array:
+        table = self[prefix + "scale_shift_table"]
+        values = table[None, None] + s.embedded_timestep[:, :, None]
+        shift, scale = values[:, :, 0], values[:, :, 1]
+        x = mx.fast.layer_norm(x, None, None, self.config.norm_eps) * (1 + scale) + shift
+        return self[prefix + "proj_out"](x)
+
+    def __call__(
+        self, video: StreamInput | None, audio: StreamInput | None, eval_every: int = 0
+    ) -> tuple[mx.array | None, mx.array | None]:
+        """Velocities for the video and audio tokens.
+
+        `eval_every` > 0 evaluates after every that many blocks, so no single GPU command buffer runs for the
+        whole network (macOS's watchdog kills long ones: "Impacting Interactivity").
+        """
+        v = self._prepare(video, audio, "") if video is not None else None
+        a = self._prepare(audio, video, "audio_") if audio is not None else None
+        for index, block in enumerate(self.transformer_blocks):
+            vx, ax = block(v, a)
+            if v is not None:
+                v.x = vx
+            if a is not None:
+                a.x = ax
+            if eval_every and (index + 1) % eval_every == 0:
+                mx.eval([s.x for s in (v, a) if s is not None])
+        return (
+            self._output(v.x, v, "") if v is not None else None,
+            self._output(a.x, a, "audio_") if a is not None else None,
+        )
+
+
+def sanitize_transformer_key(key: str) -> str | None:
+    """Transformer component key (official or MLX conversion) -> our parameter key; None for connector copies."""
+    if key.startswith(("video_embeddings_connector.", "audio_embeddings_connector.")):
+        return None  # the text connectors, stored beside the transformer
+    key = key.replace(".to_out.0.", ".to_out.").replace(".net.0.proj.", ".proj_in.").replace(".net.2.", ".proj_out.")
+    return key.replace(".linear1.", ".linear_1.").replace(".linear2.", ".linear_2.")

@@ -1,0 +1,108 @@
+"""Build the transformer and the text embeddings processor from a checkpoint and load their weights."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.text_connector import (
+    GEMMA_12B_HIDDEN,
+    GEMMA_12B_LAYERS,
+    TextEmbeddingsProcessor,
+    TextProcessorConfig,
+    sanitize_processor_key,
+)
+from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
+from ltx_backend.weights.checkpoint import Checkpoint, Component
+from ltx_backend.weights.load import build_from_config, load_module, quantize_like
+
+# The transformer section of the official LTX-2.0 header: for MLX conversions that ship only a flat config.json.
+LTX2_TRANSFORMER_SECTION = {
+    "num_attention_heads": 32, "attention_head_dim": 128, "in_channels": 128, "out_channels": 128, "num_layers": 48,
+    "cross_attention_dim": 4096, "caption_channels": 3840, "norm_eps": 1e-06, "audio_num_attention_heads": 32,
+    "audio_attention_head_dim": 64, "audio_in_channels": 128, "audio_out_channels": 128,
+    "audio_cross_attention_dim": 2048, "positional_embedding_theta": 10000.0,
+    "positional_embedding_max_pos": [20, 2048, 2048], "audio_positional_embedding_max_pos": [20],
+    "timestep_scale_multiplier": 1000, "av_ca_timestep_scale_multiplier": 1000.0, "rope_type": "split",
+    "frequencies_precision": "float64", "use_middle_indices_grid": True, "connector_num_attention_heads": 30,
+    "connector_attention_head_dim": 128, "connector_num_layers": 2, "connector_num_learnable_registers": 128,
+}  # fmt: skip
+# Layers that mlx-video-with-audio's converter (and our load-time quantization) stores quantized.
+QUANTIZED_SUFFIXES = (".to_q", ".to_k", ".to_v", ".to_out", ".ff.proj_in", ".ff.proj_out")
+QUANTIZATION_BITS = (4, 8)
+
+
+def transformer_section(ckpt: Checkpoint) -> dict:
+    """The checkpoint's transformer config; for conversions without one, the LTX-2.0 header plus config.json."""
+    section = ckpt.section("transformer")
+    if section:
+        return section
+    flat = {key: value for key, value in ckpt.model_info.items() if key in LTX2_TRANSFORMER_SECTION}
+    return {**LTX2_TRANSFORMER_SECTION, **flat}
+
+
+def _quantized_layer(path: str, module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Linear) and path.startswith("transformer_blocks.") and path.endswith(QUANTIZED_SUFFIXES)
+    )
+
+
+def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None) -> LTXModel:
+    """The denoiser, loaded exactly; pre-quantized layers as stored, or quantized now with ``quantize`` bits."""
+    if quantize is not None and quantize not in QUANTIZATION_BITS:
+        raise LtxError(ErrorCode.INVALID_PARAMS, f"quantize must be 4 or 8, not {quantize}", "Use 4 or 8 (or none).")
+    section = transformer_section(ckpt)
+    model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
+    component = ckpt.component("transformer")
+    if component.quantized_paths:
+        q = ckpt.quantization or {"bits": 4, "group_size": 64}
+        quantize_like(model, component, sanitize_transformer_key, q["bits"], q["group_size"])
+    load_module(model, component, sanitize_transformer_key, dtype)
+    if quantize is not None and not component.quantized_paths:
+        nn.quantize(model, group_size=64, bits=quantize, class_predicate=_quantized_layer)
+    return model
+
+
+def text_processor_config(
+    ckpt: Checkpoint, gemma_hidden: int = GEMMA_12B_HIDDEN, gemma_layers: int = GEMMA_12B_LAYERS
+) -> TextProcessorConfig:
+    section = transformer_section(ckpt)
+    return build_from_config(
+        ckpt, "transformer", lambda: TextProcessorConfig.from_section(section, gemma_hidden, gemma_layers)
+    )
+
+
+def _text_component(ckpt: Checkpoint) -> Component:
+    """Connectors and text projection gathered from wherever the layout keeps them, keyed as in official files."""
+    parts = []
+    if ckpt.has("connector"):  # MLX conversions (its text_embedding_projection.* keys come along in split files)
+        parts.append((ckpt.component("connector"), ""))
+    elif ckpt.has("transformer"):  # official files keep the connectors inside the transformer
+        parts.append((ckpt.component("transformer"), ""))
+    if ckpt.has("text_embedding_projection"):
+        parts.append((ckpt.component("text_embedding_projection"), "text_embedding_projection."))
+    if not parts:
+        raise LtxError(
+            ErrorCode.WEIGHTS_MISSING_KEY,
+            f"{ckpt.root} has no text connector weights",
+            "The checkpoint is incomplete; re-download it.",
+        )
+    tensors, files = {}, {}
+    for component, prefix in parts:
+        tensors.update({prefix + key: info for key, info in component.tensors.items()})
+        files.update(component.files)
+    return Component("connector", tensors, files, parts[0][0].convention)
+
+
+def load_text_processor(
+    ckpt: Checkpoint,
+    dtype: mx.Dtype | None = None,
+    gemma_hidden: int = GEMMA_12B_HIDDEN,
+    gemma_layers: int = GEMMA_12B_LAYERS,
+) -> TextEmbeddingsProcessor:
+    """Feature extractor + video/audio connectors for a text encoder with that many layers of that width."""
+    config = text_processor_config(ckpt, gemma_hidden, gemma_layers)
+    processor = build_from_config(ckpt, "transformer", lambda: TextEmbeddingsProcessor(config))
+    load_module(processor, _text_component(ckpt), sanitize_processor_key, dtype)
+    return processor
