@@ -129,7 +129,12 @@ def run_ltx_core(version: str, tokens: list[int], repeat: int) -> dict:
             "qk_norm": "rms_norm", "positional_embedding_type": "rope", "use_audio_video_cross_attention": True,
             "share_ff": False, "av_cross_ada_norm": True}  # fmt: skip
     with torch.device("cuda"):
-        model = LTXModelConfigurator.from_config({"transformer": full}).to(torch.bfloat16).eval()
+        model = LTXModelConfigurator.from_config({"transformer": full})
+    # ltx-core builds some tables (and 2.0's caption projections) uninitialised or on the meta device.
+    model = model.to_empty(device="cuda").to(torch.bfloat16).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.02)
     rng = np.random.default_rng(0)
     caption = cfg.get("caption_channels", 3840) if not cfg.get("caption_proj_before_connector") else None
     d = cfg["num_attention_heads"] * cfg["attention_head_dim"]

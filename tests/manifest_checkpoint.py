@@ -1,14 +1,17 @@
 """Checkpoints built from key manifests: tensor listings without any tensor data.
 
-`tests/fixtures/manifests/*.json` hold the audio and video-VAE/upscaler tensors of the real LTX-2 checkpoints
-(written by `tests/reference/extract_manifests.py`). A `Checkpoint` only needs each file's path and tensor listing
-to plan a load, so these let the tests check the loaders against the real key sets and shapes without the weights.
+`tests/fixtures/manifests/*.json` hold the audio, video-VAE/upscaler, transformer, text-connector and text-projection
+tensors of the real LTX-2 checkpoints (written by `tests/reference/extract_manifests.py`; the transformer listing is
+stored with its block stacks compressed to blocks 0 and 1, which `load_manifest` expands back). A `Checkpoint` only
+needs each file's path and tensor listing to plan a load, so these let the tests check the loaders against the real
+key sets and shapes without the weights.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,10 @@ LTX_MANIFESTS = ("ltx-2-19b-official", "ltx-2.3-22b-official", "ltx2-mlx-av-unif
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "uint32": "U32", "int32": "I32"}
 
 Listing = Mapping[str, list]  # {key: [shape, dtype]}, as in the manifests
+# A key inside a block stack: ``<stack>.<index>.<suffix>``, the stack ending in ``transformer_blocks`` (the 48 blocks of
+# the transformer) or ``transformer_1d_blocks`` (the connectors' blocks), after any component or file prefix.
+BLOCK_KEY = re.compile(r"^(?P<stack>.*?(?:transformer_blocks|transformer_1d_blocks))\.(?P<index>\d+)\.(?P<suffix>.+)$")
+KEPT_BLOCKS = 2  # blocks 0 and 1 of each stack are stored in the fixtures
 
 
 @dataclass
@@ -38,8 +45,38 @@ class ListedFile:
         raise AssertionError(f"{self.path}:{name}: a manifest checkpoint has no tensor data")
 
 
+def expand_blocks(tensors: Listing, counts: Mapping[str, int]) -> dict[str, list]:
+    """A compressed transformer listing with every block stack expanded to ``counts[stack]`` copies of block 0.
+
+    The extractor stores blocks 0 and 1 only, having checked that every block of a stack holds the same keys, shapes
+    and dtypes; block 1 is kept as evidence of that and must equal block 0.
+    """
+    blocks: dict[str, dict[int, dict[str, list]]] = {}
+    out: dict[str, list] = {}
+    for key, value in tensors.items():
+        match = BLOCK_KEY.match(key)
+        if match is None:
+            out[key] = value
+            continue
+        stack, index = match["stack"], int(match["index"])
+        assert stack in counts and index < min(KEPT_BLOCKS, counts[stack]), f"{key}: not a stored block"
+        blocks.setdefault(stack, {}).setdefault(index, {})[match["suffix"]] = value
+    assert set(blocks) == set(counts), "a block stack without its stored blocks"
+    for stack, stored in blocks.items():
+        assert sorted(stored) == list(range(min(KEPT_BLOCKS, counts[stack])))
+        assert all(block == stored[0] for block in stored.values()), f"{stack}: the stored blocks differ"
+        for index in range(counts[stack]):
+            out.update({f"{stack}.{index}.{suffix}": value for suffix, value in stored[0].items()})
+    return out
+
+
 def load_manifest(name: str) -> dict:
-    return json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+    """The fixture, with ``tensors`` the full listing: audio/video keys plus the expanded transformer keys."""
+    manifest = json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+    transformer = expand_blocks(manifest.pop("transformer_tensors"), manifest["repeated_blocks"])
+    assert not manifest["tensors"].keys() & transformer.keys()
+    manifest["tensors"] = {**manifest["tensors"], **transformer}
+    return manifest
 
 
 def with_possible_extras(manifest: dict) -> dict[str, list]:

@@ -29,7 +29,7 @@ LTX2_TRANSFORMER_SECTION = {
     "connector_attention_head_dim": 128, "connector_num_layers": 2, "connector_num_learnable_registers": 128,
 }  # fmt: skip
 # Layers that mlx-video-with-audio's converter (and our load-time quantization) stores quantized.
-QUANTIZED_SUFFIXES = (".to_q", ".to_k", ".to_v", ".to_out", ".ff.proj_in", ".ff.proj_out")
+QUANTIZED_SUFFIXES = (".to_q", ".to_k", ".to_v", ".to_out", "ff.proj_in", "ff.proj_out")  # ff and audio_ff
 QUANTIZATION_BITS = (4, 8)
 
 
@@ -42,10 +42,14 @@ def transformer_section(ckpt: Checkpoint) -> dict:
     return {**LTX2_TRANSFORMER_SECTION, **flat}
 
 
+GROUP_SIZE = 64
+
+
 def _quantized_layer(path: str, module: nn.Module) -> bool:
-    return (
-        isinstance(module, nn.Linear) and path.startswith("transformer_blocks.") and path.endswith(QUANTIZED_SUFFIXES)
-    )
+    """The attention projections and feed-forwards of the blocks (where the compute is), as converters choose."""
+    if not (isinstance(module, nn.Linear) and path.startswith("transformer_blocks.")):
+        return False
+    return path.endswith(QUANTIZED_SUFFIXES) and module.weight.shape[1] % GROUP_SIZE == 0
 
 
 def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None) -> LTXModel:
@@ -56,11 +60,11 @@ def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: 
     model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
     component = ckpt.component("transformer")
     if component.quantized_paths:
-        q = ckpt.quantization or {"bits": 4, "group_size": 64}
+        q = ckpt.quantization or {"bits": 4, "group_size": GROUP_SIZE}
         quantize_like(model, component, sanitize_transformer_key, q["bits"], q["group_size"])
     load_module(model, component, sanitize_transformer_key, dtype)
     if quantize is not None and not component.quantized_paths:
-        nn.quantize(model, group_size=64, bits=quantize, class_predicate=_quantized_layer)
+        nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=_quantized_layer)
     return model
 
 
