@@ -9,10 +9,9 @@ the unified file also keeps under ``transformer.``, which neither reads; every p
 agree; and the parameter counts must equal the manifest summaries. The mlx-forge variants of the split repo are
 synthesized from the listing and must plan too.
 
-Known bug (see `_with_ltx_core_v2_keys`): the split repo's ``embedded_config.json`` spells the LTX-2.3 text projection
-only as ``caption_projection_first_linear/second_linear: false``, without ``caption_proj_before_connector``; the
-loaders then build LTX-2.0 caption projections and reject the text-projection config, so that manifest is an
-expected failure as listed, and is also checked with the ltx-core keys added.
+The split repo's ``embedded_config.json`` spells the LTX-2.3 text projection only as
+``caption_projection_first_linear/second_linear: false`` (no ``caption_proj_before_connector``):
+`test_split_config_spelling_is_understood` checks that it yields the same configs as the official 2.3 header.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from manifest_checkpoint import (
 )
 
 import ltx_backend.weights.transformer as transformer_loader
-from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProcessorConfig, sanitize_processor_key
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
 from ltx_backend.weights.checkpoint import Checkpoint, Component
@@ -59,10 +57,6 @@ GATES_PER_BLOCK = 6  # to_gate_logits of the 6 attentions of an LTX-2.3 block
 TEXT_COMPONENTS = ("transformer", "connector", "text_embedding_projection")
 CONNECTORS = ("video_embeddings_connector.", "audio_embeddings_connector.")
 SPLIT = "ltx-2.3-mlx-q4-split"
-BUG_SPLIT_V2_CONFIG = (
-    "split embedded_config.json has caption_projection_first/second_linear=false but no "
-    "caption_proj_before_connector: TransformerConfig builds caption projections, TextProcessorConfig rejects it"
-)
 
 
 @dataclass
@@ -112,31 +106,9 @@ def _logical_params(plan: LoadPlan, quantization: dict | None) -> int:
     return total
 
 
-def _with_ltx_core_v2_keys(manifest: dict) -> dict:
-    """Work around the split-config bug: add the ltx-core spelling of the LTX-2.3 text projection to its section."""
-    section = {**manifest["config"]["transformer"], "caption_proj_before_connector": True}
-    section["caption_proj_input_norm"] = False
-    return {**manifest, "config": {**manifest["config"], "transformer": section}}
-
-
-def _manifest(name: str) -> dict:
-    """``<name>`` as listed, or ``<name>+v2_keys``: with `_with_ltx_core_v2_keys` applied."""
-    base, _, fix = name.partition("+")
-    manifest = load_manifest(base)
-    return _with_ltx_core_v2_keys(manifest) if fix == "v2_keys" else manifest
-
-
-MANIFEST_CASES = [
-    pytest.param(name, marks=pytest.mark.xfail(reason=BUG_SPLIT_V2_CONFIG, raises=LtxError, strict=True))
-    if name == SPLIT
-    else name
-    for name in LTX_MANIFESTS
-] + [f"{SPLIT}+v2_keys"]
-
-
-@pytest.mark.parametrize("name", MANIFEST_CASES)
+@pytest.mark.parametrize("name", LTX_MANIFESTS)
 def test_manifest_transformer_and_text_processor_plan_exactly(name: str) -> None:
-    manifest = _manifest(name)
+    manifest = load_manifest(name)
     ckpt = manifest_checkpoint(manifest)
     plans = plan_transformer(ckpt)
     version, layout = manifest["version"], manifest["layout"]
@@ -238,10 +210,10 @@ def test_manifest_transformer_and_text_processor_plan_exactly(name: str) -> None
     assert {e.permutation for e in plans.plan.entries + plans.processor_plan.entries} == {None}
 
 
-@pytest.mark.parametrize("name", [*[n for n in LTX_MANIFESTS if n != SPLIT], f"{SPLIT}+v2_keys"])
+@pytest.mark.parametrize("name", LTX_MANIFESTS)
 def test_loaders_plan_what_the_test_plans(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`load_transformer` / `load_text_processor` themselves, with loading replaced by planning, agree with the above."""
-    ckpt = manifest_checkpoint(_manifest(name))
+    """`load_transformer` and `load_text_processor`, with loading replaced by planning, plan what the test plans."""
+    ckpt = manifest_checkpoint(load_manifest(name))
     recorded: list[LoadPlan] = []
 
     def plan_only(module, component, sanitize=lambda key: key, dtype=None) -> LoadPlan:
@@ -261,21 +233,15 @@ def test_loaders_plan_what_the_test_plans(name: str, monkeypatch: pytest.MonkeyP
     assert _quantized_layers(model).keys() == _quantized_layers(expected.model).keys()
 
 
-def test_split_config_as_listed_fails_as_reported() -> None:
-    """Pins the split-config bug: both loaders fail on the listed config (remove once fixed; the xfail above flips)."""
+def test_split_config_spelling_is_understood() -> None:
+    """mlx-video-with-audio's 2.3 spelling (both caption-projection linears off) means ltx-core's V2 design."""
     manifest = load_manifest(SPLIT)
     section = manifest["config"]["transformer"]
-    assert "caption_proj_before_connector" not in section and "caption_proj_input_norm" not in section
+    assert "caption_proj_before_connector" not in section
     assert section["caption_projection_first_linear"] is False and section["caption_projection_second_linear"] is False
-    assert manifest["model_info"]["is_v2"] is True and manifest["model_info"]["caption_channels"] is None
     ckpt = manifest_checkpoint(manifest)
-    with pytest.raises(LtxError) as info:
-        text_processor_config(ckpt)
-    assert info.value.code is ErrorCode.CONFIG_INVALID
-    assert TransformerConfig.from_section(transformer_section(ckpt)).caption_channels == 3840  # should be None
-    fixed = manifest_checkpoint(_with_ltx_core_v2_keys(manifest))
-    assert TransformerConfig.from_section(transformer_section(fixed)).caption_channels is None
-    assert text_processor_config(fixed) == TextProcessorConfig.from_section(
+    assert TransformerConfig.from_section(transformer_section(ckpt)).caption_channels is None
+    assert text_processor_config(ckpt) == TextProcessorConfig.from_section(
         load_manifest("ltx-2.3-22b-official")["config"]["transformer"]
     )
 
@@ -312,7 +278,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_split_repo_transformer_variants(variant: str) -> None:
-    manifest = _with_ltx_core_v2_keys(load_manifest(SPLIT))
+    manifest = load_manifest(SPLIT)
     differences = manifest["known_or_possible_differences_in_dgrauet_repo"]
     assert set(differences) >= {"quantization_predicate", "key_prefixes", "transformer_filename"}
     files = split_files(manifest["tensors"])

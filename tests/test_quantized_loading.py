@@ -74,3 +74,12 @@ def test_bf16_checkpoint_loads_in_its_own_dtype(tmp_path: Path) -> None:
     assert {v.dtype for _, v in tree_flatten(vocoder.parameters())} == {mx.bfloat16}
     as_float = load_vocoder(open_checkpoint(root), dtype=mx.float32)
     assert {v.dtype for _, v in tree_flatten(as_float.parameters())} == {mx.float32}
+
+
+def test_split_transformer_file_named_by_variant(tmp_path: Path) -> None:
+    """Later mlx-forge versions write transformer-distilled.safetensors (or -dev) for the listed 'transformer'."""
+    root = tmp_path / "forge"
+    _write_split(root, {"to_q.weight": mx.zeros((8, 8))}, bits=4, group_size=64)
+    (root / "transformer.safetensors").rename(root / "transformer-distilled.safetensors")
+    ckpt = open_checkpoint(root)
+    assert ckpt.has("transformer") and "to_q.weight" in ckpt.component("transformer").tensors

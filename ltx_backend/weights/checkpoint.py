@@ -147,6 +147,8 @@ def _group_components(ckpt: Checkpoint) -> dict[str, Component]:
         for file in ckpt.files:
             name = file.path.stem
             prefix = name + "."
+            # Later mlx-forge versions name the denoiser by its variant: transformer-distilled / transformer-dev.
+            name = "transformer" if name.startswith("transformer-") else name
             keys = list(file.tensors)
             # mlx-forge writes the component prefix inside each file; strip it only if every key has it.
             strip = bool(keys) and all(key.startswith(prefix) for key in keys)
@@ -231,7 +233,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                 "This split layout is not supported; convert the model with mlx-video-with-audio or mlx-forge.",
             )
         names = manifest.get("components") or [p.stem for p in sorted(root.glob("*.safetensors"))]
-        return _open_split(root, names, manifest)
+        return _open_split(root, [_split_file_name(root, name) for name in names], manifest)
 
     if (root / "model.safetensors").is_file():
         return Checkpoint(
@@ -257,6 +259,15 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         "Expected model.safetensors (unified MLX), split_model.json with per-component files, or an official "
         "ltx-2*.safetensors file.",
     )
+
+
+def _split_file_name(root: Path, component: str) -> str:
+    """The file stem of a listed component: ``transformer`` may be stored as ``transformer-<variant>``."""
+    if component == "transformer" and not (root / "transformer.safetensors").is_file():
+        variants = sorted(root.glob("transformer-*.safetensors"))
+        if len(variants) == 1:
+            return variants[0].stem
+    return component
 
 
 def _open_split(root: Path, names: list[str], manifest: dict) -> Checkpoint:

@@ -36,10 +36,16 @@ QUANTIZATION_BITS = (4, 8)
 def transformer_section(ckpt: Checkpoint) -> dict:
     """The checkpoint's transformer config; for conversions without one, the LTX-2.0 header plus config.json."""
     section = ckpt.section("transformer")
-    if section:
-        return section
-    flat = {key: value for key, value in ckpt.model_info.items() if key in LTX2_TRANSFORMER_SECTION}
-    return {**LTX2_TRANSFORMER_SECTION, **flat}
+    if not section:
+        flat = {key: value for key, value in ckpt.model_info.items() if key in LTX2_TRANSFORMER_SECTION}
+        return {**LTX2_TRANSFORMER_SECTION, **flat}
+    # mlx-video-with-audio's LTX-2.3 conversions say "no caption projection in the transformer" only as
+    # caption_projection_{first,second}_linear = false; ltx-core's spelling of that design is these two keys.
+    linears = (section.get("caption_projection_first_linear"), section.get("caption_projection_second_linear"))
+    if "caption_proj_before_connector" not in section and linears == (False, False):
+        section = {**section, "caption_proj_before_connector": True}
+        section.setdefault("caption_proj_input_norm", False)
+    return section
 
 
 GROUP_SIZE = 64
