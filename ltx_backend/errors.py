@@ -18,6 +18,7 @@ class ErrorCode(str, Enum):
     LAYOUT_UNKNOWN = "layout_unknown"
     CHECKPOINT_CORRUPT = "checkpoint_corrupt"
     CONFIG_INVALID = "config_invalid"
+    TEXT_ENCODER_INVALID = "text_encoder_invalid"
     WEIGHTS_MISSING_KEY = "weights_missing_key"
     WEIGHTS_UNEXPECTED_KEY = "weights_unexpected_key"
     WEIGHTS_SHAPE_MISMATCH = "weights_shape_mismatch"
