@@ -5,6 +5,10 @@ tensors of the real LTX-2 checkpoints (written by `tests/reference/extract_manif
 stored with its block stacks compressed to blocks 0 and 1, which `load_manifest` expands back). A `Checkpoint` only
 needs each file's path and tensor listing to plan a load, so these let the tests check the loaders against the real
 key sets and shapes without the weights.
+
+`gemma-3-12b-it-mlx.json` lists the Gemma 3 12B text-encoder repos (mlx-community bf16 and 4-bit) the same way, with
+their decoder and vision-encoder layer stacks compressed to layers 0 and 1 (`load_gemma_manifest` expands them) and
+the config.json each repo carries.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ Listing = Mapping[str, list]  # {key: [shape, dtype]}, as in the manifests
 # the transformer) or ``transformer_1d_blocks`` (the connectors' blocks), after any component or file prefix.
 BLOCK_KEY = re.compile(r"^(?P<stack>.*?(?:transformer_blocks|transformer_1d_blocks))\.(?P<index>\d+)\.(?P<suffix>.+)$")
 KEPT_BLOCKS = 2  # blocks 0 and 1 of each stack are stored in the fixtures
+GEMMA_MANIFEST = "gemma-3-12b-it-mlx"
+GEMMA_LISTINGS = ("tensors", "tensors_4bit")  # mlx-community/gemma-3-12b-it-bf16 and gemma-3-12b-it-4bit
+# A key inside a layer stack of the Gemma repos: the language model's decoder layers, the SigLIP encoder layers.
+GEMMA_LAYER_KEY = re.compile(
+    r"^(?P<stack>(?:language_model\.model|vision_tower\.vision_model\.encoder)\.layers)\.(?P<index>\d+)\.(?P<suffix>.+)$"
+)
 
 
 @dataclass
@@ -45,16 +55,17 @@ class ListedFile:
         raise AssertionError(f"{self.path}:{name}: a manifest checkpoint has no tensor data")
 
 
-def expand_blocks(tensors: Listing, counts: Mapping[str, int]) -> dict[str, list]:
-    """A compressed transformer listing with every block stack expanded to ``counts[stack]`` copies of block 0.
+def expand_blocks(tensors: Listing, counts: Mapping[str, int], pattern: re.Pattern = BLOCK_KEY) -> dict[str, list]:
+    """A compressed listing with every block stack expanded to ``counts[stack]`` copies of block 0.
 
     The extractor stores blocks 0 and 1 only, having checked that every block of a stack holds the same keys, shapes
-    and dtypes; block 1 is kept as evidence of that and must equal block 0.
+    and dtypes; block 1 is kept as evidence of that and must equal block 0. `pattern` tells the stacks' keys
+    (`BLOCK_KEY` for the LTX transformer listings, `GEMMA_LAYER_KEY` for the Gemma ones).
     """
     blocks: dict[str, dict[int, dict[str, list]]] = {}
     out: dict[str, list] = {}
     for key, value in tensors.items():
-        match = BLOCK_KEY.match(key)
+        match = pattern.match(key)
         if match is None:
             out[key] = value
             continue
@@ -76,6 +87,14 @@ def load_manifest(name: str) -> dict:
     transformer = expand_blocks(manifest.pop("transformer_tensors"), manifest["repeated_blocks"])
     assert not manifest["tensors"].keys() & transformer.keys()
     manifest["tensors"] = {**manifest["tensors"], **transformer}
+    return manifest
+
+
+def load_gemma_manifest() -> dict:
+    """The Gemma fixture, with both listings (``tensors``: bf16, ``tensors_4bit``) expanded to every layer."""
+    manifest = json.loads((MANIFEST_DIR / f"{GEMMA_MANIFEST}.json").read_text())
+    for name in GEMMA_LISTINGS:
+        manifest[name] = expand_blocks(manifest[name], manifest["repeated_blocks"], GEMMA_LAYER_KEY)
     return manifest
 
 

@@ -34,15 +34,22 @@ class Gemma3Config:
 
     @classmethod
     def from_dict(cls, config: dict) -> Gemma3Config:
-        """From a repo's config.json: the ``text_config`` of a multimodal Gemma 3, or a flat text config."""
+        """From a repo's config.json: the ``text_config`` of a multimodal Gemma 3, or a flat text config.
+
+        Missing keys take transformers' ``Gemma3TextConfig`` defaults (repos leave some out); RoPE settings are
+        read in both spellings: ``rope_theta``/``rope_local_base_freq``/``rope_scaling`` (transformers 4) and
+        ``rope_parameters`` per layer type (transformers 5).
+        """
         text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
         model_type = text.get("model_type", config.get("model_type"))
         if model_type not in ("gemma3", "gemma3_text"):
             raise ValueError(f"model_type is {model_type!r}, not a Gemma 3 text model (gemma3 / gemma3_text)")
-        scaling = text.get("rope_scaling") or {}
+        params = text.get("rope_parameters") or {}
+        full, local = params.get("full_attention", params), params.get("sliding_attention", {})
+        scaling = text.get("rope_scaling") or (full if full.get("rope_type", "default") != "default" else {})
         if scaling and scaling.get("rope_type", scaling.get("type")) not in ("linear", "default"):
-            raise ValueError(f"unsupported Gemma 3 rope_scaling {scaling}")
-        layers = text.get("num_hidden_layers", 48)
+            raise ValueError(f"unsupported Gemma 3 rope scaling {scaling}")
+        layers = text.get("num_hidden_layers", 26)
         pattern = text.get("sliding_window_pattern", 6)
         types = text.get("layer_types") or [
             "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)
@@ -52,18 +59,18 @@ class Gemma3Config:
                 raise ValueError(f"{key} is set; Gemma 3 checkpoints do not use it")
         return cls(
             vocab_size=text.get("vocab_size", 262208),
-            hidden_size=text.get("hidden_size", 3840),
-            intermediate_size=text.get("intermediate_size", 15360),
+            hidden_size=text.get("hidden_size", 2304),
+            intermediate_size=text.get("intermediate_size", 9216),
             num_hidden_layers=layers,
-            num_attention_heads=text.get("num_attention_heads", 16),
-            num_key_value_heads=text.get("num_key_value_heads", 8),
+            num_attention_heads=text.get("num_attention_heads", 8),
+            num_key_value_heads=text.get("num_key_value_heads", 4),
             head_dim=text.get("head_dim", 256),
             query_pre_attn_scalar=text.get("query_pre_attn_scalar", 256),
             rms_norm_eps=text.get("rms_norm_eps", 1e-6),
-            rope_theta=text.get("rope_theta", 1_000_000.0),
-            rope_local_base_freq=text.get("rope_local_base_freq", 10_000.0),
+            rope_theta=text.get("rope_theta", full.get("rope_theta", 1_000_000.0)),
+            rope_local_base_freq=text.get("rope_local_base_freq", local.get("rope_theta", 10_000.0)),
             rope_scaling_factor=float(scaling.get("factor", 1.0)) if scaling else 1.0,
-            sliding_window=text.get("sliding_window", 1024),
+            sliding_window=text.get("sliding_window", 4096),
             sliding_window_pattern=pattern,
             layer_types=tuple(types),
         )

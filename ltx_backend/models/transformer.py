@@ -126,17 +126,22 @@ class Attention(nn.Module):
         mask: mx.array | None = None,
         pe: RotaryTables | None = None,
         k_pe: RotaryTables | None = None,
+        values_only: bool = False,
     ) -> mx.array:
+        """`values_only`: skip the attention and pass the value projection through (STG's perturbation)."""
         context = x if context is None else context
-        q = self.q_norm(self.to_q(x))
-        k = self.k_norm(self.to_k(context))
         v = self.to_v(context)
-        if pe is not None:
-            q, k = apply_rotary(q, pe), apply_rotary(k, pe if k_pe is None else k_pe)
-        b, t, _ = q.shape
-        q, k, v = (a.reshape(b, -1, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in (q, k, v))
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5, mask=mask)
-        out = out.transpose(0, 2, 1, 3)  # (B, T, H, D)
+        b, t = x.shape[:2]
+        if values_only:
+            out = v.reshape(b, t, self.heads, self.dim_head)
+        else:
+            q = self.q_norm(self.to_q(x))
+            k = self.k_norm(self.to_k(context))
+            if pe is not None:
+                q, k = apply_rotary(q, pe), apply_rotary(k, pe if k_pe is None else k_pe)
+            q, k, v = (a.reshape(b, -1, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in (q, k, v))
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5, mask=mask)
+            out = out.transpose(0, 2, 1, 3)  # (B, T, H, D)
         if "to_gate_logits" in self:
             out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
         return self.to_out(out.reshape(b, t, -1))
@@ -175,6 +180,18 @@ class CaptionProjection(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.linear_2(nn.gelu_approx(self.linear_1(x)))
+
+
+@dataclass(frozen=True)
+class Perturbations:
+    """Guidance perturbations (ltx-core ``PerturbationType``) of one forward pass."""
+
+    skip_video_self_attention: frozenset[int] = frozenset()  # STG: these blocks pass values through
+    skip_audio_self_attention: frozenset[int] = frozenset()
+    skip_cross_modal: bool = False  # modality guidance: no audio<->video attention at all
+
+
+NO_PERTURBATION = Perturbations()
 
 
 def _ada(table: mx.array, values: mx.array, rows: slice) -> list[mx.array]:
@@ -230,12 +247,13 @@ class AVTransformerBlock(nn.Module):
         if c.cross_attention_adaln and audio:
             self.audio_prompt_scale_shift_table = mx.zeros((2, ad))
 
-    def _self_and_text(self, s: StreamState, prefix: str) -> mx.array:
+    def _self_and_text(self, s: StreamState, prefix: str, skip_self_attention: bool) -> mx.array:
         table = self[prefix + "scale_shift_table"]
         attn1, attn2 = self[prefix + "attn1"], self[prefix + "attn2"]
         x = s.x
         shift, scale, gate = _ada(table, s.timesteps, slice(0, 3))
-        x = x + attn1(rms_norm(x, self.eps) * (1 + scale) + shift, pe=s.pe) * gate
+        normed = rms_norm(x, self.eps) * (1 + scale) + shift
+        x = x + attn1(normed, pe=s.pe, values_only=skip_self_attention) * gate
         if self.cross_attention_adaln:
             shift_q, scale_q, gate_q = _ada(table, s.timesteps, slice(6, 9))
             prompt_table = self[prefix + "prompt_scale_shift_table"]
@@ -255,11 +273,18 @@ class AVTransformerBlock(nn.Module):
         (gate,) = _ada(table[AV_SCALE_SHIFT_PARAMS:], s.cross_gate, slice(None))
         return scale, shift, gate
 
-    def __call__(self, video: StreamState | None, audio: StreamState | None) -> tuple[mx.array, mx.array]:
-        vx = self._self_and_text(video, "") if video is not None else None
-        ax = self._self_and_text(audio, "audio_") if audio is not None else None
+    def __call__(
+        self,
+        video: StreamState | None,
+        audio: StreamState | None,
+        index: int = 0,
+        perturbations: Perturbations = NO_PERTURBATION,
+    ) -> tuple[mx.array, mx.array]:
+        p = perturbations
+        vx = self._self_and_text(video, "", index in p.skip_video_self_attention) if video is not None else None
+        ax = self._self_and_text(audio, "audio_", index in p.skip_audio_self_attention) if audio is not None else None
 
-        if video is not None and audio is not None:
+        if video is not None and audio is not None and not p.skip_cross_modal:
             v_norm, a_norm = rms_norm(vx, self.eps), rms_norm(ax, self.eps)
             v_table, a_table = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
             scale_v, shift_v, gate_a2v = self._av_values(v_table, video, slice(0, 2))
@@ -406,7 +431,11 @@ class LTXModel(nn.Module):
         return self[prefix + "proj_out"](x)
 
     def __call__(
-        self, video: StreamInput | None, audio: StreamInput | None, eval_every: int = 0
+        self,
+        video: StreamInput | None,
+        audio: StreamInput | None,
+        eval_every: int = 0,
+        perturbations: Perturbations = NO_PERTURBATION,
     ) -> tuple[mx.array | None, mx.array | None]:
         """Velocities for the video and audio tokens.
 
@@ -416,7 +445,7 @@ class LTXModel(nn.Module):
         v = self._prepare(video, audio, "") if video is not None else None
         a = self._prepare(audio, video, "audio_") if audio is not None else None
         for index, block in enumerate(self.transformer_blocks):
-            vx, ax = block(v, a)
+            vx, ax = block(v, a, index, perturbations)
             if v is not None:
                 v.x = vx
             if a is not None:

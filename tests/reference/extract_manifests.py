@@ -1,4 +1,4 @@
-"""Copy the audio, video and transformer/text-connector part of the real-checkpoint key manifests into the repository.
+"""Copy the real-checkpoint key manifests (audio, video, transformer/text connector; Gemma) into the repository.
 
 The manifests in ``shared/reference/manifests`` list every tensor of the real LTX-2 checkpoints (tens of GB that
 tests cannot download). `tests/test_manifest_coverage.py`, `tests/test_manifest_coverage_video.py` and
@@ -35,6 +35,18 @@ listing exactly. Nothing else is left out or changed.
 The official manifests hold no upscaler tensors: Lightricks ships the upscalers as separate files
 (``ltx-2-spatial-upscaler-x2-1.0.safetensors`` ...), which these manifests do not list.
 
+Gemma. ``gemma-3-12b-it-mlx.json`` (mlx-community/gemma-3-12b-it-bf16 and gemma-3-12b-it-4bit, mlx-vlm naming) is
+written for `tests/test_manifest_coverage_gemma.py` with ``source``, ``derivation``, ``confidence`` and ``summary``
+verbatim, and:
+
+* ``config``: the repo's ``config.json``. The manifest was derived from the Gemma 3 12B config that ltx_core 1.0.0
+  ships (``ltx_core/text_encoders/gemma/config.py``, ``GEMMA3_CONFIG_FOR_LTX.to_dict()``), copied as `GEMMA_CONFIG`;
+* ``config_4bit``: the same plus the ``quantization`` block mlx-vlm writes (group 64, 4 bits);
+* ``repeated_blocks``: ``language_model.model.layers`` (48 decoder layers) and
+  ``vision_tower.vision_model.encoder.layers`` (27 SigLIP layers), the same for both listings;
+* ``tensors`` (bf16) and ``tensors_4bit``: every key, with both layer stacks compressed to layers 0 and 1 exactly as
+  the transformer blocks above (``GEMMA_LAYER_KEY`` tells the stacks' keys; `load_gemma_manifest` expands them).
+
 Run from the repository root (the manifests directory defaults to ``../shared/reference/manifests``):
 
     .venv/bin/python tests/reference/extract_manifests.py [MANIFEST_DIR]
@@ -43,6 +55,7 @@ Run from the repository root (the manifests directory defaults to ``../shared/re
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -50,9 +63,16 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO.parent / "shared" / "reference" / "manifests"
 TARGET = REPO / "tests" / "fixtures" / "manifests"
 sys.path.insert(0, str(REPO / "tests"))
-from manifest_checkpoint import BLOCK_KEY, KEPT_BLOCKS, expand_blocks  # noqa: E402
+from manifest_checkpoint import (  # noqa: E402
+    BLOCK_KEY,
+    GEMMA_LAYER_KEY,
+    GEMMA_LISTINGS,
+    GEMMA_MANIFEST,
+    KEPT_BLOCKS,
+    expand_blocks,
+)
 
-# manifest name -> (layout, LTX version); the Gemma manifest has no audio, video or transformer tensors.
+# manifest name -> (layout, LTX version) of the LTX checkpoints; the Gemma manifest is extracted by `extract_gemma`.
 MANIFESTS = {
     "ltx-2-19b-official": ("official", "2.0"),
     "ltx-2.3-22b-official": ("official", "2.3"),
@@ -70,6 +90,63 @@ SPLIT_FILES = (
 SPLIT_TRANSFORMER_FILES = ("transformer", "connector")
 # Name prefixes in the official summary.components.
 OFFICIAL_SUMMARY = ("audio_vae", "vocoder", "vae_", "transformer", "embeddings_processor")
+GEMMA_VERBATIM = ("source", "derivation", "confidence", "summary")
+# ltx_core 1.0.0's `GEMMA3_CONFIG_FOR_LTX.to_dict()` (text_encoders/gemma/config.py), which the manifest derives from.
+GEMMA_CONFIG = {
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "boi_token_index": 255999,
+    "eoi_token_index": 256000,
+    "eos_token_id": [1, 106],
+    "image_token_index": 262144,
+    "initializer_range": 0.02,
+    "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_logit_softcapping": None,
+        "cache_implementation": "hybrid",
+        "final_logit_softcapping": None,
+        "head_dim": 256,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 3840,
+        "initializer_range": 0.02,
+        "intermediate_size": 15360,
+        "max_position_embeddings": 131072,
+        "model_type": "gemma3_text",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 48,
+        "num_key_value_heads": 8,
+        "query_pre_attn_scalar": 256,
+        "rms_norm_eps": 1e-06,
+        "rope_local_base_freq": 10000,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "rope_theta": 1000000,
+        "sliding_window": 1024,
+        "sliding_window_pattern": 6,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": 262208,
+    },
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.0",
+    "vision_config": {
+        "attention_dropout": 0.0,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 1152,
+        "image_size": 896,
+        "intermediate_size": 4304,
+        "layer_norm_eps": 1e-06,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "num_hidden_layers": 27,
+        "patch_size": 14,
+        "torch_dtype": "float32",
+        "vision_use_head": False,
+    },
+}
+GEMMA_QUANTIZATION = {"group_size": 64, "bits": 4}  # mlx-community/gemma-3-12b-it-4bit (manifest derivation)
 
 
 def _sections(config: dict) -> dict:
@@ -91,11 +168,11 @@ def _summary(layout: str, summary: dict) -> dict:
     return kept
 
 
-def compress_blocks(tensors: dict) -> tuple[dict, dict[str, int]]:
+def compress_blocks(tensors: dict, pattern: re.Pattern = BLOCK_KEY) -> tuple[dict, dict[str, int]]:
     """Keep blocks 0 and 1 of every block stack (and every other key); check the dropped blocks repeat block 0."""
     stacks: dict[str, dict[int, dict[str, list]]] = {}
     for key, value in tensors.items():
-        match = BLOCK_KEY.match(key)
+        match = pattern.match(key)
         if match:
             blocks = stacks.setdefault(match["stack"], {})
             blocks.setdefault(int(match["index"]), {})[match["suffix"]] = value
@@ -107,10 +184,10 @@ def compress_blocks(tensors: dict) -> tuple[dict, dict[str, int]]:
         counts[stack] = len(blocks)
     kept = {}
     for key, value in tensors.items():
-        match = BLOCK_KEY.match(key)
+        match = pattern.match(key)
         if match is None or int(match["index"]) < KEPT_BLOCKS:
             kept[key] = value
-    assert expand_blocks(kept, counts) == tensors, "compression is not exact"
+    assert expand_blocks(kept, counts, pattern) == tensors, "compression is not exact"
     return kept, counts
 
 
@@ -148,21 +225,40 @@ def extract(manifest: dict, layout: str, version: str) -> dict:
     return out
 
 
+def extract_gemma(manifest: dict) -> dict:
+    """The Gemma listings, both layer stacks compressed; the config.json of the bf16 and the 4-bit repo."""
+    out: dict = {name: manifest[name] for name in GEMMA_VERBATIM}
+    out["config"] = GEMMA_CONFIG
+    out["config_4bit"] = {**GEMMA_CONFIG, "quantization": GEMMA_QUANTIZATION}
+    listings = {}
+    for name in GEMMA_LISTINGS:
+        listings[name], counts = compress_blocks(manifest[name], GEMMA_LAYER_KEY)
+        assert out.setdefault("repeated_blocks", counts) == counts, f"{name}: other layer stacks than the bf16 listing"
+    text, vision = GEMMA_CONFIG["text_config"], GEMMA_CONFIG["vision_config"]
+    assert out["repeated_blocks"] == {
+        "language_model.model.layers": text["num_hidden_layers"],
+        "vision_tower.vision_model.encoder.layers": vision["num_hidden_layers"],
+    }, out["repeated_blocks"]
+    return {**out, **listings}
+
+
 def _rows(tensors: dict, indent: str) -> str:
     return ",\n".join(f"{indent}{json.dumps(key)}: {json.dumps(value)}" for key, value in tensors.items())
 
 
 def dump(data: dict) -> str:
     """Indented JSON, except one line per tensor (small and diff-friendly)."""
-    listings = ("tensors", "transformer_tensors", "possible_extra_tensors")
-    plain = {k: v for k, v in data.items() if k not in listings}
+    listings = ("tensors", "transformer_tensors", "tensors_4bit")
+    plain = {k: v for k, v in data.items() if k not in (*listings, "possible_extra_tensors")}
     head = json.dumps(plain, indent=1)[:-2]
     if "possible_extra_tensors" in data:
         extra = data["possible_extra_tensors"]
         head += ',\n "possible_extra_tensors": {\n'
         head += f'  "note": {json.dumps(extra["note"])},\n  "tensors": {{\n{_rows(extra["tensors"], "   ")}\n  }}\n }}'
-    head += f',\n "tensors": {{\n{_rows(data["tensors"], "  ")}\n }}'
-    return head + f',\n "transformer_tensors": {{\n{_rows(data["transformer_tensors"], "  ")}\n }}\n}}\n'
+    for name in listings:
+        if name in data:
+            head += f",\n {json.dumps(name)}: {{\n{_rows(data[name], '  ')}\n }}"
+    return head + "\n}\n"
 
 
 def main(source: Path = DEFAULT_SOURCE) -> None:
@@ -179,6 +275,13 @@ def main(source: Path = DEFAULT_SOURCE) -> None:
             f"{name}: {len(data['tensors'])} audio/video tensors, {full} transformer/connector/projection tensors "
             f"({compressed} stored; stacks {data['repeated_blocks']}), {len(text)} bytes"
         )
+    data = extract_gemma(json.loads((source / f"{GEMMA_MANIFEST}.json").read_text()))
+    text = dump(data)
+    assert json.loads(text) == data
+    (TARGET / f"{GEMMA_MANIFEST}.json").write_text(text)
+    stored = {name: len(data[name]) for name in GEMMA_LISTINGS}
+    full = {name: len(expand_blocks(data[name], data["repeated_blocks"], GEMMA_LAYER_KEY)) for name in GEMMA_LISTINGS}
+    print(f"{GEMMA_MANIFEST}: {full} tensors ({stored} stored; stacks {data['repeated_blocks']}), {len(text)} bytes")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""MP4 output through imageio-ffmpeg's ffmpeg binary: frames are streamed in as they are decoded.
+
+H.264 (libx264, yuv420p, ``+faststart``) with an optional AAC 48 kHz stereo track muxed in the same pass. The
+file is written beside the target under a temporary name and renamed into place only when ffmpeg succeeds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.atomic import atomic_output
+
+DEFAULT_CRF = 18  # visually lossless for most content; the encoder's speed preset stays at its default
+
+
+def ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # missing package or a binary that does not run on this machine
+        raise LtxError(
+            ErrorCode.FFMPEG_MISSING,
+            f"No usable ffmpeg: {exc}",
+            "Install it with: pip install -U imageio-ffmpeg",
+        ) from exc
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats -> uint8, as ltx-core converts decoded frames (scale, clip, truncate)."""
+    return (np.clip((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class VideoWriter:
+    """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: float,
+        audio_wav: str | Path | None = None,
+        crf: int = DEFAULT_CRF,
+    ) -> None:
+        self.path = Path(path)
+        self.size = (width, height)
+        self.fps = fps
+        self.audio_wav = audio_wav
+        self.crf = crf
+        self.frames = 0
+        self._output = atomic_output(self.path)
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> VideoWriter:
+        temporary = self._output.__enter__()
+        width, height = self.size
+        command = [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps}", "-i", "-",
+        ]  # fmt: skip
+        if self.audio_wav is not None:
+            command += ["-i", str(self.audio_wav)]
+        command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(self.crf), "-movflags", "+faststart"]
+        if self.audio_wav is not None:
+            command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
+        command += ["-f", "mp4", str(temporary)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.size[1], self.size[0], 3):
+            raise ValueError(f"expected (T, {self.size[1]}, {self.size[0]}, 3) uint8 frames, got {frames.shape}")
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError as exc:
+            raise self._failure() from exc
+        self.frames += frames.shape[0]
+
+    def _failure(self) -> LtxError:
+        self._process.kill()
+        detail = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
+        return LtxError(
+            ErrorCode.OUTPUT_WRITE_FAILED,
+            f"ffmpeg could not encode {self.path.name}: {detail[-500:] or 'it exited early'}",
+            "Check free disk space and that the output directory is writable.",
+        )
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        process = self._process
+        try:
+            if error is None:
+                process.stdin.close()
+                stderr = process.stderr.read().decode(errors="replace")
+                if process.wait() != 0:
+                    raise LtxError(
+                        ErrorCode.OUTPUT_WRITE_FAILED,
+                        f"ffmpeg failed writing {self.path.name}: {stderr.strip()[-500:]}",
+                        "Check free disk space and that the output directory is writable.",
+                    )
+            else:
+                process.kill()
+                process.wait()
+        except BaseException as failure:
+            self._output.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._output.__exit__(kind, error, trace)

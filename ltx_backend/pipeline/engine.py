@@ -1,0 +1,329 @@
+"""The one entry point every front end uses: a request, a cancel token and an event sink in, an MP4 out.
+
+Two-stage sampling as ltx-pipelines does it: stage 1 at half resolution, x2 latent upsample, re-noise to the
+first stage-2 sigma, stage 2 at full resolution, video and audio latents denoised together. Memory is planned
+by phase: the text encoder is freed before denoising, the transformer before decoding; decoding streams video
+chunks straight into ffmpeg.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ltx_backend import events
+from ltx_backend.events import Emit, Phase
+from ltx_backend.media.audio import write_wav
+from ltx_backend.media.image import conditioning_frame
+from ltx_backend.media.video import VideoWriter, to_uint8
+from ltx_backend.models.upsampler import upsample_latent
+from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
+from ltx_backend.pipeline import sampler as s
+from ltx_backend.pipeline.audio import decode_audio
+from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
+from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
+from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
+from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
+from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.resolve import resolve_model
+from ltx_backend.weights.transformer import load_text_processor, load_transformer
+from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_video_encoder
+
+log = logging.getLogger(__name__)
+DEFAULT_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-bf16"
+DEV_STEPS = {"2.0": 40, "2.3": 30}  # ltx-pipelines' defaults
+STG_BLOCK = {"2.0": 29, "2.3": 28}
+
+
+class Cancelled(Exception):
+    """The job was cancelled; nothing was written at the output path."""
+
+
+class CancelToken:
+    """Set from any thread; the engine checks it between denoising steps and between decoded chunks."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+def checkpoint_variant(ckpt: Checkpoint) -> str:
+    """``distilled`` or ``dev``, from what the checkpoint says about itself (never from a repo name)."""
+    declared = ckpt.split_manifest.get("variant") or ckpt.model_info.get("variant")
+    if declared in ("distilled", "dev"):
+        return declared
+    if ckpt.layout is Layout.OFFICIAL:
+        name = ckpt.files[0].path.name
+        return "dev" if "dev" in name and "distilled" not in name else "distilled"
+    return "distilled"  # the MLX conversions in circulation are all of the distilled model
+
+
+def model_version(ckpt: Checkpoint) -> str:
+    version = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
+    if version.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
+        return "2.3"
+    return "2.0"
+
+
+@dataclass
+class Timer:
+    timings: dict[str, float]
+    emit: Emit
+
+    @contextmanager
+    def phase(self, phase: Phase, detail: str = "") -> Iterator[None]:
+        self.emit(events.PhaseStarted(phase, detail))
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.timings[phase.value] = round(self.timings.get(phase.value, 0.0) + seconds, 4)
+        self.emit(events.PhaseFinished(phase, round(seconds, 4)))
+
+
+def _free(*_: object) -> None:
+    gc.collect()
+    mx.clear_cache()
+
+
+class Engine:
+    """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        text_encoder: str | Path | None = None,
+        dtype: mx.Dtype | None = None,
+        quantize: int | None = None,
+    ) -> None:
+        self.checkpoint = open_checkpoint(resolve_model(str(model)))
+        bundled = self.checkpoint.root / "text_encoder"
+        if text_encoder is None and bundled.is_dir():
+            text_encoder = bundled
+        self.text_encoder_root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
+        self.dtype = dtype or (mx.bfloat16 if "gpu" in str(mx.default_device()) else mx.float32)
+        self.quantize = quantize
+        self.variant = checkpoint_variant(self.checkpoint)
+        self.version = model_version(self.checkpoint)
+
+    # --- the job ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerationRequest, cancel: CancelToken | None = None, emit: Emit = events.ignore
+    ) -> events.Result:
+        cancel = cancel or CancelToken()
+        request = validate(request)
+        for warning in request.warnings:
+            emit(events.Warning(warning))
+        if self.variant == "distilled" and (request.steps is not None or request.cfg_scale is not None):
+            emit(events.Warning("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
+                                "steps and cfg_scale are ignored."))  # fmt: skip
+        mx.reset_peak_memory()
+        timer = Timer({}, emit)
+        keys = iter(mx.random.split(mx.random.key(request.seed), 8))
+
+        prompt, contexts, negative = self._encode_text(request, timer, emit)
+        cancel.check()
+        images = self._encode_images(request, timer)
+        cancel.check()
+        video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
+        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
+
+        return events.Result(
+            video_path=request.output_path,
+            audio_path=audio_path,
+            seed=request.seed,
+            width=request.width,
+            height=request.height,
+            num_frames=request.num_frames,
+            fps=request.fps,
+            has_audio=request.audio,
+            sampler=self.variant,
+            steps=(self._stage1_sigmas(request).size - 1, len(DISTILLED_STAGE_2) - 1),
+            prompt=prompt,
+            timings=timer.timings,
+            peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
+        )
+
+    # --- phases -----------------------------------------------------------------------------------------------
+
+    def _encode_text(self, request: GenerationRequest, timer: Timer, emit: Emit):
+        prompt = request.prompt
+        with timer.phase(Phase.TEXT_ENCODING):
+            encoder = TextEncoder(self.text_encoder_root, self.dtype)
+            if request.enhance_prompt:
+                with timer.phase(Phase.PROMPT_ENHANCEMENT):
+                    warn = lambda message: emit(events.Warning(message))  # noqa: E731
+                    prompt = enhance_or_keep(encoder, prompt, warn, bool(request.keyframes), request.seed % 2**32)
+                emit(events.EnhancedPrompt(prompt))
+            encoded = [encoder.encode(prompt)]
+            if self.variant == "dev":
+                encoded.append(encoder.encode(request.negative_prompt or DEFAULT_NEGATIVE_PROMPT))
+            hidden_size, states = encoder.hidden_size, encoder.num_states
+            encoder.release()
+            processor = load_text_processor(self.checkpoint, self.dtype, hidden_size, states)
+            contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
+            mx.eval(contexts)
+            del processor, encoded
+            _free()
+        negative = contexts[1][:2] if len(contexts) > 1 else None
+        return prompt, contexts[0][:2], negative
+
+    def _encode_images(self, request: GenerationRequest, timer: Timer) -> dict[tuple[int, int], list[mx.array]]:
+        """Every keyframe encoded at both stage sizes: {(height, width): [latent per keyframe]}."""
+        if not request.keyframes:
+            return {}
+        encoded: dict[tuple[int, int], list[mx.array]] = {}
+        with timer.phase(Phase.IMAGE_ENCODING):
+            encoder = load_video_encoder(self.checkpoint, self.dtype)
+            for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
+                latents = []
+                for keyframe in request.keyframes:
+                    pixels = mx.array(conditioning_frame(keyframe.path, *size)).astype(self.dtype)
+                    latents.append(encoder(pixels))
+                mx.eval(latents)
+                encoded[size] = latents
+            del encoder
+            _free()
+        return encoded
+
+    def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
+        if self.variant == "dev":
+            return ltx2_sigmas(request.steps or DEV_STEPS[self.version])
+        return np.array(DISTILLED_STAGE_1, dtype=np.float32)
+
+    def _conditioned(self, state: s.LatentState, request: GenerationRequest, latents: list[mx.array]):
+        for keyframe, latent in zip(request.keyframes, latents, strict=True):
+            if keyframe.frame_index == 0:
+                state = s.condition_by_latent_index(state, latent, keyframe.strength, 0)
+            else:
+                state = s.condition_by_keyframe(state, latent, keyframe.frame_index, keyframe.strength, request.fps)
+        return state
+
+    def _denoise(self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken):
+        dtype = self.dtype
+        video_context, audio_context = contexts
+        if not request.audio:
+            audio_context = None
+        with timer.phase(Phase.LOAD, "transformer"):
+            transformer = load_transformer(self.checkpoint, dtype, self.quantize)
+        channels = transformer.config.in_channels
+        audio_channels = transformer.config.audio_in_channels
+        f, h, w = request.latent_frames, request.height // 64, request.width // 64
+
+        def step_events(stage: int) -> Callable[[int, int], None]:
+            def on_step(step: int, total: int) -> None:
+                emit(events.DenoiseStep(stage, step, total))
+                cancel.check()
+
+            return on_step
+
+        def noised(state: s.LatentState, key: mx.array, scale: float = 1.0) -> s.LatentState:
+            return s.add_noise(state, mx.random.normal(state.latent.shape, key=key), scale)
+
+        # Stage 1 at half resolution.
+        with timer.phase(Phase.STAGE1):
+            video = s.video_state(mx.zeros((1, channels, f, h, w)), request.fps, dtype)
+            video = self._conditioned(video, request, images.get((request.height // 2, request.width // 2), []))
+            video = noised(video, next(keys))
+            audio = None
+            audio_frames = s.audio_latent_frames(request.num_frames, request.fps)
+            audio_key = next(keys)
+            if request.audio:
+                mel_bins = 16
+                audio = noised(s.audio_state(mx.zeros((1, audio_channels // mel_bins, audio_frames, mel_bins)), dtype),
+                               audio_key)  # fmt: skip
+            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype)
+            denoise = s.simple_denoiser(stage)
+            if self.variant == "dev":
+                denoise = self._guided(stage, negative, request, transformer.config.num_layers)
+            video, audio = s.euler_loop(self._stage1_sigmas(request), video, audio, denoise, step_events(1))
+        low_res = s.tokens_to_video(video.output_latent, f, h, w)
+
+        with timer.phase(Phase.UPSAMPLE):
+            upsampler = load_upsampler(self.checkpoint, "spatial_x2", dtype)
+            statistics = load_video_decoder(self.checkpoint, dtype).per_channel_statistics
+            high_res = upsample_latent(low_res.astype(dtype), upsampler, statistics)
+            mx.eval(high_res)
+            del upsampler
+            _free()
+
+        # Stage 2 at full resolution, re-noised to its first sigma.
+        with timer.phase(Phase.STAGE2):
+            video = s.video_state(high_res, request.fps, dtype)
+            video = self._conditioned(video, request, images.get((request.height, request.width), []))
+            video = noised(video, next(keys), DISTILLED_STAGE_2[0])
+            stage2_audio_key = next(keys)
+            if audio is not None:
+                audio = noised(s.audio_state(s.tokens_to_audio(audio.output_latent, audio_channels // 16), dtype),
+                               stage2_audio_key, DISTILLED_STAGE_2[0])  # fmt: skip
+            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype)
+            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, s.simple_denoiser(stage), step_events(2))
+        del transformer, stage
+        _free()
+        video_latent = s.tokens_to_video(video.output_latent, f, h * 2, w * 2)
+        audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
+        return video_latent, audio_latent
+
+    def _guided(self, stage: s.StageInputs, negative, request: GenerationRequest, layers: int) -> s.DenoiseFn:
+        block = min(STG_BLOCK[self.version], layers - 1)
+        video_params = replace(s.VIDEO_GUIDANCE, stg_blocks=(block,))
+        if request.cfg_scale is not None:
+            video_params = replace(video_params, cfg_scale=request.cfg_scale)
+        audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
+        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params)
+
+    def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken):
+        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass."""
+        audio_path = None
+        with tempfile.TemporaryDirectory(prefix=".ltx-", dir=Path(request.output_path).parent) as folder:
+            wav = None
+            if audio_latent is not None:
+                with timer.phase(Phase.AUDIO_DECODE):
+                    decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
+                    wave, rate = decode_audio(audio_latent, decoder, vocoder)
+                    del decoder, vocoder
+                    _free()
+                    wav = write_wav(Path(folder) / "audio.wav", wave, rate)
+                    if request.audio_output_path:
+                        audio_path = str(write_wav(request.audio_output_path, wave, rate))
+            cancel.check()
+            with timer.phase(Phase.VIDEO_DECODE):
+                decoder = load_video_decoder(self.checkpoint, self.dtype)
+                tiling = tiling_for(request.tiling, request.height, request.width, request.num_frames)
+                latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
+                noise = None
+                if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
+                    noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
+                with VideoWriter(request.output_path, request.width, request.height, request.fps, wav) as writer:
+                    for chunk in decode_tiled(decoder, latent, tiling, noise=noise):
+                        cancel.check()
+                        writer.write(to_uint8(np.array(chunk[0])))
+                del decoder
+                _free()
+        return audio_path
+
+
+def generate(model: str | Path, request: GenerationRequest, **engine_options) -> events.Result:
+    """Convenience: build an engine and run one request."""
+    return Engine(model, **engine_options).generate(request)

@@ -1,0 +1,148 @@
+"""A generation request and the rules that make it valid (clear errors, explicit rounding with warnings)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.vae_tiling import TILING_MODES
+
+DEFAULT_NEGATIVE_PROMPT = (  # ltx-pipelines' default
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
+    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
+    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
+    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
+    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
+    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
+    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
+    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
+SIZE_MULTIPLE = 64  # two-stage: stage 1 runs at half size, which must still be a multiple of the VAE's 32
+MIN_SIZE, MAX_SIZE = 64, 2048  # past 2048 px an axis leaves the RoPE range the models were trained on
+MAX_SECONDS = 20  # temporal RoPE positions are normalised by 20 s
+SEED_LIMIT = 2**64
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """An image to condition on: `frame_index` is a pixel frame (0 = the first frame, image-to-video)."""
+
+    path: str
+    frame_index: int = 0
+    strength: float = 1.0  # 1.0 keeps the image, 0.0 ignores it
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    output_path: str
+    width: int = 768
+    height: int = 512
+    num_frames: int = 121
+    fps: float = 24.0
+    seed: int | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None  # dev checkpoints only; distilled ones use their fixed 8 + 3 sigmas
+    cfg_scale: float | None = None  # dev checkpoints only
+    keyframes: tuple[Keyframe, ...] = ()
+    audio: bool = True
+    tiling: str = "auto"
+    audio_output_path: str | None = None
+    enhance_prompt: bool = False
+    round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.num_frames - 1) // 8 + 1
+
+
+def _invalid(field_name: str, message: str, hint: str) -> LtxError:
+    return LtxError(ErrorCode.INVALID_PARAMS, message, hint, field=field_name)
+
+
+def validate(request: GenerationRequest) -> GenerationRequest:
+    """The request with frame counts rounded, a seed chosen and paths made absolute; every rounding is a warning."""
+    warnings = list(request.warnings)
+    if not request.prompt or not request.prompt.strip():
+        raise _invalid("prompt", "The prompt is empty", "Describe the video to generate.")
+
+    sizes = {}
+    for name in ("width", "height"):
+        value = int(getattr(request, name))
+        if value % SIZE_MULTIPLE:
+            if not request.round_dimensions:
+                raise _invalid(
+                    name,
+                    f"{name} {value} is not a multiple of {SIZE_MULTIPLE}",
+                    f"Use {max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)} (or enable rounding).",
+                )
+            rounded = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+            warnings.append(f"{name} {value} rounded to {rounded} (a multiple of {SIZE_MULTIPLE})")
+            value = rounded
+        if not MIN_SIZE <= value <= MAX_SIZE:
+            raise _invalid(name, f"{name} {value} is outside {MIN_SIZE}..{MAX_SIZE}", "Choose a smaller size.")
+        sizes[name] = value
+
+    if not 0 < request.fps <= 120:
+        raise _invalid("fps", f"fps {request.fps} is outside (0, 120]", "Use 24 (the training rate), 25 or 30.")
+    if request.num_frames < 1:
+        raise _invalid("num_frames", "num_frames must be at least 1", "Use 8k+1 frames, e.g. 121.")
+    frames = request.num_frames
+    if (frames - 1) % 8:
+        frames = max(1, round((frames - 1) / 8) * 8 + 1)
+        warnings.append(f"num_frames {request.num_frames} rounded to {frames} (the model needs 8k+1 frames)")
+    longest = int(MAX_SECONDS * request.fps) + 1
+    if frames > longest:
+        raise _invalid(
+            "num_frames",
+            f"{frames} frames at {request.fps:g} fps is longer than the {MAX_SECONDS} s the model supports",
+            f"Use at most {(longest - 1) // 8 * 8 + 1} frames at this frame rate.",
+        )
+
+    seed = request.seed if request.seed is not None else random.randrange(2**31)
+    if not 0 <= seed < SEED_LIMIT:
+        raise _invalid("seed", f"seed {seed} is outside 0..2**64-1", "Use a non-negative seed below 2**64.")
+
+    if request.tiling not in ("auto", *TILING_MODES):
+        raise _invalid("tiling", f"unknown tiling mode {request.tiling!r}", f"Use auto or {', '.join(TILING_MODES)}.")
+    if request.steps is not None and not 1 <= request.steps <= 200:
+        raise _invalid("steps", f"steps {request.steps} is outside 1..200", "Use 20 to 40 for dev checkpoints.")
+    if request.cfg_scale is not None and not 0 < request.cfg_scale <= 30:
+        raise _invalid("cfg_scale", f"cfg_scale {request.cfg_scale} is outside (0, 30]", "Use about 3.")
+
+    keyframes = []
+    for index, keyframe in enumerate(request.keyframes):
+        where = f"keyframes[{index}]"
+        if not Path(keyframe.path).expanduser().is_file():
+            raise _invalid(where + ".path", f"image not found: {keyframe.path}", "Check the image path.")
+        if not 0.0 <= keyframe.strength <= 1.0:
+            raise _invalid(where + ".strength", f"strength {keyframe.strength} is outside 0..1", "Use 0..1.")
+        if not 0 <= keyframe.frame_index < frames:
+            raise _invalid(
+                where + ".frame_index", f"frame {keyframe.frame_index} is outside 0..{frames - 1}", "Pick a frame."
+            )
+        keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
+
+    output = Path(request.output_path).expanduser().absolute()
+    if output.suffix.lower() != ".mp4":
+        raise _invalid("output_path", f"{output.name} is not an .mp4 path", "Name the output file *.mp4.")
+    audio_output = request.audio_output_path
+    if audio_output is not None:
+        audio_output = str(Path(audio_output).expanduser().absolute())
+    return replace(
+        request,
+        width=sizes["width"],
+        height=sizes["height"],
+        num_frames=frames,
+        seed=seed,
+        keyframes=tuple(keyframes),
+        output_path=str(output),
+        audio_output_path=audio_output,
+        warnings=tuple(warnings),
+    )

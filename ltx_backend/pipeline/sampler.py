@@ -1,0 +1,303 @@
+"""Latent states, conditioning, noising and the Euler denoising loop, as ltx-pipelines runs them.
+
+Video tokens are the latent cells in (frame, row, column) order with the channels as features; audio tokens are
+the latent frames with ``(channel, mel bin)`` features. A state carries the tokens, the per-token denoise mask
+(1 = generate, 0 = keep), the clean latent conditioning tokens are pulled back to, and the token positions.
+Keyframe conditioning appends tokens; they are dropped again when the stage ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import mlx.core as mx
+import numpy as np
+
+from ltx_backend.models.rope import VIDEO_SCALE, audio_positions, video_positions
+from ltx_backend.models.transformer import NO_PERTURBATION, LTXModel, Perturbations, StreamInput
+
+LATENTS_PER_SECOND = 25.0  # audio: 16 kHz / hop 160 / 4 mel frames per latent
+
+
+@dataclass(frozen=True)
+class LatentState:
+    latent: mx.array  # (1, T, C) tokens
+    denoise_mask: mx.array  # (1, T) float32
+    clean: mx.array  # (1, T, C)
+    positions: np.ndarray  # (1, axes, T, 2)
+    generated_tokens: int  # tokens that belong to the output (appended conditioning tokens follow them)
+
+    @property
+    def output_latent(self) -> mx.array:
+        return self.latent[:, : self.generated_tokens]
+
+
+def audio_latent_frames(num_frames: int, fps: float) -> int:
+    """ltx-core ``AudioLatentShape.from_video_pixel_shape``: 25 audio latents per second of video."""
+    return round(num_frames / fps * LATENTS_PER_SECOND)
+
+
+def video_to_tokens(latent: mx.array) -> mx.array:
+    """(B, C, F, H, W) -> (B, F*H*W, C)."""
+    b, c = latent.shape[:2]
+    return latent.reshape(b, c, -1).transpose(0, 2, 1)
+
+
+def tokens_to_video(tokens: mx.array, frames: int, height: int, width: int) -> mx.array:
+    b, _, c = tokens.shape
+    return tokens.transpose(0, 2, 1).reshape(b, c, frames, height, width)
+
+
+def audio_to_tokens(latent: mx.array) -> mx.array:
+    """(B, C, T, M) -> (B, T, C*M), channel-major features."""
+    b, c, t, m = latent.shape
+    return latent.transpose(0, 2, 1, 3).reshape(b, t, c * m)
+
+
+def tokens_to_audio(tokens: mx.array, channels: int) -> mx.array:
+    b, t, features = tokens.shape
+    return tokens.reshape(b, t, channels, features // channels).transpose(0, 2, 1, 3)
+
+
+def initial_state(tokens: mx.array, positions: np.ndarray, dtype: mx.Dtype) -> LatentState:
+    """Latents are kept in the compute dtype between steps, as ltx-pipelines keeps them (bf16 in production)."""
+    tokens = tokens.astype(dtype)
+    return LatentState(tokens, mx.ones(tokens.shape[:2]), tokens, positions, tokens.shape[1])
+
+
+def video_state(latent: mx.array, fps: float, dtype: mx.Dtype = mx.float32) -> LatentState:
+    """A state for a (1, C, F, H, W) latent (zeros for a fresh generation, the upsampled latent in stage 2)."""
+    _, _, f, h, w = latent.shape
+    return initial_state(video_to_tokens(latent), video_positions(f, h, w, fps), dtype)
+
+
+def audio_state(latent: mx.array, dtype: mx.Dtype = mx.float32) -> LatentState:
+    return initial_state(audio_to_tokens(latent), audio_positions(latent.shape[2]), dtype)
+
+
+def condition_by_latent_index(state: LatentState, latent: mx.array, strength: float, latent_index: int) -> LatentState:
+    """Replace latent frame `latent_index` by an encoded image (ltx-core ``VideoConditionByLatentIndex``)."""
+    tokens = video_to_tokens(latent.astype(state.latent.dtype))
+    per_frame = tokens.shape[1]
+    start, stop = latent_index * per_frame, latent_index * per_frame + per_frame
+    if stop > state.generated_tokens:
+        raise ValueError(f"latent frame {latent_index} is outside the video")
+    mask = mx.full((1, per_frame), 1.0 - strength)
+    return replace(
+        state,
+        latent=_splice(state.latent, tokens, start),
+        clean=_splice(state.clean, tokens, start),
+        denoise_mask=_splice(state.denoise_mask, mask, start),
+    )
+
+
+def _splice(array: mx.array, part: mx.array, start: int) -> mx.array:
+    return mx.concatenate([array[:, :start], part, array[:, start + part.shape[1] :]], axis=1)
+
+
+def condition_by_keyframe(
+    state: LatentState, latent: mx.array, frame_index: int, strength: float, fps: float
+) -> LatentState:
+    """Append an encoded image as tokens at pixel frame `frame_index` (ltx-core ``VideoConditionByKeyframeIndex``)."""
+    tokens = video_to_tokens(latent.astype(state.latent.dtype))
+    _, _, f, h, w = latent.shape
+    fine = np.meshgrid(np.arange(f), np.arange(h), np.arange(w), indexing="ij")
+    starts = np.stack(fine).reshape(3, -1)
+    bounds = (np.stack([starts, starts + 1], axis=-1) * np.array(VIDEO_SCALE).reshape(3, 1, 1)).astype(np.float64)
+    if frame_index == 0:  # the causal fix applies to a keyframe at the very first frame only
+        bounds[0] = np.clip(bounds[0] + 1 - VIDEO_SCALE[0], 0, None)
+    bounds[0] += frame_index
+    positions = bounds.astype(np.float32)
+    positions[0] = positions[0] / np.float32(fps)
+    mask = mx.full((1, tokens.shape[1]), 1.0 - strength)
+    return replace(
+        state,
+        latent=mx.concatenate([state.latent, tokens], axis=1),
+        clean=mx.concatenate([state.clean, tokens], axis=1),
+        denoise_mask=mx.concatenate([state.denoise_mask, mask], axis=1),
+        positions=np.concatenate([state.positions, positions[None]], axis=2),
+    )
+
+
+def add_noise(state: LatentState, noise: mx.array, scale: float = 1.0) -> LatentState:
+    """ltx-core ``GaussianNoiser``: noise where the mask asks for it, scaled (stage 2 starts at its first sigma)."""
+    dtype = state.latent.dtype
+    mask = (state.denoise_mask * scale)[..., None].astype(dtype)
+    return replace(state, latent=(noise.astype(dtype) * mask + state.latent * (1 - mask)).astype(dtype))
+
+
+# (video state, audio state, sigma) -> denoised (video tokens, audio tokens)
+DenoiseFn = Callable[[LatentState, LatentState | None, float], tuple[mx.array, mx.array | None]]
+
+
+def euler_loop(
+    sigmas: tuple[float, ...] | np.ndarray,
+    video: LatentState,
+    audio: LatentState | None,
+    denoise: DenoiseFn,
+    on_step: Callable[[int, int], None] = lambda step, total: None,
+) -> tuple[LatentState, LatentState | None]:
+    """ltx-pipelines ``euler_denoising_loop``: denoise, pull conditioned tokens back to clean, Euler step."""
+    sigmas = [float(s) for s in sigmas]
+    total = len(sigmas) - 1
+    for step in range(total):
+        sigma, next_sigma = sigmas[step], sigmas[step + 1]
+        denoised_video, denoised_audio = denoise(video, audio, sigma)
+        video = _euler(video, denoised_video, sigma, next_sigma)
+        if audio is not None:
+            audio = _euler(audio, denoised_audio, sigma, next_sigma)
+        mx.eval(video.latent, *([audio.latent] if audio is not None else []))
+        on_step(step + 1, total)
+    return video, audio
+
+
+def _euler(state: LatentState, denoised: mx.array, sigma: float, next_sigma: float) -> LatentState:
+    # post_process_latent, then to_velocity and the update in float32, each result in the latent's dtype.
+    mask = state.denoise_mask[..., None]
+    dtype = state.latent.dtype
+    denoised = (denoised.astype(mx.float32) * mask + state.clean.astype(mx.float32) * (1 - mask)).astype(dtype)
+    velocity = ((state.latent.astype(mx.float32) - denoised.astype(mx.float32)) / sigma).astype(dtype)
+    latent = state.latent.astype(mx.float32) + velocity.astype(mx.float32) * (next_sigma - sigma)
+    return replace(state, latent=latent.astype(dtype))
+
+
+@dataclass
+class StageInputs:
+    """What stays fixed during one stage: the model, the contexts and the RoPE tables of the token positions."""
+
+    model: LTXModel
+    video_context: mx.array
+    audio_context: mx.array | None
+    video_rope: object
+    audio_rope: object | None
+    dtype: mx.Dtype
+
+    @classmethod
+    def build(
+        cls,
+        model: LTXModel,
+        video: LatentState,
+        audio: LatentState | None,
+        video_context: mx.array,
+        audio_context: mx.array | None,
+        dtype: mx.Dtype,
+    ) -> StageInputs:
+        return cls(
+            model,
+            video_context.astype(dtype),
+            None if audio_context is None else audio_context.astype(dtype),
+            model.rope(video.positions, "video", dtype),
+            None if audio is None else model.rope(audio.positions, "audio", dtype),
+            dtype,
+        )
+
+
+def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx.Dtype) -> StreamInput:
+    return StreamInput(
+        latent=state.latent.astype(dtype),
+        timesteps=(state.denoise_mask * sigma).astype(dtype),
+        sigma=mx.array([sigma], dtype=dtype),
+        context=context,
+        context_mask=None,
+        rope=rope,
+    )
+
+
+def x0_forward(
+    stage: StageInputs,
+    video: LatentState,
+    audio: LatentState | None,
+    sigma: float,
+    video_context: mx.array | None = None,
+    audio_context: mx.array | None = None,
+    perturbations: Perturbations = NO_PERTURBATION,
+) -> tuple[mx.array, mx.array | None]:
+    """ltx-core ``X0Model``: velocity -> denoised tokens, ``x - v * (sigma x mask)`` per token, in float32."""
+    vc = stage.video_context if video_context is None else video_context
+    ac = stage.audio_context if audio_context is None else audio_context
+    v_in = _stream(video, vc, stage.video_rope, sigma, stage.dtype)
+    a_in = None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype)
+    v_out, a_out = stage.model(v_in, a_in, perturbations=perturbations)
+
+    def denoised(state: LatentState, velocity: mx.array) -> mx.array:
+        t = (state.denoise_mask * sigma)[..., None]
+        return (state.latent.astype(mx.float32) - velocity.astype(mx.float32) * t).astype(stage.dtype)
+
+    return denoised(video, v_out), (None if audio is None else denoised(audio, a_out))
+
+
+def simple_denoiser(stage: StageInputs) -> DenoiseFn:
+    return lambda video, audio, sigma: x0_forward(stage, video, audio, sigma)
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """ltx-core ``MultiModalGuiderParams`` (one per modality)."""
+
+    cfg_scale: float = 1.0
+    stg_scale: float = 0.0
+    stg_blocks: tuple[int, ...] = ()
+    rescale_scale: float = 0.0
+    modality_scale: float = 1.0
+
+    def combine(self, cond: mx.array, uncond: mx.array, perturbed: mx.array, isolated: mx.array) -> mx.array:
+        pred = (
+            cond
+            + (self.cfg_scale - 1) * (cond - uncond)
+            + self.stg_scale * (cond - perturbed)
+            + (self.modality_scale - 1) * (cond - isolated)
+        )
+        if self.rescale_scale:
+            factor = _std(cond) / _std(pred)
+            pred = pred * (self.rescale_scale * factor + (1 - self.rescale_scale))
+        return pred
+
+
+def _std(x: mx.array) -> mx.array:
+    """torch.std over the whole tensor (unbiased), as the guider's rescale uses."""
+    x = x.astype(mx.float32)
+    return mx.sqrt(mx.sum((x - mx.mean(x)) ** 2) / (x.size - 1))
+
+
+# ltx-pipelines' LTX-2 defaults (the STG block is the model's own: 29 for LTX-2.0, 28 for LTX-2.3).
+VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0)
+AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0)
+
+
+def guided_denoiser(
+    stage: StageInputs,
+    negative_video: mx.array,
+    negative_audio: mx.array | None,
+    video_params: GuidanceParams,
+    audio_params: GuidanceParams,
+) -> DenoiseFn:
+    """ltx-pipelines ``multi_modal_guider_denoising_func``: conditional, unconditional (negative prompt),
+    STG-perturbed and modality-isolated forwards, combined per modality."""
+    negative_video, negative_audio = (
+        negative_video.astype(stage.dtype),
+        (None if negative_audio is None else negative_audio.astype(stage.dtype)),
+    )
+
+    def run(video: LatentState, audio: LatentState | None, sigma: float) -> tuple[mx.array, mx.array | None]:
+        cond = x0_forward(stage, video, audio, sigma)
+        zero = (mx.array(0.0), mx.array(0.0))
+        uncond = zero
+        if video_params.cfg_scale != 1 or audio_params.cfg_scale != 1:
+            uncond = x0_forward(stage, video, audio, sigma, negative_video, negative_audio)
+        perturbed = zero
+        if video_params.stg_scale or audio_params.stg_scale:
+            skip = Perturbations(
+                skip_video_self_attention=frozenset(video_params.stg_blocks) if video_params.stg_scale else frozenset(),
+                skip_audio_self_attention=frozenset(audio_params.stg_blocks) if audio_params.stg_scale else frozenset(),
+            )
+            perturbed = x0_forward(stage, video, audio, sigma, perturbations=skip)
+        isolated = zero
+        if video_params.modality_scale != 1 or audio_params.modality_scale != 1:
+            isolated = x0_forward(stage, video, audio, sigma, perturbations=Perturbations(skip_cross_modal=True))
+        out_video = video_params.combine(cond[0], uncond[0], perturbed[0], isolated[0])
+        if audio is None:
+            return out_video, None
+        return out_video, audio_params.combine(cond[1], uncond[1], perturbed[1], isolated[1])
+
+    return run
