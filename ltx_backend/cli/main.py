@@ -81,6 +81,148 @@ def inspect(model: str, as_json: bool) -> None:
         click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")
 
 
+def _parse_keyframe(text: str) -> tuple[str, int, float]:
+    """``PATH[|FRAME[|STRENGTH]]`` (FRAME: an output frame, 0 = first; STRENGTH 0..1, default 1)."""
+    parts = text.split("|")
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise click.BadParameter(f"{text!r}: use PATH, PATH|FRAME or PATH|FRAME|STRENGTH", param_hint="--keyframe")
+    try:
+        frame = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+        strength = float(parts[2]) if len(parts) > 2 and parts[2] else 1.0
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r}: FRAME must be an integer, STRENGTH a number", param_hint="--keyframe"
+        ) from exc
+    return parts[0], frame, strength
+
+
+class Progress:
+    """Renders engine events on stderr: one line per phase, a counter for denoising steps."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, event) -> None:
+        from ltx_backend import events
+
+        if isinstance(event, events.Warning):
+            click.echo(click.style("warning: ", fg="yellow") + event.message, err=True)
+        elif self.quiet:
+            return
+        elif isinstance(event, events.PhaseStarted):
+            click.echo(f"{event.phase.value:<18}{event.detail}", err=True)
+        elif isinstance(event, events.DenoiseStep):
+            bar = "#" * event.step + "." * (event.total - event.step)
+            click.echo(f"\r  stage {event.stage} [{bar}] {event.step}/{event.total}", err=True, nl=False)
+            if event.step == event.total:
+                click.echo("", err=True)
+        elif isinstance(event, events.PhaseFinished):
+            click.echo(f"  done in {event.seconds:.2f} s", err=True)
+        elif isinstance(event, events.EnhancedPrompt):
+            click.echo(f"  enhanced prompt: {event.prompt}", err=True)
+
+
+@cli.command()
+@click.option("--prompt", "-p", required=True, help="What the video shows and what is heard.")
+@click.option("--negative-prompt", default=None, help="What to avoid (dev checkpoints; default: the official one).")
+@click.option("--width", "-W", default=768, show_default=True, help="Output width, a multiple of 64.")
+@click.option("--height", "-H", default=512, show_default=True, help="Output height, a multiple of 64.")
+@click.option("--num-frames", "-n", default=121, show_default=True, help="Frames; rounded to 8k+1.")
+@click.option("--fps", default=24.0, show_default=True, help="Frames per second (also sets the audio length).")
+@click.option("--seed", "-s", type=int, default=None, help="Random seed (default: a random one, reported).")
+@click.option("--steps", type=int, default=None, help="Stage-1 denoising steps (dev checkpoints only).")
+@click.option("--cfg-scale", type=float, default=None, help="Classifier-free guidance scale (dev checkpoints only).")
+@click.option("--image", "-i", default=None, help="Image to start from (image-to-video).")
+@click.option(
+    "--keyframe",
+    multiple=True,
+    metavar="PATH|FRAME|STRENGTH",
+    help="Condition output frame FRAME on an image (repeatable; STRENGTH 0..1, 1 keeps the image).",
+)
+@click.option(
+    "--tiling",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "none", "default", "aggressive", "conservative", "spatial", "temporal"]),
+    help="VAE decode tiling (lower memory, slower).",
+)
+@click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
+@click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
+@click.option("--output-audio", default=None, help="Also write the audio to this WAV file.")
+@click.option("--enhance-prompt", is_flag=True, help="Rewrite the prompt with Gemma first.")
+@click.option("--round-dimensions", is_flag=True, help="Round width/height to multiples of 64 instead of failing.")
+@click.option(
+    "--model",
+    "-m",
+    default="tiny",
+    show_default=True,
+    help="Checkpoint: a directory, a cached Hugging Face repo id, or 'tiny' (built-in, random weights).",
+)
+@click.option("--text-encoder", default=None, help="Gemma 3 repo or directory (default: the model's own).")
+@click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def generate(**options) -> None:  # fmt: skip
+    """Generate a video with sound from a prompt (and optional images)."""
+    import msgspec
+
+    from ltx_backend.pipeline.engine import Cancelled, Engine
+    from ltx_backend.pipeline.request import GenerationRequest, Keyframe
+
+    keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
+    if options["image"] and not any(k.frame_index == 0 for k in keyframes):
+        keyframes.insert(0, Keyframe(options["image"]))
+    request = GenerationRequest(
+        prompt=options["prompt"],
+        output_path=options["output_path"],
+        width=options["width"],
+        height=options["height"],
+        num_frames=options["num_frames"],
+        fps=options["fps"],
+        seed=options["seed"],
+        negative_prompt=options["negative_prompt"],
+        steps=options["steps"],
+        cfg_scale=options["cfg_scale"],
+        keyframes=tuple(keyframes),
+        audio=not options["no_audio"],
+        tiling=options["tiling"],
+        audio_output_path=options["output_audio"],
+        enhance_prompt=options["enhance_prompt"],
+        round_dimensions=options["round_dimensions"],
+    )
+    quantize = int(options["quantize"]) if options["quantize"] else None
+    try:
+        engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
+        result = engine.generate(request, emit=Progress(options["quiet"]))
+    except LtxError as error:
+        _fail(error)
+    except (Cancelled, KeyboardInterrupt):
+        click.echo("cancelled: nothing was written", err=True)
+        sys.exit(130)
+    if options["as_json"]:
+        click.echo(msgspec.json.encode(result).decode())
+    else:
+        seconds = sum(result.timings.values())
+        click.echo(
+            f"wrote {result.video_path} ({result.width}x{result.height}, {result.num_frames} frames at "
+            f"{result.fps:g} fps, {'with' if result.has_audio else 'no'} audio) seed {result.seed} "
+            f"in {seconds:.1f} s, peak memory {result.peak_memory_gb:.2f} GB"
+        )
+
+
+@cli.command("make-tiny")
+@click.argument("path", required=False)
+def make_tiny(path: str | None) -> None:
+    """Write the built-in tiny random-weight model (default: where --model tiny looks for it)."""
+    from ltx_backend.tiny import tiny_model_dir, write_tiny_model
+
+    try:
+        written = write_tiny_model(path or tiny_model_dir())
+    except LtxError as error:
+        _fail(error)
+    click.echo(f"wrote the tiny model to {written} (random weights: its videos are noise)")
+
+
 def main() -> None:
     cli()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,4 +37,29 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `target`; on success it replaces `target`, on failure it goes."""
+    target = Path(target).expanduser().absolute()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise LtxError(
+            ErrorCode.OUTPUT_WRITE_FAILED,
+            f"Cannot write to {target.parent}: {exc.strerror}",
+            "Choose a writable directory with free space.",
+            path=str(target),
+        ) from exc
+    temporary.chmod(0o755)  # mkdtemp makes it private; a model folder is not a secret
+    try:
+        yield temporary
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -24,3 +24,15 @@ def decode_audio(latent: mx.array, decoder: AudioDecoder, vocoder: Vocoder | Voc
 def vocoder_dtype(vocoder: Vocoder | VocoderWithBWE) -> mx.Dtype:
     inner = vocoder.vocoder if isinstance(vocoder, VocoderWithBWE) else vocoder
     return inner.conv_pre.weight.dtype
+
+
+def fit_to_duration(wave: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
+    """Trim or pad (with silence) a (channels, samples) waveform to the video's length.
+
+    The audio latent covers ``4T - 3`` mel frames, a few milliseconds short of (or past) ``num_frames / fps``;
+    the muxer must never shorten the video to the audio, so the soundtrack is made exactly as long.
+    """
+    samples = round(seconds * sample_rate)
+    if wave.shape[-1] >= samples:
+        return wave[..., :samples]
+    return np.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, samples - wave.shape[-1])])

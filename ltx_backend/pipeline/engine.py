@@ -29,7 +29,7 @@ from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import sampler as s
-from ltx_backend.pipeline.audio import decode_audio
+from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
@@ -302,6 +302,7 @@ class Engine:
                 with timer.phase(Phase.AUDIO_DECODE):
                     decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
                     wave, rate = decode_audio(audio_latent, decoder, vocoder)
+                    wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
                     del decoder, vocoder
                     _free()
                     wav = write_wav(Path(folder) / "audio.wav", wave, rate)

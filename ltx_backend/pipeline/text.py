@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,7 @@ class TextEncoder:
 
 
 def load_tokenizer(root: Path):
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # only its tokenizers are used: no "no PyTorch" notice
     from transformers import AutoTokenizer
 
     location = tokenizer_dir(root)

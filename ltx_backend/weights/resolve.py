@@ -35,7 +35,11 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
 
 
 def resolve_model(model: str, revision: str = "main") -> Path:
-    """A local directory or file for `model` (a path or a cached repo id); never touches the network."""
+    """A local directory or file for `model` (a path, a cached repo id, or ``tiny``); never touches the network."""
+    if model == "tiny" and not Path(model).exists():
+        from ltx_backend.tiny import ensure_tiny_model
+
+        return ensure_tiny_model()
     path = Path(model).expanduser()
     if path.exists():
         return path.absolute()

@@ -1,0 +1,142 @@
+"""End-to-end generation on the built-in tiny model (random weights, CPU): files, streams, errors, cancellation."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from media_probe import frames, probe
+
+from ltx_backend import events
+from ltx_backend.cli.main import cli
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.video import ffmpeg_exe
+from ltx_backend.pipeline.engine import Cancelled, CancelToken, Engine
+from ltx_backend.pipeline.request import GenerationRequest, Keyframe
+from ltx_backend.tiny import write_tiny_model
+
+SMALL = {"width": 128, "height": 128, "num_frames": 9, "fps": 24.0}  # 2 latent frames; stage 1 at 64x64
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 160x96 PNG gradient (another aspect ratio than the video: it gets resized and centre-cropped)."""
+    path = tmp_path_factory.mktemp("images") / "start.png"
+    y, x = np.mgrid[0:96, 0:160]
+    pixels = np.stack([x * 255 // 159, y * 255 // 95, np.full_like(x, 128)], -1).astype(np.uint8)
+    command = [ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "160x96", "-i", "-", str(path)]
+    subprocess.run(command, input=pixels.tobytes(), check=True)
+    return path
+
+
+def run(engine: Engine, tmp_path: Path, **fields) -> tuple[events.Result, list[events.Event]]:
+    seen: list[events.Event] = []
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    defaults = {"prompt": "a red fox runs through snow", "seed": 7, "output_path": str(tmp_path / "out.mp4"), **SMALL}
+    request = GenerationRequest(**{**defaults, **fields})
+    return engine.generate(request, emit=seen.append), seen
+
+
+def test_text_to_video_with_audio(engine: Engine, tmp_path: Path) -> None:
+    result, seen = run(
+        engine, tmp_path, output_path=str(tmp_path / "clip.mp4"), audio_output_path=str(tmp_path / "a.wav")
+    )
+    info = probe(result.video_path)
+    assert (info.video_codec, info.pixel_format, info.width, info.height) == ("h264", "yuv420p", 128, 128)
+    assert info.frames == 9 and info.fps == 24
+    assert (info.audio_codec, info.sample_rate, info.channels) == ("aac", 48000, "stereo")
+    assert info.duration == pytest.approx(9 / 24, abs=0.06)
+    assert Path(result.audio_path).stat().st_size > 44 + 2 * 2 * int(24000 * 9 / 24) * 0.9  # PCM16 stereo 24 kHz
+    assert result.sampler == "distilled" and result.steps == (8, 3) and result.has_audio
+    phases = [e.phase for e in seen if isinstance(e, events.PhaseFinished)]
+    assert phases == [events.Phase.TEXT_ENCODING, events.Phase.LOAD, events.Phase.STAGE1, events.Phase.UPSAMPLE,
+                      events.Phase.STAGE2, events.Phase.AUDIO_DECODE, events.Phase.VIDEO_DECODE]  # fmt: skip
+    steps = [(e.stage, e.step) for e in seen if isinstance(e, events.DenoiseStep)]
+    assert steps == [(1, i) for i in range(1, 9)] + [(2, i) for i in range(1, 4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "clip.mp4"]  # no temporary left behind
+    msgspec.json.decode(msgspec.json.encode(result), type=events.Result)  # the result serialises
+
+
+def test_video_only_has_no_audio_stream(engine: Engine, tmp_path: Path) -> None:
+    result, seen = run(engine, tmp_path, audio=False)
+    info = probe(result.video_path)
+    assert info.audio_codec is None and info.frames == 9
+    assert events.Phase.AUDIO_DECODE not in [e.phase for e in seen if isinstance(e, events.PhaseStarted)]
+
+
+def test_same_seed_same_video_other_seed_other_video(engine: Engine, tmp_path: Path) -> None:
+    first = frames(run(engine, tmp_path / "a", seed=11)[0].video_path)
+    again = frames(run(engine, tmp_path / "b", seed=11)[0].video_path)
+    other = frames(run(engine, tmp_path / "c", seed=12)[0].video_path)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 1
+
+
+def test_image_to_video_and_keyframes(engine: Engine, image: Path, tmp_path: Path) -> None:
+    plain = frames(run(engine, tmp_path / "t2v")[0].video_path)
+    result, seen = run(engine, tmp_path / "i2v", keyframes=(Keyframe(str(image)),))
+    assert events.Phase.IMAGE_ENCODING in [e.phase for e in seen if isinstance(e, events.PhaseFinished)]
+    conditioned = frames(result.video_path)
+    assert conditioned.shape == plain.shape == (9, 128, 128, 3)
+    assert np.abs(conditioned.astype(int) - plain.astype(int)).mean() > 1  # the image changed the video
+
+    two = (Keyframe(str(image)), Keyframe(str(image), frame_index=8, strength=0.75))
+    result, _ = run(engine, tmp_path / "kf", keyframes=two, num_frames=17)
+    assert probe(result.video_path).frames == 17
+
+
+@pytest.mark.parametrize("mode", ["none", "default", "aggressive", "conservative", "spatial", "temporal"])
+def test_every_tiling_mode_writes_the_same_size_video(engine: Engine, tmp_path: Path, mode: str) -> None:
+    result, _ = run(engine, tmp_path, tiling=mode, audio=False)
+    info = probe(result.video_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 9)
+
+
+def test_cancel_between_steps_leaves_nothing(engine: Engine, tmp_path: Path) -> None:
+    token = CancelToken()
+    seen: list[events.Event] = []
+
+    def emit(event: events.Event) -> None:
+        seen.append(event)
+        if isinstance(event, events.DenoiseStep) and event.step == 2:
+            token.cancel()
+
+    request = GenerationRequest(prompt="a fox", output_path=str(tmp_path / "out.mp4"), seed=1, **SMALL)
+    with pytest.raises(Cancelled):
+        engine.generate(request, token, emit)
+    assert [e.step for e in seen if isinstance(e, events.DenoiseStep)] == [1, 2]  # stopped within one step
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_fail_before_any_work(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(LtxError) as error:
+        run(engine, tmp_path, width=100)
+    assert error.value.code is ErrorCode.INVALID_PARAMS and "multiple of 64" in error.value.message
+    result, seen = run(engine, tmp_path, width=100, round_dimensions=True, num_frames=10)
+    warnings = [e.message for e in seen if isinstance(e, events.Warning)]
+    assert any("rounded to 128" in w for w in warnings) and any("rounded to 9" in w for w in warnings)
+    assert (result.width, result.num_frames) == (128, 9)
+
+
+def test_cli_generate_on_the_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LTX_BACKEND_HOME", str(tmp_path / "home"))
+    output = tmp_path / "cli.mp4"
+    args = ["generate", "-p", "waves", "-W", "128", "-H", "128", "-n", "9", "-s", "3", "-o", str(output), "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = msgspec.json.decode(result.stdout.strip().splitlines()[-1])
+    assert summary["video_path"] == str(output) and summary["seed"] == 3
+    assert probe(output).frames == 9
+
+    failed = CliRunner().invoke(cli, ["generate", "-p", "x", "-W", "100", "-o", str(tmp_path / "bad.mp4")])
+    assert failed.exit_code == 1 and "error [invalid_params]" in failed.output and "hint:" in failed.output
+    assert not (tmp_path / "bad.mp4").exists()
