@@ -138,8 +138,11 @@ def euler_loop(
     denoise: DenoiseFn,
     on_step: Callable[[int, int], None] = lambda step, total: None,
 ) -> tuple[LatentState, LatentState | None]:
-    """ltx-pipelines ``euler_denoising_loop``: denoise, pull conditioned tokens back to clean, Euler step."""
-    sigmas = [float(s) for s in sigmas]
+    """ltx-pipelines ``euler_denoising_loop``: denoise, pull conditioned tokens back to clean, Euler step.
+
+    The sigmas are float32 values as in ltx-pipelines (a tuple of Python floats such as ``DISTILLED_STAGE_1`` is
+    rounded first, so that ``next_sigma - sigma`` is the float32 difference ltx-core steps by)."""
+    sigmas = [float(s) for s in np.asarray(sigmas, dtype=np.float32)]
     total = len(sigmas) - 1
     for step in range(total):
         sigma, next_sigma = sigmas[step], sigmas[step + 1]
