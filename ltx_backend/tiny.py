@@ -22,12 +22,14 @@ from mlx.utils import tree_flatten
 
 from ltx_backend.media.atomic import atomic_directory
 from ltx_backend.models.audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
+from ltx_backend.models.bwe import BWEConfig, VocoderWithBWE
 from ltx_backend.models.gemma3 import Gemma3Config, Gemma3TextModel
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProcessorConfig
 from ltx_backend.models.transformer import LTXModel, TransformerConfig
 from ltx_backend.models.upsampler import LatentUpsampler, UpsamplerConfig
 from ltx_backend.models.video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
 from ltx_backend.models.vocoder import Vocoder, VocoderConfig
+from ltx_backend.weights.transformer import quantizable_layer
 
 SEED = 20260101
 NAME = "tiny"  # what --model accepts for it
@@ -75,85 +77,175 @@ VOCODER = {  # 240 samples per mel frame: 100 mel frames per second -> 24 kHz
     "output_sampling_rate": 24000,
 }  # fmt: skip
 UPSAMPLER = UpsamplerConfig(in_channels=8, mid_channels=32, num_blocks_per_stage=1)
+# LTX-2.3: gated attention, cross-attention AdaLN, V2 text projection, BigVGAN + bandwidth extension, the 2.3
+# VAE block kinds, the v1.1 upscaler; widths of 64 so that the block linears can be stored 4-bit (group 64).
+TRANSFORMER_23 = {
+    **TRANSFORMER, "attention_head_dim": 32, "cross_attention_dim": 64, "audio_attention_head_dim": 16,
+    "audio_cross_attention_dim": 32, "av_ca_timestep_scale_multiplier": 1000.0, "apply_gated_attention": True,
+    "cross_attention_adaln": True, "caption_proj_before_connector": True, "caption_projection_first_linear": False,
+    "caption_projection_second_linear": False, "caption_proj_input_norm": False,
+    "connector_apply_gated_attention": True, "audio_connector_num_attention_heads": 2,
+    "audio_connector_attention_head_dim": 16, "connector_positional_embedding_max_pos": [4096],
+}  # fmt: skip
+VAE_23 = {
+    **VAE, "spatial_padding_mode": "zeros",
+    "decoder_blocks": [["res_x", {"num_layers": 1}], ["compress_space", {"multiplier": 2}],
+                       ["res_x", {"num_layers": 1}], ["compress_time", {"multiplier": 2}],
+                       ["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 1}],
+                       ["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 2}],
+                       ["res_x", {"num_layers": 1}]],
+}  # fmt: skip
+_AUDIO_DD_23 = {**AUDIO_VAE["model"]["params"]["ddconfig"], "attn_resolutions": [8], "mid_block_add_attention": True}
+AUDIO_VAE_23 = {**AUDIO_VAE, "model": {"params": {**AUDIO_VAE["model"]["params"], "ddconfig": _AUDIO_DD_23}}}
+VOCODER_23 = {  # BigVGAN at 16 kHz (160 samples per mel frame), then x3 bandwidth extension to 48 kHz
+    "vocoder": {"upsample_initial_channel": 16, "resblock": "AMP1", "upsample_rates": [5, 4, 4, 2],
+                "resblock_kernel_sizes": [3], "upsample_kernel_sizes": [10, 8, 8, 4],
+                "resblock_dilation_sizes": [[1, 3]], "stereo": True, "use_tanh_at_final": False,
+                "activation": "snakebeta", "use_bias_at_final": False},
+    "bwe": {"upsample_initial_channel": 16, "resblock": "AMP1", "upsample_rates": [4, 4, 6],
+            "resblock_kernel_sizes": [3], "upsample_kernel_sizes": [8, 8, 12], "resblock_dilation_sizes": [[1, 3]],
+            "stereo": True, "use_tanh_at_final": False, "activation": "snakebeta", "use_bias_at_final": False,
+            "apply_final_activation": False, "input_sampling_rate": 16000, "output_sampling_rate": 48000,
+            "hop_length": 32, "n_fft": 128, "win_size": 128, "num_mels": 64},
+}  # fmt: skip
+UPSCALER_23 = "spatial_upscaler_x2_v1_1"
 MODEL_INFO = {
     "model_type": "AudioVideo", "model_version": "2.0.0", "variant": "distilled", "tiny": True,
     "audio_sample_rate": 24000, "audio_latent_sample_rate": 16000, "audio_hop_length": 160,
     "audio_latent_channels": 1, "audio_mel_bins": 16,
 }  # fmt: skip
+QUANTIZATION = {"bits": 4, "group_size": 64}
+VERSIONS = ("2.0", "2.3")
 
 
 def _mlx_spelling(key: str) -> str:
-    """Our parameter path -> the key spelling of mlx-video-with-audio's files (PyTorch module paths)."""
+    """Our parameter path -> the key spelling of the MLX conversions (PyTorch module paths)."""
     key = key.replace(".to_out.", ".to_out.0.").replace(".proj_in.", ".net.0.proj.")
     return key.replace(".ff.proj_out.", ".ff.net.2.").replace(".audio_ff.proj_out.", ".audio_ff.net.2.")
-
-
-def _connector_spelling(key: str) -> str:
-    for ours, stored in (
-        ("feature_extractor.", "text_embedding_projection."),
-        ("video_connector.", "connector.video_embeddings_connector."),
-        ("audio_connector.", "connector.audio_embeddings_connector."),
-    ):
-        if key.startswith(ours):
-            key = stored + key[len(ours) :]
-    key = key.replace(".to_out.", ".to_out.0.").replace(".proj_in.", ".net.0.proj.")
-    return key.replace(".proj_out.", ".net.2.")
-
-
-def _torch_layout(array: mx.array) -> mx.array:
-    """MLX conv weight (O, *kernel, I) -> PyTorch (O, I, *kernel), as the unified files keep the upsampler."""
-    if array.ndim < 3:
-        return array
-    return array.moveaxis(-1, 1)
 
 
 def _params(module: nn.Module) -> dict[str, mx.array]:
     return dict(tree_flatten(module.parameters()))
 
 
-def tiny_weights(seed: int = SEED) -> dict[str, mx.array]:
-    """Every tensor of the tiny checkpoint, keyed as in the unified file; the same seed gives the same bytes."""
-    mx.random.seed(seed)
-    weights: dict[str, mx.array] = {}
-    transformer_config = TransformerConfig.from_section(TRANSFORMER)
-    for key, value in _params(LTXModel(transformer_config)).items():
-        weights["transformer." + _mlx_spelling(key)] = value
-    gemma = Gemma3Config.from_dict(_text_encoder_config())
-    processor = TextEmbeddingsProcessor(
-        TextProcessorConfig.from_section(TRANSFORMER, gemma.hidden_size, gemma.num_hidden_layers + 1)
-    )
-    for key, value in _params(processor).items():
-        weights[_connector_spelling(key)] = value
-    vae = VideoVAEConfig.from_config({"vae": VAE})
-    for prefix, module in (("vae_decoder.", VideoDecoder(vae)), ("vae_encoder.", VideoEncoder(vae))):
-        weights.update({prefix + key: value for key, value in _params(module).items()})
-    audio = AudioVAEConfig.from_config({"audio_vae": AUDIO_VAE})
-    for prefix, module in (("encoder.", AudioEncoder(audio)), ("decoder.", AudioDecoder(audio))):
-        for key, value in _params(module).items():  # the statistics are shared: stored once, unprefixed
-            weights["audio_vae." + (key if key.startswith("per_channel_statistics.") else prefix + key)] = value
-    vocoder = Vocoder(VocoderConfig.from_section(VOCODER))
-    weights.update({"vocoder." + key: value for key, value in _params(vocoder).items()})
-    upsampler = LatentUpsampler(UPSAMPLER)
-    weights.update({"upsampler." + key: _torch_layout(value) for key, value in _params(upsampler).items()})
-    return weights
+def _torch_layout(array: mx.array) -> mx.array:
+    """MLX conv weight (O, *kernel, I) -> PyTorch (O, I, *kernel), as the unified files keep the upsampler."""
+    return array.moveaxis(-1, 1) if array.ndim >= 3 else array
 
 
 def _text_encoder_config() -> dict:
     return json.loads(resources.files("ltx_backend.assets").joinpath(TEXT_ENCODER_ASSETS, "config.json").read_text())
 
 
-def write_tiny_model(path: str | Path, seed: int = SEED) -> Path:
-    """Write the tiny checkpoint (about 6 MB) to ``path``, atomically; returns ``path``."""
+def _sections(version: str) -> dict:
+    if version == "2.3":
+        return {"transformer": TRANSFORMER_23, "vae": VAE_23, "audio_vae": AUDIO_VAE_23, "vocoder": VOCODER_23}
+    return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
+
+
+def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[str, mx.array]]:
+    """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random."""
+    if version not in VERSIONS:
+        raise ValueError(f"tiny model version must be one of {VERSIONS}, not {version!r}")
+    mx.random.seed(seed)
+    sections = _sections(version)
+    components: dict[str, dict[str, mx.array]] = {}
+
+    transformer = LTXModel(TransformerConfig.from_section(sections["transformer"]))
+    if version == "2.3":
+        nn.quantize(transformer, QUANTIZATION["group_size"], QUANTIZATION["bits"], class_predicate=quantizable_layer)
+    components["transformer"] = {_mlx_spelling(k): v for k, v in _params(transformer).items()}
+
+    gemma = Gemma3Config.from_dict(_text_encoder_config())
+    config = TextProcessorConfig.from_section(sections["transformer"], gemma.hidden_size, gemma.num_hidden_layers + 1)
+    processor = _params(TextEmbeddingsProcessor(config))
+    components["text_embedding_projection"] = {
+        k.removeprefix("feature_extractor."): v for k, v in processor.items() if k.startswith("feature_extractor.")
+    }
+    components["connector"] = {
+        _mlx_spelling("." + k.replace("_connector.", "_embeddings_connector.", 1))[1:]: v
+        for k, v in processor.items()
+        if not k.startswith("feature_extractor.")
+    }
+
+    vae = VideoVAEConfig.from_config({"vae": sections["vae"]})
+    components["vae_decoder"] = _params(VideoDecoder(vae))
+    components["vae_encoder"] = _params(VideoEncoder(vae))
+    audio = AudioVAEConfig.from_config({"audio_vae": sections["audio_vae"]})
+    components["audio_vae"] = {}
+    for prefix, module in (("encoder.", AudioEncoder(audio)), ("decoder.", AudioDecoder(audio))):
+        for key, value in _params(module).items():  # the statistics are shared: stored once, unprefixed
+            components["audio_vae"][key if key.startswith("per_channel_statistics.") else prefix + key] = value
+    if version == "2.3":  # MLX conversions drop the inner "vocoder." of the BigVGAN generator
+        vocoder = _params(VocoderWithBWE(BWEConfig.from_section(sections["vocoder"])))
+        components["vocoder"] = {k.removeprefix("vocoder."): v for k, v in vocoder.items()}
+    else:
+        components["vocoder"] = _params(Vocoder(VocoderConfig.from_section(sections["vocoder"])))
+    components["upsampler"] = _params(LatentUpsampler(UPSAMPLER))
+    return components
+
+
+def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED) -> Path:
+    """Write the tiny checkpoint to ``path`` (replacing it), atomically; returns ``path``.
+
+    2.0: mlx-video-with-audio's unified layout (about 5 MB). 2.3: the split layout of mlx-forge with a 4-bit
+    transformer stored as ``transformer-distilled.safetensors``. Both carry the tiny Gemma in ``text_encoder/``.
+    """
     path = Path(path)
+    components = tiny_components(version, seed)
+    mx.eval(components)
+    sections = _sections(version)
     with atomic_directory(path) as folder:
-        weights = tiny_weights(seed)
-        mx.eval(weights)
-        mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
-        (folder / "config.json").write_text(json.dumps(MODEL_INFO, indent=2))
-        embedded = {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
-        (folder / "embedded_config.json").write_text(json.dumps(embedded, indent=2))
+        if version == "2.0":
+            _write_unified(folder, components, sections)
+        else:
+            _write_split(folder, components, sections)
         _write_text_encoder(folder / "text_encoder", seed)
     return path
+
+
+def _save(path: Path, tensors: dict[str, mx.array]) -> None:
+    mx.save_safetensors(str(path), tensors, metadata={"format": "mlx"})
+
+
+def _write_unified(folder: Path, components: dict[str, dict[str, mx.array]], sections: dict) -> None:
+    weights = {}
+    for name, tensors in components.items():
+        for key, value in tensors.items():
+            weights[f"{name}.{key}"] = _torch_layout(value) if name == "upsampler" else value
+    _save(folder / "model.safetensors", weights)
+    (folder / "config.json").write_text(json.dumps(MODEL_INFO, indent=2))
+    (folder / "embedded_config.json").write_text(json.dumps(sections, indent=2))
+
+
+def _write_split(folder: Path, components: dict[str, dict[str, mx.array]], sections: dict) -> None:
+    files = {
+        "transformer-distilled": components["transformer"],
+        "connector": {
+            **components["connector"],
+            **{f"text_embedding_projection.{k}": v for k, v in components["text_embedding_projection"].items()},
+        },
+        "vae_decoder": components["vae_decoder"],
+        "vae_encoder": components["vae_encoder"],
+        "audio_vae": components["audio_vae"],
+        "vocoder": components["vocoder"],
+        UPSCALER_23: {f"{UPSCALER_23}.{k}": v for k, v in components["upsampler"].items()},
+    }
+    for name, tensors in files.items():
+        _save(folder / f"{name}.safetensors", tensors)
+    manifest = {
+        "format": "split", "model_version": "2.3.0", "variant": "distilled", "source": "ltx-backend tiny",
+        "components": ["transformer", *[name for name in files if not name.startswith("transformer")]],
+        "quantized": True, "quantization_bits": QUANTIZATION["bits"],
+        "quantization_group_size": QUANTIZATION["group_size"],
+    }  # fmt: skip
+    (folder / "split_model.json").write_text(json.dumps(manifest, indent=2))
+    info = {**MODEL_INFO, "model_version": "2.3.0", "audio_sample_rate": 48000}
+    (folder / "config.json").write_text(json.dumps(info, indent=2))
+    upscaler = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": True,
+                "temporal_upsample": False, "spatial_scale": 2.0, "rational_resampler": False}  # fmt: skip
+    embedded = {**sections, "upscalers": {UPSCALER_23: upscaler}}
+    (folder / "embedded_config.json").write_text(json.dumps(embedded, indent=2))
 
 
 def _write_text_encoder(folder: Path, seed: int) -> None:
@@ -166,20 +258,20 @@ def _write_text_encoder(folder: Path, seed: int) -> None:
     model = Gemma3TextModel(Gemma3Config.from_dict(_text_encoder_config()))
     weights = {"language_model.model." + key: value for key, value in _params(model).items()}
     mx.eval(weights)
-    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _save(folder / "model.safetensors", weights)
 
 
-def tiny_model_dir() -> Path:
-    """Where ``--model tiny`` lives: ``$LTX_BACKEND_HOME/tiny`` (default ``~/.cache/ltx-backend/tiny``)."""
+def tiny_model_dir(version: str = "2.0") -> Path:
+    """Where ``--model tiny`` (``tiny-2.3``) lives: ``$LTX_BACKEND_HOME/tiny`` (default ``~/.cache/ltx-backend``)."""
     home = os.environ.get("LTX_BACKEND_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", "~/.cache"), "ltx-backend"
     )
-    return Path(home).expanduser() / NAME
+    return Path(home).expanduser() / (NAME if version == "2.0" else f"{NAME}-{version}")
 
 
-def ensure_tiny_model() -> Path:
+def ensure_tiny_model(version: str = "2.0") -> Path:
     """The tiny model's directory, written on first use (it takes well under a second)."""
-    path = tiny_model_dir()
-    if not (path / "model.safetensors").is_file():
-        write_tiny_model(path)
+    path = tiny_model_dir(version)
+    if not (path / "config.json").is_file():
+        write_tiny_model(path, version)
     return path

@@ -35,11 +35,11 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
 
 
 def resolve_model(model: str, revision: str = "main") -> Path:
-    """A local directory or file for `model` (a path, a cached repo id, or ``tiny``); never touches the network."""
-    if model == "tiny" and not Path(model).exists():
+    """A local directory or file for `model` (a path, a cached repo id, ``tiny``/``tiny-2.3``); never downloads."""
+    if model in ("tiny", "tiny-2.3") and not Path(model).exists():
         from ltx_backend.tiny import ensure_tiny_model
 
-        return ensure_tiny_model()
+        return ensure_tiny_model(model.removeprefix("tiny-") if "-" in model else "2.0")
     path = Path(model).expanduser()
     if path.exists():
         return path.absolute()

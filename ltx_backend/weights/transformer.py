@@ -51,7 +51,7 @@ def transformer_section(ckpt: Checkpoint) -> dict:
 GROUP_SIZE = 64
 
 
-def _quantized_layer(path: str, module: nn.Module) -> bool:
+def quantizable_layer(path: str, module: nn.Module) -> bool:
     """The attention projections and feed-forwards of the blocks (where the compute is), as converters choose."""
     if not (isinstance(module, nn.Linear) and path.startswith("transformer_blocks.")):
         return False
@@ -70,7 +70,7 @@ def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: 
         quantize_like(model, component, sanitize_transformer_key, q["bits"], q["group_size"])
     load_module(model, component, sanitize_transformer_key, dtype)
     if quantize is not None and not component.quantized_paths:
-        nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=_quantized_layer)
+        nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
     return model
 
 
