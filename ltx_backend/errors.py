@@ -15,6 +15,9 @@ class ErrorCode(str, Enum):
 
     INVALID_PARAMS = "invalid_params"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_ACCESS_DENIED = "model_access_denied"  # gated or private repo: accept the license / log in
+    NETWORK_UNAVAILABLE = "network_unavailable"
+    DOWNLOAD_FAILED = "download_failed"
     LAYOUT_UNKNOWN = "layout_unknown"
     CHECKPOINT_CORRUPT = "checkpoint_corrupt"
     CONFIG_INVALID = "config_invalid"

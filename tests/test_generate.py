@@ -154,3 +154,16 @@ def test_cli_generate_on_the_tiny_model(tmp_path: Path, monkeypatch: pytest.Monk
     failed = CliRunner().invoke(cli, ["generate", "-p", "x", "-W", "100", "-o", str(tmp_path / "bad.mp4")])
     assert failed.exit_code == 1 and "error [invalid_params]" in failed.output and "hint:" in failed.output
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_job_that_cannot_fit_is_refused_before_any_work(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LTX_BACKEND_MEMORY_LIMIT_GB", "0.001")
+    seen: list[events.Event] = []
+    request = GenerationRequest(prompt="a fox", output_path=str(tmp_path / "out.mp4"), seed=1, **SMALL)
+    with pytest.raises(LtxError) as error:
+        engine.generate(request, emit=seen.append)
+    assert error.value.code is ErrorCode.INSUFFICIENT_MEMORY and error.value.hint
+    assert not any(isinstance(e, events.PhaseStarted) for e in seen)
+    assert list(tmp_path.iterdir()) == []

@@ -212,15 +212,150 @@ def generate(**options) -> None:  # fmt: skip
 
 @cli.command("make-tiny")
 @click.argument("path", required=False)
-def make_tiny(path: str | None) -> None:
-    """Write the built-in tiny random-weight model (default: where --model tiny looks for it)."""
+@click.option("--version", "version", type=click.Choice(["2.0", "2.3"]), default="2.0", show_default=True,
+              help="2.0: unified layout; 2.3: split layout with a 4-bit transformer.")  # fmt: skip
+def make_tiny(path: str | None, version: str) -> None:
+    """Write the built-in tiny random-weight model (default: where --model tiny / tiny-2.3 looks for it)."""
     from ltx_backend.tiny import tiny_model_dir, write_tiny_model
 
     try:
-        written = write_tiny_model(path or tiny_model_dir())
+        written = write_tiny_model(path or tiny_model_dir(version), version)
     except LtxError as error:
         _fail(error)
     click.echo(f"wrote the tiny model to {written} (random weights: its videos are noise)")
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # unreachable
+
+
+def _what(entry: dict) -> str:
+    if entry["kind"] == "ltx":
+        text = f"LTX {entry['model_version'] or '?'} {entry['layout'] or '?'}"
+    elif entry["kind"] == "text_encoder":
+        text = "Gemma 3 text encoder"
+    else:
+        text = "other"
+    if entry.get("quantization"):
+        text += f" {entry['quantization']['bits']}-bit"
+    if entry.get("text_encoder"):
+        text += " + text encoder"
+    return text
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json: bool) -> None:
+    """List the models in the local Hugging Face cache (and the tiny model), with their kind and size."""
+    from ltx_backend.weights.cache import list_models
+
+    report = list_models()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    entries = report["models"]
+    click.echo(f"{report['cache']}: {len(entries)} model(s), {_size(report['total_bytes'])} on disk")
+    if not entries:
+        click.echo("  nothing downloaded yet: `ltx-backend download REPO` fetches a model")
+    for entry in entries:
+        name = entry["name"] + (f"@{entry['revision'][:8]}" if entry["revision"] and not entry["refs"] else "")
+        if entry["error"]:
+            error = entry["error"]
+            what = click.style(f"error [{error['code']}]", fg="red") + f" {error['message']}"
+        else:
+            what = _what(entry)
+        click.echo(f"  {name:<40} {_size(entry['size_bytes']):>9}  {what}")
+        if entry["error"] and entry["error"]["hint"]:
+            click.echo(f"      hint: {entry['error']['hint']}")
+        click.echo(f"      {entry['path']}")
+
+
+class DownloadBar:
+    """Renders `DownloadProgress` as a click progress bar on stderr (the total can grow as files start)."""
+
+    def __init__(self, repo: str) -> None:
+        self.bar = click.progressbar(
+            length=0,
+            label=f"downloading {repo}",
+            file=sys.stderr,
+            show_eta=True,
+            show_percent=True,
+            item_show_func=lambda _: self.detail,
+        )
+        self.detail = ""
+        self.bar.__enter__()
+
+    def __call__(self, event) -> None:
+        from ltx_backend import events
+
+        if not isinstance(event, events.DownloadProgress):
+            return
+        self.bar.length = max(event.total or 0, event.bytes, 1)
+        self.detail = f"{_size(event.bytes)} / {_size(event.total)}"
+        self.bar.finished = False  # click latches it when pos reaches length; the total may have grown since
+        self.bar.update(max(0, event.bytes - self.bar.pos))
+
+    def close(self) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+@cli.command()
+@click.argument("repo")
+@click.option("--revision", default="main", show_default=True, help="Branch, tag or commit to download.")
+@click.option("--json", "as_json", is_flag=True, help="Newline-delimited JSON events and result on stdout.")
+def download(repo: str, revision: str, as_json: bool) -> None:
+    """Download a model repo (org/name) into the local Hugging Face cache and check that it loads."""
+    import threading
+
+    import msgspec
+
+    from ltx_backend import events
+    from ltx_backend.weights.cache import describe_model
+    from ltx_backend.weights.download import DownloadResult, download_model
+
+    lock = threading.Lock()  # progress arrives from the download threads
+
+    def write_line(event) -> None:
+        with lock:
+            click.echo(msgspec.json.encode(event).decode())
+
+    bar = None if as_json else DownloadBar(repo)
+    try:
+        try:
+            path = download_model(repo, revision, emit=write_line if as_json else bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        entry = describe_model(path, repo)
+    except LtxError as error:
+        if as_json:
+            write_line(events.ErrorEvent(error.code.value, error.message, error.hint))
+        _fail(error)
+    except KeyboardInterrupt:
+        click.echo("cancelled: run the command again to resume", err=True)
+        sys.exit(130)
+    result = DownloadResult(
+        repo=repo,
+        revision=revision,
+        path=str(path),
+        kind=entry.kind,
+        size_bytes=entry.size_bytes,
+        layout=entry.layout,
+        model_version=entry.model_version,
+        quantization=entry.quantization,
+        text_encoder=entry.text_encoder,
+    )
+    if as_json:
+        write_line(result)
+    else:
+        click.echo(f"downloaded {repo} ({_what(entry.to_dict())}, {_size(entry.size_bytes)}) to {path}")
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
+from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
@@ -138,6 +139,9 @@ class Engine:
         if self.variant == "distilled" and (request.steps is not None or request.cfg_scale is not None):
             emit(events.Warning("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
                                 "steps and cfg_scale are ignored."))  # fmt: skip
+        # Refuse a job that cannot fit before loading anything, with the option that would fit.
+        plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
+        memory.check(plan, memory.available_memory())
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))

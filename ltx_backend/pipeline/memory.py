@@ -1,0 +1,542 @@
+"""How much memory a job needs, phase by phase, and a clear refusal up front when it will not fit.
+
+The engine runs its phases one after another and frees each model before loading the next, so the job's peak
+is the largest phase, not their sum. Each phase needs the weights it holds (counted from the checkpoint
+headers, at the dtype they are loaded in) plus a working-memory estimate from simple formulas. Nothing here
+reads tensor data or builds a model: an estimate takes milliseconds.
+
+Working memory (all figures at bf16 compute; float32 doubles them):
+
+* **denoising** (the transformer, resident through stage 1, the x2 upsample and stage 2; stage 2 at full
+  resolution is the peak): ``TRANSFORMER_BYTES_PER_PARAM * params + TRANSFORMER_BYTES_PER_TOKEN_CHANNEL *
+  (video_tokens * video_dim + audio_tokens * audio_dim)``. Calibrated on the two H100 measurements of
+  ``benchmarks/transformer_forward.py`` (LTX-2.0, bf16, 18.88 B transformer parameters = 37.75 GB, 126 audio
+  and 1024 text tokens): peak 43.0 GB at 1536 video tokens and 48.0 GB at 6144. The 5.0 GB between them over
+  4608 tokens x 4096 channels gives 265 B per token-channel; the rest, 3.5 GB (runtime workspaces, timestep
+  embeddings, RoPE tables, text context), is 0.186 B per parameter so that smaller models get a smaller one.
+  The fit is linear in tokens (MLX's fused attention does not hold the score matrix); past 6144 tokens it is
+  an extrapolation.
+* **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
+  a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
+  layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
+  528 M parameters, 1.06 GB): untiled 13.7 GB, default tiling 5.42 GB, auto 4.05 GB, aggressive 3.32 GB; the
+  fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%).
+* **text_encoding**: the hidden states of every layer for every prompt (``(layers + 1) x 1024 x hidden``), once
+  as the per-layer list and once stacked, plus one layer's MLP and attention scores. Derived from the shapes,
+  not measured; small next to Gemma's weights.
+* **connectors**: the stacked hidden states of every prompt, held and cast once.
+* **audio_decode**: ``AUDIO_BYTES_PER_SECOND`` of audio (audio VAE decoder + vocoder activations, an upper
+  bound derived from the HiFi-GAN widths: at most ~768 K values per second per stage, a few alive at once).
+* **image_encoding** (keyframes only): the VAE encoder on one full-size frame, with the decode coefficients.
+
+Weights: floating-point tensors at the compute dtype (the engine casts them), packed quantized tensors at their
+stored size; with ``quantize`` (load-time quantization of a bf16 checkpoint) the transformer's block linears
+count ``bits / 8`` bytes per weight plus a scale and a bias per group of 64. The audio models are loaded in their
+stored dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import mlx.core as mx
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.vae_tiling import TilingConfig, _spatial_tiles, _temporal_tiles, _whole, tiling_for
+from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
+from ltx_backend.pipeline.request import GenerationRequest
+from ltx_backend.weights.checkpoint import Checkpoint, Component
+from ltx_backend.weights.safetensors_file import DTYPE_SIZES, TensorInfo
+
+ENV_LIMIT = "LTX_BACKEND_MEMORY_LIMIT_GB"
+GB = 1e9
+
+# Calibration constants (bf16 compute); see the module docstring for where each comes from.
+TRANSFORMER_BYTES_PER_PARAM = 0.186
+TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 265.0
+VAE_BYTES_PER_PARAM = 3.54
+VAE_BYTES_PER_VOXEL = 226.0
+AUDIO_BYTES_PER_SECOND = 64e6
+PROMPT_TOKENS = 1024  # prompts are padded to this length (pipeline/text.py)
+GROUP_SIZE = 64  # quantization group (weights/transformer.py)
+
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+
+TEXT_ENCODING, CONNECTORS, IMAGE_ENCODING = "text_encoding", "connectors", "image_encoding"
+DENOISING, AUDIO_DECODE, VIDEO_DECODE = "denoising", "audio_decode", "video_decode"
+PHASE_LABELS = {
+    TEXT_ENCODING: "text encoding",
+    CONNECTORS: "text connectors",
+    IMAGE_ENCODING: "image encoding",
+    DENOISING: "denoising",
+    AUDIO_DECODE: "audio decode",
+    VIDEO_DECODE: "video decode",
+}
+
+
+@dataclass(frozen=True)
+class PhaseMemory:
+    """What one phase holds at its peak, in bytes."""
+
+    name: str
+    weights: int
+    activations: int
+    detail: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+    @property
+    def label(self) -> str:
+        return PHASE_LABELS.get(self.name, self.name)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Per-phase needs of one job; `options` maps CLI flags (``--tiling aggressive``, ``--quantize 4``, ...) to
+    the job's peak with them, for the hint when the job does not fit."""
+
+    phases: dict[str, PhaseMemory]
+    options: dict[str, int] = field(default_factory=dict)
+    option_phases: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def peak(self) -> int:
+        return max((phase.total for phase in self.phases.values()), default=0)
+
+    @property
+    def peak_phase(self) -> PhaseMemory:
+        return max(self.phases.values(), key=lambda phase: phase.total)
+
+    def summary(self) -> str:
+        return ", ".join(f"{p.label} {p.total / GB:.1f} GB" for p in self.phases.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "peak_gb": round(self.peak / GB, 2),
+            "phases": {
+                name: {"weights_gb": round(p.weights / GB, 2), "activations_gb": round(p.activations / GB, 2)}
+                for name, p in self.phases.items()
+            },
+        }
+
+
+# --- weights -----------------------------------------------------------------------------------------------------
+
+
+def _itemsize(dtype: mx.Dtype | None) -> int | None:
+    return None if dtype is None else dtype.size
+
+
+def _tensor_bytes(info: TensorInfo, itemsize: int | None) -> int:
+    count = math.prod(info.shape)
+    if info.dtype in FLOAT_DTYPES and itemsize is not None:
+        return count * itemsize
+    return count * DTYPE_SIZES[info.dtype]
+
+
+def _weight_bytes(
+    tensors: dict[str, TensorInfo],
+    itemsize: int | None,
+    keep: Callable[[str], str | None] = lambda key: key,
+    quantize: Callable[[str, TensorInfo], int | None] | None = None,
+) -> tuple[int, int]:
+    """(bytes, parameters) of the tensors whose key `keep` maps to a parameter; `quantize` may override a size."""
+    total = params = 0
+    for key, info in tensors.items():
+        name = keep(key)
+        if name is None:
+            continue
+        params += math.prod(info.shape)
+        size = quantize(name, info) if quantize is not None else None
+        total += size if size is not None else _tensor_bytes(info, itemsize)
+    return total, params
+
+
+def _component(ckpt: Checkpoint, *names: str) -> Component | None:
+    for name in names:
+        if ckpt.has(name):
+            return ckpt.component(name)
+    return None
+
+
+def _load_time_quantizer(bits: int, itemsize: int) -> Callable[[str, TensorInfo], int | None]:
+    """Bytes of a transformer-block linear once `nn.quantize`d (as `load_transformer` does); None for the rest."""
+    from ltx_backend.weights.transformer import QUANTIZED_SUFFIXES
+
+    def size(name: str, info: TensorInfo) -> int | None:
+        if not name.endswith(".weight") or len(info.shape) != 2 or info.shape[1] % GROUP_SIZE:
+            return None
+        path = name[: -len(".weight")]
+        if not (path.startswith("transformer_blocks.") and path.endswith(QUANTIZED_SUFFIXES)):
+            return None
+        count = math.prod(info.shape)
+        return count * bits // 8 + 2 * (count // GROUP_SIZE) * itemsize  # packed weight, scales, biases
+
+    return size
+
+
+def _transformer_weights(ckpt: Checkpoint, itemsize: int | None, quantize: int | None) -> tuple[int, int]:
+    from ltx_backend.models.transformer import sanitize_transformer_key
+
+    component = _component(ckpt, "transformer")
+    if component is None:
+        return 0, 0
+    quantizer = None
+    if quantize is not None and not component.quantized_paths:
+        quantizer = _load_time_quantizer(quantize, itemsize or 2)
+    return _weight_bytes(component.tensors, itemsize, sanitize_transformer_key, quantizer)
+
+
+def _transformer_dims(ckpt: Checkpoint) -> tuple[int, int]:
+    from ltx_backend.weights.transformer import transformer_section
+
+    section = transformer_section(ckpt)
+    video = int(section.get("num_attention_heads", 32)) * int(section.get("attention_head_dim", 128))
+    audio = int(section.get("audio_num_attention_heads", 32)) * int(section.get("audio_attention_head_dim", 64))
+    return video, audio
+
+
+def _logical_params(component: Component | None, bits: int | None) -> int:
+    """Parameter count as bf16 weights, whether stored quantized or not (activations scale with these)."""
+    if component is None:
+        return 0
+    total = 0
+    quantized = {path + ".weight" for path in component.quantized_paths}
+    for key, info in component.tensors.items():
+        if key.endswith((".scales", ".biases")) and key.rsplit(".", 1)[0] in component.quantized_paths:
+            continue
+        count = math.prod(info.shape)
+        total += count * 32 // (bits or 4) if key in quantized and info.dtype == "U32" else count
+    return total
+
+
+# --- phases ------------------------------------------------------------------------------------------------------
+
+
+def _text_phases(root: Path | None, itemsize: int | None, prompts: int) -> list[PhaseMemory]:
+    if root is None:
+        return []
+    from ltx_backend.models.gemma3 import sanitize_gemma_key
+    from ltx_backend.weights.gemma import gemma_component, read_gemma_config
+
+    _, config = read_gemma_config(Path(root))
+    weights, _ = _weight_bytes(gemma_component(Path(root)).tensors, itemsize, sanitize_gemma_key)
+    size = itemsize or 2
+    states = (config.num_hidden_layers + 1) * PROMPT_TOKENS * config.hidden_size * size
+    layer = PROMPT_TOKENS * (3 * config.intermediate_size * size + config.num_attention_heads * PROMPT_TOKENS * 4)
+    # the finished prompts' stacked states, the current prompt's list of states and its stacked copy
+    activations = (prompts + 1) * states + layer
+    return [PhaseMemory(TEXT_ENCODING, weights, int(activations), f"{prompts} prompt(s) x {PROMPT_TOKENS} tokens")]
+
+
+def _connector_phase(ckpt: Checkpoint, root: Path | None, itemsize: int | None, prompts: int) -> PhaseMemory:
+    from ltx_backend.models.text_connector import sanitize_processor_key
+    from ltx_backend.weights.transformer import _text_component
+
+    weights = 0
+    if ckpt.has("connector") or ckpt.has("transformer") or ckpt.has("text_embedding_projection"):
+        weights, _ = _weight_bytes(_text_component(ckpt).tensors, itemsize, sanitize_processor_key)
+    states = 0
+    if root is not None:
+        from ltx_backend.weights.gemma import read_gemma_config
+
+        _, config = read_gemma_config(Path(root))
+        states = (config.num_hidden_layers + 1) * PROMPT_TOKENS * config.hidden_size * (itemsize or 2)
+    return PhaseMemory(CONNECTORS, weights, 2 * prompts * states)
+
+
+def _video_decoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
+    from ltx_backend.models.video_vae import sanitize_decoder_key
+
+    component = _component(ckpt, "vae_decoder", "vae")
+    return (0, 0) if component is None else _weight_bytes(component.tensors, itemsize, sanitize_decoder_key)
+
+
+def _video_encoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
+    from ltx_backend.models.video_vae import sanitize_encoder_key
+
+    component = _component(ckpt, "vae_encoder", "vae")
+    return (0, 0) if component is None else _weight_bytes(component.tensors, itemsize, sanitize_encoder_key)
+
+
+def largest_tile(tiling: TilingConfig | None, height: int, width: int, frames: int) -> tuple[int, int, int]:
+    """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once."""
+    f, h, w = (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE
+
+    def extent(tiles) -> int:
+        return max(tile.target.stop - tile.target.start for tile in tiles)
+
+    if tiling is None:
+        return 1 + (f - 1) * TIME_SCALE, height, width
+    long_side = max(h, w)
+    spatial = tiling.spatial_tile_px is not None
+    rows = _spatial_tiles(h, long_side, tiling) if spatial else _whole(h, SPACE_SCALE)
+    cols = _spatial_tiles(w, long_side, tiling) if spatial else _whole(w, SPACE_SCALE)
+    temporal = tiling.temporal_tile_frames is not None
+    times = _temporal_tiles(f, tiling) if temporal else _whole(f, TIME_SCALE, True)
+    return extent(times), extent(rows), extent(cols)
+
+
+def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
+    weights, params = _video_decoder(ckpt, itemsize)
+    tiling = tiling_for(request.tiling, request.height, request.width, request.num_frames)
+    t, h, w = largest_tile(tiling, request.height, request.width, request.num_frames)
+    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * t * h * w)
+    kind = "untiled" if tiling is None else f"tiling {request.tiling}"
+    return PhaseMemory(VIDEO_DECODE, weights, int(activations), f"{kind}, largest tile {t}x{h}x{w}")
+
+
+def _audio_phase(ckpt: Checkpoint, request: GenerationRequest) -> PhaseMemory:
+    from ltx_backend.models.audio_vae import sanitize_decoder_key
+
+    weights = 0
+    decoder = _component(ckpt, "audio_vae")
+    if decoder is not None:
+        weights += _weight_bytes(decoder.tensors, None, sanitize_decoder_key)[0]
+    vocoder = _component(ckpt, "vocoder")
+    if vocoder is not None:
+        weights += _weight_bytes(vocoder.tensors, None)[0]
+    seconds = request.num_frames / request.fps
+    return PhaseMemory(AUDIO_DECODE, weights, int(AUDIO_BYTES_PER_SECOND * seconds), f"{seconds:.1f} s")
+
+
+def _denoise_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, quantize: int | None, scale):
+    from ltx_backend.pipeline.sampler import audio_latent_frames
+    from ltx_backend.weights.video import find_upscaler
+
+    weights, _ = _transformer_weights(ckpt, itemsize, quantize)
+    q = ckpt.quantization
+    params = _logical_params(_component(ckpt, "transformer"), q["bits"] if q else None)
+    video_dim, audio_dim = _transformer_dims(ckpt)
+    cells = (request.height // SPACE_SCALE) * (request.width // SPACE_SCALE)
+    appended = sum(1 for keyframe in request.keyframes if keyframe.frame_index != 0)  # keyframes add tokens
+    video_tokens = (request.latent_frames + appended) * cells
+    audio_tokens = audio_latent_frames(request.num_frames, request.fps) if request.audio else 0
+    stage2 = scale * (
+        TRANSFORMER_BYTES_PER_PARAM * params
+        + TRANSFORMER_BYTES_PER_TOKEN_CHANNEL * (video_tokens * video_dim + audio_tokens * audio_dim)
+    )
+    # Between the stages the x2 upsampler sits beside the transformer (its own activations are a few MB).
+    upsampler = 0
+    try:
+        source = find_upscaler(ckpt, "spatial_x2")
+    except LtxError:
+        source = None
+    if source is not None:
+        upsampler = _weight_bytes(source.component.tensors, itemsize)[0]
+    activations = max(stage2, upsampler)
+    detail = f"stage 2: {video_tokens} video + {audio_tokens} audio tokens"
+    return PhaseMemory(DENOISING, weights, int(activations), detail)
+
+
+def _image_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
+    weights, params = _video_encoder(ckpt, itemsize)
+    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * request.height * request.width)
+    return PhaseMemory(IMAGE_ENCODING, weights, int(activations), f"{len(request.keyframes)} keyframe(s)")
+
+
+def _phases(ckpt, root, request, dtype, quantize) -> dict[str, PhaseMemory]:
+    from ltx_backend.pipeline.engine import checkpoint_variant
+
+    itemsize = _itemsize(dtype)
+    scale = (itemsize or 2) / 2  # the calibration ran in bf16
+    prompts = 2 if checkpoint_variant(ckpt) == "dev" else 1
+    phases = [*_text_phases(root, itemsize, prompts), _connector_phase(ckpt, root, itemsize, prompts)]
+    if request.keyframes:
+        phases.append(_image_phase(ckpt, request, itemsize, scale))
+    phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale))
+    if request.audio:
+        phases.append(_audio_phase(ckpt, request))
+    phases.append(_video_decode_phase(ckpt, request, itemsize, scale))
+    return {phase.name: phase for phase in phases}
+
+
+def estimate(
+    checkpoint: Checkpoint,
+    text_encoder_root: str | Path | None,
+    request: GenerationRequest,
+    dtype: mx.Dtype | None,
+    quantize: int | None = None,
+) -> MemoryPlan:
+    """The memory each phase of `request` needs with this checkpoint and text encoder (None: no text phase).
+
+    `request` should be validated (sizes multiples of 64, frames 8k+1). `dtype` is the compute dtype the engine
+    loads weights in (None: as stored); `quantize` the load-time transformer quantization (4, 8 or None).
+    """
+    phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize)
+    itemsize = _itemsize(dtype)
+    scale = (itemsize or 2) / 2
+    # What-ifs for the hint, mildest first. Quantizing at load only applies to unquantized checkpoints.
+    transformer = _component(checkpoint, "transformer")
+    can_quantize = transformer is not None and not transformer.quantized_paths
+    bits = [b for b in (8, 4) if can_quantize and (quantize is None or b < quantize)]
+    tilings = [None] if request.tiling == "aggressive" else [None, "aggressive"]
+    options: dict[str, int] = {}
+    option_phases: dict[str, dict[str, int]] = {}
+    for b in [None, *bits]:
+        for tiling in tilings:
+            if b is None and tiling is None:
+                continue
+            changed = dict(phases)
+            if b is not None:
+                changed[DENOISING] = _denoise_phase(checkpoint, request, itemsize, b, scale)
+            if tiling is not None:
+                tiled = replace(request, tiling=tiling)
+                changed[VIDEO_DECODE] = _video_decode_phase(checkpoint, tiled, itemsize, scale)
+            flags = " ".join(([f"--quantize {b}"] if b else []) + ([f"--tiling {tiling}"] if tiling else []))
+            options[flags] = max(p.total for p in changed.values())
+            option_phases[flags] = {name: p.total for name, p in changed.items()}
+    return MemoryPlan(phases, options, option_phases)
+
+
+# --- what the device has -----------------------------------------------------------------------------------------
+
+
+def _limit_override() -> int | None:
+    raw = os.environ.get(ENV_LIMIT, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or math.isinf(value):
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            f"{ENV_LIMIT}={raw!r} is not a positive number of gigabytes",
+            f"Set {ENV_LIMIT} to the memory this job may use, e.g. 40, or unset it.",
+        )
+    return int(value * GB)
+
+
+def _device_info() -> dict:
+    for getter in (getattr(mx, "device_info", None), getattr(getattr(mx, "metal", None), "device_info", None)):
+        if getter is None:
+            continue
+        try:
+            info = getter()
+        except Exception:  # an older MLX or a backend without the query
+            continue
+        if isinstance(info, dict):
+            return info
+    return {}
+
+
+def _system_available() -> int:
+    try:
+        import psutil  # type: ignore[import-not-found]
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        pass
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        try:
+            return int(os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            continue
+    return 0
+
+
+def available_memory() -> int:
+    """Bytes this job may use: ``LTX_BACKEND_MEMORY_LIMIT_GB`` if set; on a GPU what MLX reports (free memory on
+    CUDA, the recommended working set on Metal, else the device's total); otherwise the system's available RAM.
+    0 when it cannot be told."""
+    override = _limit_override()
+    if override is not None:
+        return override
+    if mx.default_device().type == mx.DeviceType.gpu:
+        info = _device_info()
+        for key in ("free_memory", "max_recommended_working_set_size", "total_memory", "memory_size"):
+            value = info.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return _system_available()
+
+
+# --- the verdict -------------------------------------------------------------------------------------------------
+
+
+def _gb(value: float) -> str:
+    return f"{value / GB:.1f} GB" if value >= 10 * GB else f"{value / GB:.2f} GB"
+
+
+def check(plan: MemoryPlan, available: int) -> None:
+    """Raise ``insufficient_memory`` when the plan's peak exceeds `available` bytes (0: unknown, never raises)."""
+    if available <= 0 or plan.peak <= available:
+        return
+    over = [p for p in plan.phases.values() if p.total > available]
+    first = max(over, key=lambda p: p.total)
+    message = (
+        f"Not enough memory for {first.label}: it needs {_gb(first.total)} ({_gb(first.weights)} weights + "
+        f"{_gb(first.activations)} working memory{'; ' + first.detail if first.detail else ''}) and "
+        f"{_gb(available)} is available"
+    )
+    others = [p for p in over if p is not first]
+    if others:
+        message += "; also too large: " + ", ".join(f"{p.label} {_gb(p.total)}" for p in others)
+    raise LtxError(
+        ErrorCode.INSUFFICIENT_MEMORY,
+        message + ".",
+        _hint(plan, available, over),
+        peak_gb=round(plan.peak / GB, 2),
+        available_gb=round(available / GB, 2),
+        phases={name: round(p.total / GB, 2) for name, p in plan.phases.items()},
+    )
+
+
+def _hint(plan: MemoryPlan, available: int, over: list[PhaseMemory]) -> str:
+    names = {p.name for p in over}
+    for flags, peak in plan.options.items():  # mildest first
+        if peak <= available and _relevant(flags, names):
+            after = ", ".join(
+                f"{PHASE_LABELS.get(name, name)} {_gb(total)}"
+                for name, total in plan.option_phases.get(flags, {}).items()
+                if name in names
+            )
+            return f"Use {flags} ({after}; peak {_gb(peak)})."
+    hints = []
+    for phase in over:
+        if phase.weights > available:
+            what = {
+                TEXT_ENCODING: "use a 4-bit text encoder (--text-encoder mlx-community/gemma-3-12b-it-4bit)",
+                DENOISING: "use a 4-bit quantized checkpoint"
+                + (
+                    f" or --quantize 4 (the job then needs {_gb(plan.options['--quantize 4'])})"
+                    if "--quantize 4" in plan.options
+                    else ""
+                ),
+            }.get(phase.name, "use a machine with more memory")
+            hints.append(f"the {phase.label} weights alone take {_gb(phase.weights)}: {what}")
+    if not hints:  # working memory is what does not fit: it shrinks with the video
+        best = _best_flags(plan)
+        hints.append("Use a smaller size or fewer frames" + (f", with {best}" if best else ""))
+    if ENV_LIMIT in os.environ:
+        hints.append(f"{ENV_LIMIT} is set to {_gb(available)}")
+    text = "; ".join(hints)
+    return text[0].upper() + text[1:] + "."
+
+
+def _best_flags(plan: MemoryPlan) -> str:
+    """The option that lowers the peak most (usually --quantize 4 --tiling aggressive), or "" if none lowers it."""
+    if not plan.options:
+        return ""
+    best = min(plan.options, key=plan.options.__getitem__)
+    return best if plan.options[best] < plan.peak else ""
+
+
+def _relevant(flags: str, failing: set[str]) -> bool:
+    """Whether an option changes a failing phase (it only changes denoising and video decode)."""
+    return ("quantize" in flags and DENOISING in failing) or ("tiling" in flags and VIDEO_DECODE in failing)

@@ -1,0 +1,285 @@
+"""`ltx-backend models` and `ltx-backend download` on a fake Hugging Face hub cache; nothing touches the network."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx2
+import huggingface_hub
+import pytest
+from click.testing import CliRunner
+from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+from ltx_backend import events
+from ltx_backend.cli.main import cli
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.tiny import write_tiny_model
+from ltx_backend.weights.download import download_model
+from ltx_backend.weights.resolve import resolve_model
+
+COMMIT = "a" * 40
+OTHER_COMMIT = "b" * 40
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache and an empty backend home (so no tiny model is listed unless a test writes one)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("LTX_BACKEND_HOME", str(tmp_path / "home"))
+    (tmp_path / "hub").mkdir()
+    return tmp_path / "hub"
+
+
+def add_snapshot(cache: Path, repo: str, source: Path, commit: str = COMMIT, ref: str | None = "main") -> Path:
+    """Lay `source` out the way huggingface_hub does: content-addressed blobs, a snapshot of relative symlinks."""
+    repo_dir = cache / ("models--" + repo.replace("/", "--"))
+    blobs, snapshot = repo_dir / "blobs", repo_dir / "snapshots" / commit
+    blobs.mkdir(parents=True, exist_ok=True)
+    for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        if not blob.exists():
+            blob.write_bytes(data)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    if ref:
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        (repo_dir / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def unique_size(folder: Path) -> int:
+    return sum(len(p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in report["models"]}
+
+
+def test_models_lists_ltx_checkpoints_text_encoders_and_the_tiny_model(cache: Path, tiny_model: Path) -> None:
+    snapshot = add_snapshot(cache, "test/tiny", tiny_model)
+    add_snapshot(cache, "test/tiny", tiny_model, OTHER_COMMIT, ref=None)  # an older revision: same blobs
+    add_snapshot(cache, "test/gemma", tiny_model / "text_encoder")
+    other = cache.parent / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (other / "model.safetensors").write_bytes(b"not looked at")
+    add_snapshot(cache, "test/bert", other)
+    shutil.copytree(tiny_model, cache.parent / "home" / "tiny")
+    assert resolve_model("test/tiny") == snapshot  # the fake cache is one huggingface_hub itself can read
+
+    result = run("models", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["cache"] == str(cache)
+    entries = report["models"]
+    assert [(e["name"], e["revision"]) for e in entries] == [
+        ("test/bert", COMMIT),
+        ("test/gemma", COMMIT),
+        ("test/tiny", COMMIT),
+        ("test/tiny", OTHER_COMMIT),
+        ("tiny", None),
+    ]
+    tiny = entries[2]
+    assert tiny["kind"] == "ltx" and tiny["layout"] == "unified" and tiny["model_version"] == "2.0"
+    assert tiny["text_encoder"] == "text_encoder" and tiny["quantization"] is None and tiny["error"] is None
+    assert tiny["repo"] == "test/tiny" and tiny["refs"] == ["main"] and tiny["path"] == str(snapshot)
+    assert {"transformer", "vae_decoder", "audio_vae", "vocoder"} <= set(tiny["components"])
+    model_bytes = unique_size(tiny_model)
+    assert tiny["size_bytes"] == model_bytes and entries[3]["size_bytes"] == model_bytes
+    assert entries[3]["refs"] == [] and entries[3]["error"] is None
+    gemma, bert, builtin = by_name(report)["test/gemma"], entries[0], entries[4]
+    assert gemma["kind"] == "text_encoder" and gemma["error"] is None
+    assert bert["kind"] == "other" and bert["error"] is None
+    assert builtin["kind"] == "ltx" and builtin["repo"] is None and builtin["text_encoder"] == "text_encoder"
+    # The two snapshots of test/tiny share their blobs, and the gemma repo holds copies of the same files as
+    # blobs of its own: the total counts every blob once.
+    gemma_blobs = unique_size(cache / "models--test--gemma" / "blobs")
+    assert report["total_bytes"] == 2 * model_bytes + gemma_blobs + bert["size_bytes"]
+
+    text = run("models")
+    assert text.exit_code == 0
+    assert "LTX 2.0 unified + text encoder" in text.stdout and "Gemma 3 text encoder" in text.stdout
+
+
+def test_models_lists_damaged_entries_with_their_error_code(cache: Path, tiny_model: Path) -> None:
+    corrupt = cache.parent / "corrupt"
+    shutil.copytree(tiny_model, corrupt, ignore=shutil.ignore_patterns("text_encoder"))
+    (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00")  # truncated
+    add_snapshot(cache, "test/corrupt", corrupt)
+    partial = add_snapshot(cache, "test/partial", tiny_model)
+    blob = (partial / "model.safetensors").resolve()
+    blob.unlink()  # a pruned or interrupted download: the symlink dangles
+    (cache / "models--test--interrupted" / "blobs").mkdir(parents=True)
+    (cache / "models--test--interrupted" / "blobs" / "abc.incomplete").write_bytes(b"1234")
+    add_snapshot(cache, "test/gemma-broken", tiny_model / "text_encoder")
+    (cache / "models--test--gemma-broken" / "snapshots" / COMMIT / "tokenizer.json").unlink()  # incomplete
+
+    result = run("models", "--json")
+    assert result.exit_code == 0, result.output
+    models = by_name(json.loads(result.stdout))
+    assert models["test/corrupt"]["kind"] == "ltx"
+    assert models["test/corrupt"]["error"]["code"] == "checkpoint_corrupt"
+    assert models["test/partial"]["error"]["code"] == "checkpoint_corrupt"
+    assert "model.safetensors" in models["test/partial"]["error"]["message"]
+    assert "ltx-backend download test/partial" in models["test/partial"]["error"]["hint"]
+    assert models["test/interrupted"]["error"]["code"] == "model_not_found"
+    assert models["test/interrupted"]["size_bytes"] == 4
+    assert models["test/gemma-broken"]["error"]["code"] == "text_encoder_invalid"
+
+    text = run("models")
+    assert text.exit_code == 0 and "error [checkpoint_corrupt]" in text.stdout and "hint:" in text.stdout
+
+
+def fake_hub(cache: Path, source: Path | None, chunk: int = 1 << 20, error: Exception | None = None):
+    """A stand-in for `snapshot_download` that drives the progress bars as huggingface_hub 2.x does."""
+    calls = []
+
+    def snapshot_download(repo_id, *, revision=None, cache_dir=None, tqdm_class=None, **kwargs):
+        calls.append((repo_id, revision, Path(cache_dir)))
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source else []
+        transfer = tqdm_class(desc="Downloading bytes", total=0, initial=0, unit="B", unit_scale=True)
+        disk = tqdm_class(desc="Reconstructing (incomplete total...)", total=0, initial=0, unit="B", unit_scale=True)
+        with tqdm_class(desc=f"Fetching {len(files)} files", total=len(files)) as counter:
+            for file in files:
+                size = file.stat().st_size
+                disk.total += size  # every file adds its size to the totals when it starts
+                transfer.total += size
+                disk.refresh()
+                for offset in range(0, size, chunk):
+                    disk.update(min(chunk, size - offset))
+                    transfer.update(1)  # network bytes are not disk bytes (xet dedup): ignored
+                counter.update(1)
+                if error is not None:
+                    raise error
+        return str(add_snapshot(cache, repo_id, source, commit=COMMIT))
+
+    return snapshot_download, calls
+
+
+def test_download_model_reports_byte_progress_and_validates(
+    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, calls = fake_hub(cache, tiny_model, chunk=256 << 10)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    seen: list[events.Event] = []
+    path = download_model("test/tiny", "v1", emit=seen.append, progress_interval=0)
+    assert path == cache / "models--test--tiny" / "snapshots" / COMMIT
+    assert calls == [("test/tiny", "v1", cache)]
+    total = unique_size(tiny_model)
+    assert all(isinstance(e, events.DownloadProgress) and e.repo == "test/tiny" for e in seen)
+    assert len(seen) > 10
+    done = [e.bytes for e in seen]
+    assert done == sorted(done) and all(e.total is None or e.bytes <= e.total for e in seen)
+    assert (seen[-1].bytes, seen[-1].total) == (total, total)
+
+    # Already cached: no bar moves, and the one event says the snapshot's size.
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(path))
+    seen.clear()
+    assert download_model("test/tiny", emit=seen.append) == path
+    assert seen == [events.DownloadProgress("test/tiny", total, total)]
+
+
+def test_download_command_streams_json_events_and_a_result(
+    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, _ = fake_hub(cache, tiny_model)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    result = run("download", "test/tiny", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {line["type"] for line in lines[:-1]} == {"download_progress"}
+    assert lines[-2]["bytes"] == lines[-2]["total"] == unique_size(tiny_model)
+    final = lines[-1]
+    assert final["type"] == "download_result" and final["path"] == str(
+        cache / "models--test--tiny" / "snapshots" / COMMIT
+    )
+    assert (final["kind"], final["layout"], final["model_version"], final["text_encoder"]) == (
+        "ltx",
+        "unified",
+        "2.0",
+        "text_encoder",
+    )
+
+    text = run("download", "test/tiny")
+    assert text.exit_code == 0, text.output
+    assert "downloaded test/tiny (LTX 2.0 unified + text encoder" in text.stdout
+    assert "downloading test/tiny" in text.stderr  # the progress bar's label
+
+
+def _response(status: int) -> httpx2.Response:
+    return httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/test/x"))
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message", "hint"),
+    [
+        (RepositoryNotFoundError("404", response=_response(401)), "model_not_found", "was not found", "HF_TOKEN"),
+        (GatedRepoError("403", response=_response(403)), "model_access_denied", "gated", "Accept the model's terms"),
+        (httpx2.ConnectError("connection refused"), "network_unavailable", "cannot reach", "internet connection"),
+        (OSError(errno.ENOSPC, "No space left on device"), "output_write_failed", "disk is full", "Free some space"),
+        (RuntimeError("xet reconstruction failed"), "download_failed", "xet reconstruction failed", "again"),
+    ],
+)
+def test_download_errors_have_codes_and_hints(
+    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, error, code, message, hint
+) -> None:
+    fake, _ = fake_hub(cache, tiny_model, error=error)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    result = run("download", "test/x", "--json")
+    assert result.exit_code == 1
+    assert f"error [{code}]" in result.stderr and message in result.stderr
+    assert "hint: " in result.stderr and hint in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "download_progress" and lines[-1]["type"] == "error"
+    assert lines[-1]["code"] == code and message in lines[-1]["message"] and hint in lines[-1]["hint"]
+
+
+def test_download_offline_and_unreachable_hub(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What snapshot_download raises when the Hub cannot be reached and nothing is cached.
+    try:
+        try:
+            raise httpx2.ConnectTimeout("timed out")
+        except httpx2.ConnectTimeout as cause:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache") from cause
+    except LocalEntryNotFoundError as exc:
+        unreachable = exc
+
+    def fail(*args, **kwargs):
+        raise unreachable
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    result = run("download", "test/x")
+    assert result.exit_code == 1 and "error [network_unavailable]" in result.stderr
+
+    with pytest.raises(LtxError) as raised:
+        download_model("not a repo id")
+    assert raised.value.code is ErrorCode.INVALID_PARAMS
+
+
+def test_download_rejects_a_damaged_checkpoint(cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    damaged = cache.parent / "damaged"
+    shutil.copytree(tiny_model, damaged)
+    with (damaged / "model.safetensors").open("r+b") as handle:
+        handle.truncate(1000)
+    fake, _ = fake_hub(cache, damaged)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    result = run("download", "test/damaged")
+    assert result.exit_code == 1
+    assert "error [checkpoint_corrupt]" in result.stderr and "hint:" in result.stderr

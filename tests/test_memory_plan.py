@@ -1,0 +1,223 @@
+"""Memory planning: per-phase estimates from checkpoint headers, the device's memory, and the up-front refusal."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.pipeline import memory
+from ltx_backend.pipeline.request import GenerationRequest, validate
+from ltx_backend.tiny import write_tiny_model
+from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.safetensors_file import TensorInfo
+
+GB = 1e9
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Checkpoint, Path]:
+    root = write_tiny_model(tmp_path_factory.mktemp("memory") / "tiny")
+    return open_checkpoint(root), root / "text_encoder"
+
+
+def request(width: int = 256, height: int = 192, frames: int = 25, **fields) -> GenerationRequest:
+    return validate(GenerationRequest("a fox", "/tmp/out.mp4", width=width, height=height, num_frames=frames, **fields))
+
+
+def plan_for(tiny, dtype=mx.bfloat16, quantize=None, **fields) -> memory.MemoryPlan:
+    ckpt, text_encoder = tiny
+    return memory.estimate(ckpt, text_encoder, request(**fields), dtype, quantize)
+
+
+def test_phases_and_peak(tiny) -> None:
+    plan = plan_for(tiny)
+    assert list(plan.phases) == ["text_encoding", "connectors", "denoising", "audio_decode", "video_decode"]
+    assert plan.peak == max(phase.total for phase in plan.phases.values())
+    assert plan.peak_phase.total == plan.peak
+    assert all(phase.weights > 0 and phase.activations > 0 for phase in plan.phases.values())
+    assert "audio_decode" not in plan_for(tiny, audio=False).phases
+
+
+def test_weights_are_the_tensors_each_phase_loads(tiny) -> None:
+    ckpt, _ = tiny
+    bf16, f32 = plan_for(tiny, mx.bfloat16), plan_for(tiny, mx.float32)
+    floats = [info for info in ckpt.component("transformer").tensors.values() if info.dtype in ("BF16", "F32")]
+    assert bf16.phases["denoising"].weights == sum(2 * math.prod(info.shape) for info in floats)
+    assert f32.phases["denoising"].weights == 2 * bf16.phases["denoising"].weights
+    decoder = ckpt.component("vae_decoder").tensors.values()
+    assert bf16.phases["video_decode"].weights == sum(2 * math.prod(info.shape) for info in decoder)
+    assert bf16.phases["text_encoding"].weights > 0
+    # float32 compute doubles the (bf16-calibrated) working memory
+    assert f32.phases["video_decode"].activations == pytest.approx(2 * bf16.phases["video_decode"].activations, 1e-6)
+
+
+def test_estimates_grow_with_size_and_frames(tiny) -> None:
+    small = plan_for(tiny, width=256, height=192, frames=25)
+    wider = plan_for(tiny, width=512, height=384, frames=25)
+    longer = plan_for(tiny, width=256, height=192, frames=49)
+    for bigger in (wider, longer):
+        assert bigger.peak > small.peak
+        for phase in ("denoising", "video_decode"):
+            assert bigger.phases[phase].activations > small.phases[phase].activations
+            assert bigger.phases[phase].weights == small.phases[phase].weights
+    assert longer.phases["audio_decode"].total > small.phases["audio_decode"].total
+
+
+def test_tiling_lowers_video_decode(tiny) -> None:
+    decode = {
+        mode: plan_for(tiny, width=768, height=512, frames=121, tiling=mode).phases["video_decode"].total
+        for mode in ("none", "conservative", "default", "auto", "aggressive")
+    }
+    assert decode["none"] > decode["conservative"] > decode["default"] > decode["auto"] > decode["aggressive"]
+
+
+def test_quantize_lowers_denoise_weights_only(tiny) -> None:
+    plans = {bits: plan_for(tiny, quantize=bits) for bits in (None, 8, 4)}
+    weights = {bits: plan.phases["denoising"].weights for bits, plan in plans.items()}
+    assert weights[None] > weights[8] > weights[4]
+    activations = {plan.phases["denoising"].activations for plan in plans.values()}
+    assert len(activations) == 1
+    assert plans[8].phases["video_decode"] == plans[None].phases["video_decode"]
+
+
+def test_check_suggests_aggressive_tiling_when_decode_is_the_peak(tiny) -> None:
+    plan = plan_for(tiny, width=768, height=512, frames=121, tiling="none")
+    assert plan.peak_phase.name == "video_decode"
+    fits = plan.options["--tiling aggressive"]
+    assert fits < plan.peak
+    limit = (fits + plan.peak) // 2
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, limit)
+    error = caught.value
+    assert error.code is ErrorCode.INSUFFICIENT_MEMORY
+    assert "video decode" in error.message and "GB" in error.message
+    assert "--tiling aggressive" in error.hint
+    assert error.details["peak_gb"] == round(plan.peak / GB, 2)
+
+
+def test_check_passes_when_it_fits_or_memory_is_unknown(tiny) -> None:
+    plan = plan_for(tiny)
+    memory.check(plan, plan.peak)
+    memory.check(plan, plan.peak * 10)
+    memory.check(plan, 0)
+
+
+def test_check_suggests_a_smaller_video_when_no_flag_helps(tiny) -> None:
+    plan = plan_for(tiny, tiling="aggressive")
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, plan.peak - 1)
+    assert caught.value.code is ErrorCode.INSUFFICIENT_MEMORY
+    assert "smaller size or fewer frames" in caught.value.hint
+
+
+def test_env_override(monkeypatch) -> None:
+    monkeypatch.setenv(memory.ENV_LIMIT, "12.5")
+    assert memory.available_memory() == 12_500_000_000
+    monkeypatch.setenv(memory.ENV_LIMIT, "lots")
+    with pytest.raises(LtxError) as caught:
+        memory.available_memory()
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+    monkeypatch.delenv(memory.ENV_LIMIT)
+    assert memory.available_memory() > 0
+
+
+def test_env_override_is_named_in_the_hint(tiny, monkeypatch) -> None:
+    monkeypatch.setenv(memory.ENV_LIMIT, "0.001")
+    plan = plan_for(tiny)
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, memory.available_memory())
+    assert memory.ENV_LIMIT in caught.value.hint
+
+
+# --- real LTX-2.0 sizes, from headers alone ----------------------------------------------------------------------
+
+
+@dataclass
+class HeaderOnlyFile:
+    """A tensor listing with no data: all an estimate reads."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+    def array(self, name: str) -> mx.array:
+        raise AssertionError("an estimate must not read tensor data")
+
+
+def ltx2_checkpoint() -> Checkpoint:
+    """LTX-2.0's transformer (48 blocks, video 4096 / audio 2048 wide, FFN x4: 18.88 B parameters) and its
+    528 M-parameter video decoder, in the unified layout, bf16."""
+    path = Path("/nonexistent/model.safetensors")
+    tensors: dict[str, TensorInfo] = {}
+
+    def add(key: str, *shape: int) -> None:
+        tensors[key] = TensorInfo(path, key, shape, "BF16")
+
+    v, a = 4096, 2048
+    linears = {  # (out, in) per block: self-attn, text cross-attn, A<->V cross-attn, feed-forwards
+        "attn1": [(v, v)] * 4, "attn2": [(v, v)] * 4, "audio_attn1": [(a, a)] * 4, "audio_attn2": [(a, a)] * 4,
+        "audio_to_video_attn": [(a, v), (a, a), (a, a), (v, a)],
+        "video_to_audio_attn": [(a, a), (a, v), (a, v), (a, a)],
+    }  # fmt: skip
+    for block in range(48):
+        prefix = f"transformer.transformer_blocks.{block}."
+        for attn, shapes in linears.items():
+            for name, shape in zip(("to_q", "to_k", "to_v", "to_out.0"), shapes, strict=True):
+                add(f"{prefix}{attn}.{name}.weight", *shape)
+        add(f"{prefix}ff.net.0.proj.weight", 4 * v, v)
+        add(f"{prefix}ff.net.2.weight", v, 4 * v)
+        add(f"{prefix}audio_ff.net.0.proj.weight", 4 * a, a)
+        add(f"{prefix}audio_ff.net.2.weight", a, 4 * a)
+    # AdaLN, caption projections, biases and norms, lumped together: up to the published 18,876,174,592
+    rest = 18_876_174_592 - sum(math.prod(info.shape) for info in tensors.values())
+    add("transformer.misc.weight", rest)
+    add("vae_decoder.misc.weight", 528_380_976)
+    ckpt = Checkpoint(root=path.parent, layout=Layout.UNIFIED, files=[HeaderOnlyFile(path, tensors)])
+    assert 18.8e9 < sum(math.prod(i.shape) for i in ckpt.component("transformer").tensors.values()) < 19e9
+    return ckpt
+
+
+def test_ltx2_denoise_peak_matches_the_h100_measurements() -> None:
+    ckpt = ltx2_checkpoint()
+    job = memory.estimate(ckpt, None, request(768, 512, 121), mx.bfloat16)
+    assert "text_encoding" not in job.phases
+    denoise = job.phases["denoising"]
+    assert denoise.weights == pytest.approx(37.75e9, rel=0.01)
+    assert 0.75 * 43e9 <= denoise.total <= 1.25 * 48e9
+    assert denoise.total == pytest.approx(48.0e9, rel=0.05)  # stage 2: 6144 video tokens
+    # a job whose stage 2 has stage 1's 1536 tokens
+    assert memory.estimate(ckpt, None, request(384, 256, 121), mx.bfloat16).phases["denoising"].total == pytest.approx(
+        43.0e9, rel=0.05
+    )
+    decode = job.phases["video_decode"]  # auto tiling at 768x512x121: 4.05 GB measured
+    assert decode.total == pytest.approx(4.05e9, rel=0.1)
+    assert memory.estimate(ckpt, None, request(768, 512, 121, tiling="none"), mx.bfloat16).phases[
+        "video_decode"
+    ].total == pytest.approx(13.7e9, rel=0.1)
+
+
+def test_ltx2_quantized_weights_and_hints() -> None:
+    ckpt = ltx2_checkpoint()
+    job = request(768, 512, 121)
+    q4 = memory.estimate(ckpt, None, job, mx.bfloat16, 4).phases["denoising"]
+    assert 10e9 < q4.weights < 12e9  # the published q4 transformer file is 10.5 GB
+    plan = memory.estimate(ckpt, None, job, mx.bfloat16)
+    assert plan.peak_phase.name == "denoising"
+
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, int(45 * GB))
+    assert caught.value.code is ErrorCode.INSUFFICIENT_MEMORY
+    assert "denoising" in caught.value.message and "45.0 GB" in caught.value.message
+    assert caught.value.hint.startswith("Use --quantize 8")
+
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, int(25 * GB))
+    assert caught.value.hint.startswith("Use --quantize 4")
+
+    with pytest.raises(LtxError) as caught:
+        memory.check(plan, int(8 * GB))
+    assert "weights alone" in caught.value.hint
