@@ -30,6 +30,10 @@ class ErrorCode(str, Enum):
     OUTPUT_WRITE_FAILED = "output_write_failed"
     FFMPEG_MISSING = "ffmpeg_missing"
     INSUFFICIENT_MEMORY = "insufficient_memory"
+    PARSE_ERROR = "parse_error"  # stdio protocol: a line that is not one JSON object
+    UNKNOWN_TYPE = "unknown_type"  # stdio protocol: a message type this backend does not know
+    JOB_NOT_FOUND = "job_not_found"
+    MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
 
 

@@ -358,6 +358,16 @@ def download(repo: str, revision: str, as_json: bool) -> None:
         click.echo(f"downloaded {repo} ({_what(entry.to_dict())}, {_size(entry.size_bytes)}) to {path}")
 
 
+@cli.command()
+@click.option("--log-file", default=None, help="Also write the log to this file (attach it to bug reports).")
+@click.option("--heartbeat", default=5.0, show_default=True, help="Seconds of silence before a heartbeat event.")
+def serve(log_file: str | None, heartbeat: float) -> None:
+    """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
+    from ltx_backend.server.server import run_stdio
+
+    sys.exit(run_stdio(log_file, heartbeat))
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,387 @@
+"""`ltx-backend serve`: the long-lived NDJSON backend on stdin/stdout.
+
+The reader (main thread) parses lines and answers `status`, `cancel`, `validate-env` at once; `load`, `unload`
+and `generate` go to one worker thread through a FIFO queue, so one GPU job runs at a time and the reader stays
+responsive. Every reply goes through `send`, which serialises whole lines under a lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+import msgspec
+
+from ltx_backend import __version__, events
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.server import messages as m
+from ltx_backend.server.environment import EnvironmentCache
+from ltx_backend.server.progress import ProgressTracker
+
+log = logging.getLogger(__name__)
+CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model"]
+EXIT_GRACE_S = 1.8  # EOF/SIGTERM: the process is gone within 2 s
+
+
+class _Terminate(Exception):
+    """Raised in the main thread by SIGTERM to leave the blocking read."""
+
+
+@dataclass
+class Job:
+    job_id: str
+    request: m.Load | m.Unload | m.Generate
+    cancel: object = None  # a CancelToken for generate jobs
+    generation: object = None  # the validated GenerationRequest
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return type(self.request).__struct_config__.tag
+
+
+class Server:
+    def __init__(self, output: BinaryIO, heartbeat_s: float = 5.0, progress_interval_s: float = 0.1) -> None:
+        self._output = output
+        self._lock = threading.Lock()
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(m.HostMessage)
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._pending: list[Job] = []  # queued, not started (guarded by _lock)
+        self._running: Job | None = None
+        self._tracker: ProgressTracker | None = None
+        self._ids = itertools.count(1)
+        self._engine = None
+        self._engine_key: tuple | None = None
+        self._environment = EnvironmentCache()
+        self._heartbeat_s = heartbeat_s
+        self._progress_interval_s = progress_interval_s
+        self._last_sent = time.monotonic()
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="ltx-worker", daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, name="ltx-heartbeat", daemon=True)
+
+    # --- output ---------------------------------------------------------------------------------------------
+
+    def send(self, message: m.Reply) -> None:
+        line = self._encoder.encode(message) + b"\n"
+        with self._lock:
+            try:
+                self._output.write(line)
+                self._output.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._stopping.set()  # the host is gone
+            self._last_sent = time.monotonic()
+
+    def _error(self, request_id: str | None, error: LtxError, job_id: str | None = None) -> None:
+        detail = error.details.get("field")
+        self.send(m.Error(request_id, error.code.value, error.message, error.hint, job_id, detail))
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def serve(self, lines: TextIO) -> int:
+        import mlx.core as mx
+
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        self._worker.start()
+        self._heartbeat.start()
+        self.send(m.Ready(m.PROTOCOL_VERSION, __version__, str(mx.default_device()), CAPABILITIES))
+        try:
+            for line in lines:
+                if line.strip():
+                    self.handle_line(line)
+                if self._stopping.is_set():
+                    break
+        except _Terminate:
+            log.info("SIGTERM: stopping")
+        finally:
+            self._stop()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return 0
+
+    def _on_sigterm(self, *_: object) -> None:
+        raise _Terminate()
+
+    def _stop(self) -> None:
+        """Cancel everything, let the worker unwind (bounded), stop."""
+        self._stopping.set()
+        self._cancel_all()
+        self._queue.put(None)
+        self._worker.join(EXIT_GRACE_S)
+
+    def _cancel_all(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            running = self._running
+        for job in pending:
+            self.send(m.Cancelled(job.request.id, job.job_id))
+        if running is not None and running.cancel is not None:
+            running.cancel.cancel()
+
+    def handle_line(self, line: str) -> None:
+        try:
+            request = self._decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            code = ErrorCode.UNKNOWN_TYPE if "type" in str(exc) and "Invalid value" in str(exc) else None
+            self._reject(line, code or ErrorCode.INVALID_PARAMS, f"{exc}")
+            return
+        except msgspec.DecodeError as exc:
+            self._reject(line, ErrorCode.PARSE_ERROR, f"not a JSON object on one line: {exc}")
+            return
+        try:
+            self._dispatch(request)
+        except LtxError as error:
+            self._error(request.id, error)
+        except Exception as exc:  # a bug must not stop the server
+            log.error("handling %r failed:\n%s", line[:200], traceback.format_exc())
+            self.send(m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT))
+
+    def _reject(self, line: str, code: ErrorCode, message: str) -> None:
+        request_id = None
+        try:  # echo the id when the line is JSON at all
+            raw = msgspec.json.decode(line)
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                request_id = raw["id"]
+            if code is ErrorCode.UNKNOWN_TYPE or (isinstance(raw, dict) and "type" not in raw):
+                code = ErrorCode.UNKNOWN_TYPE
+                message = f"unknown or missing message type {raw.get('type')!r}" if isinstance(raw, dict) else message
+        except msgspec.DecodeError:
+            pass
+        hints = {
+            ErrorCode.PARSE_ERROR: "Send one JSON object per line, UTF-8, terminated by a newline.",
+            ErrorCode.UNKNOWN_TYPE: "Use one of: " + ", ".join(_TYPES) + ".",
+            ErrorCode.INVALID_PARAMS: "Check the field types against protocol/PROTOCOL.md.",
+        }
+        field_path = message.split("at `$.", 1)[1].split("`", 1)[0] if "at `$." in message else None
+        self.send(m.Error(request_id, code.value, message, hints[code], None, field_path))
+
+    def _dispatch(self, request: m.HostMessage) -> None:
+        if isinstance(request, m.Status):
+            self.send(self._status(request.id))
+        elif isinstance(request, m.Cancel):
+            self._cancel(request)
+        elif isinstance(request, m.ValidateEnv):
+            self.send(self._environment.report(request))
+        elif isinstance(request, m.Shutdown):
+            self._cancel_all()
+            self.send(m.Bye(request.id))
+            self._stopping.set()
+        elif isinstance(request, m.Generate):
+            self._enqueue(self._prepare_generation(request))
+        else:  # load, unload
+            self._enqueue(Job(self._new_job_id(), request))
+
+    def _new_job_id(self) -> str:
+        return f"job-{next(self._ids)}"
+
+    def _enqueue(self, job: Job) -> None:
+        with self._lock:
+            position = len(self._pending) + (self._running is not None)
+            self._pending.append(job)
+        self.send(m.Accepted(job.request.id, job.job_id, position))
+        self._queue.put(job)
+
+    def _prepare_generation(self, request: m.Generate) -> Job:
+        """Validate now, so a bad request is answered at once rather than after the queue."""
+        from ltx_backend.pipeline.engine import CancelToken
+        from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+
+        fields = msgspec.structs.asdict(request)
+        fields.pop("id")
+        keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
+        fields["keyframes"] = keyframes
+        if not request.output_path:
+            raise LtxError(ErrorCode.INVALID_PARAMS, "output_path is required", "Give an absolute .mp4 path.",
+                           field="output_path")  # fmt: skip
+        generation = validate(GenerationRequest(**fields))
+        return Job(self._new_job_id(), request, CancelToken(), generation, list(generation.warnings))
+
+    def _cancel(self, request: m.Cancel) -> None:
+        with self._lock:
+            running = self._running
+            target = request.job_id or (running.job_id if running else None)
+            queued = next((job for job in self._pending if job.job_id == target), None)
+            if queued is not None:
+                self._pending.remove(queued)
+        if queued is not None:
+            self.send(m.Cancelled(queued.request.id, queued.job_id))
+        elif running is not None and running.job_id == target and running.cancel is not None:
+            running.cancel.cancel()  # the worker sends `cancelled` when the engine stops (within one step)
+        else:
+            self.send(m.Error(request.id, ErrorCode.JOB_NOT_FOUND.value, f"no queued or running job {target!r}",
+                              "Jobs that already finished cannot be cancelled; see `status`.", target))  # fmt: skip
+
+    def _status(self, request_id: str | None) -> m.StatusReport:
+        import mlx.core as mx
+
+        with self._lock:
+            running = self._running
+            pending = list(self._pending)
+            tracker = self._tracker
+
+        def brief(job: Job) -> m.QueuedJob:
+            return m.QueuedJob(job.job_id, job.request.id, job.kind)
+
+        return m.StatusReport(
+            request_id,
+            self._engine_key[0] if self._engine_key else None,
+            str(mx.default_device()),
+            round(mx.get_active_memory() / 1e9, 3),
+            round(mx.get_peak_memory() / 1e9, 3),
+            brief(running) if running else None,
+            tracker.fraction if tracker and running else None,
+            [brief(job) for job in pending],
+        )
+
+    # --- the worker -----------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            with self._lock:
+                if job not in self._pending:
+                    continue  # cancelled while queued
+                self._pending.remove(job)
+                self._running = job
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._tracker = None
+
+    def _run(self, job: Job) -> None:
+        from ltx_backend.pipeline.engine import Cancelled
+
+        request = job.request
+        try:
+            if isinstance(request, m.Load):
+                self.send(self._load(request))
+            elif isinstance(request, m.Unload):
+                self._unload()
+                self.send(m.Unloaded(request.id))
+            else:
+                self._generate(job)
+        except Cancelled:
+            self.send(m.Cancelled(request.id, job.job_id))
+        except LtxError as error:
+            self._error(request.id, error, job.job_id)
+        except Exception as exc:
+            log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
+            self.send(m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT,
+                              job.job_id))  # fmt: skip
+
+    def _load(self, request: m.Load) -> m.Loaded:
+        from ltx_backend.pipeline.engine import Engine
+
+        key = (request.model, request.text_encoder, request.quantize)
+        if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
+            self._unload()
+            self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
+            self._engine_key = key
+        engine = self._engine
+        return m.Loaded(
+            request.id,
+            request.model,
+            str(engine.checkpoint.root),
+            engine.checkpoint.layout.value,
+            engine.version,
+            engine.variant,
+            engine.checkpoint.quantization,
+            str(engine.text_encoder_root),
+        )
+
+    def _unload(self) -> None:
+        import gc
+
+        import mlx.core as mx
+
+        self._engine, self._engine_key = None, None
+        gc.collect()
+        mx.clear_cache()
+
+    def _generate(self, job: Job) -> None:
+        if self._engine is None:
+            raise LtxError(ErrorCode.MODEL_NOT_LOADED, "no model is loaded", 'Send {"type":"load","model":...} first.')
+        tracker = ProgressTracker(job.generation)
+        with self._lock:
+            self._tracker = tracker
+        emit = self._progress_sink(job, tracker)
+        for warning in job.warnings:
+            emit(events.Warning(warning))
+        result = self._engine.generate(job.generation, job.cancel, emit)
+        self.send(
+            m.Result(
+                job.request.id, job.job_id, result.video_path, result.audio_path, result.seed, result.width,
+                result.height, result.num_frames, result.fps, result.has_audio, result.sampler, list(result.steps),
+                result.prompt, result.timings, result.peak_memory_gb, job.warnings,
+            )
+        )  # fmt: skip
+
+    def _progress_sink(self, job: Job, tracker: ProgressTracker) -> Callable[[events.Event], None]:
+        last = [0.0]
+
+        def emit(event: events.Event) -> None:
+            update = tracker.update(event)
+            if update is None:
+                return
+            if isinstance(event, events.Warning) and event.message not in job.warnings:
+                job.warnings.append(event.message)
+            now = time.monotonic()
+            milestone = not isinstance(event, events.DenoiseStep) or event.step == event.total
+            if milestone or now - last[0] >= self._progress_interval_s:
+                last[0] = now
+                self.send(m.Progress(job.request.id, job.job_id, **update))
+
+        return emit
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self._heartbeat_s / 4):
+            with self._lock:
+                running, tracker, quiet = self._running, self._tracker, time.monotonic() - self._last_sent
+            if running is not None and quiet >= self._heartbeat_s:
+                phase = tracker.phase if tracker else running.kind
+                elapsed = tracker.elapsed if tracker else 0.0
+                self.send(m.Heartbeat(running.job_id, phase, round(elapsed, 2)))
+
+
+_BUG_HINT = "This is a bug in ltx-backend: please report it with the log (serve --log-file)."
+_TYPES = ("validate-env", "load", "unload", "generate", "cancel", "status", "shutdown")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
+    """Take over the process's stdio: protocol lines on the real stdout, everything else on stderr."""
+    import os
+    import sys
+
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # even C libraries' prints go to stderr now
+    sys.stdout = sys.stderr
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(log_file).expanduser(), encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    code = Server(protocol_out, heartbeat_s=heartbeat_s).serve(stdin)
+    # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
+    # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,137 @@
+"""`ltx-backend serve` as a host drives it: a real subprocess on the tiny model, lines in, lines out."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from ltx_backend.server import messages as m
+
+JOB = {"prompt": "a fox", "width": 128, "height": 128, "num_frames": 9, "seed": 1}
+
+
+class Backend:
+    def __init__(self, home: Path) -> None:
+        env = {**os.environ, "LTX_BACKEND_HOME": str(home)}
+        command = [sys.executable, "-m", "ltx_backend.cli.main", "serve", "--heartbeat", "0.5"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.seen: list[dict] = []
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, **message: object) -> None:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def next(self, timeout: float = 60) -> dict:
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, "the backend closed stdout"
+        msgspec.json.decode(line, type=m.BackendMessage)  # every stdout line is a protocol message
+        message = json.loads(line)
+        self.seen.append(message)
+        return message
+
+    def until(self, predicate, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.next(max(0.1, deadline - time.monotonic()))
+            if predicate(message):
+                return message
+
+    def close(self) -> int:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+        return self.process.wait(10)
+
+
+@pytest.fixture
+def backend(tmp_path: Path):
+    server = Backend(tmp_path / "home")
+    assert server.next()["type"] == "ready"
+    yield server
+    if server.process.poll() is None:
+        server.process.kill()
+
+
+def terminal(message: dict) -> bool:
+    return message["type"] in ("result", "error", "cancelled")
+
+
+def test_generate_lifecycle_and_status(backend: Backend, tmp_path: Path) -> None:
+    backend.send(type="load", id="l", model="tiny")
+    backend.send(type="generate", id="g", output_path=str(tmp_path / "a.mp4"), **JOB)
+    assert backend.next()["type"] == "accepted"
+    accepted = backend.next()
+    assert accepted["type"] == "accepted" and accepted["id"] == "g" and accepted["queue_position"] == 1
+    assert backend.until(lambda msg: msg.get("id") == "l")["type"] == "loaded"
+    backend.send(type="status", id="s")  # answered while the job runs
+    status = backend.until(lambda msg: msg["type"] == "status")
+    assert status["model"] == "tiny"
+    end = backend.until(lambda msg: msg.get("id") == "g" and terminal(msg))
+    assert end["type"] == "result" and Path(end["video_path"]).is_file() and end["job_id"] == accepted["job_id"]
+    fractions = [msg["fraction"] for msg in backend.seen if msg["type"] == "progress"]
+    assert fractions and fractions == sorted(fractions) and all(0 <= f <= 1 for f in fractions)
+    assert [msg for msg in backend.seen if msg.get("id") == "g" and terminal(msg)] == [end]  # exactly one
+    assert backend.close() == 0
+
+
+def test_cancel_running_and_queued_jobs_and_keep_serving(backend: Backend, tmp_path: Path) -> None:
+    backend.send(type="load", id="l", model="tiny")
+    backend.send(type="generate", id="run", output_path=str(tmp_path / "run.mp4"), **JOB)
+    backend.send(type="generate", id="wait", output_path=str(tmp_path / "wait.mp4"), **JOB)
+    queued = backend.until(lambda msg: msg["type"] == "accepted" and msg["id"] == "wait")
+    backend.send(type="cancel", id="c1", job_id=queued["job_id"])
+    assert backend.until(lambda msg: msg.get("id") == "wait")["type"] == "cancelled"
+    backend.until(lambda msg: msg["type"] == "progress" and msg.get("stage") == 1 and msg["id"] == "run")
+    backend.send(type="cancel", id="c2")  # no job_id: the running job
+    assert backend.until(lambda msg: msg.get("id") == "run" and terminal(msg))["type"] == "cancelled"
+    assert not any(p.suffix == ".mp4" for p in tmp_path.iterdir())  # nothing partial left
+    backend.send(type="cancel", id="c3", job_id="job-404")
+    missing = backend.until(lambda msg: msg.get("id") == "c3")
+    assert missing["type"] == "error" and missing["code"] == "job_not_found"
+    backend.send(type="generate", id="again", output_path=str(tmp_path / "again.mp4"), **JOB)
+    assert backend.until(lambda msg: msg.get("id") == "again" and terminal(msg))["type"] == "result"
+
+
+@pytest.mark.parametrize("stop", ["eof", "sigterm"])
+def test_eof_or_sigterm_cancels_and_exits_fast(backend: Backend, tmp_path: Path, stop: str) -> None:
+    backend.send(type="load", id="l", model="tiny")
+    backend.send(type="generate", id="g", output_path=str(tmp_path / "g.mp4"), **JOB)
+    backend.until(lambda msg: msg["type"] == "progress" and msg["id"] == "g")
+    start = time.monotonic()
+    if stop == "eof":
+        backend.process.stdin.close()
+    else:
+        backend.process.send_signal(signal.SIGTERM)
+    assert backend.process.wait(10) == 0
+    assert time.monotonic() - start < 2.5
+    assert not (tmp_path / "g.mp4").exists()
+
+
+def test_bad_lines_never_stop_the_server(backend: Backend) -> None:
+    backend.process.stdin.write("{oops\n")
+    backend.send(type="nope", id="1")
+    backend.send(type="generate", id="2", prompt="x", output_path="/tmp/x.mp4", width="wide")
+    backend.send(type="shutdown", id="3")
+    codes = [backend.next() for _ in range(4)]
+    assert [c.get("code") for c in codes[:3]] == ["parse_error", "unknown_type", "invalid_params"]
+    assert codes[2]["field"] == "width" and all(c["hint"] for c in codes[:3])
+    assert codes[3] == {"type": "bye", "id": "3"}
+    assert backend.process.wait(10) == 0
