@@ -6,7 +6,9 @@ file is written beside the target under a temporary name and renamed into place 
 
 from __future__ import annotations
 
+import queue
 import subprocess
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -56,6 +58,10 @@ class VideoWriter:
         self.frames = 0
         self._output = atomic_output(self.path)
         self._process: subprocess.Popen | None = None
+        # A feeder thread hands chunks to ffmpeg, so encoding chunk k overlaps decoding chunk k+1.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._feeder = threading.Thread(target=self._feed, name="ffmpeg-feeder", daemon=True)
+        self._feed_error: OSError | None = None
 
     def __enter__(self) -> VideoWriter:
         temporary = self._output.__enter__()
@@ -71,15 +77,27 @@ class VideoWriter:
             command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
         command += ["-f", "mp4", str(temporary)]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._feeder.start()
         return self
+
+    def _feed(self) -> None:
+        while (data := self._chunks.get()) is not None:
+            if self._feed_error is None:
+                try:
+                    self._process.stdin.write(data)
+                except OSError as exc:  # BrokenPipeError: ffmpeg exited
+                    self._feed_error = exc
+
+    def _drain(self) -> None:
+        self._chunks.put(None)
+        self._feeder.join()
 
     def write(self, frames: np.ndarray) -> None:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.size[1], self.size[0], 3):
             raise ValueError(f"expected (T, {self.size[1]}, {self.size[0]}, 3) uint8 frames, got {frames.shape}")
-        try:
-            self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
-        except BrokenPipeError as exc:
-            raise self._failure() from exc
+        if self._feed_error is not None:
+            raise self._failure() from self._feed_error
+        self._chunks.put(np.ascontiguousarray(frames).tobytes())
         self.frames += frames.shape[0]
 
     def _failure(self) -> LtxError:
@@ -95,6 +113,9 @@ class VideoWriter:
         process = self._process
         try:
             if error is None:
+                self._drain()
+                if self._feed_error is not None:
+                    raise self._failure() from self._feed_error
                 process.stdin.close()
                 stderr = process.stderr.read().decode(errors="replace")
                 if process.wait() != 0:
@@ -105,6 +126,7 @@ class VideoWriter:
                     )
             else:
                 process.kill()
+                self._drain()
                 process.wait()
         except BaseException as failure:
             self._output.__exit__(type(failure), failure, failure.__traceback__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -23,6 +24,7 @@ import numpy as np
 
 from ltx_backend import events
 from ltx_backend.events import Emit, Phase
+from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.audio import write_wav
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.video import VideoWriter, to_uint8
@@ -310,8 +312,6 @@ class Engine:
                     del decoder, vocoder
                     _free()
                     wav = write_wav(Path(folder) / "audio.wav", wave, rate)
-                    if request.audio_output_path:
-                        audio_path = str(write_wav(request.audio_output_path, wave, rate))
             cancel.check()
             with timer.phase(Phase.VIDEO_DECODE):
                 decoder = load_video_decoder(self.checkpoint, self.dtype)
@@ -326,6 +326,10 @@ class Engine:
                         writer.write(to_uint8(np.array(chunk[0])))
                 del decoder
                 _free()
+            if wav is not None and request.audio_output_path:  # only once the video exists: all or nothing
+                with atomic_output(request.audio_output_path) as temporary:
+                    shutil.copyfile(wav, temporary)
+                audio_path = str(Path(request.audio_output_path))
         return audio_path
 
 

@@ -148,6 +148,7 @@ class Progress(Reply, tag="progress", omit_defaults=True):  # absent fields do n
 
 
 class Heartbeat(Reply, tag="heartbeat"):
+    id: str | None
     job_id: str | None
     phase: str | None
     elapsed: float

@@ -150,11 +150,12 @@ class Server:
         request_id = None
         try:  # echo the id when the line is JSON at all
             raw = msgspec.json.decode(line)
-            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                request_id = raw["id"]
-            if code is ErrorCode.UNKNOWN_TYPE or (isinstance(raw, dict) and "type" not in raw):
-                code = ErrorCode.UNKNOWN_TYPE
-                message = f"unknown or missing message type {raw.get('type')!r}" if isinstance(raw, dict) else message
+            if not isinstance(raw, dict):
+                code, message = ErrorCode.PARSE_ERROR, f"a line must be one JSON object, not {type(raw).__name__}"
+            else:
+                request_id = raw["id"] if isinstance(raw.get("id"), str) else None
+                if code is ErrorCode.UNKNOWN_TYPE or not isinstance(raw.get("type"), str) or raw["type"] not in _TYPES:
+                    code, message = ErrorCode.UNKNOWN_TYPE, f"unknown or missing message type {raw.get('type')!r}"
         except msgspec.DecodeError:
             pass
         hints = {
@@ -162,7 +163,7 @@ class Server:
             ErrorCode.UNKNOWN_TYPE: "Use one of: " + ", ".join(_TYPES) + ".",
             ErrorCode.INVALID_PARAMS: "Check the field types against protocol/PROTOCOL.md.",
         }
-        field_path = message.split("at `$.", 1)[1].split("`", 1)[0] if "at `$." in message else None
+        field_path = _field_path(message) if code is ErrorCode.INVALID_PARAMS else None
         self.send(m.Error(request_id, code.value, message, hints[code], None, field_path))
 
     def _dispatch(self, request: m.HostMessage) -> None:
@@ -173,9 +174,8 @@ class Server:
         elif isinstance(request, m.ValidateEnv):
             self.send(self._environment.report(request))
         elif isinstance(request, m.Shutdown):
-            self._cancel_all()
+            self._stop()  # the running job reports `cancelled` before `bye`
             self.send(m.Bye(request.id))
-            self._stopping.set()
         elif isinstance(request, m.Generate):
             self._enqueue(self._prepare_generation(request))
         else:  # load, unload
@@ -203,7 +203,12 @@ class Server:
         if not request.output_path:
             raise LtxError(ErrorCode.INVALID_PARAMS, "output_path is required", "Give an absolute .mp4 path.",
                            field="output_path")  # fmt: skip
-        generation = validate(GenerationRequest(**fields))
+        try:
+            generation = validate(GenerationRequest(**fields))
+        except LtxError as error:  # report the protocol's field names
+            if isinstance(error.details.get("field"), str):
+                error.details["field"] = error.details["field"].replace(".frame_index", ".frame_idx")
+            raise
         return Job(self._new_job_id(), request, CancelToken(), generation, list(generation.warnings))
 
     def _cancel(self, request: m.Cancel) -> None:
@@ -218,7 +223,8 @@ class Server:
         elif running is not None and running.job_id == target and running.cancel is not None:
             running.cancel.cancel()  # the worker sends `cancelled` when the engine stops (within one step)
         else:
-            self.send(m.Error(request.id, ErrorCode.JOB_NOT_FOUND.value, f"no queued or running job {target!r}",
+            what = f"no queued or running job {target!r}" if target else "no job is running or queued"
+            self.send(m.Error(request.id, ErrorCode.JOB_NOT_FOUND.value, what,
                               "Jobs that already finished cannot be cancelled; see `status`.", target))  # fmt: skip
 
     def _status(self, request_id: str | None) -> m.StatusReport:
@@ -322,6 +328,7 @@ class Server:
         for warning in job.warnings:
             emit(events.Warning(warning))
         result = self._engine.generate(job.generation, job.cancel, emit)
+        self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0))
         self.send(
             m.Result(
                 job.request.id, job.job_id, result.video_path, result.audio_path, result.seed, result.width,
@@ -354,7 +361,16 @@ class Server:
             if running is not None and quiet >= self._heartbeat_s:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
-                self.send(m.Heartbeat(running.job_id, phase, round(elapsed, 2)))
+                self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)))
+
+
+def _field_path(message: str) -> str | None:
+    """msgspec's "... - at `$.keyframes[0]`" (+ "missing required field `path`") -> "keyframes[0].path"."""
+    path = message.split("at `$.", 1)[1].split("`", 1)[0] if "at `$." in message else None
+    if "missing required field `" in message:
+        missing = message.split("missing required field `", 1)[1].split("`", 1)[0]
+        path = f"{path}.{missing}" if path else missing
+    return path
 
 
 _BUG_HINT = "This is a bug in ltx-backend: please report it with the log (serve --log-file)."
