@@ -60,21 +60,21 @@ def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOK
     return float(total)
 
 
-def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int) -> dict:
+def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, compiled: bool = False) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
     from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
-    from ltx_backend.weights.transformer import _quantized_layer
+    from ltx_backend.weights.transformer import quantizable_layer
 
     cfg = section(version)
     config = TransformerConfig.from_section(cfg)
     model = LTXModel(config)
     model.set_dtype(mx.bfloat16)
     if quantize:
-        nn.quantize(model, group_size=64, bits=quantize, class_predicate=_quantized_layer)
+        nn.quantize(model, group_size=64, bits=quantize, class_predicate=quantizable_layer)
     mx.eval(model.parameters())
     weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
     rng = np.random.default_rng(0)
@@ -99,18 +99,24 @@ def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int) 
             context_mask=mx.ones((1, TEXT_TOKENS)),
             rope=model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16),
         )
-        mx.eval(model(video, audio))  # warm-up
+
+        def forward(video: StreamInput = video, audio: StreamInput = audio) -> tuple:
+            return model(video, audio)
+
+        forward = mx.compile(forward) if compiled else forward
+        mx.eval(forward())  # warm-up (and compilation)
         mx.reset_peak_memory()
         start = time.perf_counter()
         for _ in range(repeat):
-            mx.eval(model(video, audio))
+            mx.eval(forward())
         seconds = (time.perf_counter() - start) / repeat
         work = flops(cfg, count)
         results.append({
             "video_tokens": count, "seconds": round(seconds, 4), "peak_gb": round(mx.get_peak_memory() / 1e9, 2),
             "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
         })  # fmt: skip
-    return {"backend": "ltx-backend (MLX)", "device": str(mx.default_device()), "mlx": mx.__version__,
+    backend = "ltx-backend (MLX)" + (", mx.compile" if compiled else "")
+    return {"backend": backend, "device": str(mx.default_device()), "mlx": mx.__version__,
             "weights_gb": round(weights_gb, 2), "quantize": quantize, "results": results}  # fmt: skip
 
 
@@ -180,10 +186,11 @@ def main() -> None:
     parser.add_argument("--quantize", type=int, choices=[4, 8], default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")
+    parser.add_argument("--compile", action="store_true", help="wrap the MLX forward in mx.compile")
     args = parser.parse_args()
     tokens = [int(t) for t in args.tokens.split(",")]
     if args.backend == "mlx":
-        report = run_mlx(args.version, tokens, args.quantize, args.repeat)
+        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile)
     else:
         report = run_ltx_core(args.version, tokens, args.repeat)
     report.update(benchmark="transformer forward", model=f"LTX-{args.version}, random weights, bf16",

@@ -234,3 +234,18 @@ def test_final_latents_match(version: str, run: str) -> None:
     if run != "dev_s1":  # mask-0 tokens never move: the first latent frame is the image latent, bit for bit
         image = np.array(out_video[:, :, :1])
         np.testing.assert_array_equal(image, r["inputs.image_latent"], err_msg=f"{prefix} first frame != image latent")
+
+
+def test_compiled_forward_matches_the_eager_one() -> None:
+    """GPUs trace the forward with mx.compile; traced and eager results agree (fp32, CPU), with perturbations too."""
+    video, audio = initial_states("t23", "distilled_s2")
+    eager = stage_inputs("t23", video, audio)
+    traced = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context, mx.float32,
+                                 compiled=True)  # fmt: skip
+    stg = s.Perturbations(frozenset({1}), frozenset({1}))
+    for perturbations in (s.NO_PERTURBATION, stg, s.NO_PERTURBATION):  # the last one reuses the first trace
+        expected = s.x0_forward(eager, video, audio, 0.9, perturbations=perturbations)
+        got = s.x0_forward(traced, video, audio, 0.9, perturbations=perturbations)
+        for name, a, b in zip(("video", "audio"), expected, got, strict=True):
+            check(f"compiled {name} {perturbations}", b, np.array(a), atol=1e-5)
+    assert len(traced._traced) == 2

@@ -9,7 +9,7 @@ Keyframe conditioning appends tokens; they are dropped again when the stage ends
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
 import numpy as np
@@ -175,6 +175,37 @@ class StageInputs:
     video_rope: object
     audio_rope: object | None
     dtype: mx.Dtype
+    # On GPUs the forward is traced once per stage and perturbation with mx.compile, which fuses the norms,
+    # modulations and activations between the matmuls (H100, LTX-2.0: 0.243 -> 0.144 s at 1536 video tokens,
+    # 0.543 -> 0.460 s at 6144). CPUs skip it: compiling every tiny test shape costs more than it saves.
+    compiled: bool = False
+    _traced: dict = field(default_factory=dict, repr=False)
+
+    def velocity(
+        self, video: StreamInput, audio: StreamInput | None, perturbations: Perturbations
+    ) -> tuple[mx.array, mx.array | None]:
+        if not self.compiled:
+            return self.model(video, audio, perturbations=perturbations)
+        key = (perturbations, audio is None)
+        if key not in self._traced:
+            self._traced[key] = mx.compile(
+                self._traceable(video.rope, None if audio is None else audio.rope, perturbations)
+            )
+        streams = [video] if audio is None else [video, audio]
+        outputs = self._traced[key]([[s.latent, s.timesteps, s.sigma, s.context] for s in streams])
+        return outputs[0], (None if audio is None else outputs[1])
+
+    def _traceable(self, video_rope: object, audio_rope: object | None, perturbations: Perturbations):
+        """The forward as a function of arrays only (the RoPE tables and weights are constants of the stage)."""
+
+        def forward(streams: list[list[mx.array]]) -> list[mx.array]:
+            ropes = [video_rope, audio_rope][: len(streams)]
+            inputs = [StreamInput(*arrays, context_mask=None, rope=r) for arrays, r in zip(streams, ropes, strict=True)]
+            video_out, audio_out = self.model(inputs[0], inputs[1] if len(inputs) > 1 else None,
+                                              perturbations=perturbations)  # fmt: skip
+            return [video_out] if audio_out is None else [video_out, audio_out]
+
+        return forward
 
     @classmethod
     def build(
@@ -185,6 +216,7 @@ class StageInputs:
         video_context: mx.array,
         audio_context: mx.array | None,
         dtype: mx.Dtype,
+        compiled: bool | None = None,
     ) -> StageInputs:
         return cls(
             model,
@@ -193,6 +225,7 @@ class StageInputs:
             model.rope(video.positions, "video", dtype),
             None if audio is None else model.rope(audio.positions, "audio", dtype),
             dtype,
+            compiled="gpu" in str(mx.default_device()) if compiled is None else compiled,
         )
 
 
@@ -221,7 +254,7 @@ def x0_forward(
     ac = stage.audio_context if audio_context is None else audio_context
     v_in = _stream(video, vc, stage.video_rope, sigma, stage.dtype)
     a_in = None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype)
-    v_out, a_out = stage.model(v_in, a_in, perturbations=perturbations)
+    v_out, a_out = stage.velocity(v_in, a_in, perturbations)
 
     def denoised(state: LatentState, velocity: mx.array) -> mx.array:
         t = (state.denoise_mask * sigma)[..., None]
