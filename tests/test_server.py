@@ -135,3 +135,46 @@ def test_bad_lines_never_stop_the_server(backend: Backend) -> None:
     assert codes[2]["field"] == "width" and all(c["hint"] for c in codes[:3])
     assert codes[3] == {"type": "bye", "id": "3"}
     assert backend.process.wait(10) == 0
+
+
+def test_load_downloads_a_missing_repo_with_byte_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with the hub faked: `load` of an uncached repo id downloads it, reporting bytes, then loads."""
+    import io
+
+    from ltx_backend import events
+    from ltx_backend.pipeline import engine as engine_module
+    from ltx_backend.server import server as server_module
+    from ltx_backend.tiny import write_tiny_model
+    from ltx_backend.weights import download
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    fetched: dict[str, Path] = {}
+
+    def fake_download(repo: str, revision: str = "main", emit=events.ignore, **_: object) -> Path:
+        for done in (0, 500, 1000):
+            emit(events.DownloadProgress(repo, done, 1000))
+        fetched[repo] = write_tiny_model(tmp_path / repo.replace("/", "--"))
+        return fetched[repo]
+
+    from ltx_backend.weights import resolve
+
+    real_resolve = resolve.resolve_model
+
+    def resolve_fetched(model: str) -> Path:
+        return fetched.get(model) or real_resolve(model)
+
+    monkeypatch.setattr(download, "download_model", fake_download)
+    monkeypatch.setattr(engine_module, "resolve_model", resolve_fetched)  # as if it had landed in the hub cache
+    monkeypatch.setattr(resolve, "resolve_model", resolve_fetched)
+    output = io.BytesIO()
+    server = server_module.Server(output, progress_interval_s=0)
+    server._worker.start()
+    server.handle_line('{"type":"load","id":"l","model":"test/tiny-ltx"}')
+    deadline = time.monotonic() + 30
+    while b'"loaded"' not in output.getvalue() and b'"error"' not in output.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server._stop()
+    sent = [json.loads(line) for line in output.getvalue().splitlines()]
+    downloads = [msg for msg in sent if msg["type"] == "progress" and msg.get("bytes") is not None]
+    assert [msg["bytes"] for msg in downloads] == [0, 500, 1000] and downloads[-1]["fraction"] == 1.0
+    assert sent[-1]["type"] == "loaded" and sent[-1]["path"] == str(fetched["test/tiny-ltx"])

@@ -12,6 +12,15 @@ from pathlib import Path
 from ltx_backend.errors import ErrorCode, LtxError
 
 
+def _unwritable(target: Path, exc: OSError) -> LtxError:
+    return LtxError(
+        ErrorCode.OUTPUT_WRITE_FAILED,
+        f"Cannot write to {target.parent}: {exc.strerror}",
+        "Choose an output path in a writable directory with free space.",
+        path=str(target),
+    )
+
+
 @contextmanager
 def atomic_output(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it into place, on failure delete it.
@@ -24,12 +33,7 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
     except OSError as exc:
-        raise LtxError(
-            ErrorCode.OUTPUT_WRITE_FAILED,
-            f"Cannot write to {target.parent}: {exc.strerror}",
-            "Choose an output path in a writable directory with free space.",
-            path=str(target),
-        ) from exc
+        raise _unwritable(target, exc) from exc
     os.close(fd)
     temporary = Path(name)
     try:
@@ -48,12 +52,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     except OSError as exc:
-        raise LtxError(
-            ErrorCode.OUTPUT_WRITE_FAILED,
-            f"Cannot write to {target.parent}: {exc.strerror}",
-            "Choose a writable directory with free space.",
-            path=str(target),
-        ) from exc
+        raise _unwritable(target, exc) from exc
     temporary.chmod(0o755)  # mkdtemp makes it private; a model folder is not a secret
     try:
         yield temporary

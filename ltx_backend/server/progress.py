@@ -18,13 +18,14 @@ STAGE_PHASES = {1: Phase.STAGE1, 2: Phase.STAGE2}
 
 
 class ProgressTracker:
-    def __init__(self, request: GenerationRequest) -> None:
+    def __init__(self, request: GenerationRequest | None) -> None:
+        """`request` None: a load job (downloads only)."""
         self.start = time.monotonic()
         self.fraction = 0.0
         self.phase = "queued"
         self._done = 0.0  # weight of finished phases
-        skipped = {Phase.IMAGE_ENCODING} if not request.keyframes else set()
-        skipped |= {Phase.AUDIO_DECODE} if not request.audio else set()
+        skipped = {Phase.IMAGE_ENCODING} if request is None or not request.keyframes else set()
+        skipped |= {Phase.AUDIO_DECODE} if request is not None and not request.audio else set()
         self._total = sum(weight for phase, weight in PHASE_WEIGHTS.items() if phase not in skipped)
 
     @property
@@ -48,6 +49,8 @@ class ProgressTracker:
         elif isinstance(event, events.DownloadProgress):
             self.phase = Phase.DOWNLOAD.value
             extra = {"bytes": event.bytes, "total_bytes": event.total}
+            if event.total:  # a load job's fraction is its download's
+                self._advance(self._total * event.bytes / event.total)
         elif isinstance(event, (events.Warning, events.EnhancedPrompt)):
             extra = {"message": event.message if isinstance(event, events.Warning) else event.prompt}
         else:

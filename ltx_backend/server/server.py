@@ -274,7 +274,7 @@ class Server:
         request = job.request
         try:
             if isinstance(request, m.Load):
-                self.send(self._load(request))
+                self.send(self._load(job))
             elif isinstance(request, m.Unload):
                 self._unload()
                 self.send(m.Unloaded(request.id))
@@ -289,12 +289,18 @@ class Server:
             self.send(m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT,
                               job.job_id))  # fmt: skip
 
-    def _load(self, request: m.Load) -> m.Loaded:
-        from ltx_backend.pipeline.engine import Engine
+    def _load(self, job: Job) -> m.Loaded:
+        from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
 
+        request = job.request
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             self._unload()
+            self._download_missing(job, request.model)
+            model_dir = _local(request.model)
+            has_own_encoder = model_dir is not None and (model_dir / "text_encoder").is_dir()
+            if request.text_encoder or not has_own_encoder:
+                self._download_missing(job, request.text_encoder or DEFAULT_TEXT_ENCODER)
             self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
             self._engine_key = key
         engine = self._engine
@@ -308,6 +314,20 @@ class Server:
             engine.checkpoint.quantization,
             str(engine.text_encoder_root),
         )
+
+    def _download_missing(self, job: Job, model: str) -> None:
+        """A repo id that is not in the local cache is downloaded now, with byte progress."""
+        from ltx_backend.weights.download import download_model
+        from ltx_backend.weights.resolve import REPO_ID
+
+        if _local(model) is not None or not REPO_ID.match(model):
+            return  # cached, a path, or the tiny model (resolve_model reports anything else)
+        tracker = ProgressTracker(None)
+        with self._lock:
+            self._tracker = tracker
+        sink = self._progress_sink(job, tracker)
+        sink(events.PhaseStarted(events.Phase.DOWNLOAD, model))
+        download_model(model, emit=sink)
 
     def _unload(self) -> None:
         import gc
@@ -362,6 +382,16 @@ class Server:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
                 self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)))
+
+
+def _local(model: str) -> Path | None:
+    """The local directory of a model that needs no download, or None."""
+    from ltx_backend.weights.resolve import resolve_model
+
+    try:
+        return resolve_model(model)
+    except LtxError:
+        return None
 
 
 def _field_path(message: str) -> str | None:
