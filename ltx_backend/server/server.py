@@ -262,32 +262,33 @@ class Server:
                 self._pending.remove(job)
                 self._running = job
             try:
-                self._run(job)
+                terminal = self._run(job)
             finally:
-                with self._lock:
+                with self._lock:  # no longer running before the host hears it ended (queue positions stay exact)
                     self._running = None
                     self._tracker = None
+            self.send(terminal)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> m.Reply:
+        """Run one job; its terminal message (sent by the caller once the job no longer counts as running)."""
         from ltx_backend.pipeline.engine import Cancelled
 
         request = job.request
         try:
             if isinstance(request, m.Load):
-                self.send(self._load(job))
-            elif isinstance(request, m.Unload):
+                return self._load(job)
+            if isinstance(request, m.Unload):
                 self._unload()
-                self.send(m.Unloaded(request.id))
-            else:
-                self._generate(job)
+                return m.Unloaded(request.id)
+            return self._generate(job)
         except Cancelled:
-            self.send(m.Cancelled(request.id, job.job_id))
+            return m.Cancelled(request.id, job.job_id)
         except LtxError as error:
-            self._error(request.id, error, job.job_id)
+            return m.Error(request.id, error.code.value, error.message, error.hint, job.job_id,
+                           error.details.get("field"))  # fmt: skip
         except Exception as exc:
             log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
-            self.send(m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT,
-                              job.job_id))  # fmt: skip
+            return m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT, job.job_id)
 
     def _load(self, job: Job) -> m.Loaded:
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
@@ -338,7 +339,7 @@ class Server:
         gc.collect()
         mx.clear_cache()
 
-    def _generate(self, job: Job) -> None:
+    def _generate(self, job: Job) -> m.Result:
         if self._engine is None:
             raise LtxError(ErrorCode.MODEL_NOT_LOADED, "no model is loaded", 'Send {"type":"load","model":...} first.')
         tracker = ProgressTracker(job.generation)
@@ -349,12 +350,10 @@ class Server:
             emit(events.Warning(warning))
         result = self._engine.generate(job.generation, job.cancel, emit)
         self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0))
-        self.send(
-            m.Result(
-                job.request.id, job.job_id, result.video_path, result.audio_path, result.seed, result.width,
-                result.height, result.num_frames, result.fps, result.has_audio, result.sampler, list(result.steps),
-                result.prompt, result.timings, result.peak_memory_gb, job.warnings,
-            )
+        return m.Result(
+            job.request.id, job.job_id, result.video_path, result.audio_path, result.seed, result.width,
+            result.height, result.num_frames, result.fps, result.has_audio, result.sampler, list(result.steps),
+            result.prompt, result.timings, result.peak_memory_gb, job.warnings,
         )  # fmt: skip
 
     def _progress_sink(self, job: Job, tracker: ProgressTracker) -> Callable[[events.Event], None]:
