@@ -22,18 +22,11 @@ def _install_location() -> tuple[str, bool]:
 
 
 def _cached(model: str | None) -> bool | None:
+    from ltx_backend.weights.resolve import TINY_MODELS, find_local
+
     if model is None:
         return None
-    from ltx_backend.errors import LtxError
-    from ltx_backend.weights.resolve import resolve_model
-
-    if model.startswith("tiny"):
-        return True  # written on demand, offline
-    try:
-        resolve_model(model)
-    except LtxError:
-        return False
-    return True
+    return model in TINY_MODELS or find_local(model) is not None  # the tiny models need no download (nor writing now)
 
 
 class EnvironmentCache:

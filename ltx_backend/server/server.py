@@ -82,10 +82,6 @@ class Server:
                 self._stopping.set()  # the host is gone
             self._last_sent = time.monotonic()
 
-    def _error(self, request_id: str | None, error: LtxError, job_id: str | None = None) -> None:
-        detail = error.details.get("field")
-        self.send(m.Error(request_id, error.code.value, error.message, error.hint, job_id, detail))
-
     # --- the loop -------------------------------------------------------------------------------------------
 
     def serve(self, lines: TextIO) -> int:
@@ -140,11 +136,8 @@ class Server:
             return
         try:
             self._dispatch(request)
-        except LtxError as error:
-            self._error(request.id, error)
         except Exception as exc:  # a bug must not stop the server
-            log.error("handling %r failed:\n%s", line[:200], traceback.format_exc())
-            self.send(m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT))
+            self.send(_error_reply(request.id, exc, None, f"handling {line[:200]!r}"))
 
     def _reject(self, line: str, code: ErrorCode, message: str) -> None:
         request_id = None
@@ -283,22 +276,19 @@ class Server:
             return self._generate(job)
         except Cancelled:
             return m.Cancelled(request.id, job.job_id)
-        except LtxError as error:
-            return m.Error(request.id, error.code.value, error.message, error.hint, job.job_id,
-                           error.details.get("field"))  # fmt: skip
         except Exception as exc:
-            log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
-            return m.Error(request.id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT, job.job_id)
+            return _error_reply(request.id, exc, job.job_id, f"job {job.job_id}")
 
     def _load(self, job: Job) -> m.Loaded:
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
+        from ltx_backend.weights.resolve import find_local
 
         request = job.request
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             self._unload()
             self._download_missing(job, request.model)
-            model_dir = _local(request.model)
+            model_dir = find_local(request.model)
             has_own_encoder = model_dir is not None and (model_dir / "text_encoder").is_dir()
             if request.text_encoder or not has_own_encoder:
                 self._download_missing(job, request.text_encoder or DEFAULT_TEXT_ENCODER)
@@ -319,9 +309,9 @@ class Server:
     def _download_missing(self, job: Job, model: str) -> None:
         """A repo id that is not in the local cache is downloaded now, with byte progress."""
         from ltx_backend.weights.download import download_model
-        from ltx_backend.weights.resolve import REPO_ID
+        from ltx_backend.weights.resolve import REPO_ID, find_local
 
-        if _local(model) is not None or not REPO_ID.match(model):
+        if find_local(model) is not None or not REPO_ID.match(model):
             return  # cached, a path, or the tiny model (resolve_model reports anything else)
         tracker = ProgressTracker(None)
         with self._lock:
@@ -350,11 +340,8 @@ class Server:
             emit(events.Warning(warning))
         result = self._engine.generate(job.generation, job.cancel, emit)
         self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0))
-        return m.Result(
-            job.request.id, job.job_id, result.video_path, result.audio_path, result.seed, result.width,
-            result.height, result.num_frames, result.fps, result.has_audio, result.sampler, list(result.steps),
-            result.prompt, result.timings, result.peak_memory_gb, job.warnings,
-        )  # fmt: skip
+        fields = {**msgspec.structs.asdict(result), "steps": list(result.steps)}
+        return m.Result(id=job.request.id, job_id=job.job_id, warnings=job.warnings, **fields)
 
     def _progress_sink(self, job: Job, tracker: ProgressTracker) -> Callable[[events.Event], None]:
         last = [0.0]
@@ -383,14 +370,12 @@ class Server:
                 self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)))
 
 
-def _local(model: str) -> Path | None:
-    """The local directory of a model that needs no download, or None."""
-    from ltx_backend.weights.resolve import resolve_model
-
-    try:
-        return resolve_model(model)
-    except LtxError:
-        return None
+def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, what: str) -> m.Error:
+    """An `LtxError` as the protocol's `error`; anything else is a bug: logged with its traceback, `internal`."""
+    if isinstance(exc, LtxError):
+        return m.Error(request_id, exc.code.value, exc.message, exc.hint, job_id, exc.details.get("field"))
+    log.error("%s failed:\n%s", what, traceback.format_exc())
+    return m.Error(request_id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT, job_id)
 
 
 def _field_path(message: str) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ltx_backend.errors import ErrorCode, LtxError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+TINY_MODELS = ("tiny", "tiny-2.3")  # the built-in random-weight models, written on demand
 
 
 def hub_cache_dir() -> Path:
@@ -36,7 +37,7 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
 
 def resolve_model(model: str, revision: str = "main") -> Path:
     """A local directory or file for `model` (a path, a cached repo id, ``tiny``/``tiny-2.3``); never downloads."""
-    if model in ("tiny", "tiny-2.3") and not Path(model).exists():
+    if model in TINY_MODELS and not Path(model).exists():
         from ltx_backend.tiny import ensure_tiny_model
 
         return ensure_tiny_model(model.removeprefix("tiny-") if "-" in model else "2.0")
@@ -61,3 +62,11 @@ def resolve_model(model: str, revision: str = "main") -> Path:
             cache=str(hub_cache_dir()),
         )
     return snapshot
+
+
+def find_local(model: str) -> Path | None:
+    """What `resolve_model` gives, or None where it would raise: the model would have to be downloaded first."""
+    try:
+        return resolve_model(model)
+    except LtxError:
+        return None
