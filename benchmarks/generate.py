@@ -20,9 +20,10 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from text_encode import gemma_config  # benchmarks/ is on sys.path when this script runs
 
 from ltx_backend.models.audio_vae import AudioDecoder, AudioVAEConfig
-from ltx_backend.models.gemma3 import Gemma3Config, Gemma3TextModel
+from ltx_backend.models.gemma3 import Gemma3TextModel
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProcessorConfig
 from ltx_backend.models.transformer import LTXModel, TransformerConfig
 from ltx_backend.models.upsampler import LatentUpsampler, UpsamplerConfig
@@ -33,10 +34,6 @@ from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.pipeline.text import TextEncoder, load_tokenizer
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.transformer import LTX2_TRANSFORMER_SECTION, quantizable_layer
-
-GEMMA_12B = {"hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48, "num_attention_heads": 16,
-             "num_key_value_heads": 8, "head_dim": 256, "query_pre_attn_scalar": 256, "vocab_size": 262208,
-             "sliding_window": 1024}  # fmt: skip
 
 
 def _ready(module: nn.Module, dtype: mx.Dtype | None) -> nn.Module:
@@ -54,9 +51,7 @@ def install_random_loaders(tokenizer_root: Path) -> None:
         def __init__(self, root: Path, dtype: mx.Dtype | None = None) -> None:
             self.root = Path(root)
             self.tokenizer = load_tokenizer(tokenizer_root)
-            layers = GEMMA_12B["num_hidden_layers"]
-            types = tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers))
-            self.model = _ready(Gemma3TextModel(Gemma3Config(**GEMMA_12B, layer_types=types)), dtype)
+            self.model = _ready(Gemma3TextModel(gemma_config("12b")), dtype)
 
     def transformer(ckpt, dtype=None, quantize=None):
         model = _ready(LTXModel(TransformerConfig.from_section(LTX2_TRANSFORMER_SECTION)), dtype)

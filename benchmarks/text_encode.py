@@ -36,10 +36,15 @@ def matmul_flops(c: Gemma3Config, tokens: int) -> float:
     return c.num_hidden_layers * (projections + mlp + attention)
 
 
+def gemma_config(size: str) -> Gemma3Config:
+    """A published Gemma 3 text config ("12b" or "4b"): 5 sliding-window layers, then one global, repeated."""
+    layers = SIZES[size]["num_hidden_layers"]
+    types = tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers))
+    return Gemma3Config(**SIZES[size], head_dim=256, query_pre_attn_scalar=256, layer_types=types)
+
+
 def run(size: str, quantize: int | None, repeat: int) -> dict:
-    config = Gemma3Config(**SIZES[size], head_dim=256, query_pre_attn_scalar=256,
-                          layer_types=tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
-                                            for i in range(SIZES[size]["num_hidden_layers"])))  # fmt: skip
+    config = gemma_config(size)
     model = Gemma3TextModel(config)
     model.set_dtype(mx.bfloat16)
     if quantize:

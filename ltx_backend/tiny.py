@@ -29,21 +29,19 @@ from ltx_backend.models.transformer import LTXModel, TransformerConfig
 from ltx_backend.models.upsampler import LatentUpsampler, UpsamplerConfig
 from ltx_backend.models.video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
 from ltx_backend.models.vocoder import Vocoder, VocoderConfig
-from ltx_backend.weights.transformer import quantizable_layer
+from ltx_backend.weights.transformer import LTX2_TRANSFORMER_SECTION, quantizable_layer
 
 SEED = 20260101
 NAME = "tiny"  # what --model accepts for it
 TEXT_ENCODER_ASSETS = "tiny_text_encoder"
 
+# The real LTX-2.0 transformer section with only the sizes shrunk.
 TRANSFORMER = {
-    "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 8, "out_channels": 8, "num_layers": 2,
-    "cross_attention_dim": 32, "caption_channels": 64, "norm_eps": 1e-06, "audio_num_attention_heads": 2,
-    "audio_attention_head_dim": 8, "audio_in_channels": 16, "audio_out_channels": 16,
-    "audio_cross_attention_dim": 16, "positional_embedding_theta": 10000.0,
-    "positional_embedding_max_pos": [20, 2048, 2048], "audio_positional_embedding_max_pos": [20],
-    "timestep_scale_multiplier": 1000, "av_ca_timestep_scale_multiplier": 1000, "rope_type": "split",
-    "frequencies_precision": "float64", "use_middle_indices_grid": True, "connector_num_attention_heads": 2,
-    "connector_attention_head_dim": 32, "connector_num_layers": 1, "connector_num_learnable_registers": 128,
+    **LTX2_TRANSFORMER_SECTION, "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 8,
+    "out_channels": 8, "num_layers": 2, "cross_attention_dim": 32, "caption_channels": 64,
+    "audio_num_attention_heads": 2, "audio_attention_head_dim": 8, "audio_in_channels": 16, "audio_out_channels": 16,
+    "audio_cross_attention_dim": 16, "connector_num_attention_heads": 2, "connector_attention_head_dim": 32,
+    "connector_num_layers": 1,
 }  # fmt: skip
 VAE = {
     "dims": 3, "in_channels": 3, "latent_channels": 8, "out_channels": 3, "patch_size": 4, "norm_layer": "pixel_norm",
