@@ -21,18 +21,17 @@ Run from the repository root with the reference venv (PyTorch CPU + ltx-core; to
 from __future__ import annotations
 
 import copy
-import io
+import functools
 import json
 import math
 import shutil
 import sys
 import types
-import zipfile
 from pathlib import Path
 
+import fixture_io  # this folder's shared fixture writers (the script's folder is on sys.path)
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 
@@ -62,7 +61,10 @@ INPUT_SEED = 1234
 # Target RMS of the vocoders' pre-activation output: the final tanh/clamp saturates on at most a few percent of the
 # samples (but the ltx23 clamps are still exercised).
 TARGET_RMS = 0.45
-FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# The shared fixture writers, bound to this script's output folder and storage dtype.
+save_safetensors = functools.partial(fixture_io.save_safetensors, dtype=torch.float32, root=OUT_DIR)
+write_json = fixture_io.write_json
+save_npz = functools.partial(fixture_io.save_npz, dtype=np.float32)
 
 # ---------------------------------------------------------------------------
 # Configs (ltx-core checkpoint "config" metadata layout)
@@ -308,25 +310,6 @@ def split_vocoder(version: str, vocoder: nn.Module) -> dict:
             value = value.permute(0, 2, 1)
         out[key.removeprefix("vocoder.")] = value
     return out
-
-
-def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tensors = {key: value.detach().to(torch.float32).contiguous().clone() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata=metadata)
-    print(f"  {path.relative_to(OUT_DIR)}: {len(tensors)} tensors, {path.stat().st_size / 1024:.0f} KiB")
-
-
-def write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def save_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Like np.savez, but with fixed zip timestamps so the file is byte-identical across runs."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array, dtype=np.float32))
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_DATE), buf.getvalue())
 
 
 # ---------------------------------------------------------------------------

@@ -22,14 +22,14 @@ files. Run from the repository root with the reference venv (PyTorch CPU + trans
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import re
 import shutil
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import fixture_io  # this folder's shared fixture writers (the script's folder is on sys.path)
 import numpy as np
 import tokenizers
 import torch
@@ -57,7 +57,6 @@ MODEL_DIR = OUT_DIR / "tiny-gemma3"
 MANIFEST = REPO.parent / "shared" / "reference" / "manifests" / "gemma-3-12b-it-mlx.json"  # optional key check
 WEIGHT_SEED = 11  # picked (of 0..19) for a varied greedy continuation without EOS
 STORAGE_DTYPE = torch.bfloat16  # what the checkpoint file holds; references are computed in float32 from it
-FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_LENGTH = 64  # LTX uses 1024 (module_ops_from_gemma_root) / 256 (LTXVGemmaTokenizer default); same code path
 MAX_NEW_TOKENS = 12
 
@@ -238,6 +237,9 @@ CHAT_MESSAGES = (
     {"role": "system", "content": "you are a helpful assistant. describe the scene in a short video prompt."},
     {"role": "user", "content": "user prompt: a dog plays in the park."},
 )
+# The shared fixture writers, bound to this script's output folder and storage dtype.
+write_json = functools.partial(fixture_io.write_json, ensure_ascii=False)
+save_npz = fixture_io.save_npz
 
 
 def build_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -752,19 +754,6 @@ def verify_manifest_key_names() -> None:
 
 
 # ---------------------------------------------------------------------------
-
-
-def write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def save_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Like np.savez, but with fixed zip timestamps so the file is byte-identical across runs."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array))
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_DATE), buf.getvalue())
 
 
 def main() -> None:

@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import importlib.util
-import io
 import json
 import re
-import shutil
 import sys
 import types
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import fixture_io  # this folder's shared fixture writers (the script's folder is on sys.path)
 import numpy as np
 import torch
 from ltx_core.conditioning.types.latent_cond import VideoConditionByLatentIndex
@@ -58,7 +57,7 @@ from ltx_core.text_encoders.gemma.encoders.encoder_configurator import (
 )
 from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +67,11 @@ VERSIONS = {"t20": "2.0.0", "t23": "2.3.0"}
 WEIGHT_SEEDS = {"t20": 20, "t23": 23}  # torch.manual_seed for default inits; generators for the randomisation
 INPUT_SEED = 2024
 STORAGE_DTYPE = torch.bfloat16  # what the checkpoint files hold; references are computed in float32 from it
-FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# The shared fixture writers, bound to this script's output folder and storage dtype.
+save_safetensors = functools.partial(fixture_io.save_safetensors, dtype=STORAGE_DTYPE, root=OUT_DIR)
+write_json = fixture_io.write_json
+save_npz = fixture_io.save_npz
+fresh_dir = functools.partial(fixture_io.fresh_dir, OUT_DIR)
 
 
 def _import_pipeline_components() -> type:
@@ -391,32 +394,6 @@ def unified_tensors(transformer: LTXModel, processor: EmbeddingsProcessor) -> di
     out.update({f"connector.{k}": v for k, v in connector_tensors(processor).items()})
     out.update(projection_tensors(processor))
     return out
-
-
-def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tensors = {key: value.detach().to(STORAGE_DTYPE).contiguous().clone() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata=metadata)
-    print(f"  {path.relative_to(OUT_DIR)}: {len(tensors)} tensors, {path.stat().st_size / 1024:.0f} KiB")
-
-
-def write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def save_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Like np.savez, but with fixed zip timestamps so the file is byte-identical across runs."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array))
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_DATE), buf.getvalue())
-
-
-def fresh_dir(name: str) -> Path:
-    directory = OUT_DIR / name
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    return directory
 
 
 def official_path(version: str) -> Path:

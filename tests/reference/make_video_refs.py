@@ -24,12 +24,12 @@ Run from the repository root with the reference venv (PyTorch CPU + ltx-core):
 from __future__ import annotations
 
 import copy
-import io
+import functools
 import json
 import shutil
-import zipfile
 from pathlib import Path
 
+import fixture_io  # this folder's shared fixture writers (the script's folder is on sys.path)
 import numpy as np
 import torch
 from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder
@@ -43,7 +43,7 @@ from ltx_core.model.video_vae.model_configurator import (
 )
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 from ltx_core.model.video_vae.video_vae import VideoDecoder, VideoEncoder
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "video"
@@ -53,7 +53,6 @@ VERSIONS = {"v20": "2.0.0", "v23": "2.3.0"}
 LAYOUTS = {"v20": ("official", "unified"), "v23": ("official", "split")}
 INPUT_SEED = 4321
 STORAGE_DTYPE = torch.bfloat16  # what the checkpoint files hold; references are computed in float32 from it
-FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 # Widths are shrunk to keep the files small; our loader decides conv layouts by exact shapes and file evidence, never
 # by channel-count heuristics, so small widths load like big ones. v20's residual compress_all blocks fold their
@@ -72,6 +71,11 @@ UPSAMPLER_LATENT_SHAPE = (1, LATENT_CHANNELS, 3, 4, 6)
 TILING = {"spatial_tile_px": 64, "spatial_overlap_px": 32, "temporal_tile_frames": 24, "temporal_overlap_frames": 8}
 TC_TIMESTEP = 0.07  # explicit timestep for dec20_tc (ltx-core's default, used for frames_default_t, is 0.05)
 TC_NOISE_SEEDS = (7, 8)  # torch.Generator seeds of the dec20_tc decodes (explicit / default timestep)
+# The shared fixture writers, bound to this script's output folder and storage dtype.
+save_safetensors = functools.partial(fixture_io.save_safetensors, dtype=STORAGE_DTYPE, root=OUT_DIR)
+write_json = fixture_io.write_json
+save_npz = fixture_io.save_npz
+fresh_dir = functools.partial(fixture_io.fresh_dir, OUT_DIR)
 
 # ---------------------------------------------------------------------------
 # Configs (ltx-core checkpoint "config" metadata layout)
@@ -306,32 +310,6 @@ def mlx_encoder(encoder: nn.Module, stats: dict) -> dict:
 
 def prefixed(prefix: str, tensors: dict) -> dict:
     return {f"{prefix}.{key}": value for key, value in tensors.items()}
-
-
-def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tensors = {key: value.detach().to(STORAGE_DTYPE).contiguous().clone() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata=metadata)
-    print(f"  {path.relative_to(OUT_DIR)}: {len(tensors)} tensors, {path.stat().st_size / 1024:.0f} KiB")
-
-
-def write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def save_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Like np.savez, but with fixed zip timestamps so the file is byte-identical across runs."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array))
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_DATE), buf.getvalue())
-
-
-def fresh_dir(name: str) -> Path:
-    directory = OUT_DIR / name
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    return directory
 
 
 UPSAMPLER_KINDS = {"up_x2_v10": "x2", "up_x2_v11": "x2", "up_x1_5": "x1_5", "up_t2": "t2"}
