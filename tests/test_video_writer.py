@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,9 @@ def test_chunks_become_one_video(tmp_path: Path) -> None:
     info = probe(target)
     assert (info.width, info.height, info.frames, info.audio_codec) == (96, 64, 40, None)
     assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
 
 
 def test_an_error_while_writing_leaves_nothing(tmp_path: Path) -> None:

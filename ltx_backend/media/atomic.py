@@ -12,6 +12,12 @@ from pathlib import Path
 from ltx_backend.errors import ErrorCode, LtxError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _unwritable(target: Path, exc: OSError) -> LtxError:
     return LtxError(
         ErrorCode.OUTPUT_WRITE_FAILED,
@@ -36,6 +42,7 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
         raise _unwritable(target, exc) from exc
     os.close(fd)
     temporary = Path(name)
+    temporary.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield temporary
         os.replace(temporary, target)
