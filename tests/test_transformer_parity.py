@@ -87,9 +87,16 @@ def test_rope_tables_match_ltx_core(refs, version: str, name: str) -> None:
     model = load_transformer(open_checkpoint(FIXTURES / name), mx.float32)
     for stream in ("video", "audio"):
         rope = model.rope(refs[f"inputs.{stream}_positions"], stream)
-        assert relative_error(rope.self_attention.cos, refs[f"{version}.rope.{stream}_cos"]) <= 1e-6
-        assert relative_error(rope.self_attention.sin, refs[f"{version}.rope.{stream}_sin"]) <= 1e-6
-        assert relative_error(rope.cross_attention.cos, refs[f"{version}.rope.{stream}_cross_cos"]) <= 1e-6
+
+        def ltx_core_layout(table: mx.array, split: bool = rope.self_attention.split) -> mx.array:
+            return (
+                table.swapaxes(1, 2) if split else table
+            )  # split tables: ours (B, T, H, D/2), ltx-core's (B, H, T, D/2)
+
+        assert relative_error(ltx_core_layout(rope.self_attention.cos), refs[f"{version}.rope.{stream}_cos"]) <= 1e-6
+        assert relative_error(ltx_core_layout(rope.self_attention.sin), refs[f"{version}.rope.{stream}_sin"]) <= 1e-6
+        cross_cos = ltx_core_layout(rope.cross_attention.cos)
+        assert relative_error(cross_cos, refs[f"{version}.rope.{stream}_cross_cos"]) <= 1e-6
 
 
 @pytest.mark.parametrize(("version", "name"), CHECKPOINTS)
