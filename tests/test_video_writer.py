@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 import pytest
 from media_probe import probe
 
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.media.video import VideoWriter
+from ltx_backend.media.video import VideoWriter, to_uint8
 
 
 def chunks(count: int, frames: int = 8) -> list[np.ndarray]:
@@ -44,3 +45,12 @@ def test_ffmpeg_failure_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> N
             writer.write(chunk)
     assert error.value.code is ErrorCode.OUTPUT_WRITE_FAILED and "no.wav" in error.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_frames_convert_to_uint8_as_ltx_core_does() -> None:
+    """Scale [-1, 1] to [0, 255], clip, truncate: the device conversion equals ltx-core's float32 formula."""
+    frames = np.random.default_rng(0).uniform(-1.3, 1.3, (2, 32, 48, 3)).astype(np.float32)
+    frames[0, 0, 0] = [-1.0, 0.0, 1.0]
+    expected = (np.clip((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(mx.array(frames)), expected)
+    assert list(to_uint8(mx.array(frames[:1, :1, :1]))[0, 0, 0]) == [0, 127, 255]
