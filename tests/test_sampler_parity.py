@@ -35,6 +35,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from cycles import cyclic_garbage_after
 
 from ltx_backend.models.transformer import LTXModel, Perturbations
 from ltx_backend.pipeline import sampler as s
@@ -236,16 +237,31 @@ def test_final_latents_match(version: str, run: str) -> None:
         np.testing.assert_array_equal(image, r["inputs.image_latent"], err_msg=f"{prefix} first frame != image latent")
 
 
-def test_compiled_forward_matches_the_eager_one() -> None:
-    """GPUs trace the forward with mx.compile; traced and eager results agree (fp32, CPU), with perturbations too."""
-    video, audio = initial_states("t23", "distilled_s2")
-    eager = stage_inputs("t23", video, audio)
+@pytest.mark.parametrize("model", ["t20", "t23"])
+def test_compiled_forward_matches_the_eager_one(model: str) -> None:
+    """GPUs run the blocks through one shared mx.compile trace; traced and eager results agree (fp32, CPU), with
+    every perturbation, and each (shapes, flags) signature is traced once for the whole stack."""
+    video, audio = initial_states(model, "distilled_s2")
+    eager = stage_inputs(model, video, audio)
     traced = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context, mx.float32,
                                  compiled=True)  # fmt: skip
     stg = s.Perturbations(frozenset({1}), frozenset({1}))
-    for perturbations in (s.NO_PERTURBATION, stg, s.NO_PERTURBATION):  # the last one reuses the first trace
+    isolated = s.Perturbations(skip_cross_modal=True)
+    for perturbations in (s.NO_PERTURBATION, stg, isolated, s.NO_PERTURBATION):  # the last reuses the first trace
         expected = s.x0_forward(eager, video, audio, 0.9, perturbations=perturbations)
         got = s.x0_forward(traced, video, audio, 0.9, perturbations=perturbations)
         for name, a, b in zip(("video", "audio"), expected, got, strict=True):
             check(f"compiled {name} {perturbations}", b, np.array(a), atol=1e-5)
-    assert len(traced._traced) == 2
+    assert traced._blocks.traces == 3  # no flags, STG on block 1, no cross-modal attention
+
+
+def test_a_dropped_compiled_stage_needs_no_garbage_collection() -> None:
+    video, audio = initial_states("t20", "distilled_s2")
+    eager = stage_inputs("t20", video, audio)
+
+    def compiled_pass() -> None:
+        stage = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context, mx.float32,
+                                    compiled=True)  # fmt: skip
+        mx.eval(s.x0_forward(stage, video, audio, 0.9))
+
+    assert cyclic_garbage_after(compiled_pass) == []

@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten
 from ltx_backend.models.rope import audio_positions, video_positions
 from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
 from ltx_backend.weights.checkpoint import open_checkpoint
-from ltx_backend.weights.transformer import load_transformer
+from ltx_backend.weights.transformer import load_transformer, quantizable_layer
 
 SECTION = {  # widths that are multiples of the 64-wide quantization groups, 2 blocks
     "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16, "out_channels": 16, "num_layers": 2,
@@ -69,6 +69,7 @@ def dequantized_copy(model: LTXModel) -> LTXModel:
             value = mx.dequantize(value, layer.scales, layer.biases, layer.group_size, layer.bits)
         pairs.append((key, value))
     copy = LTXModel(TransformerConfig.from_section(SECTION))
+    copy.fuse_projections()  # the loaded model's layout
     copy.load_weights(pairs, strict=True)
     return copy
 
@@ -80,7 +81,8 @@ def test_quantized_transformer_matches_its_dequantized_weights(tmp_path: Path, b
     ckpt = open_checkpoint(write_split(tmp_path / "bf16", dict(tree_flatten(source.parameters()))))
     model = load_transformer(ckpt, mx.float32, quantize=bits)
     layers = [path for path, module in model.named_modules() if isinstance(module, nn.QuantizedLinear)]
-    assert len(layers) == 2 * (6 * 4 + 4)  # per block: 6 attentions x (q, k, v, out) + 2 feed-forwards x 2
+    # per block: 2 self-attentions x (qkv, out), 4 cross-attentions x (q, kv, out), 2 feed-forwards x (in, out)
+    assert len(layers) == 2 * (2 * 2 + 4 * 3 + 2 * 2)
     assert not any("gate_logits" in path or "adaln" in path for path in layers)
 
     video, audio = inputs(model)
@@ -96,15 +98,15 @@ def test_quantized_transformer_matches_its_dequantized_weights(tmp_path: Path, b
 
 def test_prequantized_split_checkpoint_loads_as_stored(tmp_path: Path) -> None:
     mx.random.seed(12)
-    source = LTXModel(TransformerConfig.from_section(SECTION))
-    bf16 = open_checkpoint(write_split(tmp_path / "bf16", dict(tree_flatten(source.parameters()))))
-    quantized = load_transformer(bf16, mx.float32, quantize=4)
+    quantized = LTXModel(TransformerConfig.from_section(SECTION))  # quantized as MLX conversions store it
+    nn.quantize(quantized, group_size=64, bits=4, class_predicate=quantizable_layer)
     stored = dict(tree_flatten(quantized.parameters()))
     assert stored["transformer_blocks.0.attn1.to_q.weight"].dtype == mx.uint32
 
     ckpt = open_checkpoint(write_split(tmp_path / "q4", stored, quantized_bits=4))
     assert ckpt.quantization == {"bits": 4, "group_size": 64}
     loaded = load_transformer(ckpt, mx.float32)
+    quantized.fuse_projections()  # as the loader does
     video, audio = inputs(loaded)
     for a, b in zip(loaded(video, audio), quantized(video, audio), strict=True):
         np.testing.assert_array_equal(np.array(a), np.array(b))

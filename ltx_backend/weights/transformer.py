@@ -71,6 +71,7 @@ def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: 
     load_module(model, component, sanitize_transformer_key, dtype)
     if quantize is not None and not component.quantized_paths:
         nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
+    model.fuse_projections()
     return model
 
 
