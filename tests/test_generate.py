@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from cycles import cyclic_garbage_after
 from media_probe import frames, probe
 
 from ltx_backend import events
@@ -59,9 +61,11 @@ def run(engine: Engine, tmp_path: Path, **fields) -> tuple[events.Result, list[e
 
 
 def test_text_to_video_with_audio(any_engine: Engine, tmp_path: Path) -> None:
+    start = time.perf_counter()
     result, seen = run(
         any_engine, tmp_path, output_path=str(tmp_path / "clip.mp4"), audio_output_path=str(tmp_path / "a.wav")
     )
+    wall = time.perf_counter() - start
     info = probe(result.video_path)
     assert (info.video_codec, info.pixel_format, info.width, info.height) == ("h264", "yuv420p", 128, 128)
     assert info.frames == 9 and info.fps == 24
@@ -73,10 +77,20 @@ def test_text_to_video_with_audio(any_engine: Engine, tmp_path: Path) -> None:
     phases = [e.phase for e in seen if isinstance(e, events.PhaseFinished)]
     assert phases == [events.Phase.TEXT_ENCODING, events.Phase.LOAD, events.Phase.STAGE1, events.Phase.UPSAMPLE,
                       events.Phase.STAGE2, events.Phase.AUDIO_DECODE, events.Phase.VIDEO_DECODE]  # fmt: skip
+    # Each phase's own seconds, every weight load under "load": together they are the job's wall time.
+    assert set(result.timings) == {phase.value for phase in phases}
+    assert 0.9 * wall <= sum(result.timings.values()) <= wall
+    text_event = next(e for e in seen if isinstance(e, events.PhaseFinished) and e.phase is events.Phase.TEXT_ENCODING)
+    assert result.timings["text_encoding"] < text_event.seconds  # the encoder's load moved to "load"
     steps = [(e.stage, e.step) for e in seen if isinstance(e, events.DenoiseStep)]
     assert steps == [(1, i) for i in range(1, 9)] + [(2, i) for i in range(1, 4)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "clip.mp4"]  # no temporary left behind
     msgspec.json.decode(msgspec.json.encode(result), type=events.Result)  # the result serialises
+
+
+def test_no_reference_cycle_holds_model_memory(engine: Engine, tmp_path: Path) -> None:
+    """The engine frees each model by dropping it, without gc.collect(): nothing may sit in a reference cycle."""
+    assert cyclic_garbage_after(lambda: run(engine, tmp_path)) == []
 
 
 def test_video_only_has_no_audio_stream(any_engine: Engine, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ as (1, tokens, hidden, layers + 1), the layout the feature extractor reads.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import Callable
@@ -108,7 +107,6 @@ class TextEncoder:
     def release(self) -> None:
         """Free the model's memory before denoising (the transformer needs it)."""
         self.model = None
-        gc.collect()
         mx.clear_cache()
 
 
