@@ -5,23 +5,32 @@
 
 Every model has its real size and config but random weights (no real checkpoint can be downloaded here): the
 loaders are swapped for builders of random-weight modules, everything else (tokenisation, the two stages, the
-upsampler, tiled decoding, ffmpeg muxing) is the code a user runs. Load time is therefore not representative;
-every other phase is. Prints one JSON document: per-phase seconds, total, peak memory.
+upsampler, tiled decoding, ffmpeg muxing) is the code a user runs. Load time is therefore not representative
+(``wall_excluding_load_s`` leaves it out); every other phase is, except that random weights decode to noise,
+x264's worst case: ``x264_on_test_pattern`` times the encoder on moving content of the same size. Prints one
+JSON document: per-phase seconds (each phase's own; all weight loading under ``load``), total, peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import itertools
 import json
 import platform
+import pstats
 import tempfile
 import time
 from pathlib import Path
 
+import imageio_ffmpeg
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from text_encode import gemma_config  # benchmarks/ is on sys.path when this script runs
 
+from ltx_backend import events
+from ltx_backend.media.video import VideoWriter
 from ltx_backend.models.audio_vae import AudioDecoder, AudioVAEConfig
 from ltx_backend.models.gemma3 import Gemma3TextModel
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProcessorConfig
@@ -57,6 +66,7 @@ def install_random_loaders(tokenizer_root: Path) -> None:
         model = _ready(LTXModel(TransformerConfig.from_section(LTX2_TRANSFORMER_SECTION)), dtype)
         if quantize:
             nn.quantize(model, group_size=64, bits=quantize, class_predicate=quantizable_layer)
+        model.fuse_projections()  # as load_transformer does
         return model
 
     def processor(ckpt, dtype=None, hidden=3840, states=49):
@@ -74,6 +84,21 @@ def install_random_loaders(tokenizer_root: Path) -> None:
     e.load_vocoder = lambda ckpt, dtype=None: _ready(Vocoder(VocoderConfig.from_section(LTX2_VOCODER_SECTION)), dtype)
 
 
+def encode_test_pattern(folder: Path, width: int, height: int, frames: int, fps: float = 24.0) -> dict:
+    """x264 on moving content (ffmpeg's testsrc2 pattern) instead of the noise random weights decode to, which is
+    x264's worst case: seconds to encode the clip the way the engine hands it over (all frames after decoding)."""
+    source = imageio_ffmpeg.read_frames(
+        f"testsrc2=size={width}x{height}:rate={fps}:duration={frames / fps}", input_params=["-f", "lavfi"]
+    )
+    next(source)  # metadata
+    clip = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in source][:frames])
+    path = folder / "pattern.mp4"
+    start = time.perf_counter()
+    with VideoWriter(path, width, height, fps) as writer:
+        writer.write(clip)
+    return {"encode_s": round(time.perf_counter() - start, 3), "frames": len(clip), "mp4_bytes": path.stat().st_size}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=768)
@@ -82,6 +107,7 @@ def main() -> None:
     parser.add_argument("--tiling", default="auto")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--runs", type=int, default=2, help="the first run warms up kernels; the last is reported")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the last run (by cumulative time)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -95,17 +121,35 @@ def main() -> None:
                 output_path=str(Path(folder) / f"out{run}.mp4"),
                 width=args.width, height=args.height, num_frames=args.frames, seed=run, tiling=args.tiling,
             )  # fmt: skip
+            step_times: dict[int, list[float]] = {1: [], 2: []}
+            profiler = cProfile.Profile() if args.profile and run == args.runs - 1 else None
+
+            def on_event(event: object, step_times: dict = step_times) -> None:
+                if isinstance(event, events.DenoiseStep):
+                    step_times[event.stage].append(time.perf_counter())
+
             start = time.perf_counter()
-            result = engine.generate(request)
-            runs.append({"wall_s": round(time.perf_counter() - start, 2), "phases_s": result.timings,
+            if profiler:
+                profiler.enable()
+            result = engine.generate(request, emit=on_event)
+            wall = time.perf_counter() - start
+            if profiler:
+                profiler.disable()
+                with open(args.profile, "w") as stream:
+                    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(80)
+            steps = {f"stage{stage}": [round(b - a, 3) for a, b in itertools.pairwise(times)]
+                     for stage, times in step_times.items()}  # fmt: skip
+            runs.append({"wall_s": round(wall, 2), "wall_excluding_load_s": round(wall - result.timings["load"], 2),
+                         "phases_s": result.timings, "step_s_after_the_first": steps,
                          "peak_memory_gb": result.peak_memory_gb,
                          "mp4_bytes": Path(result.video_path).stat().st_size})  # fmt: skip
+        x264 = encode_test_pattern(Path(folder), args.width, args.height, args.frames)
     print(json.dumps({
         "benchmark": "generate", "model": "LTX-2.0 distilled (random weights) + Gemma 3 12B", "device":
         str(mx.default_device()), "machine": platform.machine(), "dtype": str(engine.dtype),
         "quantize": args.quantize, "size": [args.width, args.height, args.frames], "tiling": args.tiling,
         "note": "load phases build random modules: not representative of checkpoint loading",
-        "runs": runs,
+        "runs": runs, "x264_on_test_pattern": x264,
     }, indent=2))  # fmt: skip
 
 

@@ -1,0 +1,151 @@
+"""Where one full-size LTX-2.0 transformer block spends its time (random bf16 weights): the parts, then the block.
+
+    python benchmarks/transformer_profile.py               # stage-2 shapes: 6144 video, 126 audio, 1024 text tokens
+    python benchmarks/transformer_profile.py --video 1536  # stage-1 shapes
+
+Times the matrix products at the block's shapes (with TFLOP/s), the four attentions (``mx.fast``
+scaled_dot_product_attention, fed as the block feeds it), RoPE and the norms, then one block eager and through
+``CompiledBlocks``; ``x48`` is what 48 such blocks cost. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, section  # benchmarks/ is on sys.path
+
+from ltx_backend.models.rope import apply_rotary, audio_positions, video_positions
+from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
+
+
+def seconds(fn: Callable[[], object], repeat: int = 20) -> float:
+    mx.eval(fn())
+    start = time.perf_counter()
+    for _ in range(repeat):
+        mx.eval(fn())
+    return (time.perf_counter() - start) / repeat
+
+
+def matmuls(tokens: int, dim: int) -> dict:
+    """Linear layers of the video stream (with bias, as nn.Linear runs them)."""
+    out = {}
+    for name, (m, k, n) in {
+        "q/k/v/out 4096->4096": (tokens, dim, dim),
+        "fused qkv 4096->12288": (tokens, dim, 3 * dim),
+        "ff in 4096->16384": (tokens, dim, 4 * dim),
+        "ff out 16384->4096": (tokens, 4 * dim, dim),
+        "text k/v 1024 tokens": (TEXT_TOKENS, dim, dim),
+    }.items():
+        layer = nn.Linear(k, n)
+        layer.set_dtype(mx.bfloat16)
+        x = mx.random.normal((1, m, k)).astype(mx.bfloat16)
+        mx.eval(layer.parameters(), x)
+        t = seconds(lambda layer=layer, x=x: layer(x))
+        out[name] = {"ms": round(t * 1e3, 3), "tflop_per_s": round(2 * m * k * n / t / 1e12, 1)}
+    return out
+
+
+def attentions(tokens: int) -> dict:
+    def qkv(q_len: int, kv_len: int, heads: int, head_dim: int, transposed: bool) -> tuple:
+        arrays = []
+        for length in (q_len, kv_len, kv_len):
+            a = mx.random.normal((1, length, heads, head_dim)).astype(mx.bfloat16)
+            arrays.append(a.transpose(0, 2, 1, 3) if transposed else mx.contiguous(a.transpose(0, 2, 1, 3)))
+        mx.eval(arrays)
+        return arrays
+
+    out = {}
+    for name, (q_len, kv_len, heads, head_dim) in {
+        "video self": (tokens, tokens, 32, 128),
+        "video-text": (tokens, TEXT_TOKENS, 32, 128),
+        "audio->video": (tokens, AUDIO_TOKENS, 32, 64),
+        "video->audio": (AUDIO_TOKENS, tokens, 32, 64),
+    }.items():
+        for layout in ("from (B,T,H,D)", "contiguous"):
+            q, k, v = qkv(q_len, kv_len, heads, head_dim, layout != "contiguous")
+            t = seconds(lambda q=q, k=k, v=v, d=head_dim: mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5))
+            flop = 4 * heads * q_len * kv_len * head_dim
+            out[f"{name} {layout}"] = {"ms": round(t * 1e3, 3), "tflop_per_s": round(flop / t / 1e12, 1)}
+    return out
+
+
+def elementwise(model: LTXModel, tokens: int) -> dict:
+    f, h, w = VIDEO_GRIDS[tokens]
+    tables = model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16).self_attention
+    x = mx.random.normal((1, tokens, 4096)).astype(mx.bfloat16)
+    hidden = mx.random.normal((1, tokens, 16384)).astype(mx.bfloat16)
+    shift, scale = (mx.random.normal((1, 1, 4096)).astype(mx.bfloat16) for _ in range(2))
+    mx.eval(tables.cos, tables.sin, x, hidden, shift, scale)
+    rope = lambda: apply_rotary(x, tables)  # noqa: E731
+    modulated = lambda: mx.fast.rms_norm(x, None, 1e-6) * (1 + scale) + shift  # noqa: E731
+    gelu = lambda: nn.gelu_approx(hidden)  # noqa: E731
+    return {
+        name: round(seconds(fn) * 1e3, 3)
+        for name, fn in {
+            "rope eager": rope, "rope compiled": mx.compile(rope),
+            "rms_norm+modulation eager": modulated, "rms_norm+modulation compiled": mx.compile(modulated),
+            "gelu eager": gelu, "gelu compiled": mx.compile(gelu),
+        }.items()
+    }  # fmt: skip
+
+
+def block(tokens: int) -> dict:
+    cfg = {**section("2.0"), "num_layers": 1}
+    config = TransformerConfig.from_section(cfg)
+    model = LTXModel(config)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    model.fuse_projections()  # as load_transformer does
+    f, h, w = VIDEO_GRIDS[tokens]
+    rng = np.random.default_rng(0)
+
+    def stream(count: int, channels: int, context: int, rope) -> StreamInput:
+        return StreamInput(
+            latent=mx.array(rng.standard_normal((1, count, channels)), dtype=mx.bfloat16),
+            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
+            sigma=mx.array([0.9], dtype=mx.bfloat16),
+            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, context)), dtype=mx.bfloat16),
+            context_mask=None,
+            rope=rope,
+        )
+
+    video = stream(tokens, 128, 3840, model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16))
+    audio = stream(AUDIO_TOKENS, 128, 3840, model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16))
+    v, a = model._prepare(video, audio, ""), model._prepare(audio, video, "audio_")
+    mx.eval([s.x for s in (v, a)], [s.context for s in (v, a)], [s.timesteps for s in (v, a)])
+    the_block, compiled = model.transformer_blocks[0], model.compiled_blocks()
+    flags = (False, False, False)
+    out = {"elementwise_ms": elementwise(model, tokens)}
+    for name, fn in {
+        "block eager": lambda: the_block(v, a),
+        "block compiled": lambda: compiled(0, v, a, flags),
+        "block compiled, video only": lambda: compiled(0, v, None, flags),
+        "block compiled, no cross-modal": lambda: compiled(0, v, a, (False, False, True)),
+    }.items():
+        mx.reset_peak_memory()
+        t = seconds(fn)
+        out[name] = {"ms": round(t * 1e3, 2), "x48_s": round(48 * t, 3),
+                     "peak_gb": round(mx.get_peak_memory() / 1e9, 2)}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", type=int, choices=sorted(VIDEO_GRIDS), default=6144)
+    args = parser.parse_args()
+    report = {"benchmark": "transformer block profile", "device": str(mx.default_device()), "mlx": mx.__version__,
+              "video_tokens": args.video, "audio_tokens": AUDIO_TOKENS, "text_tokens": TEXT_TOKENS}  # fmt: skip
+    report["matmul"] = matmuls(args.video, 4096)
+    report["attention"] = attentions(args.video)
+    report.update(block(args.video))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
