@@ -39,6 +39,7 @@ from ltx_backend.models.upsampler import LatentUpsampler, UpsamplerConfig
 from ltx_backend.models.video_vae import LTX2_VAE_SECTION, VideoDecoder, VideoEncoder, VideoVAEConfig
 from ltx_backend.models.vocoder import LTX2_VOCODER_SECTION, Vocoder, VocoderConfig
 from ltx_backend.pipeline import engine as engine_module
+from ltx_backend.pipeline import sampler
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.pipeline.text import TextEncoder, load_tokenizer
 from ltx_backend.tiny import write_tiny_model
@@ -108,7 +109,9 @@ def main() -> None:
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--runs", type=int, default=2, help="the first run warms up kernels; the last is reported")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the last run (by cumulative time)")
+    parser.add_argument("--in-flight", type=int, default=sampler.IN_FLIGHT, help="forward submissions left unfinished")
     args = parser.parse_args()
+    sampler.IN_FLIGHT = args.in_flight
 
     with tempfile.TemporaryDirectory() as folder:
         tiny = write_tiny_model(Path(folder) / "tiny")  # a real checkpoint directory for the engine to open
@@ -147,7 +150,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "generate", "model": "LTX-2.0 distilled (random weights) + Gemma 3 12B", "device":
         str(mx.default_device()), "machine": platform.machine(), "dtype": str(engine.dtype),
-        "quantize": args.quantize, "size": [args.width, args.height, args.frames], "tiling": args.tiling,
+        "quantize": args.quantize, "in_flight": args.in_flight, "size": [args.width, args.height, args.frames],
+        "tiling": args.tiling,
         "note": "load phases build random modules: not representative of checkpoint loading",
         "runs": runs, "x264_on_test_pattern": x264,
     }, indent=2))  # fmt: skip

@@ -69,7 +69,7 @@ def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, 
 
     from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
-    from ltx_backend.pipeline.sampler import SUBMIT_EVERY_BLOCKS
+    from ltx_backend.pipeline.sampler import IN_FLIGHT, SUBMIT_EVERY_BLOCKS  # as the sampler runs it
     from ltx_backend.weights.transformer import quantizable_layer
 
     cfg = section(version)
@@ -106,7 +106,7 @@ def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, 
         blocks = model.compiled_blocks() if compiled else None
 
         def forward(video: StreamInput = video, audio: StreamInput = audio, blocks=blocks) -> tuple:
-            return model(video, audio, compiled=blocks, eval_every=SUBMIT_EVERY_BLOCKS)  # as the sampler runs it
+            return model(video, audio, compiled=blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT)
 
         start = time.perf_counter()
         mx.eval(forward())  # warm-up (and tracing)

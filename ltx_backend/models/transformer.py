@@ -547,16 +547,20 @@ class LTXModel(nn.Module):
         eval_every: int = 0,
         perturbations: Perturbations = NO_PERTURBATION,
         compiled: CompiledBlocks | None = None,
+        in_flight: int = 0,
     ) -> tuple[mx.array | None, mx.array | None]:
         """Velocities for the video and audio tokens (`compiled`: run the blocks through ``compiled_blocks()``).
 
         `eval_every` > 0 submits the work after every that many blocks, so no single GPU command buffer runs for
-        the whole network (macOS's watchdog kills long ones: "Impacting Interactivity"), and each block's
-        temporaries are freed before the next block's graph is built.
+        the whole network (macOS's watchdog kills long ones: "Impacting Interactivity"), and the device works
+        while Python builds the next blocks. A device keeps a submission's temporaries until it completes (about
+        1.3 GB per block at 6144 video tokens), so `in_flight` > 0 bounds the memory: before submitting more, wait
+        until at most that many earlier submissions are unfinished.
         """
         v = self._prepare(video, audio, "") if video is not None else None
         a = self._prepare(audio, video, "audio_") if audio is not None else None
         p = perturbations
+        submitted: list[list[mx.array]] = []
         for index, block in enumerate(self.transformer_blocks):
             flags = (index in p.skip_video_self_attention, index in p.skip_audio_self_attention, p.skip_cross_modal)
             vx, ax = block(v, a, *flags) if compiled is None else compiled(index, v, a, flags)
@@ -565,7 +569,10 @@ class LTXModel(nn.Module):
             if a is not None:
                 a.x = ax
             if eval_every and (index + 1) % eval_every == 0:  # queued, not waited for: Python runs ahead
-                mx.async_eval([s.x for s in (v, a) if s is not None])
+                submitted.append([s.x for s in (v, a) if s is not None])
+                mx.async_eval(submitted[-1])
+                if in_flight and len(submitted) > in_flight:
+                    mx.eval(submitted.pop(0))
         return (
             self._output(v.x, v, "") if v is not None else None,
             self._output(a.x, a, "audio_") if a is not None else None,

@@ -24,10 +24,14 @@ from ltx_backend.models.transformer import (
 )
 
 LATENTS_PER_SECOND = 25.0  # audio: 16 kHz / hop 160 / 4 mel frames per latent
-# The forward is submitted to the device every few blocks, so the GPU runs block k while Python builds the next
-# blocks' graph instead of waiting for the whole 48-block graph (H200, compiled blocks: 0.161 -> 0.111 s per
-# forward at 1536 video tokens, 0.466 -> 0.384 s at 6144; every block or every 12 is slower than every 4).
-SUBMIT_EVERY_BLOCKS = 4
+# The forward is submitted to the device block by block (mx.async_eval), so the GPU runs block k while Python
+# builds block k + 1, and one submission at most is left unfinished, which bounds the temporaries the device
+# holds until a submission completes (LTXModel.__call__). H100, compiled blocks, 6144 | 1536 video tokens:
+#   every 4 blocks, unbounded   0.370 s, 10.6 GB above the weights | 0.114 s, 1.9 GB
+#   every 4 blocks, 1 in flight 0.373 s,  9.6 GB                    | 0.098 s, 2.6 GB
+#   every block, 1 in flight    0.383 s,  3.3 GB                    | 0.097 s, 1.1 GB   <- chosen
+SUBMIT_EVERY_BLOCKS = 1
+IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,12 @@ class StageInputs:
         if self.compiled and self._blocks is None:
             self._blocks = self.model.compiled_blocks()
         return self.model(
-            video, audio, perturbations=perturbations, compiled=self._blocks, eval_every=SUBMIT_EVERY_BLOCKS
+            video,
+            audio,
+            perturbations=perturbations,
+            compiled=self._blocks,
+            eval_every=SUBMIT_EVERY_BLOCKS,
+            in_flight=IN_FLIGHT,
         )
 
     @classmethod
