@@ -62,11 +62,14 @@ def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOK
     return float(total)
 
 
-def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, compiled: bool = False) -> dict:
+def run_mlx(
+    version: str, tokens: list[int], quantize: int | None, repeat: int, compiled: bool = False, qmm: bool = False
+) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
+    from ltx_backend.models.quantized_linear import dequantize_large_products
     from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
     from ltx_backend.pipeline.sampler import IN_FLIGHT, SUBMIT_EVERY_BLOCKS  # as the sampler runs it
@@ -80,6 +83,8 @@ def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, 
         nn.quantize(model, group_size=64, bits=quantize, class_predicate=quantizable_layer)
     mx.eval(model.parameters())
     model.fuse_projections()  # as load_transformer does
+    if quantize and mx.cuda.is_available() and not qmm:  # as the engine does on CUDA
+        dequantize_large_products(model)
     weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
     rng = np.random.default_rng(0)
     ctx_v = config.caption_channels or config.video_dim
@@ -122,7 +127,7 @@ def run_mlx(version: str, tokens: list[int], quantize: int | None, repeat: int, 
             "peak_gb": round(mx.get_peak_memory() / 1e9, 2),
             "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
         })  # fmt: skip
-    backend = "ltx-backend (MLX)" + (", compiled blocks" if compiled else "")
+    backend = "ltx-backend (MLX)" + (", compiled blocks" if compiled else "") + (", qmm" if qmm else "")
     return {"backend": backend, "device": str(mx.default_device()), "mlx": mx.__version__,
             "weights_gb": round(weights_gb, 2), "quantize": quantize, "results": results}  # fmt: skip
 
@@ -194,10 +199,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")
     parser.add_argument("--compile", action="store_true", help="run the blocks through one mx.compile trace")
+    parser.add_argument("--qmm", action="store_true", help="quantized: keep MLX's quantized matmul on CUDA too")
     args = parser.parse_args()
     tokens = [int(t) for t in args.tokens.split(",")]
     if args.backend == "mlx":
-        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile)
+        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile, args.qmm)
     else:
         report = run_ltx_core(args.version, tokens, args.repeat)
     report.update(benchmark="transformer forward", model=f"LTX-{args.version}, random weights, bf16",

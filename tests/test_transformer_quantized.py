@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from ltx_backend.models.quantized_linear import DequantizingLinear, dequantize_large_products
 from ltx_backend.models.rope import audio_positions, video_positions
 from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
 from ltx_backend.weights.checkpoint import open_checkpoint
@@ -110,3 +111,20 @@ def test_prequantized_split_checkpoint_loads_as_stored(tmp_path: Path) -> None:
     video, audio = inputs(loaded)
     for a, b in zip(loaded(video, audio), quantized(video, audio), strict=True):
         np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_dequantized_products_match_the_quantized_kernels(tmp_path: Path, bits: int) -> None:
+    """GPUs multiply many rows through dequantized weights (DequantizingLinear): the same outputs as qmm."""
+    mx.random.seed(13)
+    source = LTXModel(TransformerConfig.from_section(SECTION))
+    model = load_transformer(open_checkpoint(write_split(tmp_path / "bf16", dict(tree_flatten(source.parameters())))),
+                             mx.float32, quantize=bits)  # fmt: skip
+    video, audio = inputs(model)
+    expected = model(video, audio)
+    rows = video.latent.shape[1]
+    assert dequantize_large_products(model, min_rows=rows) == 2 * (2 * 2 + 4 * 3 + 2 * 2)
+    layer = model.transformer_blocks[0].ff.proj_in
+    assert isinstance(layer, DequantizingLinear) and layer.min_rows == rows
+    for got, want in zip(model(video, audio), expected, strict=True):  # video rows dequantized, audio rows not
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.audio import write_wav
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.video import VideoWriter, to_uint8
+from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import memory
@@ -128,6 +129,14 @@ def _compile_blocks() -> bool:
     """GPUs run the transformer blocks through one shared mx.compile trace (see ``CompiledBlocks``). CPUs stay
     eager: MLX compiles CPU kernels with the system C++ compiler, which a user's machine may lack."""
     return "gpu" in str(mx.default_device())
+
+
+def _dequantize_large_products() -> bool:
+    """On CUDA, quantized layers multiply many rows through dequantized weights (models/quantized_linear.py:
+    MLX's CUDA quantized matmul is ~4x slower than its bf16 GEMM at these sizes). Metal keeps its qmm kernels,
+    which this was not measured against."""
+    cuda = getattr(mx, "cuda", None)
+    return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
 
 
 def _free() -> None:
@@ -264,6 +273,8 @@ class Engine:
             audio_context = None
         with timer.phase(Phase.LOAD, "transformer"):
             transformer = load_transformer(self.checkpoint, dtype, self.quantize)
+            if _dequantize_large_products():
+                dequantize_large_products(transformer)
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
