@@ -187,12 +187,11 @@ def test_ltx2_denoise_peak_matches_the_h100_measurements() -> None:
     assert "text_encoding" not in job.phases
     denoise = job.phases["denoising"]
     assert denoise.weights == pytest.approx(37.75e9, rel=0.01)
-    assert 0.75 * 43e9 <= denoise.total <= 1.25 * 48e9
-    assert denoise.total == pytest.approx(48.0e9, rel=0.05)  # stage 2: 6144 video tokens
+    # Measured 41.05 GB (6144 video tokens) and 38.66 GB (1536): the estimate covers both, within 5%.
+    assert 41.05e9 <= denoise.total <= 1.05 * 41.05e9  # stage 2: 6144 video tokens
     # a job whose stage 2 has stage 1's 1536 tokens
-    assert memory.estimate(ckpt, None, request(384, 256, 121), mx.bfloat16).phases["denoising"].total == pytest.approx(
-        43.0e9, rel=0.05
-    )
+    small = memory.estimate(ckpt, None, request(384, 256, 121), mx.bfloat16).phases["denoising"].total
+    assert 38.66e9 <= small <= 1.05 * 38.66e9
     decode = job.phases["video_decode"]  # auto tiling at 768x512x121: 4.05 GB measured
     assert decode.total == pytest.approx(4.05e9, rel=0.1)
     assert memory.estimate(ckpt, None, request(768, 512, 121, tiling="none"), mx.bfloat16).phases[
@@ -209,13 +208,13 @@ def test_ltx2_quantized_weights_and_hints() -> None:
     assert plan.peak_phase.name == "denoising"
 
     with pytest.raises(LtxError) as caught:
-        memory.check(plan, int(45 * GB))
+        memory.check(plan, int(40 * GB))  # bf16 needs 42.3 GB, 8-bit 24.9 GB, 4-bit 15.6 GB
     assert caught.value.code is ErrorCode.INSUFFICIENT_MEMORY
-    assert "denoising" in caught.value.message and "45.0 GB" in caught.value.message
+    assert "denoising" in caught.value.message and "40.0 GB" in caught.value.message
     assert caught.value.hint.startswith("Use --quantize 8")
 
     with pytest.raises(LtxError) as caught:
-        memory.check(plan, int(25 * GB))
+        memory.check(plan, int(20 * GB))
     assert caught.value.hint.startswith("Use --quantize 4")
 
     with pytest.raises(LtxError) as caught:

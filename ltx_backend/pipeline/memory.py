@@ -9,13 +9,14 @@ Working memory (all figures at bf16 compute; float32 doubles them):
 
 * **denoising** (the transformer, resident through stage 1, the x2 upsample and stage 2; stage 2 at full
   resolution is the peak): ``TRANSFORMER_BYTES_PER_PARAM * params + TRANSFORMER_BYTES_PER_TOKEN_CHANNEL *
-  (video_tokens * video_dim + audio_tokens * audio_dim)``. Calibrated on the two H100 measurements of
-  ``benchmarks/transformer_forward.py`` (LTX-2.0, bf16, 18.88 B transformer parameters = 37.75 GB, 126 audio
-  and 1024 text tokens): peak 43.0 GB at 1536 video tokens and 48.0 GB at 6144. The 5.0 GB between them over
-  4608 tokens x 4096 channels gives 265 B per token-channel; the rest, 3.5 GB (runtime workspaces, timestep
-  embeddings, RoPE tables, text context), is 0.186 B per parameter so that smaller models get a smaller one.
-  The fit is linear in tokens (MLX's fused attention does not hold the score matrix); past 6144 tokens it is
-  an extrapolation.
+  (video_tokens * video_dim + audio_tokens * audio_dim)``. Calibrated on the H100 measurements of
+  ``benchmarks/transformer_forward.py --compile`` (126 audio and 1024 text tokens; the forward submitted block
+  by block with one block in flight, as the sampler runs it): LTX-2.0 bf16 (37.75 GB of weights) peaks at
+  38.66 GB at 1536 video tokens and 41.05 GB at 6144; LTX-2.3 Q4 (11.35 GB, large products dequantized on
+  CUDA) at 13.17 and 15.80 GB. Per token-channel, 127 B (bf16) and 139 B (Q4) between the two sizes: 140 B. The
+  rest, up to 0.9 GB at 1536 tokens (runtime workspaces, RoPE tables, text context, Q4's dequantized weights of
+  the blocks in flight), is 0.05 B per parameter. The fit is linear in tokens (MLX's fused attention does not
+  hold the score matrix); past 6144 tokens it is an extrapolation.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
   a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
   layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
@@ -56,8 +57,8 @@ ENV_LIMIT = "LTX_BACKEND_MEMORY_LIMIT_GB"
 GB = 1e9
 
 # Calibration constants (bf16 compute); see the module docstring for where each comes from.
-TRANSFORMER_BYTES_PER_PARAM = 0.186
-TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 265.0
+TRANSFORMER_BYTES_PER_PARAM = 0.05
+TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 140.0
 VAE_BYTES_PER_PARAM = 3.54
 VAE_BYTES_PER_VOXEL = 226.0
 AUDIO_BYTES_PER_SECOND = 64e6
