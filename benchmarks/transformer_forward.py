@@ -63,7 +63,13 @@ def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOK
 
 
 def run_mlx(
-    version: str, tokens: list[int], quantize: int | None, repeat: int, compiled: bool = False, qmm: bool = False
+    version: str,
+    tokens: list[int],
+    quantize: int | None,
+    repeat: int,
+    compiled: bool = False,
+    qmm: bool = False,
+    submit: tuple[int, int] | None = None,
 ) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
@@ -72,7 +78,9 @@ def run_mlx(
     from ltx_backend.models.quantized_linear import dequantize_large_products
     from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
-    from ltx_backend.pipeline.sampler import IN_FLIGHT, SUBMIT_EVERY_BLOCKS  # as the sampler runs it
+    from ltx_backend.pipeline.sampler import IN_FLIGHT, SUBMIT_EVERY_BLOCKS
+
+    every, in_flight = submit or (SUBMIT_EVERY_BLOCKS, IN_FLIGHT)  # by default as the sampler runs it
     from ltx_backend.weights.transformer import quantizable_layer
 
     cfg = section(version)
@@ -111,7 +119,7 @@ def run_mlx(
         blocks = model.compiled_blocks() if compiled else None
 
         def forward(video: StreamInput = video, audio: StreamInput = audio, blocks=blocks) -> tuple:
-            return model(video, audio, compiled=blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT)
+            return model(video, audio, compiled=blocks, eval_every=every, in_flight=in_flight)
 
         start = time.perf_counter()
         mx.eval(forward())  # warm-up (and tracing)
@@ -128,7 +136,8 @@ def run_mlx(
             "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
         })  # fmt: skip
     backend = "ltx-backend (MLX)" + (", compiled blocks" if compiled else "") + (", qmm" if qmm else "")
-    return {"backend": backend, "device": str(mx.default_device()), "mlx": mx.__version__,
+    return {"backend": backend, "submit_every_blocks": every, "in_flight": in_flight,
+            "device": str(mx.default_device()), "mlx": mx.__version__,
             "weights_gb": round(weights_gb, 2), "quantize": quantize, "results": results}  # fmt: skip
 
 
@@ -200,10 +209,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")
     parser.add_argument("--compile", action="store_true", help="run the blocks through one mx.compile trace")
     parser.add_argument("--qmm", action="store_true", help="quantized: keep MLX's quantized matmul on CUDA too")
+    parser.add_argument("--submit", metavar="EVERY:IN_FLIGHT", help="submit every N blocks, K left unfinished (0: "
+                        "unbounded); default: the sampler's")  # fmt: skip
     args = parser.parse_args()
     tokens = [int(t) for t in args.tokens.split(",")]
     if args.backend == "mlx":
-        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile, args.qmm)
+        submit = tuple(int(n) for n in args.submit.split(":")) if args.submit else None
+        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile, args.qmm, submit)
     else:
         report = run_ltx_core(args.version, tokens, args.repeat)
     report.update(benchmark="transformer forward", model=f"LTX-{args.version}, random weights, bf16",

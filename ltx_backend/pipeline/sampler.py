@@ -26,7 +26,8 @@ from ltx_backend.models.transformer import (
 LATENTS_PER_SECOND = 25.0  # audio: 16 kHz / hop 160 / 4 mel frames per latent
 # The forward is submitted to the device block by block (mx.async_eval), so the GPU runs block k while Python
 # builds block k + 1, and one submission at most is left unfinished, which bounds the temporaries the device
-# holds until a submission completes (LTXModel.__call__). H100, compiled blocks, 6144 | 1536 video tokens:
+# holds until a submission completes (LTXModel.__call__). H100, compiled blocks, 6144 | 1536 video tokens
+# (benchmarks/transformer_forward.py --compile --submit EVERY:IN_FLIGHT):
 #   every 4 blocks, unbounded   0.370 s, 10.6 GB above the weights | 0.114 s, 1.9 GB
 #   every 4 blocks, 1 in flight 0.373 s,  9.6 GB                    | 0.098 s, 2.6 GB
 #   every block, 1 in flight    0.383 s,  3.3 GB                    | 0.097 s, 1.1 GB   <- chosen
