@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -81,6 +82,8 @@ def test_text_to_video_with_audio(any_engine: Engine, tmp_path: Path) -> None:
     assert set(result.timings) == {phase.value for phase in phases}
     assert 0.9 * wall <= sum(result.timings.values()) <= wall
     text_event = next(e for e in seen if isinstance(e, events.PhaseFinished) and e.phase is events.Phase.TEXT_ENCODING)
+    decode_details = {e.detail for e in seen if isinstance(e, events.PhaseStarted) and "decode" in e.phase.value}
+    assert decode_details == {"tiling auto"}  # announced before the audio, for the compat shim
     assert result.timings["text_encoding"] < text_event.seconds  # the encoder's load moved to "load"
     steps = [(e.stage, e.step) for e in seen if isinstance(e, events.DenoiseStep)]
     assert steps == [(1, i) for i in range(1, 9)] + [(2, i) for i in range(1, 4)]
@@ -91,6 +94,20 @@ def test_text_to_video_with_audio(any_engine: Engine, tmp_path: Path) -> None:
 def test_no_reference_cycle_holds_model_memory(engine: Engine, tmp_path: Path) -> None:
     """The engine frees each model by dropping it, without gc.collect(): nothing may sit in a reference cycle."""
     assert cyclic_garbage_after(lambda: run(engine, tmp_path)) == []
+
+
+def test_auto_tiling_decodes_untiled_where_the_memory_allows(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--tiling auto` tiles by size (as generate_av) only when the whole video does not fit in memory."""
+    wide = GenerationRequest(prompt="p", output_path=str(tmp_path / "o.mp4"), width=576, height=64, num_frames=9)
+    assert engine.decode_tiling(wide) == "none"  # a few MB for the tiny decoder
+    monkeypatch.setenv("LTX_BACKEND_MEMORY_LIMIT_GB", "0.001")
+    assert engine.decode_tiling(wide) == "auto"  # 576 px wide: spatial tiles
+    small = GenerationRequest(prompt="p", output_path=str(tmp_path / "o.mp4"), **SMALL)
+    assert engine.decode_tiling(small) == "auto"  # auto does not tile this size anyway
+    monkeypatch.delenv("LTX_BACKEND_MEMORY_LIMIT_GB")
+    assert engine.decode_tiling(replace(wide, tiling="aggressive")) == "aggressive"
 
 
 def test_video_only_has_no_audio_stream(any_engine: Engine, tmp_path: Path) -> None:

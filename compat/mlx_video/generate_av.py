@@ -409,11 +409,14 @@ class _Renderer:
             console.out("Text encoder loaded successfully")
             console.token("TEXT_ENCODER:LOAD_COMPLETE")
 
-    def tiling_line(self) -> str:
+    def tiling_line(self, detail: str = "") -> str:
+        """generate_av's tiling line for the mode the engine applies (its decode phases say ``tiling <mode>``:
+        ``auto`` becomes ``none`` where the whole video fits in memory)."""
         from ltx_backend.models.vae_tiling import tiling_for
 
         r = self.plan.request
-        config = tiling_for(r.tiling, r.height, r.width, r.num_frames)
+        mode = detail.removeprefix("tiling ") if detail.startswith("tiling ") else r.tiling
+        config = tiling_for(mode, r.height, r.width, r.num_frames)
         if config is None:
             return "  Tiling: disabled"
         spatial = f"{config.spatial_tile_px}px" if config.spatial_tile_px else "none"
@@ -453,7 +456,7 @@ class _Renderer:
                 # muxed in the same pass; the lines keep 0.1.37's order (see README.md).
                 self.decoding = True
                 console.out("🎞️  Decoding video...", C.BLUE)
-                console.out(self.tiling_line(), C.DIM)
+                console.out(self.tiling_line(event.detail), C.DIM)
         elif isinstance(event, events.PhaseFinished):
             if event.phase is Phase.TEXT_ENCODING:
                 self._text_encoder_loaded()

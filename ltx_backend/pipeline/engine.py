@@ -345,13 +345,25 @@ class Engine:
         audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
         return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params)
 
+    def decode_tiling(self, request: GenerationRequest) -> str:
+        """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
+        once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
+        tiles = request.tiling == "auto" and tiling_for("auto", request.height, request.width, request.num_frames)
+        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, memory.available_memory()):
+            return "none"
+        return request.tiling
+
     def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken):
-        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass."""
+        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass.
+
+        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first."""
         audio_path = None
+        mode = self.decode_tiling(request)  # every other model is freed by now
+        detail = f"tiling {mode}"
         with tempfile.TemporaryDirectory(prefix=".ltx-", dir=Path(request.output_path).parent) as folder:
             wav = None
             if audio_latent is not None:
-                with timer.phase(Phase.AUDIO_DECODE):
+                with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
                         decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
                     wave, rate = decode_audio(audio_latent, decoder, vocoder)
@@ -360,10 +372,10 @@ class Engine:
                     _free()
                     wav = write_wav(Path(folder) / "audio.wav", wave, rate)
             cancel.check()
-            with timer.phase(Phase.VIDEO_DECODE):
+            with timer.phase(Phase.VIDEO_DECODE, detail):
                 with timer.loading():
                     decoder = load_video_decoder(self.checkpoint, self.dtype)
-                tiling = tiling_for(request.tiling, request.height, request.width, request.num_frames)
+                tiling = tiling_for(mode, request.height, request.width, request.num_frames)
                 latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
                 noise = None
                 if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
