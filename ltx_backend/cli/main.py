@@ -144,7 +144,7 @@ class Progress:
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "none", "default", "aggressive", "conservative", "spatial", "temporal"]),
-    help="VAE decode tiling (lower memory, slower).",
+    help="VAE decode tiling (lower memory, slower); auto: untiled where the video fits in memory.",
 )
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
 @click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
