@@ -91,7 +91,7 @@ def run_mlx(
         nn.quantize(model, group_size=64, bits=quantize, class_predicate=quantizable_layer)
     mx.eval(model.parameters())
     model.fuse_projections()  # as load_transformer does
-    if quantize and mx.cuda.is_available() and not qmm:  # as the engine does on CUDA
+    if quantize and getattr(mx, "cuda", None) and mx.cuda.is_available() and not qmm:  # as the engine does on CUDA
         dequantize_large_products(model)
     weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
     rng = np.random.default_rng(0)
