@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_map_with_path
 
 
 class DequantizingLinear(nn.QuantizedLinear):
@@ -41,23 +42,16 @@ class DequantizingLinear(nn.QuantizedLinear):
 
 
 def dequantize_large_products(module: nn.Module, min_rows: int = DequantizingLinear.min_rows) -> int:
-    """Turn every affine ``nn.QuantizedLinear`` of `module` into a ``DequantizingLinear``; returns how many."""
-    layers = [
-        (path, child)
-        for path, child in module.named_modules()
-        if type(child) is nn.QuantizedLinear and getattr(child, "mode", "affine") == "affine"
-    ]
-    for path, layer in layers:
-        _set_module(module, path, DequantizingLinear.from_quantized(layer, min_rows))
-    return len(layers)
+    """Turn every affine ``nn.QuantizedLinear`` of `module` into a ``DequantizingLinear``, the way
+    ``nn.quantize`` swaps layers; returns how many."""
+    replaced = 0
 
+    def convert(_: str, layer: nn.Module) -> nn.Module:
+        nonlocal replaced
+        if type(layer) is not nn.QuantizedLinear or getattr(layer, "mode", "affine") != "affine":
+            return layer
+        replaced += 1
+        return DequantizingLinear.from_quantized(layer, min_rows)
 
-def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    *parents, name = path.split(".")
-    parent = root
-    for part in parents:
-        parent = parent[int(part)] if part.isdigit() else parent[part]
-    if name.isdigit():
-        parent[int(name)] = new
-    else:
-        setattr(parent, name, new)
+    module.update_modules(tree_map_with_path(convert, module.leaf_modules(), is_leaf=nn.Module.is_module))
+    return replaced
