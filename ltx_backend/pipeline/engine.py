@@ -141,7 +141,7 @@ def _dequantize_large_products() -> bool:
 
 def _free() -> None:
     """Return the memory of the models just dropped to the device. No garbage collection is needed (0.27 s per
-    call on an H100 host): no reference cycle holds model weights, which tests/test_generate.py checks."""
+    call on the GPU host, six per job): no reference cycle holds model weights, which tests/test_generate.py checks."""
     mx.clear_cache()
 
 

@@ -135,6 +135,11 @@ def _itemsize(dtype: mx.Dtype | None) -> int | None:
     return None if dtype is None else dtype.size
 
 
+def _activation_scale(itemsize: int | None) -> float:
+    """Working memory relative to the bf16 the calibration ran in (float32: twice; as stored: as bf16)."""
+    return (itemsize or 2) / 2
+
+
 def _tensor_bytes(info: TensorInfo, itemsize: int | None) -> int:
     count = math.prod(info.shape)
     if info.dtype in FLOAT_DTYPES and itemsize is not None:
@@ -298,7 +303,7 @@ def untiled_decode_fits(ckpt: Checkpoint, request: GenerationRequest, dtype: mx.
     """Whether decoding the whole video at once needs at most ``UNTILED_SHARE`` of `available` bytes (0: unknown,
     never). ``--tiling auto`` decodes untiled then: 0.19 s instead of 1.07 s for 768x512x121 on an H100."""
     itemsize = _itemsize(dtype)
-    phase = _video_decode_phase(ckpt, replace(request, tiling="none"), itemsize, (itemsize or 2) / 2)
+    phase = _video_decode_phase(ckpt, replace(request, tiling="none"), itemsize, _activation_scale(itemsize))
     return 0 < phase.total <= UNTILED_SHARE * available
 
 
@@ -355,7 +360,7 @@ def _phases(ckpt, root, request, dtype, quantize) -> dict[str, PhaseMemory]:
     from ltx_backend.pipeline.engine import checkpoint_variant
 
     itemsize = _itemsize(dtype)
-    scale = (itemsize or 2) / 2  # the calibration ran in bf16
+    scale = _activation_scale(itemsize)
     prompts = 2 if checkpoint_variant(ckpt) == "dev" else 1
     phases = [*_text_phases(root, itemsize, prompts), _connector_phase(ckpt, root, itemsize, prompts)]
     if request.keyframes:
@@ -381,7 +386,7 @@ def estimate(
     """
     phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize)
     itemsize = _itemsize(dtype)
-    scale = (itemsize or 2) / 2
+    scale = _activation_scale(itemsize)
     # What-ifs for the hint, mildest first. Quantizing at load only applies to unquantized checkpoints.
     transformer = _component(checkpoint, "transformer")
     can_quantize = transformer is not None and not transformer.quantized_paths
