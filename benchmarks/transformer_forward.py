@@ -62,6 +62,34 @@ def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOK
     return float(total)
 
 
+def engine_inputs(model, count: int, rng: np.random.Generator) -> tuple:
+    """(video, audio) ``StreamInput`` of an unconditioned job as the engine passes them: random bf16 latents and
+    contexts, one timestep for all tokens, no text mask, RoPE tables for `count` video tokens."""
+    import mlx.core as mx
+
+    from ltx_backend.models.rope import audio_positions, video_positions
+    from ltx_backend.models.transformer import StreamInput
+
+    config = model.config
+
+    def stream(tokens: int, channels: int, context_width: int, rope) -> StreamInput:
+        return StreamInput(
+            latent=mx.array(rng.standard_normal((1, tokens, channels)), dtype=mx.bfloat16),
+            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
+            sigma=mx.array([0.9], dtype=mx.bfloat16),
+            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, context_width)), dtype=mx.bfloat16),
+            context_mask=None,
+            rope=rope,
+        )
+
+    f, h, w = VIDEO_GRIDS[count]
+    video_rope = model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16)
+    audio_rope = model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16)
+    video = stream(count, config.in_channels, config.caption_channels or config.video_dim, video_rope)
+    audio = stream(AUDIO_TOKENS, config.audio_in_channels, config.caption_channels or config.audio_dim, audio_rope)
+    return video, audio
+
+
 def run_mlx(
     version: str,
     tokens: list[int],
@@ -76,13 +104,11 @@ def run_mlx(
     from mlx.utils import tree_flatten
 
     from ltx_backend.models.quantized_linear import dequantize_large_products
-    from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
     from ltx_backend.pipeline.sampler import IN_FLIGHT, SUBMIT_EVERY_BLOCKS
-
-    every, in_flight = submit or (SUBMIT_EVERY_BLOCKS, IN_FLIGHT)  # by default as the sampler runs it
     from ltx_backend.weights.transformer import quantizable_layer
 
+    every, in_flight = submit or (SUBMIT_EVERY_BLOCKS, IN_FLIGHT)  # by default as the sampler runs it
     cfg = section(version)
     config = TransformerConfig.from_section(cfg)
     model = LTXModel(config)
@@ -95,27 +121,9 @@ def run_mlx(
         dequantize_large_products(model)
     weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
     rng = np.random.default_rng(0)
-    ctx_v = config.caption_channels or config.video_dim
-    ctx_a = config.caption_channels or config.audio_dim
     results = []
     for count in tokens:
-        f, h, w = VIDEO_GRIDS[count]
-        video = StreamInput(
-            latent=mx.array(rng.standard_normal((1, count, config.in_channels)), dtype=mx.bfloat16),
-            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
-            sigma=mx.array([0.9], dtype=mx.bfloat16),
-            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, ctx_v)), dtype=mx.bfloat16),
-            context_mask=None,
-            rope=model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16),
-        )
-        audio = StreamInput(
-            latent=mx.array(rng.standard_normal((1, AUDIO_TOKENS, config.audio_in_channels)), dtype=mx.bfloat16),
-            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
-            sigma=mx.array([0.9], dtype=mx.bfloat16),
-            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, ctx_a)), dtype=mx.bfloat16),
-            context_mask=None,
-            rope=model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16),
-        )
+        video, audio = engine_inputs(model, count, rng)
         blocks = model.compiled_blocks() if compiled else None
 
         def forward(video: StreamInput = video, audio: StreamInput = audio, blocks=blocks) -> tuple:

@@ -18,10 +18,10 @@ from collections.abc import Callable
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, section  # benchmarks/ is on sys.path
+from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, engine_inputs, section  # on sys.path
 
-from ltx_backend.models.rope import apply_rotary, audio_positions, video_positions
-from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
+from ltx_backend.models.rope import apply_rotary, video_positions
+from ltx_backend.models.transformer import LTXModel, TransformerConfig
 
 
 def seconds(fn: Callable[[], object], repeat: int = 20) -> float:
@@ -102,21 +102,7 @@ def block(tokens: int) -> dict:
     model.set_dtype(mx.bfloat16)
     mx.eval(model.parameters())
     model.fuse_projections()  # as load_transformer does
-    f, h, w = VIDEO_GRIDS[tokens]
-    rng = np.random.default_rng(0)
-
-    def stream(count: int, channels: int, context: int, rope) -> StreamInput:
-        return StreamInput(
-            latent=mx.array(rng.standard_normal((1, count, channels)), dtype=mx.bfloat16),
-            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
-            sigma=mx.array([0.9], dtype=mx.bfloat16),
-            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, context)), dtype=mx.bfloat16),
-            context_mask=None,
-            rope=rope,
-        )
-
-    video = stream(tokens, 128, 3840, model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16))
-    audio = stream(AUDIO_TOKENS, 128, 3840, model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16))
+    video, audio = engine_inputs(model, tokens, np.random.default_rng(0))
     v, a = model._prepare(video, audio, ""), model._prepare(audio, video, "audio_")
     mx.eval([s.x for s in (v, a)], [s.context for s in (v, a)], [s.timesteps for s in (v, a)])
     the_block, compiled = model.transformer_blocks[0], model.compiled_blocks()
