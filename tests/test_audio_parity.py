@@ -11,6 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from parity import relative_error
 
 from ltx_backend.models.bwe import VocoderWithBWE
 from ltx_backend.models.vocoder import Vocoder
@@ -28,12 +29,6 @@ LAYOUTS = ["official", "unified", "split"]
 @pytest.fixture(scope="module")
 def refs() -> dict[str, np.ndarray]:
     return dict(np.load(FIXTURES / "refs.npz"))
-
-
-def relative_error(ours: mx.array, reference: np.ndarray) -> float:
-    ours_np = np.array(ours.astype(mx.float32))
-    assert ours_np.shape == reference.shape
-    return float(np.abs(ours_np - reference).max() / np.abs(reference).max())
 
 
 def checkpoint(version: str, layout: str):

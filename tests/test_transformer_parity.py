@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from parity import relative_error
 
 from ltx_backend.models.rope import audio_positions, video_positions
 from ltx_backend.models.transformer import StreamInput
@@ -27,12 +28,6 @@ CHECKPOINTS = [("t20", "t20_official"), ("t20", "t20_unified"), ("t23", "t23_off
 @pytest.fixture(scope="module")
 def refs() -> dict[str, np.ndarray]:
     return dict(np.load(FIXTURES / "refs.npz"))
-
-
-def relative_error(ours: mx.array, reference: np.ndarray) -> float:
-    ours_np = np.array(ours.astype(mx.float32))
-    assert ours_np.shape == reference.shape, (ours_np.shape, reference.shape)
-    return float(np.abs(ours_np - reference).max() / np.abs(reference).max())
 
 
 def test_positions_match_ltx_core(refs) -> None:

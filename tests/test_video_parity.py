@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from parity import relative_error
 
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import TilingConfig, decode_tiled
@@ -29,12 +30,6 @@ ALL = [(version, name) for version, names in CHECKPOINTS.items() for name in nam
 @pytest.fixture(scope="module")
 def refs() -> dict[str, np.ndarray]:
     return dict(np.load(FIXTURES / "refs.npz"))
-
-
-def relative_error(ours: mx.array, reference: np.ndarray) -> float:
-    ours_np = np.array(ours.astype(mx.float32))
-    assert ours_np.shape == reference.shape
-    return float(np.abs(ours_np - reference).max() / np.abs(reference).max())
 
 
 @pytest.mark.parametrize(("version", "name"), ALL)
