@@ -236,18 +236,22 @@ class Server:
         return None
 
     def _invalid(self, line: bytes, message: str) -> None:
-        """A JSON line the message structs refused: not an object, an unknown `type`, or a field's type."""
-        raw = msgspec.json.decode(line)
-        if not isinstance(raw, dict):
-            what = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(raw), "a number")
+        """A JSON line the message structs refused: not an object, an unknown `type`, or a field's type or range.
+
+        Only the top level is decoded again, its values kept raw: a value msgspec cannot hold (a number beyond
+        64-bit or double range) must not fail this second look."""
+        try:
+            top = msgspec.json.decode(line, type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError:
+            what = _JSON_KINDS.get(line.lstrip()[:1], "a number")
             self._reject(None, ErrorCode.INVALID_PARAMS, f"a line must be one JSON object, not {what}",
                          "Send one JSON object per line, tagged by `type`.")  # fmt: skip
             return
-        request_id = raw["id"] if isinstance(raw.get("id"), str) else None
-        kind = raw.get("type")
+        request_id, kind = _plain(top.get("id")), _plain(top.get("type"))
+        request_id = request_id if isinstance(request_id, str) else None
         if not isinstance(kind, str) or kind not in _TYPES:
-            shown = kind if isinstance(kind, (str, int, float, bool)) or kind is None else type(kind).__name__
-            self._reject(request_id, ErrorCode.UNKNOWN_TYPE, f"unknown or missing message type {shown!r:.200}",
+            shown = "missing" if "type" not in top else repr(kind if isinstance(kind, str) else bytes(top["type"]))
+            self._reject(request_id, ErrorCode.UNKNOWN_TYPE, f"unknown message type: {shown:.200}",
                          "Use one of: " + ", ".join(_TYPES) + ".")  # fmt: skip
             return
         self._reject(request_id, ErrorCode.INVALID_PARAMS, message, _PARAMS_HINT, _field_path(message))
@@ -470,6 +474,14 @@ def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, wha
     return m.Error(request_id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT, job_id)
 
 
+def _plain(raw: msgspec.Raw | None) -> object:
+    """A raw top-level value as a str when it is one, else None (other values are never needed)."""
+    try:
+        return None if raw is None else msgspec.json.decode(raw, type=str)
+    except msgspec.MsgspecError:
+        return None
+
+
 def _field_path(message: str) -> str | None:
     """msgspec's "... - at `$.keyframes[0]`" (+ "missing required field `path`") -> "keyframes[0].path"."""
     path = message.split("at `$.", 1)[1].split("`", 1)[0] if "at `$." in message else None
@@ -483,6 +495,7 @@ _BUG_HINT = "This is a bug in ltx-backend: please report it with the log (serve 
 _PARSE_HINT = "Send one JSON object per line, UTF-8, terminated by a newline."
 _PARAMS_HINT = "Check the field types against protocol/PROTOCOL.md."
 _LIMITS_HINT = f"A line may hold at most {MAX_LINE_BYTES} bytes and nest at most {MAX_DEPTH} levels."
+_JSON_KINDS = {b"[": "an array", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
 _TYPES = ("validate-env", "load", "unload", "generate", "cancel", "status", "shutdown")
 
 
