@@ -1,8 +1,13 @@
 """`ltx-backend serve`: the long-lived NDJSON backend on stdin/stdout.
 
-The reader (main thread) parses lines and answers `status`, `cancel`, `validate-env` at once; `load`, `unload`
-and `generate` go to one worker thread through a FIFO queue, so one GPU job runs at a time and the reader stays
-responsive. Every reply goes through `send`, which serialises whole lines under a lock.
+The reader (main thread) reads raw lines (server/lines.py bounds their size and nesting) and answers `status`,
+`cancel`, `validate-env` at once; `load`, `unload` and `generate` go to one worker thread through a FIFO queue, so
+one GPU job runs at a time and the reader stays responsive. Every line goes out through `send`/`_finish`, which
+write whole lines under a lock and let each job have exactly one terminal message.
+
+Stopping (`shutdown`, EOF, SIGTERM/SIGINT/SIGHUP, a broken stdout) only sets a flag and wakes the reader, so a
+second signal can never interrupt a stop; the reader then cancels every job, waits a bounded grace period for the
+running one and answers for it if it is still stuck, and the process exits within 2 s (PROTOCOL.md, "Shutdown").
 """
 
 from __future__ import annotations
@@ -85,16 +90,12 @@ class Server:
 
     # --- output ---------------------------------------------------------------------------------------------
 
-    def send(self, message: m.Reply, job: Job | None = None, terminal: bool = False) -> None:
-        """Write one line. Messages about a `job` whose terminal message went out are dropped; `terminal` marks
-        this as that message (so a job has exactly one)."""
+    def send(self, message: m.Reply, job: Job | None = None) -> None:
+        """Write one line; an event about a `job` whose terminal message went out (see `_finish`) is dropped."""
         line = self._encoder.encode(message) + b"\n"
         with self._lock:
-            if job is not None and job.ended:
-                return
-            if terminal and job is not None:
-                job.ended = True
-            self._write_locked(line)
+            if job is None or not job.ended:
+                self._write_locked(line)
 
     def _write_locked(self, line: bytes) -> None:
         if self._closed:
