@@ -65,9 +65,18 @@ def test_stop_in_a_phase_ends_every_job_once_before_exit(phase: str, how: str, t
 
     phase_hook(server, hook)
 
+    first_succeeds = (phase, how) == ("video_decode", "shutdown")  # the folder then holds exactly its two files
+    wav = {"audio_output_path": str(tmp_path / "a.wav")}
+
     def script(host: Host) -> None:
         host.send(type="load", id="l", model="tiny")
-        host.send(type="generate", id="a", output_path=str(tmp_path / "a.mp4"), **JOB)
+        if first_succeeds:
+            reached.set()  # not this job
+            host.send(type="generate", id="ok", output_path=str(tmp_path / "ok.mp4"),
+                      audio_output_path=str(tmp_path / "ok.wav"), **JOB)  # fmt: skip
+            sink.wait_for(lambda msg: msg.get("id") == "ok" and msg["type"] == "result")
+            reached.clear()
+        host.send(type="generate", id="a", output_path=str(tmp_path / "a.mp4"), **wav, **JOB)
         host.send(type="generate", id="b", output_path=str(tmp_path / "b.mp4"), **JOB)
         assert reached.wait(60), f"the job never reached {phase}"
         host.stop(how)
@@ -75,8 +84,10 @@ def test_stop_in_a_phase_ends_every_job_once_before_exit(phase: str, how: str, t
     host, returned = run(server, script)
     assert returned - host.stopped_at < EXIT_S
     terminals = check_stopped(sink.messages(), bye="bye" if how == "shutdown" else None)
-    assert [t["type"] for t in terminals.values()] == ["loaded", "cancelled", "cancelled"]
-    assert leftovers(tmp_path) == []  # no output, no partial file, no temporary folder
+    expected = ["loaded", *(["result"] if first_succeeds else []), "cancelled", "cancelled"]
+    assert [t["type"] for t in terminals.values()] == expected
+    # no output, no partial file, no temporary folder: only what the successful job wrote
+    assert leftovers(tmp_path) == (["ok.mp4", "ok.wav"] if first_succeeds else [])
     _finish(server)
 
 
