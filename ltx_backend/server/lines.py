@@ -82,7 +82,10 @@ class LineReader:
         """The next chunk (b"" at EOF), or None when `stop()` turned true while waiting."""
         watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
         while True:
-            readable, _, _ = select.select(watched, [], [], 0.5)
+            try:
+                readable, _, _ = select.select(watched, [], [], 0.5)
+            except (OSError, ValueError):  # stdin was closed under us (EBADF): as good as EOF
+                return b""
             if self.wake_fd in readable:
                 _drain(self.wake_fd)
             if stop():
