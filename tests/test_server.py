@@ -123,6 +123,79 @@ def test_eof_or_sigterm_cancels_and_exits_fast(backend: Backend, tmp_path: Path,
     assert backend.process.wait(10) == 0
     assert time.monotonic() - start < 2.5
     assert not (tmp_path / "g.mp4").exists()
+    rest = _drain(backend)
+    assert [msg["type"] for msg in rest if msg.get("id") == "g" and terminal(msg)] == ["cancelled"]
+
+
+def _drain(backend: Backend) -> list[dict]:
+    """Every line the (exited) backend still had in the pipe, checked as protocol messages."""
+    rest = []
+    while (line := backend.lines.get(timeout=10)) is not None:
+        msgspec.json.decode(line, type=m.BackendMessage)
+        rest.append(json.loads(line))
+    return rest
+
+
+def test_repeated_signals_while_stopping_never_crash(backend: Backend, tmp_path: Path) -> None:
+    """EOF, then SIGTERM, SIGINT and SIGTERM again while the job is still unwinding: exit 0, one `cancelled`."""
+    backend.send(type="load", id="l", model="tiny")
+    backend.send(type="generate", id="g", output_path=str(tmp_path / "g.mp4"), **JOB)
+    backend.until(lambda msg: msg["type"] == "progress" and msg["id"] == "g")
+    start = time.monotonic()
+    backend.process.stdin.close()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+        time.sleep(0.05)
+        if backend.process.poll() is None:
+            backend.process.send_signal(sig)
+    assert backend.process.wait(10) == 0
+    assert time.monotonic() - start < 2.5
+    rest = _drain(backend)
+    assert [msg["type"] for msg in backend.seen + rest if msg.get("id") == "g" and terminal(msg)] == ["cancelled"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == []
+
+
+def test_closed_stdout_stops_the_server_and_runs_nothing_queued(tmp_path: Path) -> None:
+    env = {**os.environ, "LTX_BACKEND_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ltx_backend.cli.main", "serve", "--heartbeat", "0.2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    for message in ({"type": "load", "id": "l", "model": "tiny"},
+                    {"type": "generate", "id": "a", "output_path": str(out / "a.mp4"), **JOB},
+                    {"type": "generate", "id": "b", "output_path": str(out / "b.mp4"), **JOB}):  # fmt: skip
+        process.stdin.write(json.dumps(message).encode() + b"\n")
+    process.stdin.flush()
+    while (message := json.loads(process.stdout.readline()))["type"] != "progress":
+        pass
+    start = time.monotonic()
+    process.stdout.close()  # the host stops listening; stdin stays open
+    assert process.wait(10) == 0
+    assert time.monotonic() - start < 2.5  # noticed at the next write (a progress or heartbeat line)
+    assert list(out.iterdir()) == []  # a was cancelled, b never ran
+    process.stdin.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_serve_refuses_a_heartbeat_that_is_not_positive(value: str) -> None:
+    command = [sys.executable, "-m", "ltx_backend.cli.main", "serve", "--heartbeat", value]
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "Invalid value for '--heartbeat'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_reports_an_unwritable_log_file_before_ready(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    for log_file in ("/proc/no-such-dir/serve.log", str(tmp_path / "file" / "serve.log"), str(tmp_path)):
+        command = [sys.executable, "-m", "ltx_backend.cli.main", "serve", "--log-file", log_file]
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        assert done.returncode == 2 and b"Traceback" not in done.stderr
+        lines = done.stdout.splitlines()
+        assert len(lines) == 1, lines
+        error = msgspec.json.decode(lines[0], type=m.BackendMessage)
+        assert isinstance(error, m.Error) and error.code == "output_write_failed" and error.field == "--log-file"
+        assert log_file in error.message
 
 
 def test_bad_lines_never_stop_the_server(backend: Backend) -> None:

@@ -358,9 +358,24 @@ def download(repo: str, revision: str, as_json: bool) -> None:
         click.echo(f"downloaded {repo} ({_what(entry.to_dict())}, {_size(entry.size_bytes)}) to {path}")
 
 
+def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    import math
+
+    if not math.isfinite(value) or value <= 0 or value > 3600:
+        raise click.BadParameter(f"{value} is not a number of seconds in (0, 3600]", param=param)
+    return value
+
+
 @cli.command()
 @click.option("--log-file", default=None, help="Also write the log to this file (attach it to bug reports).")
-@click.option("--heartbeat", default=5.0, show_default=True, help="Seconds of silence before a heartbeat event.")
+@click.option(
+    "--heartbeat",
+    type=float,
+    default=5.0,
+    show_default=True,
+    callback=_positive_seconds,
+    help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
+)
 def serve(log_file: str | None, heartbeat: float) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio

@@ -26,7 +26,12 @@ def _cached(model: str | None) -> bool | None:
 
     if model is None:
         return None
-    return model in TINY_MODELS or find_local(model) is not None  # the tiny models need no download (nor writing now)
+    if model in TINY_MODELS:
+        return True  # the tiny models need no download (nor writing now)
+    try:
+        return find_local(model) is not None
+    except (OSError, ValueError):  # a name the OS refuses as a path (too long, a NUL byte) is not cached
+        return False
 
 
 class EnvironmentCache:

@@ -113,17 +113,19 @@ class EnvReport(Reply, tag="env-report"):
 
 class Loaded(Reply, tag="loaded"):
     id: str | None
+    job_id: str
     model: str
     path: str
     layout: str
     model_version: str
     variant: str
-    quantization: dict | None
+    quantization: dict | None  # as applied: the checkpoint's own, or the load-time `quantize` bits
     text_encoder: str
 
 
 class Unloaded(Reply, tag="unloaded"):
     id: str | None
+    job_id: str
 
 
 class Accepted(Reply, tag="accepted"):

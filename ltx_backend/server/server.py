@@ -1,14 +1,21 @@
 """`ltx-backend serve`: the long-lived NDJSON backend on stdin/stdout.
 
-The reader (main thread) parses lines and answers `status`, `cancel`, `validate-env` at once; `load`, `unload`
-and `generate` go to one worker thread through a FIFO queue, so one GPU job runs at a time and the reader stays
-responsive. Every reply goes through `send`, which serialises whole lines under a lock.
+The reader (main thread) reads raw lines (server/lines.py bounds their size and nesting) and answers `status`,
+`cancel`, `validate-env` at once; `load`, `unload` and `generate` go to one worker thread through a FIFO queue, so
+one GPU job runs at a time and the reader stays responsive. Every line goes out through `send`/`_finish`, which
+write whole lines under a lock and let each job have exactly one terminal message.
+
+Stopping (`shutdown`, EOF, SIGTERM/SIGINT/SIGHUP, a broken stdout) only sets a flag and wakes the reader, so a
+second signal can never interrupt a stop; the reader then cancels every job, waits a bounded grace period for the
+running one and answers for it if it is still stuck, and the process exits within 2 s (PROTOCOL.md, "Shutdown").
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 import queue
 import signal
 import threading
@@ -17,32 +24,33 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import msgspec
 
 from ltx_backend import __version__, events
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.pipeline.engine import Cancelled, CancelToken
+from ltx_backend.server import loading
 from ltx_backend.server import messages as m
 from ltx_backend.server.environment import EnvironmentCache
+from ltx_backend.server.lines import MAX_DEPTH, MAX_LINE_BYTES, LineReader, Oversized, too_deep
 from ltx_backend.server.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
 CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model"]
-EXIT_GRACE_S = 1.8  # EOF/SIGTERM: the process is gone within 2 s
-
-
-class _Terminate(Exception):
-    """Raised in the main thread by SIGTERM to leave the blocking read."""
+STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 
 @dataclass
 class Job:
     job_id: str
     request: m.Load | m.Unload | m.Generate
-    cancel: object = None  # a CancelToken for generate jobs
+    cancel: CancelToken = field(default_factory=CancelToken)
     generation: object = None  # the validated GenerationRequest
     warnings: list[str] = field(default_factory=list)
+    ended: bool = False  # its terminal message was sent (guarded by the server's lock): nothing more about it
 
     @property
     def kind(self) -> str:
@@ -50,14 +58,20 @@ class Job:
 
 
 class Server:
-    def __init__(self, output: BinaryIO, heartbeat_s: float = 5.0, progress_interval_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        output: BinaryIO,
+        heartbeat_s: float = 5.0,
+        progress_interval_s: float = 0.1,
+        grace_s: float = STOP_GRACE_S,
+    ) -> None:
         self._output = output
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(m.HostMessage)
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._pending: list[Job] = []  # queued, not started (guarded by _lock)
-        self._running: Job | None = None
+        self._running: Job | None = None  # until its terminal message is written (guarded by _lock)
         self._tracker: ProgressTracker | None = None
         self._ids = itertools.count(1)
         self._engine = None
@@ -65,99 +79,186 @@ class Server:
         self._environment = EnvironmentCache()
         self._heartbeat_s = heartbeat_s
         self._progress_interval_s = progress_interval_s
+        self._grace_s = grace_s
         self._last_sent = time.monotonic()
-        self._stopping = threading.Event()
+        self._closed = False  # nothing more is written (after the last line, or once stdout broke)
+        self._stop_reason: str | None = None  # set once: why the server stops (read by the reader loop)
+        self._stop_requested = threading.Event()
+        self._wake_fd: int | None = None  # written to wake the reader when a stop is requested from elsewhere
         self._worker = threading.Thread(target=self._work, name="ltx-worker", daemon=True)
         self._heartbeat = threading.Thread(target=self._beat, name="ltx-heartbeat", daemon=True)
 
     # --- output ---------------------------------------------------------------------------------------------
 
-    def send(self, message: m.Reply) -> None:
+    def send(self, message: m.Reply, job: Job | None = None) -> None:
+        """Write one line; an event about a `job` whose terminal message went out (see `_finish`) is dropped."""
         line = self._encoder.encode(message) + b"\n"
         with self._lock:
-            try:
-                self._output.write(line)
-                self._output.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                self._stopping.set()  # the host is gone
-            self._last_sent = time.monotonic()
+            if job is None or not job.ended:
+                self._write_locked(line)
+
+    def _write_locked(self, line: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._output.write(line)
+            self._output.flush()
+        except (OSError, ValueError):  # BrokenPipeError, or a closed file: the host is gone
+            self._closed = True
+            self.request_stop("stdout closed")
+        self._last_sent = time.monotonic()
+
+    def _finish(self, job: Job, terminal: m.Reply) -> None:
+        """A job's terminal message; it stops counting as running in the same step (queue positions stay exact)."""
+        line = self._encoder.encode(terminal) + b"\n"
+        with self._lock:
+            if self._running is job:
+                self._running, self._tracker = None, None
+            if job.ended:
+                return
+            job.ended = True
+            self._write_locked(line)
 
     # --- the loop -------------------------------------------------------------------------------------------
 
-    def serve(self, lines: TextIO) -> int:
+    def request_stop(self, reason: str) -> None:
+        """Ask the reader loop to stop (from any thread or a signal handler); the first reason wins."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop_requested.set()
+        if self._wake_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_fd, b"\0")
+
+    def serve(self, stdin: BinaryIO) -> int:
+        """Read lines until `shutdown`, EOF, a signal or a broken stdout; every accepted job ends first."""
         import mlx.core as mx
 
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        wake_read, self._wake_fd = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(self._wake_fd, False)
+        restore = _install_signals(self._on_signal, self._wake_fd) if _main_thread() else None
         self._worker.start()
         self._heartbeat.start()
         self.send(m.Ready(m.PROTOCOL_VERSION, __version__, str(mx.default_device()), CAPABILITIES))
+        bye: m.Bye | None = None
         try:
-            for line in lines:
-                if line.strip():
-                    self.handle_line(line)
-                if self._stopping.is_set():
-                    break
-        except _Terminate:
-            log.info("SIGTERM: stopping")
+            reader = LineReader(stdin.fileno(), wake_read)
+            for line in reader.lines(self._stop_requested.is_set):
+                shutdown = self.handle_line(line)
+                if shutdown is not None:
+                    bye = m.Bye(shutdown.id)
+                    self.request_stop("shutdown")
+            self.request_stop("end of input")
+            log.info("stopping: %s", self._stop_reason)
+            self._stop(bye)
         finally:
-            self._stop()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if restore is not None:
+                restore()
+            for fd in (wake_read, self._wake_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_fd = None
         return 0
 
-    def _on_sigterm(self, *_: object) -> None:
-        raise _Terminate()
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.request_stop(signal.Signals(signum).name)  # never raises: a second signal while stopping is harmless
 
-    def _stop(self) -> None:
-        """Cancel everything, let the worker unwind (bounded), stop."""
-        self._stopping.set()
+    def _stop(self, bye: m.Bye | None = None) -> None:
+        """Cancel everything; every accepted job gets its terminal message (the running one its own within the
+        grace period, else `cancelled` sent here); then `bye` if asked; then nothing more is written."""
+        deadline = time.monotonic() + self._grace_s
+        self._stop_requested.set()
         self._cancel_all()
         self._queue.put(None)
-        self._worker.join(EXIT_GRACE_S)
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            running = self._running
+        if running is not None:  # still inside a long kernel: answer for it, and drop what it sends later
+            log.warning("job %s did not stop within %.1f s; reporting it cancelled", running.job_id, self._grace_s)
+            self._finish(running, m.Cancelled(running.request.id, running.job_id))
+        if bye is not None:
+            self.send(bye)
+        with self._lock:
+            self._closed = True
 
     def _cancel_all(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
             running = self._running
         for job in pending:
-            self.send(m.Cancelled(job.request.id, job.job_id))
-        if running is not None and running.cancel is not None:
+            self._finish(job, m.Cancelled(job.request.id, job.job_id))
+        if running is not None:
             running.cancel.cancel()
 
-    def handle_line(self, line: str) -> None:
+    def handle_line(self, line: bytes | str | Oversized) -> m.Shutdown | None:
+        """Answer one line (never raises); a `shutdown` is returned for the caller to act on."""
+        try:
+            return self._handle(line)
+        except Exception as exc:  # a bug must not stop the server
+            self.send(_error_reply(None, exc, None, f"reading {str(line)[:200]!r}"))
+            return None
+
+    def _handle(self, line: bytes | str | Oversized) -> m.Shutdown | None:
+        if isinstance(line, Oversized):
+            self._reject(None, ErrorCode.PARSE_ERROR, f"line of {line.size} bytes is longer than the limit of "
+                         f"{MAX_LINE_BYTES} bytes; it was skipped", _LIMITS_HINT)  # fmt: skip
+            return None
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogatepass")
+        if not line.strip():
+            return None  # blank lines are ignored
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self._reject(None, ErrorCode.PARSE_ERROR, f"the line is not valid UTF-8 (byte {line[exc.start]:#04x} at "
+                         f"offset {exc.start})", "Encode every line as UTF-8.")  # fmt: skip
+            return None
+        if too_deep(line):
+            self._reject(None, ErrorCode.PARSE_ERROR, f"the line nests arrays/objects deeper than {MAX_DEPTH} levels",
+                         _LIMITS_HINT)  # fmt: skip
+            return None
         try:
             request = self._decoder.decode(line)
         except msgspec.ValidationError as exc:
-            code = ErrorCode.UNKNOWN_TYPE if "type" in str(exc) and "Invalid value" in str(exc) else None
-            self._reject(line, code or ErrorCode.INVALID_PARAMS, f"{exc}")
-            return
-        except msgspec.DecodeError as exc:
-            self._reject(line, ErrorCode.PARSE_ERROR, f"not a JSON object on one line: {exc}")
-            return
+            self._invalid(line, str(exc))
+            return None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self._reject(None, ErrorCode.PARSE_ERROR, f"not a JSON object on one line: {exc}", _PARSE_HINT)
+            return None
+        if isinstance(request, m.Shutdown):
+            return request
         try:
             self._dispatch(request)
+        except LtxError as error:  # refused before it became a job
+            self.send(_error_reply(request.id, error, None, ""))
         except Exception as exc:  # a bug must not stop the server
             self.send(_error_reply(request.id, exc, None, f"handling {line[:200]!r}"))
+        return None
 
-    def _reject(self, line: str, code: ErrorCode, message: str) -> None:
-        request_id = None
-        try:  # echo the id when the line is JSON at all
-            raw = msgspec.json.decode(line)
-            if not isinstance(raw, dict):
-                code, message = ErrorCode.PARSE_ERROR, f"a line must be one JSON object, not {type(raw).__name__}"
-            else:
-                request_id = raw["id"] if isinstance(raw.get("id"), str) else None
-                if code is ErrorCode.UNKNOWN_TYPE or not isinstance(raw.get("type"), str) or raw["type"] not in _TYPES:
-                    code, message = ErrorCode.UNKNOWN_TYPE, f"unknown or missing message type {raw.get('type')!r}"
-        except msgspec.DecodeError:
-            pass
-        hints = {
-            ErrorCode.PARSE_ERROR: "Send one JSON object per line, UTF-8, terminated by a newline.",
-            ErrorCode.UNKNOWN_TYPE: "Use one of: " + ", ".join(_TYPES) + ".",
-            ErrorCode.INVALID_PARAMS: "Check the field types against protocol/PROTOCOL.md.",
-        }
-        field_path = _field_path(message) if code is ErrorCode.INVALID_PARAMS else None
-        self.send(m.Error(request_id, code.value, message, hints[code], None, field_path))
+    def _invalid(self, line: bytes, message: str) -> None:
+        """A JSON line the message structs refused: not an object, an unknown `type`, or a field's type or range.
+
+        Only the top level is decoded again, its values kept raw: a value msgspec cannot hold (a number beyond
+        64-bit or double range) must not fail this second look."""
+        try:
+            top = msgspec.json.decode(line, type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError:
+            what = _JSON_KINDS.get(line.lstrip()[:1], "a number")
+            self._reject(None, ErrorCode.INVALID_PARAMS, f"a line must be one JSON object, not {what}",
+                         "Send one JSON object per line, tagged by `type`.")  # fmt: skip
+            return
+        request_id, kind = _plain(top.get("id")), _plain(top.get("type"))
+        request_id = request_id if isinstance(request_id, str) else None
+        if not isinstance(kind, str) or kind not in _TYPES:
+            shown = "missing" if "type" not in top else repr(kind if isinstance(kind, str) else bytes(top["type"]))
+            self._reject(request_id, ErrorCode.UNKNOWN_TYPE, f"unknown message type: {shown:.200}",
+                         "Use one of: " + ", ".join(_TYPES) + ".")  # fmt: skip
+            return
+        self._reject(request_id, ErrorCode.INVALID_PARAMS, message, _PARAMS_HINT, _field_path(message))
+
+    def _reject(self, request_id: str | None, code: ErrorCode, message: str, hint: str, field_path=None) -> None:
+        self.send(m.Error(request_id, code.value, message, hint, None, field_path))
 
     def _dispatch(self, request: m.HostMessage) -> None:
         if isinstance(request, m.Status):
@@ -166,12 +267,12 @@ class Server:
             self._cancel(request)
         elif isinstance(request, m.ValidateEnv):
             self.send(self._environment.report(request))
-        elif isinstance(request, m.Shutdown):
-            self._stop()  # the running job reports `cancelled` before `bye`
-            self.send(m.Bye(request.id))
         elif isinstance(request, m.Generate):
             self._enqueue(self._prepare_generation(request))
-        else:  # load, unload
+        elif isinstance(request, m.Load):
+            loading.check_quantize(request.quantize)
+            self._enqueue(Job(self._new_job_id(), request))
+        else:  # unload
             self._enqueue(Job(self._new_job_id(), request))
 
     def _new_job_id(self) -> str:
@@ -186,7 +287,6 @@ class Server:
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
-        from ltx_backend.pipeline.engine import CancelToken
         from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
 
         fields = msgspec.structs.asdict(request)
@@ -202,7 +302,7 @@ class Server:
             if isinstance(error.details.get("field"), str):
                 error.details["field"] = error.details["field"].replace(".frame_index", ".frame_idx")
             raise
-        return Job(self._new_job_id(), request, CancelToken(), generation, list(generation.warnings))
+        return Job(self._new_job_id(), request, generation=generation, warnings=list(generation.warnings))
 
     def _cancel(self, request: m.Cancel) -> None:
         with self._lock:
@@ -212,11 +312,11 @@ class Server:
             if queued is not None:
                 self._pending.remove(queued)
         if queued is not None:
-            self.send(m.Cancelled(queued.request.id, queued.job_id))
-        elif running is not None and running.job_id == target and running.cancel is not None:
-            running.cancel.cancel()  # the worker sends `cancelled` when the engine stops (within one step)
+            self._finish(queued, m.Cancelled(queued.request.id, queued.job_id))
+        elif running is not None and running.job_id == target:
+            running.cancel.cancel()  # the worker sends `cancelled` when the job stops
         else:
-            what = f"no queued or running job {target!r}" if target else "no job is running or queued"
+            what = f"no queued or running job {target!r:.200}" if target else "no job is running or queued"
             self.send(m.Error(request.id, ErrorCode.JOB_NOT_FOUND.value, what,
                               "Jobs that already finished cannot be cancelled; see `status`.", target))  # fmt: skip
 
@@ -250,75 +350,72 @@ class Server:
             if job is None:
                 return
             with self._lock:
-                if job not in self._pending:
-                    continue  # cancelled while queued
+                if job not in self._pending or self._stop_requested.is_set():
+                    continue  # cancelled while queued (a stop cancels every queued job)
                 self._pending.remove(job)
                 self._running = job
-            try:
-                terminal = self._run(job)
-            finally:
-                with self._lock:  # no longer running before the host hears it ended (queue positions stay exact)
-                    self._running = None
-                    self._tracker = None
-            self.send(terminal)
+            terminal = self._run(job)
+            self._finish(job, terminal)
 
     def _run(self, job: Job) -> m.Reply:
-        """Run one job; its terminal message (sent by the caller once the job no longer counts as running)."""
-        from ltx_backend.pipeline.engine import Cancelled
-
+        """Run one job; its terminal message (sent by the caller, which ends the job's `running` state with it)."""
         request = job.request
         try:
             if isinstance(request, m.Load):
                 return self._load(job)
             if isinstance(request, m.Unload):
                 self._unload()
-                return m.Unloaded(request.id)
+                return m.Unloaded(request.id, job.job_id)
             return self._generate(job)
         except Cancelled:
             return m.Cancelled(request.id, job.job_id)
         except Exception as exc:
+            if job.cancel.cancelled and not isinstance(exc, LtxError):
+                return m.Cancelled(request.id, job.job_id)  # a cancel that surfaced as another exception
             return _error_reply(request.id, exc, job.job_id, f"job {job.job_id}")
 
     def _load(self, job: Job) -> m.Loaded:
+        """Find the model (downloading a missing repo id), check its layout, then the text encoder; the loaded
+        model is replaced only once the new one opened, so a failed or cancelled load keeps it."""
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
-        from ltx_backend.weights.resolve import find_local
+        from ltx_backend.weights.checkpoint import open_checkpoint
 
         request = job.request
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
+            tracker = ProgressTracker(None)
+            with self._lock:
+                self._tracker = tracker
+            emit = self._progress_sink(job, tracker)
+            model_dir = loading.locate(request.model, "model", job.cancel, emit)
+            checkpoint = open_checkpoint(model_dir)  # layout errors come before anything about the text encoder
+            job.cancel.check()
+            encoder = request.text_encoder
+            if encoder is None:
+                bundled = checkpoint.root / "text_encoder"
+                encoder = str(bundled) if bundled.is_dir() else DEFAULT_TEXT_ENCODER
+            encoder_dir = loading.locate(encoder, "text_encoder", job.cancel, emit)
+            job.cancel.check()
+            stored = loading.prequantized(checkpoint)
+            if request.quantize is not None and stored is not None:
+                emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
+                                    f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
+            engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
+            job.cancel.check()
             self._unload()
-            self._download_missing(job, request.model)
-            model_dir = find_local(request.model)
-            has_own_encoder = model_dir is not None and (model_dir / "text_encoder").is_dir()
-            if request.text_encoder or not has_own_encoder:
-                self._download_missing(job, request.text_encoder or DEFAULT_TEXT_ENCODER)
-            self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
-            self._engine_key = key
+            self._engine, self._engine_key = engine, key
         engine = self._engine
         return m.Loaded(
-            request.id,
-            request.model,
-            str(engine.checkpoint.root),
-            engine.checkpoint.layout.value,
-            engine.version,
-            engine.variant,
-            engine.checkpoint.quantization,
-            str(engine.text_encoder_root),
+            id=request.id,
+            job_id=job.job_id,
+            model=request.model,
+            path=str(engine.checkpoint.root),
+            layout=engine.checkpoint.layout.value,
+            model_version=engine.version,
+            variant=engine.variant,
+            quantization=loading.applied_quantization(engine.checkpoint, engine.quantize),
+            text_encoder=str(engine.text_encoder_root),
         )
-
-    def _download_missing(self, job: Job, model: str) -> None:
-        """A repo id that is not in the local cache is downloaded now, with byte progress."""
-        from ltx_backend.weights.download import download_model
-        from ltx_backend.weights.resolve import REPO_ID, find_local
-
-        if find_local(model) is not None or not REPO_ID.match(model):
-            return  # cached, a path, or the tiny model (resolve_model reports anything else)
-        tracker = ProgressTracker(None)
-        with self._lock:
-            self._tracker = tracker
-        sink = self._progress_sink(job, tracker)
-        sink(events.PhaseStarted(events.Phase.DOWNLOAD, model))
-        download_model(model, emit=sink)
 
     def _unload(self) -> None:
         import gc
@@ -339,7 +436,7 @@ class Server:
         for warning in job.warnings:
             emit(events.Warning(warning))
         result = self._engine.generate(job.generation, job.cancel, emit)
-        self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0))
+        self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0), job)
         fields = {**msgspec.structs.asdict(result), "steps": list(result.steps)}
         return m.Result(id=job.request.id, job_id=job.job_id, warnings=job.warnings, **fields)
 
@@ -356,18 +453,18 @@ class Server:
             milestone = not isinstance(event, events.DenoiseStep) or event.step == event.total
             if milestone or now - last[0] >= self._progress_interval_s:
                 last[0] = now
-                self.send(m.Progress(job.request.id, job.job_id, **update))
+                self.send(m.Progress(job.request.id, job.job_id, **update), job)
 
         return emit
 
     def _beat(self) -> None:
-        while not self._stopping.wait(self._heartbeat_s / 4):
+        while not self._stop_requested.wait(self._heartbeat_s / 4):
             with self._lock:
                 running, tracker, quiet = self._running, self._tracker, time.monotonic() - self._last_sent
             if running is not None and quiet >= self._heartbeat_s:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
-                self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)))
+                self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)), running)
 
 
 def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, what: str) -> m.Error:
@@ -376,6 +473,14 @@ def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, wha
         return m.Error(request_id, exc.code.value, exc.message, exc.hint, job_id, exc.details.get("field"))
     log.error("%s failed:\n%s", what, traceback.format_exc())
     return m.Error(request_id, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}", _BUG_HINT, job_id)
+
+
+def _plain(raw: msgspec.Raw | None) -> object:
+    """A raw top-level value as a str when it is one, else None (other values are never needed)."""
+    try:
+        return None if raw is None else msgspec.json.decode(raw, type=str)
+    except msgspec.MsgspecError:
+        return None
 
 
 def _field_path(message: str) -> str | None:
@@ -388,6 +493,10 @@ def _field_path(message: str) -> str | None:
 
 
 _BUG_HINT = "This is a bug in ltx-backend: please report it with the log (serve --log-file)."
+_PARSE_HINT = "Send one JSON object per line, UTF-8, terminated by a newline."
+_PARAMS_HINT = "Check the field types against protocol/PROTOCOL.md."
+_LIMITS_HINT = f"A line may hold at most {MAX_LINE_BYTES} bytes and nest at most {MAX_DEPTH} levels."
+_JSON_KINDS = {b"[": "an array", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
 _TYPES = ("validate-env", "load", "unload", "generate", "cancel", "status", "shutdown")
 
 
@@ -395,20 +504,60 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _install_signals(handler: Callable, wake_fd: int) -> Callable[[], None]:
+    """SIGTERM, SIGINT and SIGHUP call `handler` (which only sets a flag), and wake the reader through `wake_fd`
+    even when the signal lands on another thread; returns what puts the previous handlers back."""
+    previous_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, handler)
+
+    def restore() -> None:
+        for number, old in previous.items():
+            signal.signal(number, old)
+        signal.set_wakeup_fd(previous_wake)
+
+    return restore
+
+
+def open_log(log_file: str | None) -> list[logging.Handler]:
+    """The log handlers: stderr, and `log_file` (its folder created); `output_write_failed` when it cannot be."""
+    import sys
+
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        path = Path(log_file).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise LtxError(ErrorCode.OUTPUT_WRITE_FAILED, f"cannot write the log file {log_file}: {reason}",
+                           "Pass a --log-file path in a writable folder, or leave the option out.",
+                           field="--log-file", path=log_file) from exc  # fmt: skip
+    return handlers
+
+
 def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
-    """Take over the process's stdio: protocol lines on the real stdout, everything else on stderr."""
-    import os
+    """Take over the process's stdio: protocol lines on the real stdout, everything else on stderr.
+
+    A log file that cannot be opened is reported before `ready`: one `error` line, and exit status 2."""
     import sys
 
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # even C libraries' prints go to stderr now
     sys.stdout = sys.stderr
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        Path(log_file).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(log_file).expanduser(), encoding="utf-8"))
+    try:
+        handlers = open_log(log_file)
+    except LtxError as error:
+        sys.stderr.write(f"error [{error.code.value}]: {error.message}\n  hint: {error.hint}\n")
+        with contextlib.suppress(OSError):
+            protocol_out.write(msgspec.json.encode(_error_reply(None, error, None, "")) + b"\n")
+        return 2
     logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     code = Server(protocol_out, heartbeat_s=heartbeat_s).serve(stdin)
     # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
     # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
