@@ -41,8 +41,10 @@ from ltx_backend.models.vocoder import LTX2_VOCODER_SECTION, Vocoder, VocoderCon
 from ltx_backend.pipeline import engine as engine_module
 from ltx_backend.pipeline import sampler
 from ltx_backend.pipeline.request import GenerationRequest
-from ltx_backend.pipeline.text import TextEncoder, load_tokenizer
+from ltx_backend.pipeline.text import TextEncoder
+from ltx_backend.pipeline.tokenizer import PromptTokenizer
 from ltx_backend.tiny import write_tiny_model
+from ltx_backend.weights.gemma import tokenizer_dir
 from ltx_backend.weights.transformer import LTX2_TRANSFORMER_SECTION, quantizable_layer
 
 
@@ -60,7 +62,7 @@ def install_random_loaders(tokenizer_root: Path) -> None:
     class RandomGemma(TextEncoder):
         def __init__(self, root: Path, dtype: mx.Dtype | None = None) -> None:
             self.root = Path(root)
-            self.tokenizer = load_tokenizer(tokenizer_root)
+            self.tokenizer = PromptTokenizer(tokenizer_dir(tokenizer_root))
             self.model = _ready(Gemma3TextModel(gemma_config("12b")), dtype)
 
     def transformer(ckpt, dtype=None, quantize=None):

@@ -53,14 +53,25 @@ def test_tokenisation_left_pads_to_the_length(refs, encoder: TextEncoder) -> Non
     mask_np = np.array(mask)[0]
     assert mask_np[0] == 0 and mask_np[-1] == 1 and np.all(np.diff(mask_np) >= 0)  # left padding
     first = int(np.argmax(mask_np))
-    assert int(np.array(ids)[0, first]) == encoder.tokenizer.bos_token_id
-    assert (np.array(ids)[0, :first] == encoder.tokenizer.pad_token_id).all()
+    assert int(np.array(ids)[0, first]) == encoder.tokenizer.chat.bos_token_id
+    assert (np.array(ids)[0, :first] == encoder.tokenizer.chat.pad_token_id).all()
 
 
 def test_encode_stacks_every_state_for_the_feature_extractor(encoder: TextEncoder) -> None:
     encoded = encoder.encode("a cat walks on the beach", max_length=64)
     assert encoded.hidden_states.shape == (1, 64, encoder.hidden_size, encoder.num_states)
     assert encoded.attention_mask.shape == (1, 64)
+
+
+def test_encode_computes_the_real_tokens_only_with_the_padded_values(encoder: TextEncoder) -> None:
+    """Running the unpadded suffix at its RoPE offset gives the padded sequence's states at every real position."""
+    for prompt in ("a cat walks on the beach", "word " * 100):
+        ids, mask = encoder.tokenize(prompt, max_length=64)
+        padded = np.array(mx.stack(encoder.model.hidden_states(ids, mask), axis=-1))
+        encoded = np.array(encoder.encode(prompt, max_length=64).hidden_states)
+        valid = np.array(mask)[0].astype(bool)
+        np.testing.assert_allclose(encoded[0, valid], padded[0, valid], rtol=1e-5, atol=1e-5)
+        assert not encoded[0, ~valid].any()
 
 
 def test_greedy_generation_matches_transformers(refs, encoder: TextEncoder) -> None:

@@ -1,7 +1,8 @@
 """MP4 output through imageio-ffmpeg's ffmpeg binary: frames are streamed in as they are decoded.
 
-H.264 (libx264, yuv420p, ``+faststart``) with an optional AAC 48 kHz stereo track muxed in the same pass. The
-file is written beside the target under a temporary name and renamed into place only when ffmpeg succeeds.
+H.264 (libx264, or the platform's hardware encoder: media/encoders.py; yuv420p, ``+faststart``) with an optional
+AAC 48 kHz stereo track muxed in the same pass. The file is written beside the target under a temporary name and
+renamed into place only when ffmpeg succeeds.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import numpy as np
 
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
-
-DEFAULT_CRF = 18  # visually lossless for most content; the encoder's speed preset stays at its default
+from ltx_backend.media.encoders import VideoQuality, choose_encoder, encoder_arguments
 
 
 def ffmpeg_exe() -> str:
@@ -52,13 +52,14 @@ class VideoWriter:
         height: int,
         fps: float,
         audio_wav: str | Path | None = None,
-        crf: int = DEFAULT_CRF,
+        quality: VideoQuality | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = (width, height)
         self.fps = fps
         self.audio_wav = audio_wav
-        self.crf = crf
+        self.quality = quality or VideoQuality()
+        self.encoder: str | None = None  # chosen when ffmpeg starts (encoders.choose_encoder)
         self.frames = 0
         self._output = atomic_output(self.path)
         self._process: subprocess.Popen | None = None
@@ -70,13 +71,15 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         temporary = self._output.__enter__()
         width, height = self.size
+        ffmpeg = ffmpeg_exe()
+        self.encoder = choose_encoder(ffmpeg, self.quality)
         command = [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps}", "-i", "-",
         ]  # fmt: skip
         if self.audio_wav is not None:
             command += ["-i", str(self.audio_wav)]
-        command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(self.crf), "-movflags", "+faststart"]
+        command += [*encoder_arguments(self.encoder, self.quality), "-movflags", "+faststart"]
         if self.audio_wav is not None:
             command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
         command += ["-f", "mp4", str(temporary)]

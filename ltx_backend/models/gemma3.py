@@ -122,12 +122,12 @@ class Attention(nn.Module):
         self.rope_base = c.rope_local_base_freq if sliding else c.rope_theta
         self.rope_scale = 1.0 if sliding else 1.0 / c.rope_scaling_factor
 
-    def __call__(self, x: mx.array, mask: mx.array | None, cache: KVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array, mask: mx.array | None, cache: KVCache | None = None, offset: int = 0) -> mx.array:
         b, t, _ = x.shape
         q = self.q_norm(self.q_proj(x).reshape(b, t, self.heads, self.head_dim)).transpose(0, 2, 1, 3)
         k = self.k_norm(self.k_proj(x).reshape(b, t, self.kv_heads, self.head_dim)).transpose(0, 2, 1, 3)
         v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        offset = cache.offset if cache is not None else 0
+        offset = cache.offset if cache is not None else offset
         rope = {"traditional": False, "base": self.rope_base, "scale": self.rope_scale, "offset": offset}
         q = mx.fast.rope(q, self.head_dim, **rope)
         k = mx.fast.rope(k, self.head_dim, **rope)
@@ -160,8 +160,8 @@ class DecoderLayer(nn.Module):
         self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
 
-    def __call__(self, x: mx.array, mask: mx.array | None, cache: KVCache | None = None) -> mx.array:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), mask, cache))
+    def __call__(self, x: mx.array, mask: mx.array | None, cache: KVCache | None = None, offset: int = 0) -> mx.array:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), mask, cache, offset))
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
@@ -190,14 +190,18 @@ class Gemma3TextModel(nn.Module):
         zero = mx.array(0, dtype=dtype)
         return mx.where(allowed, zero, low), mx.where(sliding, zero, low)
 
-    def hidden_states(self, input_ids: mx.array, attention_mask: mx.array, eval_each_layer: bool = True) -> list:
+    def hidden_states(
+        self, input_ids: mx.array, attention_mask: mx.array, eval_each_layer: bool = True, offset: int = 0
+    ) -> list:
         """Every hidden state HF's ``output_hidden_states`` returns: the scaled embeddings, the output of each layer
-        but the last, and the final-normed output of the last layer (``num_hidden_layers + 1`` arrays)."""
+        but the last, and the final-normed output of the last layer (``num_hidden_layers + 1`` arrays).
+
+        `offset` is the position of the first token (RoPE), for a sequence cut from a longer one."""
         h = self.embed(input_ids)
         full, sliding = self.masks(attention_mask, h.dtype)
         states = [h]
         for index, layer in enumerate(self.layers):
-            h = layer(h, sliding if layer.sliding else full)
+            h = layer(h, sliding if layer.sliding else full, offset=offset)
             if eval_each_layer:
                 mx.eval(h)  # bounds the graph (and a GPU command buffer) to one layer
             states.append(self.norm(h) if index == len(self.layers) - 1 else h)
