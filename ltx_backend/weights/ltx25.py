@@ -1,0 +1,147 @@
+"""LTX-2.5 checkpoints: the model version, which text encoder a checkpoint needs, and its text processor.
+
+ltx-core 1.2.0 reads ``model_version`` ("2.5.0") from the transformer file's metadata (it picks the ancestral
+stage-1 sampler and the image CRF from it) and pairs the text encoder by ``gemma_source_checkpoint.gemma_version``
+(transformer metadata) == ``gemma_config.gemma_version`` (text-encoder metadata); a checkpoint of version >= 2.4
+without ``gemma_source_checkpoint`` is rejected, older ones need a Gemma 3 encoder (``_check_gemma_version``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import mlx.core as mx
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.text_connector import TextEmbeddingsProcessor, sanitize_processor_key
+from ltx_backend.weights.checkpoint import Checkpoint, Component
+from ltx_backend.weights.gemma4 import Gemma4Source
+from ltx_backend.weights.load import build_from_config, load_module
+from ltx_backend.weights.safetensors_file import SafetensorsFile
+from ltx_backend.weights.transformer import text_processor_config
+
+LTX25 = (2, 5)
+GEMMA_SOURCE_REQUIRED = (2, 4)  # ltx-core: from 2.4 on the checkpoint must name its Gemma
+GEMMA3, GEMMA4 = "gemma3", "gemma4"
+
+
+def parse_version(text: object) -> tuple[int, ...] | None:
+    """ "2.5.0" -> (2, 5, 0); None for anything that is not a dotted version."""
+    if not isinstance(text, str) or not re.fullmatch(r"\d+(\.\d+)*", text.strip()):
+        return None
+    return tuple(int(part) for part in text.strip().split("."))
+
+
+def _metadata(ckpt: Checkpoint) -> dict:
+    merged: dict = {}
+    for file in ckpt.files:
+        merged.update(getattr(file, "metadata", {}) or {})
+    return merged
+
+
+def model_version(ckpt: Checkpoint) -> tuple[int, ...] | None:
+    """The checkpoint's ``model_version``: safetensors metadata (official files) or config.json (conversions)."""
+    return parse_version(_metadata(ckpt).get("model_version", ckpt.model_info.get("model_version")))
+
+
+def is_ltx25(ckpt: Checkpoint) -> bool:
+    version = model_version(ckpt)
+    return version is not None and version[:2] >= LTX25
+
+
+def gemma_source_version(ckpt: Checkpoint) -> str | None:
+    """``gemma_source_checkpoint.gemma_version`` of the transformer metadata (e.g. ``gemma4-12b-ltx-v1``)."""
+    raw = _metadata(ckpt).get("gemma_source_checkpoint", ckpt.model_info.get("gemma_source_checkpoint"))
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+    return raw.get("gemma_version") if isinstance(raw, dict) else None
+
+
+def text_encoder_family(path: str | Path) -> tuple[str, str | None]:
+    """(``gemma3`` | ``gemma4``, the encoder's ``gemma_version`` or None) from its config, reading no weights."""
+    path = Path(path).expanduser()
+    raw: object = None
+    if path.is_file():
+        text = SafetensorsFile(path).metadata.get("gemma_config")
+        raw = json.loads(text) if text else None
+    elif (path / "config.json").is_file():
+        raw = json.loads((path / "config.json").read_text())
+    if not isinstance(raw, dict):
+        raise LtxError(
+            ErrorCode.TEXT_ENCODER_INVALID,
+            f"text encoder at {path}: no Gemma config (config.json or 'gemma_config' metadata)",
+            "Pass a Gemma text-encoder folder or the LTX-2.5 text-encoder file.",
+            path=str(path),
+        )
+    text_config = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
+    model_type = str(raw.get("model_type") or text_config.get("model_type") or "")
+    family = GEMMA4 if model_type.startswith("gemma4") else GEMMA3 if model_type.startswith("gemma3") else model_type
+    return family, raw.get("gemma_version")
+
+
+def check_text_encoder(ckpt: Checkpoint, family: str, encoder_gemma_version: str | None, encoder_path: str) -> None:
+    """Raise TEXT_ENCODER_MISMATCH unless the encoder belongs to the checkpoint (ltx-core's pairing rule)."""
+    version = model_version(ckpt)
+    label = ".".join(map(str, version)) if version else "unknown"
+    source = gemma_source_version(ckpt)
+
+    def mismatch(what: str, hint: str) -> LtxError:
+        return LtxError(
+            ErrorCode.TEXT_ENCODER_MISMATCH,
+            f"{ckpt.root} (LTX {label}) cannot use the text encoder {encoder_path}: {what}",
+            hint,
+            model_version=label,
+            text_encoder=encoder_path,
+        )
+
+    if source is not None:
+        if source.startswith(GEMMA4) and family != GEMMA4:
+            raise mismatch(
+                f"the model needs its Gemma 4 encoder ({source}), this is {family or 'not a Gemma model'}",
+                "Use the LTX-2.5 text encoder (text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors).",
+            )
+        if family == GEMMA4 and source != encoder_gemma_version:
+            raise mismatch(
+                f"the model was trained with {source!r}, the encoder is {encoder_gemma_version!r}",
+                "Use the text encoder released with this model.",
+            )
+        return
+    if version is not None and version[:2] >= GEMMA_SOURCE_REQUIRED:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID,
+            f"{ckpt.root}: LTX {label} names no gemma_source_checkpoint in its metadata",
+            "The checkpoint's metadata is incomplete; re-download it.",
+        )
+    if family != GEMMA3:
+        raise mismatch(
+            f"LTX-2/2.3 models use Gemma 3, this is {family or 'not a Gemma model'}",
+            "Use mlx-community/gemma-3-12b-it-bf16 (or its 4-bit version); Gemma 4 is for LTX-2.5.",
+        )
+
+
+def load_text_processor_ltx25(
+    ckpt: Checkpoint, encoder: Gemma4Source, dtype: mx.Dtype | None = None
+) -> TextEmbeddingsProcessor:
+    """Feature extractor + connectors of an LTX-2.5 checkpoint: the connectors are in the transformer file, the
+    text projection (``text_embedding_projection.*``) in the text-encoder file; the config in the transformer's."""
+    c = encoder.config
+    config = text_processor_config(ckpt, c.hidden_size, c.num_hidden_layers + 1)
+    processor = build_from_config(ckpt, "transformer", lambda: TextEmbeddingsProcessor(config))
+    projection = encoder.projection()
+    if projection is None:
+        raise LtxError(
+            ErrorCode.WEIGHTS_MISSING_KEY,
+            f"{encoder.path} has no text_embedding_projection.* tensors",
+            "LTX-2.5 keeps the text projection in its text-encoder file; use that file.",
+        )
+    connectors = ckpt.component("transformer")
+    tensors = dict(connectors.tensors)
+    tensors.update({"text_embedding_projection." + key: info for key, info in projection.tensors.items()})
+    component = Component("connector", tensors, {**connectors.files, **projection.files}, "torch")
+    load_module(processor, component, sanitize_processor_key, dtype)
+    return processor
