@@ -15,6 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.duration_head import DurationHead, DurationHeadConfig
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, sanitize_processor_key
 from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.gemma4 import Gemma4Source
@@ -145,3 +146,31 @@ def load_text_processor_ltx25(
     component = Component("connector", tensors, {**connectors.files, **projection.files}, "torch")
     load_module(processor, component, sanitize_processor_key, dtype)
     return processor
+
+
+DURATION_HEAD_PREFIX = "duration_head."
+
+
+def _sanitize_duration_key(key: str) -> str | None:
+    return key[len(DURATION_HEAD_PREFIX) :] if key.startswith(DURATION_HEAD_PREFIX) else None
+
+
+def load_duration_head(
+    path: str | Path, transformer_config: dict | None = None, dtype: mx.Dtype | None = None
+) -> DurationHead:
+    """The DurationHead of ``model_patches/ltx-2.5-duration-head-*.safetensors`` (``duration_head.*`` keys, fused
+    pooler). Its dims come from the file's ``config`` metadata, else from the transformer's config sections."""
+    path = Path(path).expanduser()
+    file = SafetensorsFile(path)
+    try:
+        config = json.loads(file.metadata["config"]) if "config" in file.metadata else {}
+    except json.JSONDecodeError as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID, f"{path}: the 'config' metadata is not JSON ({exc})", "Re-download it."
+        ) from exc
+    if not isinstance(config.get("transformer"), dict) and transformer_config is not None:
+        config = {**config, "transformer": transformer_config.get("transformer", transformer_config)}
+    head = DurationHead(DurationHeadConfig.from_config(config))
+    component = Component("duration_head", dict(file.tensors), {file.path: file}, "torch")
+    load_module(head, component, _sanitize_duration_key, dtype)
+    return head
