@@ -137,3 +137,24 @@ def test_a_gemma3_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LtxError) as info:
         open_gemma4(tmp_path)
     assert info.value.code is ErrorCode.TEXT_ENCODER_INVALID and "Gemma 4" in info.value.hint + info.value.message
+
+
+def test_hf_folder_matches_transformers_gemma4() -> None:
+    """transformers' own Gemma4UnifiedForConditionalGeneration on a tiny config (tests/reference/make_gemma4_refs.py):
+    two full layers, a sliding window (12) shorter than the prompts, a batch of two left-padded prompts, bf16 weights
+    in the Hugging Face folder layout (model.language_model.* keys, vision/audio embedders beside them)."""
+    refs = dict(np.load(FIXTURES / "gemma4_hf_refs.npz"))
+    folder = FIXTURES / "tiny-gemma4-hf"
+    source = open_gemma4(folder)
+    tokenizer = load_gemma4_tokenizer(source)
+    prompt = "  a woman walks through a city street at night while neon reflections glow on the rain and the camera "
+    ids, mask = ltx_tokenize(tokenizer, prompt + "slowly pans left  ", 40, 2, 0)
+    np.testing.assert_array_equal(ids[0], refs["input_ids"][0])
+    np.testing.assert_array_equal(mask[0], refs["attention_mask"][0])
+    model = load_gemma4(source, mx.float32)
+    states = model.hidden_states(mx.array(refs["input_ids"].astype(np.int32)), mx.array(refs["attention_mask"]))
+    valid = refs["attention_mask"].astype(bool)
+    assert len(states) == refs["hidden_states"].shape[0] == 9
+    for index, (ours, theirs) in enumerate(zip(states, refs["hidden_states"], strict=True)):
+        error = float(np.abs(np.array(ours)[valid] - theirs[valid]).max() / np.abs(theirs[valid]).max())
+        assert error <= TOLERANCE, f"hidden state {index}: {error}"

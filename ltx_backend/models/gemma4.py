@@ -97,7 +97,9 @@ class Gemma4Config:
         rope = text.get("rope_parameters") or {}
         k_eq_v = bool(text.get("attention_k_eq_v", False))
         kv_heads = text.get("num_key_value_heads", 4)
-        global_kv = text.get("num_global_key_value_heads")
+        global_dim, global_kv = text.get("global_head_dim", 512), text.get("num_global_key_value_heads")
+        if text.get("per_layer_config"):  # how transformers saves global_head_dim / num_global_key_value_heads
+            global_dim, global_kv = _full_layer_overrides(text["per_layer_config"], types, global_dim, global_kv)
         return cls(
             vocab_size=text.get("vocab_size", 262144),
             hidden_size=text.get("hidden_size", 2304),
@@ -106,7 +108,7 @@ class Gemma4Config:
             num_attention_heads=text.get("num_attention_heads", 8),
             num_key_value_heads=kv_heads,
             head_dim=text.get("head_dim", 256),
-            global_head_dim=text.get("global_head_dim", 512),
+            global_head_dim=global_dim,
             # transformers overrides the full layers' KV heads only with attention_k_eq_v and a value given
             num_global_key_value_heads=global_kv if (k_eq_v and global_kv is not None) else kv_heads,
             attention_k_eq_v=k_eq_v,
@@ -120,6 +122,24 @@ class Gemma4Config:
             bos_token_id=text.get("bos_token_id", 2),
             pad_token_id=text.get("pad_token_id", 0),
         )
+
+
+def _full_layer_overrides(
+    per_layer: dict, types: tuple[str, ...], head_dim: int, kv_heads: int | None
+) -> tuple[int, int | None]:
+    """The (head_dim, KV heads) of the full layers from transformers' ``per_layer_config``; only the full layers
+    may differ from the shared values, all in the same way."""
+    found = set()
+    for index, kind in enumerate(types):
+        override = per_layer.get(str(index), per_layer.get(index))
+        if kind == SLIDING and override:
+            raise ValueError(f"per_layer_config overrides sliding layer {index}; only full layers may differ")
+        if kind == FULL:
+            override = override or {}
+            found.add((override.get("head_dim", head_dim), override.get("num_key_value_heads", kv_heads)))
+    if len(found) > 1:
+        raise ValueError(f"the full layers differ in per_layer_config: {sorted(found, key=str)}")
+    return next(iter(found), (head_dim, kv_heads))
 
 
 def rms_norm(x: mx.array, weight: mx.array | None, eps: float) -> mx.array:
