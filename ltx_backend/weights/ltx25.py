@@ -125,14 +125,9 @@ def check_text_encoder(ckpt: Checkpoint, family: str, encoder_gemma_version: str
         )
 
 
-def load_text_processor_ltx25(
-    ckpt: Checkpoint, encoder: Gemma4Source, dtype: mx.Dtype | None = None
-) -> TextEmbeddingsProcessor:
-    """Feature extractor + connectors of an LTX-2.5 checkpoint: the connectors are in the transformer file, the
-    text projection (``text_embedding_projection.*``) in the text-encoder file; the config in the transformer's."""
-    c = encoder.config
-    config = text_processor_config(ckpt, c.hidden_size, c.num_hidden_layers + 1)
-    processor = build_from_config(ckpt, "transformer", lambda: TextEmbeddingsProcessor(config))
+def text_processor_component(ckpt: Checkpoint, encoder: Gemma4Source) -> Component:
+    """The connectors (transformer file) and the text projection (text-encoder file) as one component, keyed as
+    the processor's sanitizer expects (official names)."""
     projection = encoder.projection()
     if projection is None:
         raise LtxError(
@@ -143,15 +138,30 @@ def load_text_processor_ltx25(
     connectors = ckpt.component("transformer")
     tensors = dict(connectors.tensors)
     tensors.update({"text_embedding_projection." + key: info for key, info in projection.tensors.items()})
-    component = Component("connector", tensors, {**connectors.files, **projection.files}, "torch")
-    load_module(processor, component, sanitize_processor_key, dtype)
+    return Component("connector", tensors, {**connectors.files, **projection.files}, "torch")
+
+
+def build_text_processor_ltx25(ckpt: Checkpoint, encoder: Gemma4Source) -> TextEmbeddingsProcessor:
+    """Feature extractor + connectors for this checkpoint and encoder (config from the transformer's metadata)."""
+    c = encoder.config
+    config = text_processor_config(ckpt, c.hidden_size, c.num_hidden_layers + 1)
+    return build_from_config(ckpt, "transformer", lambda: TextEmbeddingsProcessor(config))
+
+
+def load_text_processor_ltx25(
+    ckpt: Checkpoint, encoder: Gemma4Source, dtype: mx.Dtype | None = None
+) -> TextEmbeddingsProcessor:
+    """The text processor of an LTX-2.5 checkpoint, loaded exactly: connectors from the transformer file, the text
+    projection (``text_embedding_projection.*``) from the text-encoder file."""
+    processor = build_text_processor_ltx25(ckpt, encoder)
+    load_module(processor, text_processor_component(ckpt, encoder), sanitize_processor_key, dtype)
     return processor
 
 
 DURATION_HEAD_PREFIX = "duration_head."
 
 
-def _sanitize_duration_key(key: str) -> str | None:
+def sanitize_duration_key(key: str) -> str | None:
     return key[len(DURATION_HEAD_PREFIX) :] if key.startswith(DURATION_HEAD_PREFIX) else None
 
 
@@ -172,5 +182,5 @@ def load_duration_head(
         config = {**config, "transformer": transformer_config.get("transformer", transformer_config)}
     head = DurationHead(DurationHeadConfig.from_config(config))
     component = Component("duration_head", dict(file.tensors), {file.path: file}, "torch")
-    load_module(head, component, _sanitize_duration_key, dtype)
+    load_module(head, component, sanitize_duration_key, dtype)
     return head
