@@ -67,11 +67,14 @@ def text_encoder_family(path: str | Path) -> tuple[str, str | None]:
     """(``gemma3`` | ``gemma4``, the encoder's ``gemma_version`` or None) from its config, reading no weights."""
     path = Path(path).expanduser()
     raw: object = None
-    if path.is_file():
-        text = SafetensorsFile(path).metadata.get("gemma_config")
-        raw = json.loads(text) if text else None
-    elif (path / "config.json").is_file():
-        raw = json.loads((path / "config.json").read_text())
+    try:
+        if path.is_file():
+            text = SafetensorsFile(path).metadata.get("gemma_config")
+            raw = json.loads(text) if text else None
+        elif (path / "config.json").is_file():
+            raw = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raw = None
     if not isinstance(raw, dict):
         raise LtxError(
             ErrorCode.TEXT_ENCODER_INVALID,
