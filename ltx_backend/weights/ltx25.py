@@ -18,6 +18,7 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.duration_head import DurationHead, DurationHeadConfig
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, sanitize_processor_key
 from ltx_backend.weights.checkpoint import Checkpoint, Component
+from ltx_backend.weights.diffusers_ltx2 import fuse_duration_head
 from ltx_backend.weights.gemma4 import Gemma4Source
 from ltx_backend.weights.load import build_from_config, load_module
 from ltx_backend.weights.safetensors_file import SafetensorsFile
@@ -186,4 +187,38 @@ def load_duration_head(
     head = DurationHead(DurationHeadConfig.from_config(config))
     component = Component("duration_head", dict(file.tensors), {file.path: file}, "torch")
     load_module(head, component, sanitize_duration_key, dtype)
+    return head
+
+
+def load_duration_head_diffusers(folder: str | Path, dtype: mx.Dtype | None = None) -> DurationHead:
+    """The DurationHead of a Diffusers repo's ``duration_head/`` folder (``LTX2DurationHead``: split q/k/v, dims in
+    its config.json), fused into the official layout."""
+    folder = Path(folder).expanduser()
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise LtxError(ErrorCode.WEIGHTS_MISSING_KEY, f"{folder} holds no .safetensors weights", "Re-download it.")
+    config_path = folder / "config.json"
+    raw = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = DurationHeadConfig(
+        video_dim=int(raw.get("video_cross_attention_dim", 4096)),
+        audio_dim=int(raw.get("audio_cross_attention_dim", 2048)),
+        pooler_hidden_dim=int(raw.get("pooler_hidden_dim", 256)),
+        num_queries=int(raw.get("num_queries", 1)),
+        num_pooler_heads=int(raw.get("num_pooler_heads", 4)),
+        mlp_hidden=int(raw.get("mlp_hidden_dim", 256)),
+    )
+    head = DurationHead(config)
+    stored: dict[str, mx.array] = {}
+    for path in files:
+        stored.update(mx.load(str(path)))
+    fused = fuse_duration_head(stored)
+    weights = [(sanitize_duration_key(key), value.astype(dtype) if dtype else value) for key, value in fused.items()]
+    try:
+        head.load_weights(weights, strict=True)
+    except ValueError as exc:
+        raise LtxError(
+            ErrorCode.WEIGHTS_SHAPE_MISMATCH,
+            f"{folder}: the duration head does not match its config ({exc})",
+            "The duration_head folder is damaged or from another model; re-download it.",
+        ) from exc
     return head

@@ -1,0 +1,130 @@
+"""The Diffusers layout of LTX-2.5 mapped onto the official keys, key for key and shape for shape.
+
+`tests/fixtures/manifests/ltx-2.5-diffusers.json` lists the state dicts of diffusers 0.42.1's own classes built at
+the real 2.5 size (`tests/reference/make_diffusers_ltx25_keys.py`); `ltx-2.5-official-derived.json` lists the
+official split files (`tests/reference/extract_ltx25_manifest.py`). Every diffusers key must map to a distinct
+official key of the same shape, and every official key of the transformer proper, the connectors, the text
+projection and the duration head must be reached. The duration head's split q/k/v are also fused numerically and
+must reproduce ltx-core's outputs (fixture d).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ltx_backend.weights.diffusers_ltx2 import connectors_key, duration_head_key, transformer_key
+from ltx_backend.weights.ltx25 import load_duration_head, load_duration_head_diffusers
+
+MANIFESTS = Path(__file__).parent / "fixtures" / "manifests"
+LTX25 = Path(__file__).parent / "fixtures" / "ltx25"
+TRANSFORMER_FILE = "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors:"
+TE_FILE = "text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors:"
+HEAD_FILE = "model_patches/ltx-2.5-duration-head-bf16.safetensors:"
+PREFIX = "model.diffusion_model."
+BLOCK = re.compile(r"^(?P<stack>.*?(?:transformer_blocks|transformer_1d_blocks))\.(?P<index>\d+)\.(?P<suffix>.+)$")
+
+
+def expand(listing: dict, counts: dict) -> dict:
+    out = {}
+    for key, value in listing.items():
+        block = BLOCK.match(key)
+        if not block:
+            out[key] = value
+        elif block["index"] == "0":
+            for i in range(counts[block["stack"]]):
+                out[f"{block['stack']}.{i}.{block['suffix']}"] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def diffusers() -> dict:
+    raw = json.loads((MANIFESTS / "ltx-2.5-diffusers.json").read_text())
+    return {name: expand(keys, raw["repeated_blocks"][name]) for name, keys in raw["tensors"].items()}
+
+
+@pytest.fixture(scope="module")
+def official() -> dict:
+    raw = json.loads((MANIFESTS / "ltx-2.5-official-derived.json").read_text())
+    counts = {key.partition(":")[2]: n for key, n in raw["repeated_blocks"].items()}
+    files: dict[str, dict] = {}
+    for key, (shape, _) in raw["tensors"].items():
+        file, _, name = key.partition(":")
+        files.setdefault(file + ":", {})[name] = shape
+    return {file: expand(keys, counts) for file, keys in files.items()}
+
+
+def check_one_to_one(mapped: dict[str, tuple], target: dict[str, list]) -> None:
+    assert len(set(mapped.values())) == len(mapped), "two diffusers keys map to one official key"
+    missing = sorted(set(target) - {key for key, _ in mapped.values()})
+    unknown = sorted(key for key, _ in mapped.values() if key not in target)
+    assert not unknown, unknown[:10]
+    assert not missing, missing[:10]
+    for source, (key, shape) in mapped.items():
+        assert list(shape) == target[key], (source, key, shape, target[key])
+
+
+def test_transformer_keys_map_one_to_one(diffusers: dict, official: dict) -> None:
+    target = {
+        key[len(PREFIX) :]: shape
+        for key, shape in official[TRANSFORMER_FILE].items()
+        if "_embeddings_connector." not in key
+    }
+    mapped = {key: (transformer_key(key), tuple(shape)) for key, shape in diffusers["transformer"].items()}
+    assert len(mapped) == len(target) == 4091
+    check_one_to_one(mapped, target)
+
+
+def test_connector_and_projection_keys_map_one_to_one(diffusers: dict, official: dict) -> None:
+    target = {key[len(PREFIX) :]: s for key, s in official[TRANSFORMER_FILE].items() if "_embeddings_connector." in key}
+    target.update({key: s for key, s in official[TE_FILE].items() if key.startswith("text_embedding_projection.")})
+    mapped = {key: (connectors_key(key), tuple(shape)) for key, shape in diffusers["connectors"].items()}
+    assert len(mapped) == len(target) == 258 + 4
+    check_one_to_one(mapped, target)
+
+
+def test_duration_head_keys_fuse_onto_the_official_file(diffusers: dict, official: dict) -> None:
+    target = official[HEAD_FILE]
+    fused: dict[str, list] = {}
+    for key, shape in diffusers["duration_head"].items():
+        mapped = duration_head_key(key)
+        if isinstance(mapped, tuple):
+            name, _ = mapped
+            rows = fused.setdefault(name, [0, *shape[1:]])
+            rows[0] += shape[0]
+        else:
+            assert mapped in target and list(shape) == target[mapped], key
+            fused[mapped] = list(shape)
+    assert fused == target
+
+
+def test_diffusers_duration_head_reproduces_ltx_core(tmp_path: Path) -> None:
+    """Fixture d's head rewritten as diffusers stores it (split q/k/v, diffusers names, its config.json)."""
+    stored = load_file(LTX25 / "duration_head.safetensors")
+    dim = stored["duration_head.attention_pooler.cross_attn.out_proj.weight"].shape[0]
+    split = {}
+    for key, value in stored.items():
+        key = key.removeprefix("duration_head.")
+        if key.startswith("attention_pooler.cross_attn.in_proj_"):
+            leaf = "weight" if key.endswith("weight") else "bias"
+            for i, name in enumerate(("to_q", "to_k", "to_v")):
+                split[f"attention_pooler.{name}.{leaf}"] = value[i * dim : (i + 1) * dim]
+        else:
+            split[key.replace("attention_pooler.cross_attn.out_proj.", "attention_pooler.to_out.")] = value
+    folder = tmp_path / "duration_head"
+    folder.mkdir()
+    save_file(split, folder / "diffusion_pytorch_model.safetensors")
+    config = {"video_cross_attention_dim": 64, "audio_cross_attention_dim": 32, "pooler_hidden_dim": dim,
+              "num_queries": 1, "num_pooler_heads": 4, "mlp_hidden_dim": 16}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    refs = dict(np.load(LTX25 / "refs.npz"))
+    video, audio = mx.array(refs["d.video_tokens"][None]), mx.array(refs["d.audio_tokens"][None])
+    ours = load_duration_head_diffusers(folder)(video, audio).item()
+    assert ours == load_duration_head(LTX25 / "duration_head.safetensors")(video, audio).item()
+    assert abs(ours - float(refs["d.seconds_video_and_audio"][0])) <= 1e-5 * ours
