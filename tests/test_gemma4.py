@@ -158,3 +158,21 @@ def test_hf_folder_matches_transformers_gemma4() -> None:
     for index, (ours, theirs) in enumerate(zip(states, refs["hidden_states"], strict=True)):
         error = float(np.abs(np.array(ours)[valid] - theirs[valid]).max() / np.abs(theirs[valid]).max())
         assert error <= TOLERANCE, f"hidden state {index}: {error}"
+
+
+def test_encoder_encodes_a_prompt_like_ltx_core(refs) -> None:
+    from ltx_backend.pipeline.text_gemma4 import Gemma4TextEncoder
+
+    encoder = Gemma4TextEncoder(TE_FILE, mx.float32)
+    encoded = encoder.encode(str(refs["c.prompt"]), max_length=128)
+    assert encoded.hidden_states.shape == (1, 128, encoder.hidden_size, encoder.num_states) == (1, 128, 64, 7)
+    np.testing.assert_array_equal(np.array(encoded.attention_mask[0]), refs["c.attention_mask"])
+    valid = refs["c.attention_mask"].astype(bool)
+    ours = np.moveaxis(np.array(encoded.hidden_states[0]), -1, 0)[:, valid]
+    assert float(np.abs(ours - refs["c.hidden_states_valid"]).max()) <= TOLERANCE
+    with pytest.raises(LtxError) as info:
+        encoder.enhance("a dog")
+    assert info.value.code is ErrorCode.INVALID_PARAMS
+    encoder.release()
+    with pytest.raises(RuntimeError):
+        encoder.encode("a dog")
