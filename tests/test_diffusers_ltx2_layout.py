@@ -128,3 +128,22 @@ def test_diffusers_duration_head_reproduces_ltx_core(tmp_path: Path) -> None:
     ours = load_duration_head_diffusers(folder)(video, audio).item()
     assert ours == load_duration_head(LTX25 / "duration_head.safetensors")(video, audio).item()
     assert abs(ours - float(refs["d.seconds_video_and_audio"][0])) <= 1e-5 * ours
+
+
+def test_diffusers_configs_translate_to_the_official_section() -> None:
+    """The configs the Diffusers classes were built with (defaults filled in) describe the same transformer and text
+    processor as the official 2.5 metadata."""
+    from ltx_backend.models.text_connector import TextProcessorConfig
+    from ltx_backend.models.transformer import TransformerConfig
+    from ltx_backend.weights.diffusers_ltx2 import transformer_section
+
+    configs = json.loads((MANIFESTS / "ltx-2.5-diffusers.json").read_text())["configs"]
+    official = json.loads((MANIFESTS / "ltx-2.5-official-derived.json").read_text())
+    official = official["config_used"]["metadata"]["config"]["transformer"]
+    ours = transformer_section(configs["transformer"], configs["connectors"])
+    assert TransformerConfig.from_section(ours) == TransformerConfig.from_section(official)
+    assert TextProcessorConfig.from_section(ours) == TextProcessorConfig.from_section(official)
+    for key in ("ff_bias", "use_keyframes_abs_pos_embedding", "audio_ff_bias", "use_prompt_adaln_single"):
+        assert ours[key] == official.get(key, True), key
+    with pytest.raises(ValueError, match="per_modality_projections"):
+        transformer_section({**configs["transformer"], "use_prompt_embeddings": True}, configs["connectors"])

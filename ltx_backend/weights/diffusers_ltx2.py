@@ -128,3 +128,67 @@ def diffusers_component(root: str | Path, folder: str, rename) -> tuple[Componen
         for key, info in file.tensors.items():
             tensors[rename(key)] = info
     return Component(folder, tensors, {file.path: file for file in files}, "torch"), config
+
+
+# Defaults of diffusers 0.42.1's LTX2VideoTransformer3DModel / LTX2TextConnectors (a config.json may omit them).
+TRANSFORMER_DEFAULTS = {
+    "in_channels": 128, "out_channels": 128, "num_attention_heads": 32, "attention_head_dim": 128,
+    "cross_attention_dim": 4096, "pos_embed_max_pos": 20, "base_height": 2048, "base_width": 2048, "gated_attn": False,
+    "cross_attn_mod": False, "audio_in_channels": 128, "audio_out_channels": 128, "audio_num_attention_heads": 32,
+    "audio_attention_head_dim": 64, "audio_cross_attention_dim": 2048, "audio_pos_embed_max_pos": 20,
+    "num_layers": 48, "norm_eps": 1e-6, "caption_channels": 3840, "rope_theta": 10000.0, "rope_double_precision": True,
+    "timestep_scale_multiplier": 1000, "cross_attn_timestep_scale_multiplier": 1000, "rope_type": "interleaved",
+    "use_prompt_embeddings": True, "ff_bias": True, "audio_ff_bias": True, "use_prompt_adaln_single": True,
+    "use_keyframes_abs_pos_embedding": False,
+}  # fmt: skip
+CONNECTOR_DEFAULTS = {
+    "video_connector_num_attention_heads": 30, "video_connector_attention_head_dim": 128,
+    "video_connector_num_layers": 2, "video_gated_attn": False, "audio_connector_num_attention_heads": 30,
+    "audio_connector_attention_head_dim": 128, "audio_connector_num_layers": 2, "connector_rope_base_seq_len": 4096,
+    "per_modality_projections": False,
+}  # fmt: skip
+SAME_NAMES = (
+    "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "cross_attention_dim",
+    "audio_in_channels", "audio_out_channels", "audio_num_attention_heads", "audio_attention_head_dim",
+    "audio_cross_attention_dim", "num_layers", "norm_eps", "caption_channels", "timestep_scale_multiplier",
+    "rope_type", "ff_bias", "audio_ff_bias", "use_prompt_adaln_single", "use_keyframes_abs_pos_embedding",
+)  # fmt: skip
+
+
+def transformer_section(transformer: dict, connectors: dict) -> dict:
+    """The ltx-core ``transformer`` config section that a Diffusers repo's transformer/ and connectors/ configs
+    describe (the section our transformer and text-processor builders read)."""
+    t = {**TRANSFORMER_DEFAULTS, **transformer}
+    c = {**CONNECTOR_DEFAULTS, **connectors}
+    if c["video_gated_attn"] != c.get("audio_gated_attn", c["video_gated_attn"]):
+        raise ValueError("the video and audio connectors differ in gated attention; ltx-core has one setting")
+    section = {key: t[key] for key in SAME_NAMES}
+    section.update(
+        positional_embedding_max_pos=[t["pos_embed_max_pos"], t["base_height"], t["base_width"]],
+        audio_positional_embedding_max_pos=[t["audio_pos_embed_max_pos"]],
+        positional_embedding_theta=t["rope_theta"],
+        frequencies_precision="float64" if t["rope_double_precision"] else "float32",
+        av_ca_timestep_scale_multiplier=t["cross_attn_timestep_scale_multiplier"],
+        apply_gated_attention=t["gated_attn"],
+        cross_attention_adaln=t["cross_attn_mod"],
+        use_middle_indices_grid=True,  # diffusers' LTX-2 RoPE takes the midpoint of each cell's bounds
+        connector_num_attention_heads=c["video_connector_num_attention_heads"],
+        connector_attention_head_dim=c["video_connector_attention_head_dim"],
+        connector_num_layers=c["video_connector_num_layers"],
+        audio_connector_num_attention_heads=c["audio_connector_num_attention_heads"],
+        audio_connector_attention_head_dim=c["audio_connector_attention_head_dim"],
+        audio_connector_num_layers=c["audio_connector_num_layers"],
+        connector_apply_gated_attention=c["video_gated_attn"],
+        connector_positional_embedding_max_pos=[c["connector_rope_base_seq_len"]],
+    )
+    if c["per_modality_projections"] == t["use_prompt_embeddings"]:
+        raise ValueError(
+            "per_modality_projections (connectors) and use_prompt_embeddings (transformer) must differ: the text is "
+            "projected either before the connectors (LTX-2.3+) or inside the transformer (LTX-2.0)"
+        )
+    if c["per_modality_projections"]:  # LTX-2.3 and later: projection before the connectors, one per modality
+        section.update(
+            caption_proj_before_connector=True, caption_projection_first_linear=False, caption_proj_input_norm=False,
+            caption_projection_second_linear=False,
+        )  # fmt: skip
+    return section
