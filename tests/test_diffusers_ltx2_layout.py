@@ -147,3 +147,67 @@ def test_diffusers_configs_translate_to_the_official_section() -> None:
         assert ours[key] == official.get(key, True), key
     with pytest.raises(ValueError, match="per_modality_projections"):
         transformer_section({**configs["transformer"], "use_prompt_embeddings": True}, configs["connectors"])
+
+
+def _to_diffusers_connector_key(key: str) -> str:
+    """Official connector/projection key -> diffusers' name (the inverse of connectors_key, for building a repo)."""
+    key = key.removeprefix(PREFIX)
+    for official, ours in (
+        ("text_embedding_projection.video_aggregate_embed", "video_text_proj_in"),
+        ("text_embedding_projection.audio_aggregate_embed", "audio_text_proj_in"),
+        ("video_embeddings_connector.transformer_1d_blocks", "video_connector.transformer_blocks"),
+        ("audio_embeddings_connector.transformer_1d_blocks", "audio_connector.transformer_blocks"),
+        ("video_embeddings_connector", "video_connector"),
+        ("audio_embeddings_connector", "audio_connector"),
+    ):
+        if key.startswith(official):
+            key = ours + key[len(official) :]
+            break
+    return key.replace(".q_norm.", ".norm_q.").replace(".k_norm.", ".norm_k.")
+
+
+def test_a_diffusers_repo_loads_the_text_processor_like_ltx_core(tmp_path: Path) -> None:
+    """The tiny 2.5 connectors and projection (fixture c) rewritten as a Diffusers repo: opened through the Diffusers
+    layout and loaded by the unchanged text-processor loader, they reproduce ltx-core's connector outputs."""
+    from ltx_backend.weights.diffusers_ltx2 import connectors_key, open_diffusers_ltx2
+    from ltx_backend.weights.gemma4 import load_gemma4
+    from ltx_backend.weights.ltx25 import is_ltx25
+    from ltx_backend.weights.transformer import load_text_processor
+
+    stored = load_file(LTX25 / "connectors.safetensors")
+    stored.update({k: v for k, v in load_file(LTX25 / "te.safetensors").items() if k.startswith("text_embedding_")})
+    renamed = {_to_diffusers_connector_key(key): value for key, value in stored.items()}
+    assert all(PREFIX + connectors_key(k) in stored or connectors_key(k) in stored for k in renamed)  # round trip
+    for folder in ("transformer", "connectors"):
+        (tmp_path / folder).mkdir()
+    save_file(renamed, tmp_path / "connectors" / "diffusion_pytorch_model.safetensors")
+    save_file(
+        {"proj_in.bias": np.zeros(64, np.float32)}, tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"
+    )
+    (tmp_path / "model_index.json").write_text("{}")
+    tiny = {  # fixture c's tiny 2.5 config in diffusers' names
+        "transformer": {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16, "out_channels": 16,
+                        "cross_attention_dim": 64, "audio_num_attention_heads": 2, "audio_attention_head_dim": 16,
+                        "audio_in_channels": 16, "audio_out_channels": 16, "audio_cross_attention_dim": 32,
+                        "num_layers": 2, "caption_channels": 64, "gated_attn": True, "cross_attn_mod": True,
+                        "rope_type": "split", "use_prompt_embeddings": False, "ff_bias": False,
+                        "use_keyframes_abs_pos_embedding": True},
+        "connectors": {"caption_channels": 64, "text_proj_in_factor": 7, "video_connector_num_attention_heads": 2,
+                       "video_connector_attention_head_dim": 32, "video_connector_num_layers": 2,
+                       "video_gated_attn": True, "audio_connector_num_attention_heads": 2,
+                       "audio_connector_attention_head_dim": 16, "audio_connector_num_layers": 2,
+                       "audio_gated_attn": True, "rope_type": "split", "per_modality_projections": True,
+                       "proj_bias": True},
+    }  # fmt: skip
+    for folder, config in tiny.items():
+        (tmp_path / folder / "config.json").write_text(json.dumps(config))
+    ckpt = open_diffusers_ltx2(tmp_path)
+    assert is_ltx25(ckpt) and ckpt.layout.value == "diffusers"
+    processor = load_text_processor(ckpt, mx.float32, gemma_hidden=64, gemma_layers=7)
+    refs = dict(np.load(LTX25 / "refs.npz"))
+    mask = mx.array(refs["c.attention_mask"][None].astype(np.int32))
+    tower = load_gemma4(LTX25 / "te.safetensors", mx.float32)
+    hidden = mx.stack(tower.hidden_states(mx.array(refs["c.input_ids"][None].astype(np.int32)), mask), axis=-1)
+    video, audio, _ = processor(hidden, mask)
+    assert float(np.abs(np.array(video[0]) - refs["c.video_encoding"]).max()) <= 1e-4
+    assert float(np.abs(np.array(audio[0]) - refs["c.audio_encoding"]).max()) <= 1e-4

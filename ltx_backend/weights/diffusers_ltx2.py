@@ -18,7 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.weights.checkpoint import Component
+from ltx_backend.weights.checkpoint import Checkpoint, Component, Layout
 from ltx_backend.weights.safetensors_file import SafetensorsFile
 
 # Top-level modules of LTX2VideoTransformer3DModel -> ltx-core's LTXModel (longest names first).
@@ -192,3 +192,49 @@ def transformer_section(transformer: dict, connectors: dict) -> dict:
             caption_projection_second_linear=False,
         )  # fmt: skip
     return section
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID, f"{path} is not readable JSON: {exc}", "Re-download the Diffusers repo."
+        ) from exc
+    if not isinstance(value, dict):
+        raise LtxError(ErrorCode.CONFIG_INVALID, f"{path} is not a JSON object", "Re-download the Diffusers repo.")
+    return value
+
+
+def open_diffusers_ltx2(root: str | Path) -> Checkpoint:
+    """A Diffusers LTX-2.x repo as a checkpoint: components ``transformer`` and ``connector`` keyed by official
+    names (so the official loaders read them), the ``transformer`` config section translated from the two folders'
+    config.json files.
+
+    ``model_version``: the Diffusers files' own metadata was not seen; a transformer built with the keyframe marker
+    (``use_keyframes_abs_pos_embedding``, only LTX-2.5 has it) is taken as 2.5.0, anything else as unknown."""
+    root = Path(root).expanduser()
+    for folder in ("transformer", "connectors"):
+        if not (root / folder / "config.json").is_file():
+            raise LtxError(
+                ErrorCode.LAYOUT_UNKNOWN,
+                f"{root} has no {folder}/config.json",
+                "Expected a Diffusers LTX-2 repo (model_index.json, transformer/, connectors/, ...).",
+            )
+    transformer_config = _read_json(root / "transformer" / "config.json")
+    connectors_config = _read_json(root / "connectors" / "config.json")
+    try:
+        section = transformer_section(transformer_config, connectors_config)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LtxError(
+            ErrorCode.CONFIG_INVALID, f"{root}: the transformer/connectors configs are not usable: {exc}",
+            "Re-download the Diffusers repo.",
+        ) from exc  # fmt: skip
+    transformer, _ = diffusers_component(root, "transformer", transformer_key)
+    connector, _ = diffusers_component(root, "connectors", connectors_key)
+    files = [*transformer.files.values(), *connector.files.values()]
+    info = {"model_version": "2.5.0"} if section.get("use_keyframes_abs_pos_embedding") else {}
+    ckpt = Checkpoint(root=root, layout=Layout.DIFFUSERS, files=files, config={"transformer": section}, model_info=info)
+    ckpt._components = {"transformer": transformer, "connector": Component("connector", connector.tensors,
+                                                                           connector.files, "torch")}  # fmt: skip
+    return ckpt
