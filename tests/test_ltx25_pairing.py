@@ -11,11 +11,13 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.ltx25 import (
     check_text_encoder,
+    default_image_crf,
     gemma_source_version,
     is_ltx25,
     model_version,
     parse_version,
     text_encoder_family,
+    uses_ancestral_stage_1,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,3 +85,9 @@ def test_an_encoder_without_a_config_is_invalid(tmp_path: Path) -> None:
     with pytest.raises(LtxError) as info:
         text_encoder_family(tmp_path)
     assert info.value.code is ErrorCode.TEXT_ENCODER_INVALID
+
+
+def test_sampler_and_image_crf_follow_the_version() -> None:
+    ltx25, ltx23 = open_checkpoint(LTX25), open_checkpoint(LTX23)
+    assert uses_ancestral_stage_1(ltx25) and not uses_ancestral_stage_1(ltx23)
+    assert default_image_crf(ltx25) == 18 and default_image_crf(ltx23) == 33

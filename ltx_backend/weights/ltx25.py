@@ -25,7 +25,7 @@ from ltx_backend.weights.safetensors_file import SafetensorsFile
 from ltx_backend.weights.transformer import text_processor_config
 
 LTX25 = (2, 5)
-GEMMA_SOURCE_REQUIRED = (2, 4)  # ltx-core: from 2.4 on the checkpoint must name its Gemma
+GEMMA_SOURCE_REQUIRED = (2, 4)  # ltx-core: from 2.4 on the checkpoint must name its Gemma (and images use CRF 18)
 GEMMA3, GEMMA4 = "gemma3", "gemma4"
 
 
@@ -51,6 +51,22 @@ def model_version(ckpt: Checkpoint) -> tuple[int, ...] | None:
 def is_ltx25(ckpt: Checkpoint) -> bool:
     version = model_version(ckpt)
     return version is not None and version[:2] >= LTX25
+
+
+def uses_ancestral_stage_1(ckpt: Checkpoint) -> bool:
+    """ltx-pipelines ``should_use_ancestral_sampler``: the distilled stage 1 is Euler-ancestral (eta 1) from model
+    version 2.5 on, read from the transformer file's metadata."""
+    return is_ltx25(ckpt)
+
+
+LTX24_IMAGE_CRF, DEFAULT_IMAGE_CRF = 18, 33
+
+
+def default_image_crf(vae: Checkpoint) -> int:
+    """ltx-pipelines ``detect_params(vae_path).default_image_crf``: conditioning images are re-encoded at CRF 18 for
+    checkpoints of version 2.4 and later, 33 before; read from the video-VAE file's ``model_version``."""
+    version = model_version(vae)
+    return LTX24_IMAGE_CRF if version is not None and version[:2] >= GEMMA_SOURCE_REQUIRED else DEFAULT_IMAGE_CRF
 
 
 def gemma_source_version(ckpt: Checkpoint) -> str | None:
