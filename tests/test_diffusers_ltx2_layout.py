@@ -124,7 +124,7 @@ def test_diffusers_duration_head_reproduces_ltx_core(tmp_path: Path) -> None:
               "num_queries": 1, "num_pooler_heads": 4, "mlp_hidden_dim": 16}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
     refs = dict(np.load(LTX25 / "refs.npz"))
-    video, audio = mx.array(refs["d.video_tokens"][None]), mx.array(refs["d.audio_tokens"][None])
+    video, audio = mx.array(refs["c.video_encoding"][None]), mx.array(refs["c.audio_encoding"][None])
     ours = load_duration_head_diffusers(folder)(video, audio).item()
     assert ours == load_duration_head(LTX25 / "duration_head.safetensors")(video, audio).item()
     assert abs(ours - float(refs["d.seconds_video_and_audio"][0])) <= 1e-5 * ours

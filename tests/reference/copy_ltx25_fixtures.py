@@ -11,9 +11,10 @@ it computes nothing:
   ``gemma_source_checkpoint``).
 * ``duration_head.safetensors``: ``d_duration_head_weights`` unchanged.
 * ``refs.npz``: from ``c_text_path_io`` the prompt's ids, mask, hidden states on the valid rows, features and
-  connector outputs; from ``c2_text_tower_sliding40_io`` rows 32.. (the window of 40 cuts from row 40 on) of the
-  hidden states; ``d_duration_head_io`` whole; from ``e_euler_ancestral_loop`` the states, masks, recorded noise and
-  model outputs of the loop; ``e2_euler_ancestral_step_cases`` whole.
+  connector outputs; from ``c2_text_tower_sliding40_io`` rows 40.. (where the window of 40 cuts) of hidden states
+  1..6; ``d_duration_head_io`` without its inputs (they equal c's connector outputs, checked); from
+  ``e_euler_ancestral_loop`` the states, masks, recorded noise and model outputs of the loop;
+  ``e2_euler_ancestral_step_cases`` whole.
 
     /work/main/.venv/bin/python tests/reference/copy_ltx25_fixtures.py FIXTURES_DIR   # from the repository root
 """
@@ -30,7 +31,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 OUT = Path(__file__).resolve().parents[1] / "fixtures" / "ltx25"
-C2_FIRST_ROW = 32
+C2_FIRST_ROW = 40  # rows before it see fewer than 40 keys: the window does not cut there
 CONNECTOR_PREFIXES = (
     "model.diffusion_model.video_embeddings_connector.",
     "model.diffusion_model.audio_embeddings_connector.",
@@ -60,8 +61,13 @@ def main(source: Path) -> None:
     c2 = load_file(source / "c2_text_tower_sliding40_io.safetensors")
     refs["c2.input_ids"] = c2["input_ids"]
     refs["c2.first_row"] = np.array(C2_FIRST_ROW)
-    refs["c2.hidden_states_tail"] = np.stack([c2[f"hidden_state.{i:02d}"][C2_FIRST_ROW:] for i in range(7)])
-    for key, value in load_file(source / "d_duration_head_io.safetensors").items():
+    # state 0 (the embeddings) does not depend on the window
+    refs["c2.hidden_states_tail"] = np.stack([c2[f"hidden_state.{i:02d}"][C2_FIRST_ROW:] for i in range(1, 7)])
+    d = load_file(source / "d_duration_head_io.safetensors")
+    # the head's inputs are fixture c's connector outputs: stored once, as c.{video,audio}_encoding
+    assert np.array_equal(d.pop("video_tokens"), c["video_encoding"])
+    assert np.array_equal(d.pop("audio_tokens"), c["audio_encoding"])
+    for key, value in d.items():
         refs[f"d.{key}"] = value
     e = load_file(source / "e_euler_ancestral_loop.safetensors")
     for key, value in e.items():
