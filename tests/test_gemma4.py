@@ -176,3 +176,18 @@ def test_encoder_encodes_a_prompt_like_ltx_core(refs) -> None:
     encoder.release()
     with pytest.raises(RuntimeError):
         encoder.encode("a dog")
+
+
+def test_layer_types_default_and_last_layer_as_transformers() -> None:
+    text = {"model_type": "gemma4_unified_text", "num_hidden_layers": 8}
+    assert Gemma4Config.from_dict(text).layer_types == ("sliding_attention",) * 5 + ("full_attention",) + (
+        "sliding_attention",
+        "full_attention",
+    )  # the pattern (5 sliding, 1 full), the last layer forced to full
+    types = ["sliding_attention"] * 3
+    assert (
+        Gemma4Config.from_dict({**text, "num_hidden_layers": 3, "layer_types": types}).layer_types[-1]
+        == "full_attention"
+    )
+    with pytest.raises(ValueError, match="KV-shared"):
+        Gemma4Config.from_dict({**text, "num_kv_shared_layers": 2})

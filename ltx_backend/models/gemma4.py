@@ -91,7 +91,10 @@ class Gemma4Config:
         if text.get("use_bidirectional_attention") == "all":
             raise ValueError("use_bidirectional_attention 'all' is not supported (text is causal)")
         layers = text.get("num_hidden_layers", 30)
-        types = tuple(text.get("layer_types") or ([SLIDING] * 5 + [FULL]) * (layers // 6) + (SLIDING,) * (layers % 6))
+        types = list(text.get("layer_types") or [FULL if (i + 1) % 6 == 0 else SLIDING for i in range(layers)])
+        if types:
+            types[-1] = FULL  # transformers forces the last layer to full attention
+        types = tuple(types)
         if len(types) != layers or set(types) - {SLIDING, FULL}:
             raise ValueError(f"layer_types {list(types)} do not describe {layers} sliding/full layers")
         rope = text.get("rope_parameters") or {}
