@@ -1,7 +1,8 @@
-"""Gemma 3 text encoding benchmark: all hidden states of a 1024-token prompt, full-size config, random weights.
+"""Gemma text encoding benchmark: all hidden states of a 1024-token prompt, full-size config, random weights.
 
     python benchmarks/text_encode.py                 # Gemma 3 12B and 4B, bf16
     python benchmarks/text_encode.py --sizes 12b --quantize 4
+    python benchmarks/text_encode.py --sizes 12b,g4-12b   # Gemma 3 12B (LTX-2/2.3) vs Gemma 4 12B unified (LTX-2.5)
 
 Reports seconds per encode, tokens per second, peak memory and matmul TFLOP/s. Prints one JSON document.
 """
@@ -17,6 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ltx_backend.models.gemma3 import Gemma3Config, Gemma3TextModel
+from ltx_backend.models.gemma4 import Gemma4Config, Gemma4TextModel
 
 TOKENS = 1024
 SIZES = {  # the published Gemma 3 text configs
@@ -27,13 +29,20 @@ SIZES = {  # the published Gemma 3 text configs
 }  # fmt: skip
 
 
-def matmul_flops(c: Gemma3Config, tokens: int) -> float:
-    """Projections, MLP and attention (causal: half the score matrix), 2 per multiply-add; no lm_head."""
-    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    projections = 2 * tokens * c.hidden_size * (2 * q + 2 * kv)
-    mlp = 2 * tokens * c.hidden_size * c.intermediate_size * 3
-    attention = 2 * 2 * tokens * tokens * q / 2
-    return c.num_hidden_layers * (projections + mlp + attention)
+def matmul_flops(c: Gemma3Config | Gemma4Config, tokens: int) -> float:
+    """Projections, MLP and attention (causal: half the score matrix), 2 per multiply-add; no lm_head. Gemma 4's
+    full layers are wider (global_head_dim) with one KV head and no value projection."""
+    total = 0.0
+    for kind in c.layer_types:
+        full = kind == "full_attention" and isinstance(c, Gemma4Config)
+        head_dim = c.global_head_dim if full else c.head_dim
+        kv_heads = c.num_global_key_value_heads if full else c.num_key_value_heads
+        q, kv = c.num_attention_heads * head_dim, kv_heads * head_dim
+        projections = 2 * tokens * c.hidden_size * (2 * q + (1 if full else 2) * kv)
+        mlp = 2 * tokens * c.hidden_size * c.intermediate_size * 3
+        attention = 2 * 2 * tokens * tokens * q / 2
+        total += projections + mlp + attention
+    return total
 
 
 def gemma_config(size: str) -> Gemma3Config:
@@ -44,8 +53,12 @@ def gemma_config(size: str) -> Gemma3Config:
 
 
 def run(size: str, quantize: int | None, repeat: int) -> dict:
-    config = gemma_config(size)
-    model = Gemma3TextModel(config)
+    if size == "g4-12b":  # the LTX-2.5 text encoder: Gemma4Config's defaults are its real text_config
+        config = Gemma4Config()
+        model = Gemma4TextModel(config)
+    else:
+        config = gemma_config(size)
+        model = Gemma3TextModel(config)
     model.set_dtype(mx.bfloat16)
     if quantize:
         nn.quantize(model, group_size=64, bits=quantize)
@@ -64,7 +77,8 @@ def run(size: str, quantize: int | None, repeat: int) -> dict:
         encode()
     seconds = (time.perf_counter() - start) / repeat
     return {
-        "model": f"gemma-3-{size}", "quantize": quantize, "weights_gb": round(weights_gb, 2),
+        "model": "gemma-4-12b-unified" if size == "g4-12b" else f"gemma-3-{size}", "quantize": quantize,
+        "weights_gb": round(weights_gb, 2),
         "seconds": round(seconds, 4), "tokens_per_s": round(TOKENS / seconds),
         "peak_gb": round(mx.get_peak_memory() / 1e9, 2),
         "tflop_per_s": round(matmul_flops(config, TOKENS) / seconds / 1e12, 1),
@@ -78,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     results = [run(size, args.quantize, args.repeat) for size in args.sizes.split(",")]
-    report = {"benchmark": "Gemma 3 text encoding (all hidden states)", "tokens": TOKENS,
+    report = {"benchmark": "Gemma text encoding (all hidden states)", "tokens": TOKENS,
               "device": str(mx.default_device()), "mlx": mx.__version__, "results": results}  # fmt: skip
     print(json.dumps(report, indent=2))
 

@@ -35,6 +35,7 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    TEXT_ENCODER_MISMATCH = "text_encoder_mismatch"  # LTX-2.5 needs its Gemma 4, LTX-2/2.3 their Gemma 3
 
 
 class LtxError(Exception):

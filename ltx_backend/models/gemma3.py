@@ -88,6 +88,19 @@ class RMSNorm(nn.Module):
         return mx.fast.rms_norm(x, 1.0 + self.weight, self.eps)
 
 
+def causal_masks(attention_mask: mx.array, sliding_window: int, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
+    """Additive (B, 1, T, T) masks, full and sliding-window (key j visible to query i iff 0 <= i - j < window):
+    causal, padded keys masked (as HF's eager path: a finite minimum, so a padded query that sees no key
+    averages all of them instead of producing NaN)."""
+    t = attention_mask.shape[-1]
+    query, key = mx.arange(t)[:, None], mx.arange(t)[None, :]
+    allowed = (key <= query)[None, None] & (attention_mask[:, None, None, :] > 0)
+    sliding = allowed & ((query - key) < sliding_window)[None, None]
+    low = mx.array(mx.finfo(dtype).min, dtype=dtype)
+    zero = mx.array(0, dtype=dtype)
+    return mx.where(allowed, zero, low), mx.where(sliding, zero, low)
+
+
 class KVCache:
     """Keys and values of the tokens seen so far (prompt enhancement decodes one token at a time)."""
 
@@ -180,15 +193,7 @@ class Gemma3TextModel(nn.Module):
         return h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)  # the scale is rounded to the dtype
 
     def masks(self, attention_mask: mx.array, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
-        """Additive (B, 1, T, T) masks, full and sliding-window: causal, padded keys masked (as HF's eager path:
-        a finite minimum, so a padded query that sees no key averages all of them instead of producing NaN)."""
-        t = attention_mask.shape[-1]
-        query, key = mx.arange(t)[:, None], mx.arange(t)[None, :]
-        allowed = (key <= query)[None, None] & (attention_mask[:, None, None, :] > 0)
-        sliding = allowed & ((query - key) < self.config.sliding_window)[None, None]
-        low = mx.array(mx.finfo(dtype).min, dtype=dtype)
-        zero = mx.array(0, dtype=dtype)
-        return mx.where(allowed, zero, low), mx.where(sliding, zero, low)
+        return causal_masks(attention_mask, self.config.sliding_window, dtype)
 
     def hidden_states(
         self, input_ids: mx.array, attention_mask: mx.array, eval_each_layer: bool = True, offset: int = 0

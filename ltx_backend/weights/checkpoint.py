@@ -33,6 +33,7 @@ class Layout(str, Enum):
     UNIFIED = "unified"
     SPLIT = "split"
     OFFICIAL = "official"
+    DIFFUSERS = "diffusers"  # one folder per component, diffusers' key names (weights/diffusers_ltx2.py)
 
 
 class TensorFile(Protocol):
