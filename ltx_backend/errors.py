@@ -35,6 +35,9 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    MEDIA_UNREADABLE = "media_unreadable"  # an input audio/video file that is missing or cannot be decoded
+    MEDIA_TOO_SHORT = "media_too_short"  # an input shorter than the span the request needs
+    MEDIA_NO_AUDIO = "media_no_audio"  # an input that must carry a soundtrack has none
 
 
 class LtxError(Exception):
