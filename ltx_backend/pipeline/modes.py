@@ -56,14 +56,19 @@ stream is kept whole. A source without sound generates its audio from scratch (m
 are decoded; the output's audio is the VAE re-decode (kept parts included).
 
 **extend** (no reference pipeline in 1.0.0; our design from the retake machinery): to continue a clip of ``F``
-frames by ``N`` seconds, the output is one clip of ``F' = F + 8 * ceil(N * fps / 8)`` frames (8k+1 kept). The source
-is encoded whole; its latent frames fill the first latent frames of the longer state (its audio latent the first
-audio frames) with denoise mask 0, the rest start empty with mask 1, so it is a retake whose window is
-``[F / fps, F' / fps)`` on a canvas longer than the source: the transformer sees the kept part as clean context at
-its true positions (temporal attention carries motion, audio / video cross-attention keeps sync), the new part is
-generated, and the joined latent is decoded once. The kept part goes through encode -> decode, so it matches the
-source within codec tolerance (not bit for bit). The audio window starts at the first audio latent whose span ends
-after ``F / fps`` (the token spans overlap by the causal shift), so no latent straddling the seam is kept.
+frames (8k+1; `source.encode_source` keeps the longest 8k+1 prefix) by ``N`` seconds, the output is one clip of
+``F' = F + 8 * ceil(N * fps / 8)`` frames (`extended_frames`). The source is encoded whole; its video latent frames
+fill the first latent frames of the longer state and its audio latent the first audio frames, with denoise mask 0;
+the rest start empty with mask 1 (`extend_states`). It is a retake whose window is ``[F / fps, inf)`` on a canvas
+longer than the source, with retake's stage layout (one stage at the source's size, distilled or dev): the
+transformer sees the kept part as clean context at its true positions (temporal attention carries the motion on,
+audio / video cross-attention keeps sync) and generates the new part; the joined latent is decoded once and muxed
+with the decoded soundtrack fit to ``F' / fps`` (`joined_duration`). The seam: latent frame ``f`` of the canvas
+starts exactly at ``F / fps`` (causal spans), so no source video latent is regenerated; audio latents whose span
+ends after the seam (the 40 ms spans straddle it) or that lie past the encoded soundtrack are generated. The kept
+latents leave the sampler bit for bit (tested); the kept frames go through encode -> decode, so the output matches
+the source within codec tolerance, not bit for bit (the decoder is not causal: the last kept frames also see the
+first new latent).
 """
 
 from __future__ import annotations
@@ -74,11 +79,13 @@ from dataclasses import dataclass, replace
 import mlx.core as mx
 import numpy as np
 
+from ltx_backend.pipeline.audio_encode import fit_latent_frames
 from ltx_backend.pipeline.sampler import (
     AUDIO_GUIDANCE,
     VIDEO_GUIDANCE,
     GuidanceParams,
     LatentState,
+    audio_latent_frames,
     audio_state,
     condition_by_keyframe,
     condition_by_latent_index,
@@ -87,6 +94,7 @@ from ltx_backend.pipeline.sampler import (
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 
 VIDEO_TIME_SCALE = 8  # pixel frames per latent frame (after the first)
+AUDIO_CHANNELS, AUDIO_MEL_BINS = 8, 16  # the audio latent of every LTX-2 / 2.3 checkpoint
 
 # ltx-pipelines constants: non-distilled defaults per model family, and the HQ pipeline's.
 LTX2_STEPS, LTX23_STEPS, HQ_STEPS, RETAKE_STEPS = 40, 30, 15, 40
@@ -137,15 +145,19 @@ def retake_video_state(
 
 
 def retake_audio_state(
-    source_latent: mx.array | None, frames: int, start: float, end: float, regenerate: bool = True,
+    source_latent: mx.array | None,
+    frames: int,
+    start: float,
+    end: float,
+    regenerate: bool = True,
     dtype: mx.Dtype = mx.float32,
-) -> LatentState:  # fmt: skip
-    """The encoded source soundtrack cut / zero-padded to `frames` latent frames, masked like the video; a source
-    without sound (None) gives a fresh audio state of `frames` frames generated whole (the reference's behaviour)."""
+    channels: int = AUDIO_CHANNELS,
+    mel_bins: int = AUDIO_MEL_BINS,
+) -> LatentState:
+    """The encoded source soundtrack cut / zero-padded to `frames` latent frames, masked like the video. A source
+    without sound (None) gets a fresh audio state, generated whole whatever the window (as the reference does)."""
     if source_latent is None:
-        raise ValueError("a source without audio: build a fresh audio_state of `frames` frames instead")
-    from ltx_backend.pipeline.audio_encode import fit_latent_frames
-
+        return audio_state(mx.zeros((1, channels, frames, mel_bins)), dtype)
     state = audio_state(fit_latent_frames(source_latent, frames), dtype)
     return time_window_mask(state, start, end) if regenerate else frozen(state)
 
@@ -154,8 +166,9 @@ def extended_frames(source_frames: int, seconds: float, fps: float) -> int:
     """Frames of the joined clip: the source plus at least `seconds`, rounded up to whole latent frames (8k+1)."""
     if (source_frames - 1) % VIDEO_TIME_SCALE:
         raise ValueError(f"the source must have 8k+1 frames, got {source_frames}")
-    added = VIDEO_TIME_SCALE * math.ceil(seconds * fps / VIDEO_TIME_SCALE - 1e-9)
-    return source_frames + added
+    if seconds <= 0:
+        raise ValueError(f"an extension must be longer than 0 s, got {seconds}")
+    return source_frames + VIDEO_TIME_SCALE * math.ceil(round(seconds * fps, 6) / VIDEO_TIME_SCALE)
 
 
 def extend_states(
@@ -163,31 +176,38 @@ def extend_states(
     source_audio: mx.array | None,
     total_frames: int,
     fps: float,
-    audio_frames: int,
     dtype: mx.Dtype = mx.float32,
+    channels: int = AUDIO_CHANNELS,
+    mel_bins: int = AUDIO_MEL_BINS,
 ) -> tuple[LatentState, LatentState]:
-    """extend: the source's latents at the start of a canvas of `total_frames` pixel frames, kept (mask 0); the
-    continuation generated (mask 1). Returns (video, audio) states; the seam is at the source's duration."""
+    """extend: the source's latents (video (1, C, f, H, W); audio (1, C, T, M) or None) at the start of a clip of
+    `total_frames` pixel frames, kept (mask 0); the continuation is generated (mask 1). (video, audio) states.
+
+    The seam is the source's duration ``(8 (f - 1) + 1) / fps``: latent frame f starts exactly there (causal
+    spans), so the video window ``[seam, inf)`` regenerates no source frame. Audio latents whose span ends after the
+    seam, or that lie past the encoded soundtrack, are generated; the others are kept."""
     b, c, f, h, w = source_video.shape
     latent_frames = (total_frames - 1) // VIDEO_TIME_SCALE + 1
     if latent_frames <= f:
         raise ValueError(f"an extension to {total_frames} frames adds no latent frame to {f}")
     canvas = mx.concatenate([source_video, mx.zeros((b, c, latent_frames - f, h, w), source_video.dtype)], axis=2)
-    seam = ((f - 1) * VIDEO_TIME_SCALE + 1) / fps  # the source's duration in seconds
+    seam = ((f - 1) * VIDEO_TIME_SCALE + 1) / fps
     video = time_window_mask(video_state(canvas, fps, dtype), seam, math.inf)
+    audio_frames = audio_latent_frames(total_frames, fps)
     if source_audio is None:
-        audio = audio_state(mx.zeros((1, 8, audio_frames, 16)), dtype)
-    else:
-        from ltx_backend.pipeline.audio_encode import fit_latent_frames
+        return video, audio_state(mx.zeros((1, channels, audio_frames, mel_bins)), dtype)
+    kept = min(source_audio.shape[2], audio_frames)
+    audio = time_window_mask(
+        audio_state(fit_latent_frames(source_audio[:, :, :kept], audio_frames), dtype), seam, math.inf
+    )
+    past_source = mx.array(np.arange(audio_frames) >= kept)[None]
+    mask = mx.where(past_source, mx.ones_like(audio.denoise_mask), audio.denoise_mask)
+    return video, replace(audio, denoise_mask=mask, unconditioned=False)
 
-        kept = fit_latent_frames(source_audio, min(source_audio.shape[2], audio_frames))
-        padded = fit_latent_frames(kept, audio_frames)
-        audio = time_window_mask(audio_state(padded, dtype), seam, math.inf)
-        # keep only the latents that lie wholly inside the source (those crossing the seam are generated)
-        keep = np.arange(audio_frames) < kept.shape[2]
-        mask = mx.where(mx.array(keep)[None], audio.denoise_mask, mx.ones_like(audio.denoise_mask))
-        audio = replace(audio, denoise_mask=mask, unconditioned=False)
-    return video, audio
+
+def joined_duration(total_frames: int, fps: float) -> float:
+    """Seconds of the joined extend clip (the muxed soundtrack is fit to it)."""
+    return total_frames / fps
 
 
 @dataclass(frozen=True)
@@ -232,7 +252,7 @@ class Stage:
 
 
 def stages(pipeline: str, steps: int, distilled: bool = False) -> tuple[Stage, ...]:
-    """Stage layout of a pipeline (``one-stage``, ``two-stage``, ``interpolate``, ``a2v``, ``retake``).
+    """Stage layout of a pipeline (``one-stage``, ``two-stage``, ``interpolate``, ``a2v``, ``retake``, ``extend``).
 
     ``hq`` is not an Euler layout (res_2s stepper) and is refused here."""
     refine = Stage(1.0, DISTILLED_STAGE_2, guided=False, noise_scale=DISTILLED_STAGE_2[0], upsample_before=True)
@@ -240,6 +260,6 @@ def stages(pipeline: str, steps: int, distilled: bool = False) -> tuple[Stage, .
         return (Stage(1.0, ltx2_sigmas(steps), guided=True),)
     if pipeline in ("two-stage", "interpolate", "a2v"):
         return (Stage(0.5, ltx2_sigmas(steps), guided=True), refine)
-    if pipeline == "retake":
+    if pipeline in ("retake", "extend"):
         return (Stage(1.0, DISTILLED_STAGE_1, guided=False) if distilled else Stage(1.0, ltx2_sigmas(steps), True),)
     raise ValueError(f"no Euler stage layout for pipeline {pipeline!r}")
