@@ -30,6 +30,7 @@ from ltx_backend.models.transformer import LTXModel
 from ltx_backend.pipeline import modes
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio_encode import encode_audio, resample, waveform_to_mel
+from ltx_backend.pipeline.res2s import res2s_loop
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.weights.audio import load_audio_encoder
 from ltx_backend.weights.checkpoint import open_checkpoint
@@ -39,7 +40,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TOLERANCE = 1e-4  # relative to peak
 STATE_ATOL = 1e-6
 VERSIONS = ("t20", "t23")
-RUNS = ("a2v_s1", "a2v_s2", "retake_distilled", "retake_dev", "keyframe_s1", "keyframe_s2", "one_stage")
+RUNS = (
+    "a2v_s1",
+    "a2v_s2",
+    "retake_distilled",
+    "retake_dev",
+    "keyframe_s1",
+    "keyframe_s2",
+    "one_stage",
+    "hq_s1",
+    "hq_s2",
+)
+RES2S_RUNS = ("hq_s1", "hq_s2")
 STG_BLOCK = 1
 FPS = 24.0
 AUDIO_FRAMES = 18
@@ -70,7 +82,9 @@ def inp(name: str) -> mx.array:
 
 
 def sigmas(run: str) -> tuple[float, ...] | np.ndarray:
-    if run in ("a2v_s2", "keyframe_s2"):
+    if run == "hq_s1":  # shifted by the stage's own token count (18), as the HQ pipeline schedules
+        return ltx2_sigmas(4, 18)
+    if run in ("a2v_s2", "keyframe_s2", "hq_s2"):
         return DISTILLED_STAGE_2
     return DISTILLED_STAGE_1 if run == "retake_distilled" else ltx2_sigmas(4)
 
@@ -106,7 +120,10 @@ def initial_states(version: str, run: str) -> tuple[s.LatentState, s.LatentState
     elif run == "keyframe_s2":
         video = modes.keyframe_conditioning(s.video_state(inp("upsampled_video"), FPS), keyframes, FPS)
         audio = s.audio_state(inp("stage2_audio"))
-    else:  # one_stage
+    elif run == "hq_s2":
+        video = modes.image_conditioning(s.video_state(inp("upsampled_video"), FPS), [image()], FPS)
+        audio = s.audio_state(inp("stage2_audio"))
+    else:  # one_stage, hq_s1
         extra = modes.Image(inp("keyframe_latent"), int(key_index), key_strength)
         video, audio = modes.image_conditioning(fresh_video, [image(), extra], FPS), fresh_audio
     scale = float(sigmas(run)[0]) if run.endswith("_s2") else 1.0
@@ -119,13 +136,15 @@ def denoiser(version: str, run: str, video: s.LatentState, audio: s.LatentState)
     t = dict(np.load(FIXTURES / "transformer" / "refs.npz"))
     v_ctx, a_ctx = (mx.array(t[f"{version}.text.{n}_context"]) for n in ("video", "audio"))
     stage = s.StageInputs.build(model(version), video, audio, v_ctx, a_ctx, mx.float32)
-    if run in ("a2v_s2", "keyframe_s2", "retake_distilled"):
+    if run in ("a2v_s2", "keyframe_s2", "retake_distilled", "hq_s2"):
         return s.simple_denoiser(stage)
     sampler_refs = np.load(FIXTURES / "sampler" / "refs.npz")
     v_neg, a_neg = (mx.array(sampler_refs[f"inputs.{version}.negative_{n}_context"]) for n in ("video", "audio"))
     video_params, audio_params = modes.default_guidance(STG_BLOCK)
     if run == "a2v_s1":  # neutral audio guider without a negative context: its uncond pass uses the positive one
         audio_params, a_neg = replace(modes.A2V_AUDIO_GUIDANCE), a_ctx
+    if run == "hq_s1":
+        video_params, audio_params = modes.HQ_VIDEO_GUIDANCE, modes.HQ_AUDIO_GUIDANCE
     return s.guided_denoiser(stage, v_neg, a_neg, video_params, audio_params)
 
 
@@ -140,8 +159,23 @@ def denoise_run(version: str, run: str):
         recorded.append(out)
         return out
 
-    video, audio = s.euler_loop(sigmas(run), video, audio, recording)
+    if run in RES2S_RUNS:
+        video, audio = res2s_loop(sigmas(run), video, audio, recording, recorded_sde_noise(version, run))
+    else:
+        video, audio = s.euler_loop(sigmas(run), video, audio, recording)
     return recorded, video, audio
+
+
+def recorded_sde_noise(version: str, run: str):
+    """The reference's SDE draws in its order: per step and stream, the substep draw, then the step draw."""
+    draws = {name: iter(refs()[f"{version}.{run}.sde_noise.{name}"]) for name in ("video", "audio")}
+
+    def noise(generator: str, stream: str, shape: tuple[int, ...]) -> mx.array:
+        value = next(draws[stream])
+        assert value.shape == shape, (generator, stream, value.shape, shape)
+        return mx.array(value)
+
+    return noise
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -165,7 +199,8 @@ def test_initial_states_match(version: str, run: str) -> None:
 def test_denoised_and_final_latents_match(version: str, run: str) -> None:
     r, prefix = refs(), f"{version}.{run}"
     recorded, video, audio = denoise_run(version, run)
-    assert len(recorded) == len(sigmas(run)) - 1
+    steps = len(sigmas(run)) - 1
+    assert len(recorded) == (2 * steps + 1 if run in RES2S_RUNS else steps)  # res_2s: step, midpoint; final
     for step, (out_video, out_audio) in enumerate(recorded):
         for name, ours in (("video", out_video), ("audio", out_audio)):
             error = relative_error(ours, r[f"{prefix}.denoised.{name}"][step])

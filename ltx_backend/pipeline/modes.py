@@ -23,7 +23,8 @@ the one `euler_loop` in `pipeline/sampler.py`. What ltx-pipelines 1.0.0 does, pe
 latent as initial latents, re-noised; (c') video only, the audio stays the frozen encoded soundtrack; (d)
 `frozen_audio_state`; (e) `retake_video_state` / `retake_audio_state`. STAGE_2 = ``DISTILLED_STAGE_2``; "x sigma0":
 the stage adds noise scaled by its first sigma. res_2s: ``TI2VidTwoStagesHQPipeline`` steps with the second-order
-``Res2sDiffusionStep`` / ``res2s_audio_video_denoising_loop``, not Euler (not built here).
+``Res2sDiffusionStep`` / ``res2s_audio_video_denoising_loop``, not Euler: `pipeline/res2s.py` `res2s_loop`
+(``Stage.stepper == "res2s"``), fed the same states and denoisers.
 
 guided*: ``multi_modal_guider_factory_denoising_func`` with constant params = `guided_denoiser` with the checkpoint's
 defaults (below). guided HQ: ``LTX_2_3_HQ_PARAMS`` (15 steps; video cfg 3, stg 0, rescale 0.45, modality 3; audio
@@ -249,17 +250,23 @@ class Stage:
     guided: bool
     noise_scale: float = 1.0  # the first sigma where the stage refines an upsampled latent
     upsample_before: bool = False
+    stepper: str = "euler"  # "euler": sampler.euler_loop; "res2s": res2s.res2s_loop (hq)
 
 
-def stages(pipeline: str, steps: int, distilled: bool = False) -> tuple[Stage, ...]:
-    """Stage layout of a pipeline (``one-stage``, ``two-stage``, ``interpolate``, ``a2v``, ``retake``, ``extend``).
-
-    ``hq`` is not an Euler layout (res_2s stepper) and is refused here."""
+def stages(pipeline: str, steps: int, distilled: bool = False, stage1_tokens: int | None = None) -> tuple[Stage, ...]:
+    """Stage layout of a pipeline (``one-stage``, ``two-stage``, ``hq``, ``interpolate``, ``a2v``, ``retake``,
+    ``extend``). ``hq`` shifts its stage-1 sigmas by `stage1_tokens` (the half-size latent's f * h * w) and guides
+    with `HQ_VIDEO_GUIDANCE` / `HQ_AUDIO_GUIDANCE` (default `HQ_STEPS`)."""
     refine = Stage(1.0, DISTILLED_STAGE_2, guided=False, noise_scale=DISTILLED_STAGE_2[0], upsample_before=True)
+    if pipeline == "hq":
+        if stage1_tokens is None:
+            raise ValueError("hq needs the stage-1 latent's token count")
+        first = Stage(0.5, ltx2_sigmas(steps, stage1_tokens), guided=True, stepper="res2s")
+        return (first, replace(refine, stepper="res2s"))
     if pipeline == "one-stage":
         return (Stage(1.0, ltx2_sigmas(steps), guided=True),)
     if pipeline in ("two-stage", "interpolate", "a2v"):
         return (Stage(0.5, ltx2_sigmas(steps), guided=True), refine)
     if pipeline in ("retake", "extend"):
         return (Stage(1.0, DISTILLED_STAGE_1, guided=False) if distilled else Stage(1.0, ltx2_sigmas(steps), True),)
-    raise ValueError(f"no Euler stage layout for pipeline {pipeline!r}")
+    raise ValueError(f"no stage layout for pipeline {pipeline!r}")

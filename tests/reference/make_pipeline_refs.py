@@ -129,7 +129,7 @@ def _fill_torchaudio() -> None:
 
 _fill_torchaudio()
 
-from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
+from ltx_core.components.diffusion_steps import EulerDiffusionStep, Res2sDiffusionStep  # noqa: E402
 from ltx_core.components.guiders import (  # noqa: E402
     MultiModalGuider,
     MultiModalGuiderParams,
@@ -205,6 +205,35 @@ def record(prefix: str, loop: msr.LoopRecord, draws: dict[str, torch.Tensor]) ->
     return refs
 
 
+def res2s_recording_loop(make_denoise_fn, loop: msr.LoopRecord, draws: list[torch.Tensor]):
+    """The HQ pipeline's ``res2s_audio_video_denoising_loop`` (its defaults: noise seeds -1 / 9999, bong iteration,
+    legacy mode) with float32 latents instead of its default ``model_dtype=bfloat16`` (a float32 reference), recording
+    every denoise call (step point, midpoint, final) and every SDE noise draw."""
+
+    def recording_noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = samplers._get_new_noise(x, generator)
+        draws.append(noise.clone())
+        return noise
+
+    def denoising_loop(sigmas, video_state, audio_state, stepper):
+        loop.initial = (video_state.clone(), audio_state.clone())
+        denoise_fn = make_denoise_fn()
+
+        def recorded(video_state, audio_state, sigmas, step_index):
+            out = denoise_fn(video_state, audio_state, sigmas, step_index)
+            loop.denoised.append((out[0].clone(), out[1].clone()))
+            return out
+
+        out = samplers.res2s_audio_video_denoising_loop(
+            sigmas=sigmas, video_state=video_state, audio_state=audio_state, stepper=stepper, denoise_fn=recorded,
+            new_noise_fn=recording_noise, model_dtype=torch.float32,
+        )  # fmt: skip
+        loop.final = (out[0].clone(), out[1].clone())
+        return out
+
+    return denoising_loop
+
+
 def run(name: str, noiser: msr.RecordingNoiser, sigmas: torch.Tensor, make_denoise_fn, how: str, **kwargs):
     """One pipeline stage through the helper the pipeline calls (``how``), recording draws and loop."""
     loop = msr.LoopRecord()
@@ -228,12 +257,20 @@ def run(name: str, noiser: msr.RecordingNoiser, sigmas: torch.Tensor, make_denoi
             out_audio = audio_tools.unpatchify(audio_tools.clear_conditioning(audio_state)).latent
         else:
             fn = helpers.denoise_video_only if how == "video_only" else helpers.denoise_audio_video
-            out = fn(output_shape=OUTPUT_SHAPE, sigmas=sigmas, stepper=EulerDiffusionStep(),
-                     denoising_loop_fn=msr.recording_loop(make_denoise_fn, loop), **common, **kwargs)  # fmt: skip
+            sde_draws: list[torch.Tensor] = []
+            if how == "res2s":
+                stepper, loop_fn = Res2sDiffusionStep(), res2s_recording_loop(make_denoise_fn, loop, sde_draws)
+            else:
+                stepper, loop_fn = EulerDiffusionStep(), msr.recording_loop(make_denoise_fn, loop)
+            out = fn(output_shape=OUTPUT_SHAPE, sigmas=sigmas, stepper=stepper, denoising_loop_fn=loop_fn, **common,
+                     **kwargs)  # fmt: skip
             out_video = out.latent if how == "video_only" else out[0].latent
             out_audio = None if how == "video_only" else out[1].latent
     assert not noiser.pending
     refs = record(name, loop, msr.take_draws(noiser))
+    if how == "res2s":  # per full step: substep video, substep audio, step video, step audio
+        refs[f"{name}.sde_noise.video"] = torch.stack(sde_draws[0::2])
+        refs[f"{name}.sde_noise.audio"] = torch.stack(sde_draws[1::2])
     refs[f"{name}.out.video_latent"] = out_video
     if out_audio is not None:
         refs[f"{name}.out.audio_latent"] = out_audio
@@ -307,6 +344,21 @@ def version_references(version: str, inputs: dict[str, torch.Tensor]) -> dict[st
     conds = [image(), keyframe(KEYFRAME_IDX, "keyframe_latent", KEYFRAME_STRENGTH)]
     refs |= run("one_stage", noiser(), dev_sigmas, guided_factory, "audio_video", conditionings=conds)
     refs["sigmas.dev"] = dev_sigmas
+
+    # TI2VidTwoStagesHQPipeline: res_2s stepper; stage 1 sigmas shifted by the latent's token count; HQ guider params
+    # (STG off) through multi_modal_guider_denoising_func; one noiser for both stages.
+    hq = noiser()
+    hq_sigmas = LTX2Scheduler().execute(latent=torch.empty(msr.video_latent_shape().to_torch_shape()), steps=DEV_STEPS)
+    hq_video, hq_audio = (
+        constants.LTX_2_3_HQ_PARAMS.video_guider_params,
+        constants.LTX_2_3_HQ_PARAMS.audio_guider_params,
+    )
+    refs |= run("hq_s1", hq, hq_sigmas.to(torch.float32), guided(hq_video, hq_audio), "res2s", conditionings=conds)
+    # stage 2 with the first-frame image only: a fractional mask re-noised at scale < 1 is where ltx-core 1.0.0's and
+    # 1.2.0's noisers differ, which is not what this run is about
+    refs |= run("hq_s2", hq, stage2, simple, "res2s", conditionings=[image()], noise_scale=stage2[0],
+                initial_video_latent=upsampled, initial_audio_latent=inputs["stage2_audio"])  # fmt: skip
+    refs["sigmas.hq"] = hq_sigmas
     return {f"{version}.{key}": value for key, value in refs.items()}
 
 
