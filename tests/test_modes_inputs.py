@@ -173,3 +173,13 @@ def test_extend_keeps_the_source_and_generates_the_continuation() -> None:
     source_tokens = np.array(s.audio_to_tokens(source_audio)[0])
     np.testing.assert_array_equal(np.array(audio.latent[0])[kept], source_tokens[kept])
     assert modes.joined_duration(total, fps) == pytest.approx(33 / 24)
+
+
+def test_retake_and_extend_requests_are_validated() -> None:
+    modes.check_retake_window(0.5, 9.0, 1.0)  # a window running past the end regenerates to the end
+    for start, end in ((0.6, 0.4), (-0.1, 0.5), (1.0, 2.0)):
+        with pytest.raises(LtxError, match="--retake") as info:
+            modes.check_retake_window(start, end, 1.0)
+        assert info.value.code is ErrorCode.INVALID_PARAMS
+    with pytest.raises(LtxError, match="--extend"):
+        modes.check_extend_seconds(0.0, 24.0)

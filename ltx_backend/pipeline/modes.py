@@ -80,6 +80,7 @@ from dataclasses import dataclass, replace
 import mlx.core as mx
 import numpy as np
 
+from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.pipeline.audio_encode import fit_latent_frames
 from ltx_backend.pipeline.sampler import (
     AUDIO_GUIDANCE,
@@ -107,6 +108,31 @@ A2V_AUDIO_GUIDANCE = GuidanceParams()  # MultiModalGuiderParams(): the frozen au
 def default_guidance(stg_block: int) -> tuple[GuidanceParams, GuidanceParams]:
     """ltx-pipelines ``LTX_2_PARAMS`` / ``LTX_2_3_PARAMS`` guidance with the model's STG block (29 / 28)."""
     return replace(VIDEO_GUIDANCE, stg_blocks=(stg_block,)), replace(AUDIO_GUIDANCE, stg_blocks=(stg_block,))
+
+
+# ------------------------------------------------------------------------------------------------- validation
+
+
+def check_retake_window(start: float, end: float, duration: float) -> None:
+    """A retake window must be non-empty and overlap the source clip (validate before compute)."""
+    if not (0 <= start < end) or start >= duration:
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            f"--retake {start:g}:{end:g} is not a window inside the {duration:.3f} s source clip",
+            f"Give START:END seconds with 0 <= START < END and START < {duration:.3f}.",
+            field="retake",
+        )
+
+
+def check_extend_seconds(seconds: float, fps: float) -> None:
+    """An extension adds at least one latent frame (8 video frames)."""
+    if not seconds > 0:
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            f"--extend {seconds:g}: the extension must be longer than 0 s",
+            f"Give the seconds to add (at {fps:g} fps, every 8 frames = {8 / fps:.3f} s make one latent frame).",
+            field="extend",
+        )
 
 
 # ----------------------------------------------------------------------------------------------- conditioning
