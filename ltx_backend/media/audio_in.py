@@ -64,9 +64,10 @@ def read_audio(
         decoded = DecodedAudio(map_channels(decoded.waveform, channels), decoded.sample_rate)
     available = decoded.duration
     if decoded.waveform.shape[-1] == 0 or available + 0.5 / decoded.sample_rate < min_duration:
+        needed = f"{min_duration:.3f} s are needed" if min_duration > 0 else "some is needed"
         raise LtxError(
             ErrorCode.MEDIA_TOO_SHORT,
-            f"{path} has {available:.3f} s of audio from {start:g} s; {min_duration:.3f} s are needed",
+            f"{path} has {available:.3f} s of audio from {start:g} s; {needed}",
             "Use a longer audio file, an earlier start time, or a shorter video.",
             path=str(path),
             available_s=round(available, 3),
