@@ -29,8 +29,9 @@ the stage adds noise scaled by its first sigma. res_2s: ``TI2VidTwoStagesHQPipel
 guided*: ``multi_modal_guider_factory_denoising_func`` with constant params = `guided_denoiser` with the checkpoint's
 defaults (below). guided HQ: ``LTX_2_3_HQ_PARAMS`` (15 steps; video cfg 3, stg 0, rescale 0.45, modality 3; audio
 cfg 7, stg 0, rescale 1, modality 3; `HQ_*_GUIDANCE`), the sigma shift from the half-res latent's token count.
-guided a2v: the checkpoint's default video params (modality_scale is ``--a2v-guidance-scale``, default 3), audio `A2V_AUDIO_GUIDANCE` (all
-neutral, no negative audio context: its unconditional pass uses the positive audio context). "x sigma0": the stage
+guided a2v: the checkpoint's default video params (modality_scale is ``--a2v-guidance-scale``, default 3), audio
+`A2V_AUDIO_GUIDANCE` (all neutral, no negative audio context: its unconditional pass uses the positive audio
+context). "x sigma0": the stage
 adds noise scaled by its first sigma. Two-stage pipelines' stage 2 runs the distilled LoRA; one seeded generator
 serves both stages.
 
