@@ -36,6 +36,9 @@ class ErrorCode(str, Enum):
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
     TEXT_ENCODER_MISMATCH = "text_encoder_mismatch"  # LTX-2.5 needs its Gemma 4, LTX-2/2.3 their Gemma 3
+    MEDIA_UNREADABLE = "media_unreadable"  # an input audio/video file that is missing or cannot be decoded
+    MEDIA_TOO_SHORT = "media_too_short"  # an input shorter than the span the request needs
+    MEDIA_NO_AUDIO = "media_no_audio"  # an input that must carry a soundtrack has none
 
 
 class LtxError(Exception):

@@ -57,6 +57,7 @@ class AudioVAEConfig:
     mel_bins: int | None = None
     sample_rate: int = 16000
     mel_hop_length: int = 160
+    n_fft: int = 1024  # the STFT size of the encoder's log-mel input (preprocessing.stft.filter_length)
 
     @classmethod
     def from_config(cls, config: dict) -> AudioVAEConfig:
@@ -91,6 +92,7 @@ class AudioVAEConfig:
             mel_bins=mel_bins,
             sample_rate=params.get("sampling_rate", 16000),
             mel_hop_length=preprocessing.get("stft", {}).get("hop_length", 160),
+            n_fft=preprocessing.get("stft", {}).get("filter_length", 1024),
         )
 
 
