@@ -35,6 +35,7 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    LORA_MISMATCH = "lora_mismatch"  # a LoRA whose layers or shapes do not fit the model
 
 
 class LtxError(Exception):
