@@ -19,8 +19,8 @@ single-file checkpoints in ``tests/fixtures/transformer/``), writes into ``tests
   image conditioning, bare and wrapped in ``ConditioningItemAttentionStrengthWrapper`` (scalar 0.5 and a per-token
   mask), the resulting tokens, positions, denoise mask, clean latent and attention mask; ``ic.pixel_mask`` and
   ``ic.latent_mask``: ``ICLoraPipeline._downsample_mask_to_latent``; ``<version>.iclora_s1.*``: one stage-1 denoise
-  loop of ``ICLoraPipeline`` (distilled sigmas, first-frame image + reference video conditioning, LoRA 1 fused at 0.7)
-  with its recorded noise (via ``make_sampler_refs``' recording loop).
+  loop of ``ICLoraPipeline`` (distilled sigmas, first-frame image + reference video conditioning, both LoRAs fused as
+  above) with its recorded noise (via ``make_sampler_refs``' recording loop).
 
 ``--rule 1.2`` runs the loop under ltx-core 1.2.0's A<->V cross-attention timestep rule (``ltx_core_1_2_rule.py`` in
 this folder); the default ``1.0`` is plain ltx-core 1.0.0. The rule only changes the loop fixtures. Run from the
@@ -282,9 +282,10 @@ def conditioning_references() -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def loop_references(version: str, lora: Path) -> dict[str, torch.Tensor]:
-    """ICLoraPipeline stage 1: distilled sigmas, image + reference conditioning, the IC-LoRA fused (strength 0.7)."""
-    model = X0Model(build(version, [(lora, STRENGTHS[0])]).float()).eval()
+def loop_references(version: str, loras: list[Path]) -> dict[str, torch.Tensor]:
+    """ICLoraPipeline stage 1: distilled sigmas, image + reference conditioning, the two LoRAs fused (0.7, -0.3:
+    the weights of ``<version>_fused.safetensors``, so that the loop can be checked apart from the fusion)."""
+    model = X0Model(build(version, list(zip(loras, STRENGTHS, strict=True))).float()).eval()
     v_ctx, a_ctx = msr.positive_contexts(version)
     gen = torch.Generator().manual_seed(SEED + 1)
     latent_shape = msr.video_latent_shape()  # (1, 16, 3, 2, 3): OUTPUT_SHAPE 17 x 64 x 96
@@ -320,7 +321,7 @@ def main() -> None:
     for version in mtr.VERSIONS:
         fused, paths = fusion_references(version)
         refs.update(fused)
-        loras[version] = paths[0]
+        loras[version] = paths
     refs.update(conditioning_references())
     if args.rule == "1.2":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
