@@ -282,6 +282,28 @@ def conditioning_references() -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
+def masked_forward_references(refs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The plain t23 model (video only: independent of the A<->V timestep rule) on the IC-conditioned state with the
+    per-token attention mask, and without it: the reference for the transformer's self-attention mask."""
+    model = build("t23", []).float()
+    text = np.load(mtr.OUT_DIR / "refs.npz")
+    sigma = torch.tensor([mtr.SIGMA])
+    out = {}
+    for name, mask in (("masked", refs["ic.mask.attention_mask"]), ("unmasked", None)):
+        video = Modality(
+            latent=refs["ic.mask.latent"],
+            sigma=sigma,
+            timesteps=(refs["ic.mask.denoise_mask"] * sigma).squeeze(-1),
+            positions=refs["ic.mask.positions"],
+            context=torch.from_numpy(text["t23.text.video_context"].copy()),
+            attention_mask=mask,
+        )
+        out[f"ic.forward_{name}.video"] = model(video=video, audio=None, perturbations=None)[0]
+    assert not torch.allclose(out["ic.forward_masked.video"], out["ic.forward_unmasked.video"])
+    return out
+
+
+@torch.no_grad()
 def loop_references(version: str, loras: list[Path]) -> dict[str, torch.Tensor]:
     """ICLoraPipeline stage 1: distilled sigmas, image + reference conditioning, the two LoRAs fused (0.7, -0.3:
     the weights of ``<version>_fused.safetensors``, so that the loop can be checked apart from the fusion)."""
@@ -323,6 +345,7 @@ def main() -> None:
         refs.update(fused)
         loras[version] = paths
     refs.update(conditioning_references())
+    refs.update(masked_forward_references(refs))
     if args.rule == "1.2":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         rule = importlib.import_module("ltx_core_1_2_rule")
