@@ -34,7 +34,9 @@ from ltx_backend.weights.lora import (
     lora_info,
     model_targets,
     our_layer,
+    parse_lora_arg,
     read_lora,
+    resident_key,
 )
 from ltx_backend.weights.transformer import load_transformer
 
@@ -264,3 +266,19 @@ def test_lora_info(spelling: str) -> None:
     assert info["reference_downscale_factor"] == 2 and info["metadata"] == {"reference_downscale_factor": "2"}
     assert info["has_alpha"] is (spelling in ("comfyui", "kohya"))
     assert lora_info(LORAS / f"t20_lora2_{spelling}.safetensors")["reference_downscale_factor"] == 1
+
+
+def test_lora_argument_and_resident_key(tmp_path: Path) -> None:
+    assert parse_lora_arg("a/b.safetensors:0.7") == LoraSpec(Path("a/b.safetensors"), 0.7)
+    assert parse_lora_arg("a/b.safetensors:-0.3").strength == -0.3
+    assert parse_lora_arg("a/b.safetensors") == LoraSpec(Path("a/b.safetensors"), 1.0)
+    assert parse_lora_arg("odd:name.safetensors") == LoraSpec(Path("odd:name.safetensors"), 1.0)
+    path = tmp_path / "l.safetensors"
+    path.write_bytes(b"x")
+    key = resident_key([LoraSpec(path, 0.5)])
+    assert key == resident_key([LoraSpec(path, 0.5)]) and key != resident_key([LoraSpec(path, 0.6)])
+    path.write_bytes(b"xy")  # another file at the same path
+    assert resident_key([LoraSpec(path, 0.5)]) != key
+    with pytest.raises(LtxError) as info:
+        resident_key([LoraSpec(tmp_path / "gone.safetensors", 1.0)])
+    assert info.value.code is ErrorCode.MODEL_NOT_FOUND

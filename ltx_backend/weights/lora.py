@@ -80,6 +80,33 @@ class LoraSpec:
     strength: float = 1.0
 
 
+def parse_lora_arg(text: str) -> LoraSpec:
+    """``PATH[:STRENGTH]`` (the CLI's ``--lora``): a trailing ``:number`` is the strength (default 1.0)."""
+    path, sep, strength = text.rpartition(":")
+    if sep:
+        try:
+            return LoraSpec(Path(path).expanduser(), float(strength))
+        except ValueError:
+            pass  # a colon inside the path
+    return LoraSpec(Path(text).expanduser(), 1.0)
+
+
+def resident_key(loras: Sequence[LoraSpec]) -> tuple:
+    """What a resident transformer's weights depend on: each LoRA's file (resolved path, size, mtime) and strength,
+    in order (the fused sum does not depend on the order, but a changed list should be visible as one)."""
+    key = []
+    for spec in loras:
+        path = Path(spec.path).expanduser().resolve()
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise LtxError(
+                ErrorCode.MODEL_NOT_FOUND, f"LoRA file not found: {path}", "Check the LoRA path.", file=str(path)
+            ) from exc
+        key.append((str(path), stat.st_size, stat.st_mtime_ns, float(spec.strength)))
+    return tuple(key)
+
+
 @dataclass(frozen=True)
 class LoraPair:
     """One layer's low-rank pair as the file stores it (tensor names; shapes from the header)."""
