@@ -31,6 +31,7 @@ from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.lora import (
     LoraSpec,
     apply_loras,
+    check_loras_for_checkpoint,
     lora_info,
     model_targets,
     our_layer,
@@ -282,3 +283,11 @@ def test_lora_argument_and_resident_key(tmp_path: Path) -> None:
     with pytest.raises(LtxError) as info:
         resident_key([LoraSpec(tmp_path / "gone.safetensors", 1.0)])
     assert info.value.code is ErrorCode.MODEL_NOT_FOUND
+
+
+def test_loras_are_checked_against_a_checkpoint_before_loading() -> None:
+    checked = check_loras_for_checkpoint(checkpoint("t23"), specs("t23", "diffusers"))
+    assert [len(matched) for _, matched in checked] == [56, 27]
+    with pytest.raises(LtxError) as info:
+        check_loras_for_checkpoint(checkpoint("t23"), specs("t20", "ltx"))
+    assert info.value.code is ErrorCode.LORA_MISMATCH and "caption_projection.linear_1" in info.value.message

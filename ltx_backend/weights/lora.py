@@ -34,7 +34,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.models.transformer import sanitize_transformer_key
+from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
+from ltx_backend.weights.checkpoint import Checkpoint
 from ltx_backend.weights.safetensors_file import SafetensorsFile
 
 # Prefixes that say which model a key belongs to; stripped repeatedly, longest first.
@@ -311,6 +312,14 @@ def check_loras(model: nn.Module, loras: Sequence[LoraSpec]) -> list[tuple[LoraF
         lora = read_lora(spec.path)
         checked.append((lora, match_lora(lora, targets)))
     return checked
+
+
+def check_loras_for_checkpoint(ckpt: Checkpoint, loras: Sequence[LoraSpec]) -> list[tuple[LoraFile, list[MatchedPair]]]:
+    """``check_loras`` against the transformer `ckpt` describes, before it is loaded: the model is built from the
+    config only (its arrays are lazy and never evaluated), so a request can be refused before any compute."""
+    from ltx_backend.weights.transformer import transformer_section  # that module fuses LoRAs: imports this one
+
+    return check_loras(LTXModel(TransformerConfig.from_section(transformer_section(ckpt))), loras)
 
 
 def _scale(lora: LoraFile, pair: LoraPair) -> float:
