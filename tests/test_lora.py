@@ -37,6 +37,7 @@ from ltx_backend.weights.lora import (
     our_layer,
     parse_lora_arg,
     read_lora,
+    reference_downscale_factor,
     resident_key,
 )
 from ltx_backend.weights.transformer import load_transformer
@@ -291,3 +292,15 @@ def test_loras_are_checked_against_a_checkpoint_before_loading() -> None:
     with pytest.raises(LtxError) as info:
         check_loras_for_checkpoint(checkpoint("t23"), specs("t20", "ltx"))
     assert info.value.code is ErrorCode.LORA_MISMATCH and "caption_projection.linear_1" in info.value.message
+
+
+def test_reference_downscale_factor_of_several_loras(tmp_path: Path) -> None:
+    ic = LORAS / "t23_lora1_ltx.safetensors"  # declares 2
+    assert reference_downscale_factor([LoraSpec(LORAS / "t23_lora2_ltx.safetensors"), LoraSpec(ic)]) == 2
+    assert reference_downscale_factor([LoraSpec(LORAS / "t23_lora2_ltx.safetensors")]) == 1
+    other = _write(tmp_path / "x4.safetensors", {"diffusion_model.a.lora_A.weight": mx.zeros((1, 1)),
+                                                 "diffusion_model.a.lora_B.weight": mx.zeros((1, 1))},
+                   {"reference_downscale_factor": "4"})  # fmt: skip
+    with pytest.raises(LtxError) as info:
+        reference_downscale_factor([LoraSpec(ic), LoraSpec(other)])
+    assert info.value.code is ErrorCode.INVALID_PARAMS

@@ -390,6 +390,23 @@ def apply_loras(model: nn.Module, loras: Sequence[LoraSpec]) -> int:
     return len(deltas)
 
 
+def reference_downscale_factor(loras: Sequence[LoraSpec]) -> int:
+    """The reference-video downscale factor the IC-LoRAs among `loras` declare (1 if none does); LoRAs declaring
+    different factors cannot be combined (ltx-pipelines ``ICLoraPipeline``)."""
+    factor = 1
+    for spec in loras:
+        declared = read_lora(spec.path).reference_downscale_factor
+        if declared != 1 and factor not in (1, declared):
+            raise LtxError(
+                ErrorCode.INVALID_PARAMS,
+                f"LoRA {spec.path} declares reference_downscale_factor {declared}, another LoRA {factor}",
+                "Use IC-LoRAs trained at the same reference scale together.",
+                field="loras",
+            )
+        factor = declared if declared != 1 else factor
+    return factor
+
+
 def _stream(layer: str) -> str:
     if "audio_to_video" in layer or "video_to_audio" in layer:
         return "audio-video"
