@@ -265,6 +265,7 @@ def test_lora_info(spelling: str) -> None:
     assert info["format"] == expected
     assert (info["rank"], info["layers"], info["blocks"]) == (4, 56, 2)
     assert info["streams"] == ["audio", "audio-video", "video"]
+    assert info["target"] == "LTX-2 transformer (video width 40, audio width 24)"
     assert info["reference_downscale_factor"] == 2 and info["metadata"] == {"reference_downscale_factor": "2"}
     assert info["has_alpha"] is (spelling in ("comfyui", "kohya"))
     assert lora_info(LORAS / f"t20_lora2_{spelling}.safetensors")["reference_downscale_factor"] == 1
@@ -304,3 +305,8 @@ def test_reference_downscale_factor_of_several_loras(tmp_path: Path) -> None:
     with pytest.raises(LtxError) as info:
         reference_downscale_factor([LoraSpec(ic), LoraSpec(other)])
     assert info.value.code is ErrorCode.INVALID_PARAMS
+
+
+def test_lora_info_names_the_version_where_the_layers_tell() -> None:
+    assert lora_info(LORAS / "t20_lora2_kohya.safetensors")["target"].startswith("LTX-2.0 transformer")
+    assert lora_info(LORAS / "t23_lora2_diffusers.safetensors")["target"] == "LTX-2.3 transformer (video width 40)"

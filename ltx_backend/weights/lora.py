@@ -413,6 +413,25 @@ def _stream(layer: str) -> str:
     return "audio" if "audio" in layer else "video"
 
 
+def _target(lora: LoraFile, layers: list[str | None]) -> str:
+    """The model the LoRA was made for, as far as its layers tell: the LTX version where only one has such layers,
+    and the stream widths of its self-attention projections."""
+    names = " ".join(layer or "" for layer in layers)
+    version = "LTX-2.3" if ("to_gate_logits" in names or "prompt_adaln" in names) else "LTX-2"
+    version = "LTX-2.0" if "caption_projection" in names else version
+    widths = {}
+    for pair, layer in zip(lora.pairs, layers, strict=True):
+        flat = (layer or "").replace(".", "_")  # kohya names are underscored
+        stream = (
+            "audio_attn1" if flat.endswith("_audio_attn1_to_q") else "attn1" if flat.endswith("_attn1_to_q") else ""
+        )
+        if stream:
+            widths.setdefault(stream, pair.down_shape[1])
+    parts = [f"video width {widths['attn1']}"] if "attn1" in widths else []
+    parts += [f"audio width {widths['audio_attn1']}"] if "audio_attn1" in widths else []
+    return f"{version} transformer" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def lora_info(path: str | Path) -> dict[str, object]:
     """What ``inspect LORA`` shows: spelling, target, rank(s), layer count, alpha, metadata (header only)."""
     lora = read_lora(path)
@@ -423,7 +442,7 @@ def lora_info(path: str | Path) -> dict[str, object]:
     return {
         "path": str(lora.path),
         "format": lora.spelling,
-        "target": "LTX-2 audio-video transformer",
+        "target": _target(lora, layers),
         "streams": streams,
         "rank": ranks[0] if len(ranks) == 1 else ranks,
         "layers": len(lora.pairs),
