@@ -2,7 +2,8 @@
 
 - ``VideoConditionByReferenceLatent`` (downscale 2, strength 0.8) after a first-frame image: tokens, clean latent,
   denoise mask, positions exactly; bare and wrapped in ``ConditioningItemAttentionStrengthWrapper`` with a scalar (0.5)
-  and a per-token mask (some zeros), and twice in a row (the masks' block structure): attention masks exactly.
+  and a per-token mask (some zeros), and twice in a row (the masks' block structure): attention masks exactly; the
+  transformer's forward on that state with and without the mask: 1e-4 relative (as the transformer parity tests).
 - ``ICLoraPipeline._downsample_mask_to_latent``: 1e-6 (float32 means).
 - ICLoraPipeline stage 1 (``DISTILLED_STAGE_1``, first-frame image + reference video, the IC-LoRA fused at 0.7) on the
   tiny t20 / t23 models with the recorded noise: denoised outputs per step and final tokens within 1e-4 (float32, as
@@ -27,10 +28,9 @@ import numpy as np
 import pytest
 from parity import relative_error
 
-from ltx_backend.models.transformer import StreamInput
+from ltx_backend.models.transformer import StreamInput, self_attention_bias
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.conditioning_reference import (
-    attention_bias,
     condition_by_reference,
     condition_by_reference_with_attention,
     downsample_mask_to_latent,
@@ -102,7 +102,7 @@ def test_two_references_do_not_attend_to_each_other() -> None:
 
 def test_attention_bias_is_log_space() -> None:
     mask = mx.array(refs()["ic.mask.attention_mask"])
-    bias = np.array(attention_bias(mask, mx.float32))
+    bias = np.array(self_attention_bias(mask, mx.float32))
     m = np.array(mask)[0]
     assert bias.shape == (1, 1, *m.shape)
     np.testing.assert_allclose(bias[0, 0][m > 0], np.log(m[m > 0]), rtol=1e-6)
@@ -182,21 +182,25 @@ def test_ic_lora_stage_1_loop_matches_pipeline(version: str) -> None:
     )
 
 
-def test_forward_on_the_conditioned_state_matches_ltx_core() -> None:
-    """The plain t23 model, video only, on the IC-conditioned state (no attention mask): the appended reference
-    tokens with their scaled positions and per-token timesteps go through the transformer as in ltx-core.
-    (``ic.forward_masked.video`` is the same forward with the attention mask, for when the transformer takes one.)"""
+@pytest.mark.parametrize("compiled", (False, True))
+def test_forward_on_the_conditioned_state_matches_ltx_core(compiled: bool) -> None:
+    """The plain t23 model, video only, on the IC-conditioned state, with and without the per-token attention mask:
+    the appended reference tokens (scaled positions, per-token timesteps) and the mask's log-space bias go through the
+    transformer as in ltx-core."""
     r, text = refs(), np.load(FIXTURES / "transformer" / "refs.npz")
     model = load_transformer(open_checkpoint(FIXTURES / "transformer" / "t23_official"), mx.float32)
     sigma = float(text["inputs.sigma"][0])
-    video = StreamInput(
-        latent=mx.array(r["ic.mask.latent"]),
-        timesteps=mx.array(r["ic.mask.denoise_mask"][..., 0] * sigma),
-        sigma=mx.array([sigma]),
-        context=mx.array(text["t23.text.video_context"]),
-        context_mask=None,
-        rope=model.rope(r["ic.mask.positions"], "video"),
-    )
-    out, _ = model(video, None)
-    assert relative_error(out, r["ic.forward_unmasked.video"]) <= 1e-4
-    assert relative_error(out, r["ic.forward_masked.video"]) > 1e-2  # the mask matters: plumbing it is still to do
+    blocks = model.compiled_blocks() if compiled else None
+    for name, mask in (("unmasked", None), ("masked", mx.array(r["ic.mask.attention_mask"]))):
+        video = StreamInput(
+            latent=mx.array(r["ic.mask.latent"]),
+            timesteps=mx.array(r["ic.mask.denoise_mask"][..., 0] * sigma),
+            sigma=mx.array([sigma]),
+            context=mx.array(text["t23.text.video_context"]),
+            context_mask=None,
+            rope=model.rope(r["ic.mask.positions"], "video"),
+            self_attention_mask=mask,
+        )
+        out, _ = model(video, None, compiled=blocks)
+        assert relative_error(out, r[f"ic.forward_{name}.video"]) <= 1e-4, name
+    assert relative_error(mx.array(r["ic.forward_masked.video"]), r["ic.forward_unmasked.video"]) > 1e-2  # it matters

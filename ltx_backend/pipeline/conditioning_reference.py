@@ -7,9 +7,9 @@ covers the same pixel coordinates as the output), denoise mask ``1 - strength`` 
 
 Optionally the reference tokens' attention to and from the generated tokens is weakened
 (``ConditioningItemAttentionStrengthWrapper``; ICLoraPipeline's ``conditioning_attention_strength`` / mask): a
-(B, T, T) self-attention mask in [0, 1] that the transformer turns into a log-space additive bias
-(``attention_bias``). Without it (the pipelines' default, strength 1.0) no mask exists and every token attends to
-every other.
+(B, T, T) self-attention mask in [0, 1] (``StreamInput.self_attention_mask``, which the transformer turns into a
+log-space additive bias). Without it (the pipelines' default, strength 1.0) no mask exists and every token attends
+to every other.
 """
 
 from __future__ import annotations
@@ -105,16 +105,6 @@ def condition_by_reference_with_attention(
     cross = mx.ones((1, new)) if attention is None else cross_mask(attention, new)
     mask = extend_attention_mask(attention_mask, state.generated_tokens, state.latent.shape[1], cross)
     return conditioned, mask
-
-
-def attention_bias(mask: mx.array, dtype: mx.Dtype) -> mx.array:
-    """(B, 1, T, T) additive bias for a [0, 1] mask: log(mask), the dtype's lowest value where the mask is <= 0
-    (ltx-core ``_prepare_self_attention_mask``)."""
-    info = mx.finfo(dtype)
-    positive = mask > 0
-    logs = mx.log(mx.maximum(mask.astype(mx.float32), info.smallest_normal))
-    bias = mx.where(positive, logs, info.min).astype(dtype)
-    return bias[:, None]
 
 
 def downsample_mask_to_latent(mask: np.ndarray, frames: int, height: int, width: int) -> np.ndarray:
