@@ -310,3 +310,16 @@ def test_reference_downscale_factor_of_several_loras(tmp_path: Path) -> None:
 def test_lora_info_names_the_version_where_the_layers_tell() -> None:
     assert lora_info(LORAS / "t20_lora2_kohya.safetensors")["target"].startswith("LTX-2.0 transformer")
     assert lora_info(LORAS / "t23_lora2_diffusers.safetensors")["target"] == "LTX-2.3 transformer (video width 40)"
+
+
+def test_adding_a_lora_later_equals_fusing_both_at_once() -> None:
+    """The two-stage dev flow fuses the distilled LoRA on top of the user's for stage 2: one apply_loras on the
+    stage-1 model (stacked) gives the weights of fusing both from the start."""
+    one, two = specs("t20", "ltx")
+    later = load_transformer(checkpoint("t20"), mx.float32, loras=[one])
+    apply_loras(later, [two])
+    both = load_transformer(checkpoint("t20"), mx.float32, loras=[one, two])
+    for layer in reference_fused("t20"):
+        np.testing.assert_allclose(
+            np.array(fused_weight(later, layer)), np.array(fused_weight(both, layer)), atol=1e-6, err_msg=layer
+        )
