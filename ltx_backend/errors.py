@@ -39,6 +39,7 @@ class ErrorCode(str, Enum):
     MEDIA_UNREADABLE = "media_unreadable"  # an input audio/video file that is missing or cannot be decoded
     MEDIA_TOO_SHORT = "media_too_short"  # an input shorter than the span the request needs
     MEDIA_NO_AUDIO = "media_no_audio"  # an input that must carry a soundtrack has none
+    LORA_MISMATCH = "lora_mismatch"  # a LoRA whose layers or shapes do not fit the model
 
 
 class LtxError(Exception):

@@ -244,6 +244,7 @@ class StreamState:
     cross_scale_shift: mx.array | None
     cross_gate: mx.array | None
     prompt_timestep: mx.array | None
+    self_mask: mx.array | None = None  # additive (B, 1, T, T) self-attention bias (IC-LoRA attention strength)
 
 
 class AVTransformerBlock(nn.Module):
@@ -281,7 +282,7 @@ class AVTransformerBlock(nn.Module):
         x = s.x
         shift, scale, gate = _ada(table, s.timesteps, slice(0, 3))
         normed = rms_norm(x, self.eps) * (1 + scale) + shift
-        x = x + attn1(normed, pe=s.pe, values_only=skip_self_attention) * gate
+        x = x + attn1(normed, mask=s.self_mask, pe=s.pe, values_only=skip_self_attention) * gate
         if self.cross_attention_adaln:
             shift_q, scale_q, gate_q = _ada(table, s.timesteps, slice(6, 9))
             prompt_table = self[prefix + "prompt_scale_shift_table"]
@@ -339,7 +340,9 @@ class AVTransformerBlock(nn.Module):
 
 
 # The StreamState arrays a block reads (the embedded timestep is only used after the last block).
-_BLOCK_INPUTS = ("x", "context", "context_mask", "timesteps", "cross_scale_shift", "cross_gate", "prompt_timestep")
+_BLOCK_INPUTS = (
+    "x", "context", "context_mask", "timesteps", "cross_scale_shift", "cross_gate", "prompt_timestep", "self_mask",
+)  # fmt: skip
 
 
 def _block_inputs(s: StreamState | None) -> dict | None:
@@ -420,6 +423,15 @@ class StreamInput:
     context: mx.array  # (B, L, context width)
     context_mask: mx.array | None  # (B, L), 1 = real token
     rope: StreamRope
+    self_attention_mask: mx.array | None = None  # (B, T, T) in [0, 1]: how much token i attends to token j
+
+
+def self_attention_bias(mask: mx.array, dtype: mx.Dtype) -> mx.array:
+    """(B, 1, T, T) additive bias for a [0, 1] self-attention mask: log(mask), and the dtype's lowest value where the
+    mask is 0 (ltx-core ``_prepare_self_attention_mask``)."""
+    info = mx.finfo(dtype)
+    logs = mx.log(mx.maximum(mask.astype(mx.float32), info.smallest_normal))
+    return mx.where(mask > 0, logs, info.min).astype(dtype)[:, None]
 
 
 @dataclass(frozen=True)
@@ -531,6 +543,7 @@ class LTXModel(nn.Module):
             cross_scale_shift=cross_scale_shift,
             cross_gate=cross_gate,
             prompt_timestep=prompt_timestep,
+            self_mask=None if s.self_attention_mask is None else self_attention_bias(s.self_attention_mask, dtype),
         )
 
     def _output(self, x: mx.array, s: StreamState, prefix: str) -> mx.array:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -16,6 +18,7 @@ from ltx_backend.models.text_connector import (
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
 from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.load import build_from_config, load_module, quantize_like
+from ltx_backend.weights.lora import LoraSpec, apply_loras
 
 # The transformer section of the official LTX-2.0 header: for MLX conversions that ship only a flat config.json.
 LTX2_TRANSFORMER_SECTION = {
@@ -58,8 +61,13 @@ def quantizable_layer(path: str, module: nn.Module) -> bool:
     return path.endswith(QUANTIZED_SUFFIXES) and module.weight.shape[1] % GROUP_SIZE == 0
 
 
-def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None) -> LTXModel:
-    """The denoiser, loaded exactly; pre-quantized layers as stored, or quantized now with ``quantize`` bits."""
+def load_transformer(
+    ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None, loras: Sequence[LoraSpec] = ()
+) -> LTXModel:
+    """The denoiser, loaded exactly; pre-quantized layers as stored, or quantized now with ``quantize`` bits.
+
+    `loras` are fused into the weights before quantizing now (into the dequantized weights of pre-quantized
+    layers) and before the q/k/v projections are stacked."""
     if quantize is not None and quantize not in QUANTIZATION_BITS:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"quantize must be 4 or 8, not {quantize}", "Use 4 or 8 (or none).")
     section = transformer_section(ckpt)
@@ -69,6 +77,7 @@ def load_transformer(ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: 
         q = ckpt.quantization or {"bits": 4, "group_size": GROUP_SIZE}
         quantize_like(model, component, sanitize_transformer_key, q["bits"], q["group_size"])
     load_module(model, component, sanitize_transformer_key, dtype)
+    apply_loras(model, loras)
     if quantize is not None and not component.quantized_paths:
         nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
     model.fuse_projections()
