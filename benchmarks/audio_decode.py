@@ -3,12 +3,16 @@
     python benchmarks/audio_decode.py --seconds 5   # LTX-2.0 (HiFi-GAN, 24 kHz) and LTX-2.3 (BigVGAN + BWE, 48 kHz)
     python benchmarks/audio_decode.py --reference   # also ltx-core (PyTorch) in the same run, where importable
 
+With bf16 weights, LTX-2.3 is timed twice: as the engine runs it (the vocoder + BWE in float32, ltx-core 1.2.0) and
+with the vocoder + BWE in bf16 (``bwe_in_model_dtype``, ltx-core 1.0.0's way): their ratio is float32's cost.
+
 Prints one JSON document. Times exclude a warm-up run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -55,9 +59,16 @@ def build(version: str, dtype: mx.Dtype) -> tuple[AudioDecoder, Vocoder | Vocode
     return decoder, vocoder
 
 
-def time_mlx(decoder, vocoder, latent: mx.array, repeat: int) -> dict:
+def _bwe_in_model_dtype(vocoder: VocoderWithBWE, mel: mx.array) -> mx.array:
+    """ltx-core 1.0.0's way: the vocoder + BWE in the weights' dtype (the engine computes them in float32)."""
+    return vocoder.waveform(mel).transpose(0, 2, 1)
+
+
+def time_mlx(decoder, vocoder, latent: mx.array, repeat: int, vocode=None) -> dict:
+    vocode = vocode or vocoder
+
     def run() -> mx.array:
-        wave = vocoder(decoder(latent))
+        wave = vocode(decoder(latent))
         mx.eval(wave)
         return wave
 
@@ -138,6 +149,13 @@ def main() -> None:
             "parameters": params,
             "ltx_backend": time_mlx(decoder, vocoder, mx.array(latent_np).astype(dtype), args.repeat),
         }
+        if isinstance(vocoder, VocoderWithBWE) and dtype != mx.float32:
+            latent = mx.array(latent_np).astype(dtype)
+            in_model_dtype = functools.partial(_bwe_in_model_dtype, vocoder)
+            result["bwe_in_model_dtype"] = time_mlx(decoder, vocoder, latent, args.repeat, in_model_dtype)
+            result["float32_bwe_cost"] = round(
+                result["ltx_backend"]["seconds"] / result["bwe_in_model_dtype"]["seconds"], 3
+            )
         if args.reference:
             result["ltx_core"] = time_reference(version, latent_np, args.repeat)
         report["results"][f"LTX-{version}"] = result

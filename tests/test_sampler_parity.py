@@ -1,6 +1,8 @@
-"""The sampler (states, conditioning, noising, Euler loop, guidance) and sigma schedules against ltx-pipelines 1.0.0.
+"""The sampler (states, conditioning, noising, Euler loop, guidance) and sigma schedules against ltx-pipelines 1.0.0
+patched to ltx-core 1.2.0's audio<->video cross-attention AdaLN timestep rule.
 
-References come from `tests/reference/make_sampler_refs.py` (see `tests/fixtures/sampler/README.md`): the
+References come from `tests/reference/make_sampler_refs.py` (see `tests/fixtures/sampler/README.md`), with ltx-core
+1.0.0 under `tests/reference/ltx_core_1_2_rule.py` (checked there to reproduce ltx-core 1.2.0's own fixture): the
 pipelines' own `denoise_audio_video` runs with the tiny t20 / t23 transformers of `tests/fixtures/transformer`
 in float32 on CPU, every random draw recorded. Here the same transformers run in float32 on the MLX CPU stream,
 the recorded noise is injected through `add_noise`, and for each version and run
@@ -21,7 +23,7 @@ Tolerances (absolute, float32):
   bit, NaN == NaN (`steps=1` is degenerate in ltx-core: `[0.1, 0]` at 4096 tokens, `[nan, 0]` at 1536 / 6144);
 - positions and denoise masks: exact; noised initial states: 1e-6 (elementwise arithmetic only);
 - denoised outputs, step-0 guidance forwards, final tokens, outputs: 1e-4 (`ATOL`); measured at most 6e-6
-  (guided `dev_s1` denoised) and 5e-6 (distilled runs); the noised states, masks and positions match exactly;
+  (guided `dev_s1` denoised) and 4e-6 (distilled runs); the noised states, masks and positions match exactly;
 - tokens with denoise mask 0 (the first-frame image) must come out exactly equal to the image latent.
 """
 
@@ -265,3 +267,46 @@ def test_a_dropped_compiled_stage_needs_no_garbage_collection() -> None:
         mx.eval(s.x0_forward(stage, video, audio, 0.9))
 
     assert cyclic_garbage_after(compiled_pass) == []
+
+
+# ------------------------------------------------------------------------------------------- ltx-core 1.2.0 changes
+
+
+def _torch_lerp(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """torch.lerp's two-sided formula (exact at weight 1)."""
+    return np.where(weight < 0.5, start + weight * (end - start), end - (end - start) * (1 - weight))
+
+
+def test_fractional_strength_stage2_noising_follows_ltx_core_1_2() -> None:
+    """ltx-core 1.2.0's ``GaussianNoiser``: lerp(clean, lerp(latent, noise, scale), mask), conditioning only in the
+    clean latent. It differs from 1.0.0's ``noise * mask * scale + content * (1 - mask * scale)`` for a fractional
+    strength with a noise scale below 1 (a stage-2 partial-strength image), the one case the fixtures above (strength
+    0 / 1 in stage 2, scale 1 in stage 1) cannot tell apart."""
+    r = refs()
+    fps = float(r["inputs.fps"][0])
+    start = mx.array(r["inputs.stage2_initial_video_latent"])
+    image = mx.array(r["inputs.image_latent"])
+    state = s.condition_by_latent_index(s.video_state(start, fps), image, 0.4, 0)
+    noise = mx.array(r["t20.distilled_s2.noise.video"])
+    scale = float(np.float32(DISTILLED_STAGE_2[0]))
+    noised = s.add_noise(state, noise, scale)
+    latent, clean, mask = np.array(state.latent), np.array(state.clean), np.array(state.denoise_mask)[..., None]
+    expected = _torch_lerp(clean, _torch_lerp(latent, np.array(noise), np.float32(scale)), mask)
+    check("1.2.0 noiser", noised.latent, expected, STATE_ATOL)
+    image_tokens = np.array(s.video_to_tokens(image))
+    ltx_core_1_0 = np.array(noise)[:, :IMAGE_TOKENS] * 0.6 * scale + image_tokens * (1 - 0.6 * scale)
+    assert np.abs(np.array(noised.latent)[:, :IMAGE_TOKENS] - ltx_core_1_0).max() > 0.1, "1.0.0's form is not tested"
+    np.testing.assert_array_equal(np.array(noised.latent)[:, IMAGE_TOKENS:], expected[:, IMAGE_TOKENS:])
+
+
+def test_guidance_combines_in_float32() -> None:
+    """ltx-core 1.2.0's ``MultiModalGuider.calculate`` upcasts every prediction to float32 and casts the result back:
+    bf16 predictions give exactly the float32 combination of their values, rounded once."""
+    r = refs()
+    params = guidance()[0]
+    forwards = [mx.array(r[f"t23.dev_s1.step0.{n}.video"]) for n in ("cond", "uncond", "perturbed", "isolated")]
+    bf16 = [f.astype(mx.bfloat16) for f in forwards]
+    got = params.combine(*bf16)
+    assert got.dtype == mx.bfloat16
+    expected = params.combine(*(f.astype(mx.float32) for f in bf16)).astype(mx.bfloat16)
+    np.testing.assert_array_equal(np.array(got.astype(mx.float32)), np.array(expected.astype(mx.float32)))

@@ -1,8 +1,12 @@
-"""The audio-video transformer, RoPE, positions and the text connectors against ltx-core 1.0.0.
+"""The audio-video transformer, RoPE, positions and the text connectors against ltx-core 1.0.0 + the 1.2.0 rule.
 
 References come from `tests/reference/make_transformer_refs.py`: tiny 2-layer LTX-2.0 and LTX-2.3 models with
 widths that are not the real ratios (video 2 x 20, audio 3 x 8), bf16 weights in the files, float32 references
-computed from exactly those weights. Errors are max |ours - reference| / max |reference|.
+computed from exactly those weights by ltx-core 1.0.0 patched to ltx-core 1.2.0's audio<->video cross-attention
+AdaLN timestep rule (`tests/reference/ltx_core_1_2_rule.py`, checked there to reproduce 1.2.0's own fixture `b`;
+`test_transformer_parity_ltx_core_1_2.py` tests against that fixture directly). The rule changes every transformer
+output here (conditioned tokens; the "xsigma" run's different audio sigma) by up to 0.08 against 1.0.0's.
+Errors are max |ours - reference| / max |reference|.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_map
 
 from ltx_backend.models.resample import hann_sinc_filter, upsample
 from ltx_backend.models.vocoder import Vocoder, VocoderConfig
@@ -122,8 +123,20 @@ class VocoderWithBWE(nn.Module):
         return mx.clip(residual + self.resample(x), -1, 1)[:, :output_length]
 
     def __call__(self, mel: mx.array) -> mx.array:
-        """(B, 2, T, mel_bins) -> (B, 2, samples), as ltx-core."""
-        return self.waveform(mel).transpose(0, 2, 1)
+        """(B, 2, T, mel_bins) -> (B, 2, samples), as ltx-core; computed in float32, returned in the mel's dtype.
+
+        ltx-core 1.2.0 runs ``VocoderWithBWE`` in float32 whatever the model dtype (its comments: bf16 degrades the
+        spectral metrics by 40-90%), casting the module to float32 for the call where autocast is unavailable.
+        So do we: float32 copies of the weights for this call only (they are freed with the result's graph)."""
+        loaded = self.parameters()
+        if all(w.dtype == mx.float32 for _, w in tree_flatten(loaded)):
+            return self.waveform(mel.astype(mx.float32)).transpose(0, 2, 1).astype(mel.dtype)
+        self.update(tree_map(lambda w: w.astype(mx.float32), loaded))
+        try:
+            wave = self.waveform(mel.astype(mx.float32))
+        finally:
+            self.update(loaded)
+        return wave.transpose(0, 2, 1).astype(mel.dtype)
 
 
 def sanitize_bwe_key(key: str) -> str | None:

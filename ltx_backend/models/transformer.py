@@ -524,10 +524,14 @@ class LTXModel(nn.Module):
         mask = None if s.context_mask is None else (s.context_mask > 0).reshape(b, 1, 1, -1)
         cross_scale_shift = cross_gate = None
         if other is not None:
+            # ltx-core >= 1.1.4 (1.2.0): the A<->V scale/shift follows this stream's own per-token timesteps, the
+            # output gate the other stream's sigma (1.0.0 fed both from the other sigma; they differ wherever a
+            # token's timestep is not the other stream's sigma: conditioned tokens, sigma_v != sigma_a).
             name = "video" if prefix == "" else "audio"
             other_t = other.sigma.reshape(b, 1) * c.timestep_scale_multiplier
             factor = c.av_ca_timestep_scale_multiplier / c.timestep_scale_multiplier
-            cross_scale_shift, _ = self[f"av_ca_{name}_scale_shift_adaln_single"](other_t, dtype)
+            own_t = s.timesteps * c.timestep_scale_multiplier
+            cross_scale_shift, _ = self[f"av_ca_{name}_scale_shift_adaln_single"](own_t, dtype)
             gate_name = "a2v" if name == "video" else "v2a"
             cross_gate, _ = self[f"av_ca_{gate_name}_gate_adaln_single"](other_t * factor, dtype)
             cross_scale_shift = cross_scale_shift.reshape(b, -1, cross_scale_shift.shape[-1])

@@ -93,7 +93,9 @@ def audio_state(latent: mx.array, dtype: mx.Dtype = mx.float32) -> LatentState:
 
 
 def condition_by_latent_index(state: LatentState, latent: mx.array, strength: float, latent_index: int) -> LatentState:
-    """Replace latent frame `latent_index` by an encoded image (ltx-core ``VideoConditionByLatentIndex``)."""
+    """Condition latent frame `latent_index` on an encoded image (ltx-core ``VideoConditionByLatentIndex``).
+
+    As in ltx-core 1.2.0 only the clean latent and the mask change: `add_noise` blends the image in from there."""
     tokens = video_to_tokens(latent.astype(state.latent.dtype))
     per_frame = tokens.shape[1]
     start, stop = latent_index * per_frame, latent_index * per_frame + per_frame
@@ -102,7 +104,6 @@ def condition_by_latent_index(state: LatentState, latent: mx.array, strength: fl
     mask = mx.full((1, per_frame), 1.0 - strength)
     return replace(
         state,
-        latent=_splice(state.latent, tokens, start),
         clean=_splice(state.clean, tokens, start),
         denoise_mask=_splice(state.denoise_mask, mask, start),
         unconditioned=False,
@@ -116,7 +117,9 @@ def _splice(array: mx.array, part: mx.array, start: int) -> mx.array:
 def condition_by_keyframe(
     state: LatentState, latent: mx.array, frame_index: int, strength: float, fps: float
 ) -> LatentState:
-    """Append an encoded image as tokens at pixel frame `frame_index` (ltx-core ``VideoConditionByKeyframeIndex``)."""
+    """Append an encoded image as tokens at pixel frame `frame_index` (ltx-core ``VideoConditionByKeyframeIndex``).
+
+    The appended noisy tokens are zeros and the image is their clean latent, as in ltx-core 1.2.0."""
     tokens = video_to_tokens(latent.astype(state.latent.dtype))
     _, _, f, h, w = latent.shape
     fine = np.meshgrid(np.arange(f), np.arange(h), np.arange(w), indexing="ij")
@@ -130,7 +133,7 @@ def condition_by_keyframe(
     mask = mx.full((1, tokens.shape[1]), 1.0 - strength)
     return replace(
         state,
-        latent=mx.concatenate([state.latent, tokens], axis=1),
+        latent=mx.concatenate([state.latent, mx.zeros_like(tokens)], axis=1),
         clean=mx.concatenate([state.clean, tokens], axis=1),
         denoise_mask=mx.concatenate([state.denoise_mask, mask], axis=1),
         positions=np.concatenate([state.positions, positions[None]], axis=2),
@@ -139,10 +142,21 @@ def condition_by_keyframe(
 
 
 def add_noise(state: LatentState, noise: mx.array, scale: float = 1.0) -> LatentState:
-    """ltx-core ``GaussianNoiser``: noise where the mask asks for it, scaled (stage 2 starts at its first sigma)."""
+    """ltx-core 1.2.0 ``GaussianNoiser``: ``lerp(clean, lerp(latent, noise, scale), mask)`` per token.
+
+    `scale` < 1 is stage 2's start at its first sigma. ltx-core 1.0.0's ``noise * mask * scale + latent * (1 -
+    mask * scale)`` (conditioning written into the latent) agrees for masks of 0 or 1 or a scale of 1 only: they
+    differ for a fractional-strength image in stage 2."""
     dtype = state.latent.dtype
-    mask = (state.denoise_mask * scale)[..., None].astype(dtype)
-    return replace(state, latent=(noise.astype(dtype) * mask + state.latent * (1 - mask)).astype(dtype))
+    mask = state.denoise_mask[..., None].astype(dtype)
+    noised = _lerp(state.latent, noise.astype(dtype), mx.array(scale, dtype=dtype))
+    return replace(state, latent=_lerp(state.clean.astype(dtype), noised, mask).astype(dtype))
+
+
+def _lerp(start: mx.array, end: mx.array, weight: mx.array) -> mx.array:
+    """torch.lerp: ``start + w (end - start)``, and ``end - (1 - w)(end - start)`` for w >= 0.5 (exact at w = 1)."""
+    delta = end - start
+    return mx.where(weight < 0.5, start + weight * delta, end - (1 - weight) * delta)
 
 
 # (video state, audio state, sigma) -> denoised (video tokens, audio tokens)
@@ -238,6 +252,8 @@ class StageInputs:
 def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx.Dtype) -> StreamInput:
     # Unconditioned, every token has the same timestep: one AdaLN row broadcast over the tokens gives the same
     # values as ltx-core's row per token for 1/T of the work and memory (6144 x 24576 values per block input).
+    # The row feeds the A<->V scale/shift too (each stream's own timesteps); the A<->V gates take `sigma`, the
+    # other stream's, per sample either way.
     timesteps = mx.full((1, 1), sigma) if state.unconditioned else state.denoise_mask * sigma
     return StreamInput(
         latent=state.latent.astype(dtype),
@@ -287,6 +303,9 @@ class GuidanceParams:
     modality_scale: float = 1.0
 
     def combine(self, cond: mx.array, uncond: mx.array, perturbed: mx.array, isolated: mx.array) -> mx.array:
+        """In float32 whatever the model dtype, as ltx-core 1.2.0's ``MultiModalGuider.calculate``; cast back."""
+        dtype = cond.dtype
+        cond, uncond, perturbed, isolated = (x.astype(mx.float32) for x in (cond, uncond, perturbed, isolated))
         pred = (
             cond
             + (self.cfg_scale - 1) * (cond - uncond)
@@ -296,7 +315,7 @@ class GuidanceParams:
         if self.rescale_scale:
             factor = _std(cond) / _std(pred)
             pred = pred * (self.rescale_scale * factor + (1 - self.rescale_scale))
-        return pred
+        return pred.astype(dtype)
 
 
 def _std(x: mx.array) -> mx.array:

@@ -20,6 +20,11 @@ plus ``LTX2Scheduler`` schedules. Output: ``tests/fixtures/sampler/refs.npz`` (f
 byte for byte. The script also re-implements the sampler by hand (state construction, noising, Euler, post-process,
 multi-modal guidance) from the README's description and checks it against the pipeline run.
 
+The transformer follows ltx-core 1.2.0's audio<->video cross-attention AdaLN timestep rule (``ltx_core_1_2_rule``,
+patched into 1.0.0 and checked against ltx-core 1.2.0's fixture b first). 1.2.0's other changes leave these runs
+unchanged: its lerp noiser equals 1.0.0's for masks of 0 / 1 or noise scale 1 (every state here), and the
+float32 guider math is what a float32 run computes anyway.
+
 Two pipeline defaults are overridden for the tiny model (nothing else): ``PipelineComponents.video_latent_channels``
 128 -> 16, and ``AudioLatentShape.from_video_pixel_shape`` (called by ``noise_audio_state`` with its defaults
 channels 8, mel_bins 16) is given channels 2, mel_bins 4 while the runs execute. Run from the repository root
@@ -46,6 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ltx_core_1_2_rule  # ltx-core 1.2.0's A<->V AdaLN timestep rule on 1.0.0
 import make_transformer_refs as mtr
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import (
@@ -603,6 +609,8 @@ def check_by_hand(version, model, refs, inputs, contexts, recorder) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
+    ltx_core_1_2_rule.apply()  # the references follow ltx-core 1.2.0 (see ltx_core_1_2_rule.py)
+    print(f"ltx-core 1.0.0 + 1.2.0 rule reproduces fixture b: {ltx_core_1_2_rule.check_against_fixture()}")
     torch.use_deterministic_algorithms(True)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
 

@@ -19,7 +19,9 @@ bfloat16 (the files store bf16, as real checkpoints do), runs them in float32 on
 ltx-core sizes its feature extractor from a fixed Gemma-3-12B config (3840 wide, 49 hidden states), not from the
 checkpoint config; the script swaps that config for a tiny one (``tiny_gemma``) while it builds or reloads the
 embeddings processor. Everything is deterministic; re-running overwrites the fixtures with byte-identical files.
-Run from the repository root with the reference venv (PyTorch CPU + ltx-core):
+The audio<->video cross-attention AdaLN follows ltx-core 1.2.0's timestep rule (``ltx_core_1_2_rule``, patched into
+1.0.0 and checked against ltx-core 1.2.0's fixture b first). Run from the repository root with the reference venv
+(PyTorch CPU + ltx-core):
 
     /tmp/ltx-ref-venv/bin/python tests/reference/make_transformer_refs.py
 """
@@ -39,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import fixture_io  # this folder's shared fixture writers (the script's folder is on sys.path)
+import ltx_core_1_2_rule  # ltx-core 1.2.0's A<->V AdaLN timestep rule on 1.0.0
 import numpy as np
 import torch
 from ltx_core.conditioning.types.latent_cond import VideoConditionByLatentIndex
@@ -602,7 +605,8 @@ def transformer_references(model: LTXModel, states: dict, text: dict) -> dict[st
     refs.update({f"out_tokmask.{k}": v for k, v in out_tokmask.items()})
     # Video only (audio=None): no audio<->video cross-attention at all.
     refs.update({f"out_video_only.{k}": v for k, v in run_model(model, video, None).items()})
-    # Audio at another sigma: the a2v/v2a AdaLN of each modality is driven by the *other* modality's sigma.
+    # Audio at another sigma: the a2v/v2a gates of each modality are driven by the *other* modality's sigma, the
+    # scale/shift by its own timesteps (ltx-core 1.2.0's rule).
     audio_x = modality(states, "audio", text["audio_context"], CROSS_SIGMA_AUDIO, context_mask=mask)
     refs.update({f"out_xsigma.{k}": v for k, v in run_model(model, video, audio_x).items()})
     return refs
@@ -739,6 +743,8 @@ def verify_manifest_key_names() -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
+    ltx_core_1_2_rule.apply()  # the references follow ltx-core 1.2.0 (see ltx_core_1_2_rule.py)
+    print(f"ltx-core 1.0.0 + 1.2.0 rule reproduces fixture b: {ltx_core_1_2_rule.check_against_fixture()}")
     torch.use_deterministic_algorithms(True)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
 
