@@ -55,10 +55,9 @@ RES2S_RUNS = ("hq_s1", "hq_s2")
 STG_BLOCK = 1
 FPS = 24.0
 AUDIO_FRAMES = 18
-# The fixtures follow ltx-core 1.2.0's A<->V cross-attention timestep rule (generated with --rule 1.2); until our
-# transformer follows it too (branch numerics14) every run with a conditioned token differs (3e-3 to 4e-2 of peak). With
-# numerics14's transformer and sampler all of them pass: strict, so the mark must go when that branch is merged.
-NEEDS_1_2_RULE = pytest.mark.xfail(strict=True, reason="transformer on ltx-core 1.0.0's A<->V timestep rule")
+# The fixtures follow ltx-core 1.2.0's A<->V cross-attention timestep rule (ltx-pipelines 1.0.0 patched by
+# tests/reference/ltx_core_1_2_rule.py, generated with --rule 1.2); on 1.0.0's rule every run with a conditioned
+# token would differ by 3e-3 to 4e-2 of peak.
 
 
 @functools.cache
@@ -193,7 +192,6 @@ def test_initial_states_match(version: str, run: str) -> None:
         assert state.unconditioned == bool((mask == 1).all()), f"{label}: unconditioned flag"
 
 
-@NEEDS_1_2_RULE
 @pytest.mark.parametrize("run", RUNS)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_denoised_and_final_latents_match(version: str, run: str) -> None:
