@@ -34,7 +34,11 @@ def reference_positions(frames: int, height: int, width: int, fps: float, downsc
 def condition_by_reference(
     state: LatentState, latent: mx.array, fps: float, downscale_factor: int = 1, strength: float = 1.0
 ) -> LatentState:
-    """Append an encoded reference video (1, C, F, H, W) as tokens (ltx-core ``VideoConditionByReferenceLatent``)."""
+    """Append an encoded reference video (1, C, F, H, W) as tokens (ltx-core ``VideoConditionByReferenceLatent``).
+
+    As every conditioning item of ltx-core 1.2.0, the content goes into the clean latent only (the noised tokens
+    start at zero); the noiser then pulls conditioned tokens to it, so the noised state equals 1.0.0's for masks
+    of 0 or 1."""
     if downscale_factor < 1:
         raise ValueError(f"reference_downscale_factor must be >= 1, not {downscale_factor}")
     tokens = video_to_tokens(latent.astype(state.latent.dtype))
@@ -42,7 +46,7 @@ def condition_by_reference(
     mask = mx.full((1, tokens.shape[1]), 1.0 - strength)
     return replace(
         state,
-        latent=mx.concatenate([state.latent, tokens], axis=1),
+        latent=mx.concatenate([state.latent, mx.zeros_like(tokens)], axis=1),
         clean=mx.concatenate([state.clean, tokens], axis=1),
         denoise_mask=mx.concatenate([state.denoise_mask, mask], axis=1),
         positions=np.concatenate([state.positions, reference_positions(f, h, w, fps, downscale_factor)], axis=2),
