@@ -133,6 +133,9 @@ class Progress:
             click.echo(f"  done in {event.seconds:.2f} s", err=True)
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
+        elif isinstance(event, events.MemoryPlan):
+            click.echo(f"{'memory plan':<18}transformer {event.transformer}, tiling {event.tiling}, "
+                       f"peak ~{event.peak_gb:.1f} GB: {'; '.join(event.reasons)}", err=True)  # fmt: skip
 
 
 @cli.command()
@@ -158,6 +161,11 @@ class Progress:
     show_default=True,
     type=click.Choice(["auto", "none", "default", "aggressive", "conservative", "spatial", "temporal"]),
     help="VAE decode tiling (lower memory, slower); auto: untiled where the video fits in memory.",
+)
+@click.option(
+    "--low-ram",
+    is_flag=True,
+    help="Stream the transformer's blocks from disk (the planner also does so when memory is short).",
 )
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
 @click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
@@ -199,6 +207,7 @@ def generate(**options) -> None:  # fmt: skip
         keyframes=tuple(keyframes),
         audio=not options["no_audio"],
         tiling=options["tiling"],
+        memory="low" if options["low_ram"] else "auto",
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
