@@ -76,7 +76,8 @@ class StreamStats:
 
     reads: Counter = field(default_factory=Counter)
     bytes: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent reading, on the reader thread
+    waited: float = 0.0  # spent by the forward waiting for a read to finish (what overlapping did not hide)
 
     @property
     def bytes_per_second(self) -> float:
@@ -109,7 +110,9 @@ class BlockStream:
     def weights(self, index: int) -> dict:
         """Block `index`'s weights as the block shell's nested parameter dict; starts reading the next block."""
         self._prefetch(index)
+        start = time.perf_counter()
         buffers = self._pending.pop(index).result()
+        self.stats.waited += time.perf_counter() - start
         if index + 1 < len(self._blocks):
             self._prefetch(index + 1)
         arrays = {}
