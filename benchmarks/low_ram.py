@@ -7,10 +7,10 @@ Writes each pack once (random weights of the real shapes, in our split layout: `
 ``embedded_config.json``, ``transformer-distilled.safetensors``): LTX-2.3 Q4 (MLX 4-bit, group 64, the block
 linears as the converters choose them; 11.35 GB) and a mixed-precision pack (per-layer 3/4/5/6/8 bits; 12.65 GB:
 an allocation in the spirit of the community 12 GB pack, whose real per-layer choice is not public; see
-docs/low-ram.md). Then, per pack, size and mode, runs the distilled denoising exactly as the engine does (stage 1,
-8 steps at half size; stage 2, 3 steps at full size; compiled blocks and dequantized large products on GPUs) with
-random text contexts, and reports peak MLX memory, wall time per stage, and for streaming the bytes read, the
-read rate on the reader thread and how long the forward waited for reads.
+ltx_backend/weights/mixed_quant.py). Then, per pack, size and mode, runs the distilled denoising as the engine
+does (stage 1, 8 steps at half size; stage 2, 3 steps at full size; compiled blocks and dequantized large products
+on GPUs) with random text contexts, and reports peak MLX memory, wall time per stage, and for streaming the bytes
+read, the read rate on the reader thread and how long the forward waited for reads.
 
 Modes: ``resident`` (load_transformer), ``streaming`` (load_streamed_transformer; the OS page cache may serve
 repeated reads: a machine with RAM to spare), ``streaming-uncached`` (each block's pages are dropped from the page

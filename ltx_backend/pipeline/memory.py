@@ -591,8 +591,8 @@ def _relevant(flags: str, failing: set[str]) -> bool:
 
 # --- the planner's choice ----------------------------------------------------------------------------------------
 
-# A mixed-precision pack of LTX-2.3 whose transformer is about 12 GB (docs/low-ram.md): what a job needs when even
-# a 4-bit transformer, streamed, leaves too little room.
+# A mixed-precision pack of LTX-2.3 whose transformer is about 12 GB (weights/mixed_quant.py): what a job needs when
+# even a 4-bit transformer, streamed, leaves too little room.
 LOW_RAM_PACK = "baa-ai/LTX-2.3-22B-RAM-12GB-MLX"
 SMALLER_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-4bit"
 

@@ -7,10 +7,27 @@ built from the config knows ``in`` exactly, so every layer's group size (``in / 
 That one rule loads uniform 4/8-bit packs and mixed-precision packs alike, where every layer may carry its own bit
 width (2, 3, 4, 5, 6 or 8) and group size (32, 64 or 128).
 
-Mixed-precision packs of LTX-2.3 (e.g. the community pack ``baa-ai/LTX-2.3-22B-RAM-12GB-MLX``, see
-docs/low-ram.md for what is publicly known about it) follow the mlx-lm convention: the tensors keep the MLX key
-names with ``.scales``/``.biases`` beside each quantized ``.weight``, and ``config.json``'s ``quantization`` may list
-per-layer overrides. The shapes are authoritative here; a config that disagrees with them is not consulted.
+Mixed-precision packs follow the mlx-lm convention: the tensors keep the MLX key names with ``.scales``/``.biases``
+beside each quantized ``.weight``, and ``config.json``'s ``quantization`` may list per-layer overrides. The shapes
+are authoritative here; a config that disagrees with them is not consulted.
+
+The community pack ``baa-ai/LTX-2.3-22B-RAM-12GB-MLX``, from public facts (searched 2026-12-05):
+
+* Confirmed: the baa-ai organisation page on Hugging Face lists ``LTX-2.3-22B-RAM-12GB-MLX`` and
+  ``LTX-2.3-22B-RAM-24GB-MLX`` as "mixed-precision MLX quantizations of LTX-2.3 for Apple Silicon using the RAM
+  MCKP allocator" (a per-tensor sensitivity probe, then a multiple-choice knapsack over bit widths against a memory
+  budget). The same pipeline's published card for a sibling pack (``baa-ai/Krea-2-Turbo-RAM-9GB-MLX``) states
+  "Quantization: affine, group size 64", a bit distribution over 4/5/6/8 bits per tensor, and MLX format with the
+  text encoder and VAE kept in bf16; the issue that asked for this support says the LTX pack's bits are "detected
+  from each layer's scales shape", which is what this module does.
+* Not confirmed (no file listing, config or model card text of the LTX pack was found): its file names and layout
+  (one ``model.safetensors`` with component prefixes as mlx-video-with-audio writes, or split per-component files
+  as mlx-forge writes), whether its keys use MLX or PyTorch spellings, whether 2- or 3-bit layers occur, whether
+  any group size other than 64 occurs, and whether the connectors, VAE or vocoder are quantized too.
+* So: it loads here if its files are one of the layouts ``checkpoint.py`` detects with MLX affine ``scales``/
+  ``biases`` (any bits 2-8, group 32/64/128, per layer); its quantized transformer layers need no config entry.
+  Quantized layers outside the transformer (if the pack has any) are not supported yet and fail with a clear
+  ``weights_dtype_unsupported`` / ``weights_unexpected_key`` error naming the key.
 """
 
 from __future__ import annotations
