@@ -189,3 +189,15 @@ def test_shapes_no_quantization_explains_are_refused(packs: dict[str, Path], tmp
         detect_layer_quantization(model, component, lambda k: k)
     assert caught.value.code is ErrorCode.WEIGHTS_SHAPE_MISMATCH
     assert "transformer_blocks.0.ff.proj_in" in caught.value.message and "scales [256, 3]" in caught.value.message
+
+
+def test_streamed_dequantizing_layers_match_resident(packs: dict[str, Path]) -> None:
+    """The CUDA path (models/quantized_linear.py) swaps the shells' layers: streamed weights flow through them."""
+    from ltx_backend.models.quantized_linear import dequantize_large_products
+
+    ckpt = open_checkpoint(packs["mixed"])
+    resident, streamed = load_transformer(ckpt, mx.float32), load_streamed_transformer(ckpt, mx.float32)
+    for model in (resident, streamed):
+        assert dequantize_large_products(model, min_rows=8) > 0
+    video, audio = _tiny_inputs(resident)
+    _same(streamed(video, audio), resident(video, audio))
