@@ -170,3 +170,26 @@ def test_streamed_job_writes_the_same_mp4(tmp_path: Path, mixed: bool) -> None:
         plans += [e for e in seen if isinstance(e, events.MemoryPlan)]
     assert [p.transformer for p in plans] == ["resident", "streaming"]
     assert outputs[0] == outputs[1]
+
+
+def test_cli_low_ram_and_inspect_bits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import msgspec
+    from click.testing import CliRunner
+
+    from ltx_backend.cli.main import cli
+
+    monkeypatch.setenv("LTX_BACKEND_HOME", str(tmp_path / "home"))
+    model = write_tiny_model(tmp_path / "mixed", "2.3", mixed=True)
+    shown = CliRunner().invoke(cli, ["inspect", str(model), "--json"])
+    assert shown.exit_code == 0, shown.output
+    bits = msgspec.json.decode(shown.stdout)["transformer_bits"]
+    assert {key.split("-")[0] for key in bits} == {"2", "3", "4", "5", "6", "8"}
+    text = CliRunner().invoke(cli, ["inspect", str(model)])
+    assert "quantized: mixed precision" in text.output and "8-bit g64 x" in text.output
+
+    output = tmp_path / "low.mp4"
+    args = ["generate", "-m", str(model), "-p", "waves", "-W", "128", "-H", "128", "-n", "9", "-o", str(output)]
+    result = CliRunner().invoke(cli, [*args, "--low-ram"])
+    assert result.exit_code == 0, result.output
+    assert "memory plan" in result.output and "transformer streaming" in result.output and "--low-ram" in result.output
+    assert output.is_file()

@@ -17,6 +17,10 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   rest, up to 0.9 GB at 1536 tokens (runtime workspaces, RoPE tables, text context, Q4's dequantized weights of
   the blocks in flight), is 0.05 B per parameter. The fit is linear in tokens (MLX's fused attention does not
   hold the score matrix); past 6144 tokens it is an extrapolation.
+  With the blocks streamed (``streaming``, weights/streaming.py) the phase holds the non-block weights and
+  ``STREAMED_BLOCKS`` of the largest block instead of all 48; the working memory is the same formula (the guided
+  passes of a step run block by block, each block's temporaries freed before the next is submitted). Not yet
+  checked against a measured peak: ``benchmarks/low_ram.py`` measures it.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
   a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
   layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
