@@ -134,8 +134,9 @@ class Progress:
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
         elif isinstance(event, events.MemoryPlan):
-            click.echo(f"{'memory plan':<18}transformer {event.transformer}, tiling {event.tiling}, "
-                       f"peak ~{event.peak_gb:.1f} GB: {'; '.join(event.reasons)}", err=True)  # fmt: skip
+            from ltx_backend.server.progress import memory_plan_text
+
+            click.echo(memory_plan_text(event), err=True)
 
 
 @cli.command()
