@@ -8,12 +8,13 @@ A denoising step's passes (the guider's conditional, unconditional, perturbed an
 the blocks together (``LTXModel.forward_passes``), so every block is read once per step, however many passes.
 
 How the bytes are read: every tensor's byte range is known from the header (``TensorInfo.offset``), so a block is
-a list of ``pread``s straight into one numpy buffer per parameter, then one copy into an MLX array. Attention
-projections that the model stacks (``to_qkv`` / ``to_kv``, see ``Attention.fuse_projections``) are read into the
-stacked buffer directly: stacking is along the output rows, so the parts' bytes simply follow each other. We do
-not use ``mx.load`` here: it is lazy (an array reads its bytes when evaluated) but parses the whole header of the
-file and creates an array per tensor on every call, and an evaluated array keeps its bytes for as long as it is
-referenced (the resident loader relies on exactly that).
+a list of ``pread``s (``READ_THREADS`` at a time) straight into one numpy buffer per parameter, then one copy into
+an MLX array, both on reader threads. Attention projections that the model stacks (``to_qkv`` / ``to_kv``, see
+``Attention.fuse_projections``) are read into the stacked buffer directly: stacking is along the output rows, so
+the parts' bytes simply follow each other. We do not use ``mx.load`` here: it is lazy (checked on MLX 0.32.4: it
+allocates nothing until a tensor is evaluated, then only that tensor) but parses the whole header and creates an
+array per tensor on every call, reads on the evaluating stream, and an evaluated array keeps its bytes for as long
+as it is referenced (the resident loader relies on exactly that).
 
 Works for bf16/f16/f32 weights (cast to the compute dtype on the way in, as the resident loader does), uniform
 and mixed-precision quantized layers (``mixed_quant.py``: each block gets a shell module of its own layer bits),
@@ -47,6 +48,7 @@ from ltx_backend.weights.plan import LoadPlan, PlannedTensor
 from ltx_backend.weights.safetensors_file import TensorInfo
 
 BLOCK_PREFIX = "transformer_blocks."
+READ_THREADS = 4  # concurrent reads of one block's tensors
 # The numpy dtype whose bytes a stored dtype is read as (bf16 has none: read as uint16 and viewed in MLX).
 _NUMPY_STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "U32": np.uint32, "I32": np.int32,
                   "U8": np.uint8, "I8": np.int8}  # fmt: skip
@@ -95,7 +97,8 @@ class BlockStream:
         self._files: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx-block-reader")
-        weakref.finalize(self, _close, self._reader, self._files)
+        self._io = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="ltx-block-io")
+        weakref.finalize(self, _close, self._reader, self._io, self._files)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -111,13 +114,13 @@ class BlockStream:
         """Block `index`'s weights as the block shell's nested parameter dict; starts reading the next block."""
         self._prefetch(index)
         start = time.perf_counter()
-        buffers = self._pending.pop(index).result()
+        raw = self._pending.pop(index).result()
         self.stats.waited += time.perf_counter() - start
         if index + 1 < len(self._blocks):
             self._prefetch(index + 1)
         arrays = {}
-        for param, buffer in zip(self._blocks[index], buffers, strict=True):
-            arrays.update(self._arrays(param, buffer))
+        for param, stored in zip(self._blocks[index], raw, strict=True):
+            arrays.update(self._arrays(param, stored))
         if self.transform is not None:
             arrays = self.transform(index, arrays)
         return tree_unflatten(list(_stack(arrays, self._blocks[index]).items()))
@@ -126,11 +129,9 @@ class BlockStream:
         if index not in self._pending:
             self._pending[index] = self._reader.submit(self._read, index)
 
-    def _arrays(self, param: _Param, buffer: np.ndarray) -> dict[str, mx.array]:
+    def _arrays(self, param: _Param, array: mx.array) -> dict[str, mx.array]:
         """The parameter's arrays: stacked as read, or split into its parts when a transform wants them apart."""
-        storage = param.parts[0][1].dtype
-        array = mx.array(buffer.view(_NUMPY_STORAGE[storage]).reshape(param.shape))
-        if storage == "BF16":
+        if param.parts[0][1].dtype == "BF16":
             array = array.view(mx.bfloat16)
         if param.dtype is not None and array.dtype != param.dtype:
             array = array.astype(param.dtype)
@@ -139,26 +140,36 @@ class BlockStream:
         rows = np.cumsum([info.shape[0] for _, info in param.parts])[:-1].tolist()
         return {key: part for (key, _), part in zip(param.parts, mx.split(array, rows), strict=True)}
 
-    def _read(self, index: int) -> list[np.ndarray]:
-        """Block `index`'s bytes, one buffer per parameter (runs on the reader thread)."""
+    def _read(self, index: int) -> list[mx.array]:
+        """Block `index`'s parameters as MLX arrays of their stored bits (runs on the reader thread): the tensors
+        are read by ``READ_THREADS`` threads at once (an SSD serves several requests faster than one), then copied
+        into MLX memory here, off the thread that builds the forward."""
         start = time.perf_counter()
-        buffers = []
-        total = 0
-        for param in self._blocks[index]:
-            buffer = np.empty(param.nbytes, dtype=np.uint8)
-            at = 0
-            for _, info in param.parts:
-                _pread_into(self._descriptor(info.file), memoryview(buffer)[at : at + info.nbytes], info)
-                at += info.nbytes
-            buffers.append(buffer)
-            total += at
+        params = self._blocks[index]
+        buffers = [self._io.submit(self._read_param, param) for param in params]
+        arrays = []
+        for param, buffer in zip(params, buffers, strict=True):
+            stored = buffer.result().view(_NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape)
+            arrays.append(mx.array(stored))
         with self._lock:
             self.stats.reads[index] += 1
-            self.stats.bytes += total
+            self.stats.bytes += sum(param.nbytes for param in params)
             self.stats.seconds += time.perf_counter() - start
-        return buffers
+        return arrays
+
+    def _read_param(self, param: _Param) -> np.ndarray:
+        buffer = np.empty(param.nbytes, dtype=np.uint8)
+        at = 0
+        for _, info in param.parts:
+            _pread_into(self._descriptor(info.file), memoryview(buffer)[at : at + info.nbytes], info)
+            at += info.nbytes
+        return buffer
 
     def _descriptor(self, path: Path) -> int:
+        with self._lock:
+            return self._open(path)
+
+    def _open(self, path: Path) -> int:
         if path not in self._files:
             try:
                 self._files[path] = os.open(path, os.O_RDONLY)
@@ -172,8 +183,9 @@ class BlockStream:
         return self._files[path]
 
 
-def _close(reader: ThreadPoolExecutor, files: dict[Path, int]) -> None:
+def _close(reader: ThreadPoolExecutor, io: ThreadPoolExecutor, files: dict[Path, int]) -> None:
     reader.shutdown(wait=True, cancel_futures=True)
+    io.shutdown(wait=True, cancel_futures=True)
     for descriptor in files.values():
         os.close(descriptor)
     files.clear()
