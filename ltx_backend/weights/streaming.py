@@ -142,28 +142,24 @@ class BlockStream:
 
     def _read(self, index: int) -> list[mx.array]:
         """Block `index`'s parameters as MLX arrays of their stored bits (runs on the reader thread): the tensors
-        are read by ``READ_THREADS`` threads at once (an SSD serves several requests faster than one), then copied
-        into MLX memory here, off the thread that builds the forward."""
+        are read and copied into MLX memory by ``READ_THREADS`` threads at once (an SSD serves several requests
+        faster than one; so does memory), off the thread that builds the forward."""
         start = time.perf_counter()
         params = self._blocks[index]
-        buffers = [self._io.submit(self._read_param, param) for param in params]
-        arrays = []
-        for param, buffer in zip(params, buffers, strict=True):
-            stored = buffer.result().view(_NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape)
-            arrays.append(mx.array(stored))
+        arrays = [future.result() for future in [self._io.submit(self._read_param, param) for param in params]]
         with self._lock:
             self.stats.reads[index] += 1
             self.stats.bytes += sum(param.nbytes for param in params)
             self.stats.seconds += time.perf_counter() - start
         return arrays
 
-    def _read_param(self, param: _Param) -> np.ndarray:
+    def _read_param(self, param: _Param) -> mx.array:
         buffer = np.empty(param.nbytes, dtype=np.uint8)
         at = 0
         for _, info in param.parts:
             _pread_into(self._descriptor(info.file), memoryview(buffer)[at : at + info.nbytes], info)
             at += info.nbytes
-        return buffer
+        return mx.array(buffer.view(_NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape))
 
     def _descriptor(self, path: Path) -> int:
         with self._lock:
