@@ -201,3 +201,18 @@ def test_streamed_dequantizing_layers_match_resident(packs: dict[str, Path]) -> 
         assert dequantize_large_products(model, min_rows=8) > 0
     video, audio = _tiny_inputs(resident)
     _same(streamed(video, audio), resident(video, audio))
+
+
+def test_a_file_truncated_while_streaming_is_a_clear_error(packs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    root = shutil.copytree(packs["q4"], tmp_path / "q4")
+    streamed = load_streamed_transformer(open_checkpoint(root), mx.float32)
+    video, audio = inputs(streamed)
+    mx.eval(streamed(video, audio))
+    path = root / "transformer.safetensors"
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    with pytest.raises(LtxError) as caught:
+        mx.eval(streamed(video, audio))
+    assert caught.value.code is ErrorCode.CHECKPOINT_CORRUPT and "truncated" in caught.value.message
