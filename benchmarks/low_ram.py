@@ -9,8 +9,9 @@ linears as the converters choose them; 11.35 GB) and a mixed-precision pack (per
 an allocation in the spirit of the community 12 GB pack, whose real per-layer choice is not public; see
 ltx_backend/weights/mixed_quant.py). Then, per pack, size and mode, runs the distilled denoising as the engine
 does (stage 1, 8 steps at half size; stage 2, 3 steps at full size; compiled blocks and dequantized large products
-on GPUs) with random text contexts, and reports peak MLX memory, wall time per stage, and for streaming the bytes
-read, the read rate on the reader thread and how long the forward waited for reads.
+on GPUs) with random text contexts, and reports peak MLX memory (beside the memory planner's estimate of the
+denoising phase), wall time per stage, and for streaming the bytes read, the read rate on the reader threads and
+how long the forward waited for reads.
 
 Modes: ``resident`` (load_transformer), ``streaming`` (load_streamed_transformer; the OS page cache may serve
 repeated reads: a machine with RAM to spare), ``streaming-uncached`` (each block's pages are dropped from the page
@@ -179,8 +180,10 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
     from mlx.utils import tree_flatten
 
     from ltx_backend.models.quantized_linear import dequantize_large_products
+    from ltx_backend.pipeline import memory
     from ltx_backend.pipeline import sampler as s
     from ltx_backend.pipeline.engine import _compile_blocks, _dequantize_large_products
+    from ltx_backend.pipeline.request import GenerationRequest, validate
     from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2
     from ltx_backend.weights.checkpoint import open_checkpoint
     from ltx_backend.weights.streaming import load_streamed_transformer
@@ -228,9 +231,12 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
         video, audio = s.euler_loop(sigmas, video, audio, s.simple_denoiser(stage_inputs))
         timings[f"stage{stage}_s"] = round(time.perf_counter() - begin, 3)
         timings[f"stage{stage}_steps"] = len(sigmas) - 1
+    request = validate(GenerationRequest("bench", "/tmp/bench.mp4", width=width, height=height, num_frames=frames))
+    estimate = memory.estimate(ckpt, None, request, dtype, streaming=streaming).phases["denoising"]
     result = {
         "mode": mode,
         "size": f"{width}x{height}x{frames}",
+        "planner_estimate_gb": round(estimate.total / 1e9, 3),
         "load_s": round(load_seconds, 3),
         "weights_gb": round(weights_gb, 3),
         **timings,
