@@ -9,7 +9,7 @@ every attention. The variant is chosen by the checkpoint's config, never by its 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import mlx.core as mx
@@ -625,14 +625,19 @@ class LTXModel(nn.Module):
         stream = self.block_stream
         if stream is not None:
             stream.begin()  # block 0 is read while the inputs are prepared
-        states = [
-            (
-                self._prepare(run.video, run.audio, "") if run.video is not None else None,
-                self._prepare(run.audio, run.video, "audio_") if run.audio is not None else None,
-                run.perturbations,
-            )
-            for run in passes
-        ]
+        # Passes given the same inputs (the guider's conditional, perturbed and isolated passes) share one prepared
+        # state (AdaLN values, projected context: per token when the denoise mask varies); each gets its own x.
+        prepared: dict[tuple[int, int], tuple[StreamState | None, StreamState | None]] = {}
+        states = []
+        for run in passes:
+            key = (id(run.video), id(run.audio))
+            if key not in prepared:
+                prepared[key] = (
+                    self._prepare(run.video, run.audio, "") if run.video is not None else None,
+                    self._prepare(run.audio, run.video, "audio_") if run.audio is not None else None,
+                )
+            v, a = (None if state is None else replace(state) for state in prepared[key])
+            states.append((v, a, run.perturbations))
         submitted: list[list[mx.array]] = []
         units = 0
         for index, block in enumerate(self.transformer_blocks):

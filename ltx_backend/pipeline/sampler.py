@@ -258,13 +258,17 @@ def x0_forwards(
 ) -> list[tuple[mx.array, mx.array | None]]:
     """ltx-core ``X0Model`` for each pass: velocity -> denoised tokens, ``x - v * (sigma x mask)`` per token, in
     float32. The passes run through the blocks together (``LTXModel.forward_passes``)."""
-    passes = []
+    passes, inputs = [], {}
     for spec in specs:
-        vc = stage.video_context if spec.video_context is None else spec.video_context
-        ac = stage.audio_context if spec.audio_context is None else spec.audio_context
-        v_in = _stream(video, vc, stage.video_rope, sigma, stage.dtype)
-        a_in = None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype)
-        passes.append(ForwardPass(v_in, a_in, spec.perturbations))
+        key = (id(spec.video_context), id(spec.audio_context))  # passes with the same contexts share their inputs
+        if key not in inputs:
+            vc = stage.video_context if spec.video_context is None else spec.video_context
+            ac = stage.audio_context if spec.audio_context is None else spec.audio_context
+            inputs[key] = (
+                _stream(video, vc, stage.video_rope, sigma, stage.dtype),
+                None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype),
+            )
+        passes.append(ForwardPass(*inputs[key], spec.perturbations))
 
     def denoised(state: LatentState, velocity: mx.array) -> mx.array:
         t = (state.denoise_mask * sigma)[..., None]
