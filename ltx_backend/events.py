@@ -68,13 +68,34 @@ class Result(msgspec.Struct, tag="result"):
     peak_memory_gb: float
 
 
+class MemoryPlan(msgspec.Struct, tag="memory_plan"):
+    """What the memory planner chose for the job, before anything is loaded, and why."""
+
+    transformer: str  # "resident" or "streaming" (blocks read from disk for every step)
+    tiling: str  # the video decode's tiling mode
+    peak_gb: float  # the plan's estimated peak
+    available_gb: float  # 0: unknown
+    reasons: list[str]
+    suggestions: list[str] = msgspec.field(default_factory=list)  # what would lower it further (not applied)
+
+
 class ErrorEvent(msgspec.Struct, tag="error"):
     code: str
     message: str
     hint: str = ""
 
 
-Event = PhaseStarted | PhaseFinished | DenoiseStep | DownloadProgress | Warning | EnhancedPrompt | Result | ErrorEvent
+Event = (
+    PhaseStarted
+    | PhaseFinished
+    | DenoiseStep
+    | DownloadProgress
+    | Warning
+    | EnhancedPrompt
+    | MemoryPlan
+    | Result
+    | ErrorEvent
+)
 Emit = Callable[[Event], None]
 
 

@@ -141,16 +141,38 @@ def _sections(version: str) -> dict:
     return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
 
 
-def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[str, mx.array]]:
-    """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random."""
+def mixed_precision_layer(path: str, module: nn.Module) -> dict[str, int] | bool:
+    """The tiny mixed-precision pack's per-layer choice: every bit width MLX supports, two group sizes, q apart
+    from k/v (so that only k/v stack) and blocks of two structures (k/v bits alternate between blocks)."""
+    if not (isinstance(module, nn.Linear) and path.startswith("transformer_blocks.")):
+        return False
+    in_features = module.weight.shape[1]
+    if in_features % 32:
+        return False
+    block = int(path.split(".")[1])
+    name = path.rsplit(".", 1)[-1]
+    bits = {"to_q": 8, "to_k": 4 + 2 * (block % 2), "to_v": 4 + 2 * (block % 2), "to_out": 5, "proj_in": 3}
+    chosen = bits.get(name, 2)
+    group = 64 if in_features % 64 == 0 and name != "to_out" else 32
+    return {"bits": chosen, "group_size": group}
+
+
+def tiny_components(version: str = "2.0", seed: int = SEED, mixed: bool = False) -> dict[str, dict[str, mx.array]]:
+    """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random.
+
+    `mixed` (2.3 only): the transformer's block linears quantized with per-layer bits (``mixed_precision_layer``)."""
     if version not in VERSIONS:
         raise ValueError(f"tiny model version must be one of {VERSIONS}, not {version!r}")
+    if mixed and version != "2.3":
+        raise ValueError("only the 2.3 tiny model has a mixed-precision variant")
     mx.random.seed(seed)
     sections = _sections(version)
     components: dict[str, dict[str, mx.array]] = {}
 
     transformer = LTXModel(TransformerConfig.from_section(sections["transformer"]))
-    if version == "2.3":
+    if mixed:
+        nn.quantize(transformer, class_predicate=mixed_precision_layer)
+    elif version == "2.3":
         nn.quantize(transformer, QUANTIZATION["group_size"], QUANTIZATION["bits"], class_predicate=quantizable_layer)
     components["transformer"] = {_mlx_spelling(k): v for k, v in _params(transformer).items()}
 
@@ -183,21 +205,22 @@ def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[st
     return components
 
 
-def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED) -> Path:
+def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED, mixed: bool = False) -> Path:
     """Write the tiny checkpoint to ``path`` (replacing it), atomically; returns ``path``.
 
     2.0: mlx-video-with-audio's unified layout (about 5 MB). 2.3: the split layout of mlx-forge with a 4-bit
-    transformer stored as ``transformer-distilled.safetensors``. Both carry the tiny Gemma in ``text_encoder/``.
+    transformer stored as ``transformer-distilled.safetensors`` (`mixed`: per-layer 2-8 bits instead). Both carry the
+    tiny Gemma in ``text_encoder/``.
     """
     path = Path(path)
-    components = tiny_components(version, seed)
+    components = tiny_components(version, seed, mixed)
     mx.eval(components)
     sections = _sections(version)
     with atomic_directory(path) as folder:
         if version == "2.0":
             _write_unified(folder, components, sections)
         else:
-            _write_split(folder, components, sections)
+            _write_split(folder, components, sections, mixed)
         _write_text_encoder(folder / "text_encoder", seed)
     return path
 
@@ -216,7 +239,7 @@ def _write_unified(folder: Path, components: dict[str, dict[str, mx.array]], sec
     (folder / "embedded_config.json").write_text(json.dumps(sections, indent=2))
 
 
-def _write_split(folder: Path, components: dict[str, dict[str, mx.array]], sections: dict) -> None:
+def _write_split(folder: Path, components: dict[str, dict[str, mx.array]], sections: dict, mixed: bool) -> None:
     files = {
         "transformer-distilled": components["transformer"],
         "connector": {
@@ -237,6 +260,8 @@ def _write_split(folder: Path, components: dict[str, dict[str, mx.array]], secti
         "quantized": True, "quantization_bits": QUANTIZATION["bits"],
         "quantization_group_size": QUANTIZATION["group_size"],
     }  # fmt: skip
+    if mixed:  # each layer's bits and group size are in its tensor shapes (weights/mixed_quant.py)
+        manifest["mixed_precision"] = True
     (folder / "split_model.json").write_text(json.dumps(manifest, indent=2))
     info = {**MODEL_INFO, "model_version": "2.3.0", "audio_sample_rate": 48000}
     (folder / "config.json").write_text(json.dumps(info, indent=2))

@@ -69,12 +69,25 @@ def inspect(model: str, as_json: bool) -> None:
         component = ckpt.component(name)
         dtypes = Counter(info.dtype for info in component.tensors.values())
         summary["components"][name] = {"tensors": len(component.tensors), "dtypes": dict(dtypes)}
+    if ckpt.has("transformer") and ckpt.component("transformer").quantized_paths:
+        from ltx_backend.weights.mixed_quant import bit_histogram
+        from ltx_backend.weights.transformer import transformer_quantization
+
+        try:
+            summary["transformer_bits"] = bit_histogram(transformer_quantization(ckpt))
+        except LtxError as error:
+            _fail(error)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"{summary['path']}\n  layout: {summary['layout']}  version: {summary['model_version'] or '?'}")
-    if ckpt.quantization:
+    if len(summary.get("transformer_bits", {})) > 1:
+        click.echo("  quantized: mixed precision (per-layer bits below)")
+    elif ckpt.quantization:
         click.echo(f"  quantized: {ckpt.quantization['bits']}-bit, group {ckpt.quantization['group_size']}")
+    if "transformer_bits" in summary:
+        bits = ", ".join(f"{kind} x{count}" for kind, count in summary["transformer_bits"].items())
+        click.echo(f"  transformer layers: {bits}")
     click.echo(f"  config sections: {', '.join(summary['config_sections']) or 'none (LTX-2.0 defaults)'}")
     for name, info in summary["components"].items():
         dtypes = ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items())
@@ -120,6 +133,10 @@ class Progress:
             click.echo(f"  done in {event.seconds:.2f} s", err=True)
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
+        elif isinstance(event, events.MemoryPlan):
+            from ltx_backend.server.progress import memory_plan_text
+
+            click.echo(memory_plan_text(event), err=True)
 
 
 @cli.command()
@@ -145,6 +162,11 @@ class Progress:
     show_default=True,
     type=click.Choice(["auto", "none", "default", "aggressive", "conservative", "spatial", "temporal"]),
     help="VAE decode tiling (lower memory, slower); auto: untiled where the video fits in memory.",
+)
+@click.option(
+    "--low-ram",
+    is_flag=True,
+    help="Stream the transformer's blocks from disk (the planner also does so when memory is short).",
 )
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
 @click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
@@ -186,6 +208,7 @@ def generate(**options) -> None:  # fmt: skip
         keyframes=tuple(keyframes),
         audio=not options["no_audio"],
         tiling=options["tiling"],
+        memory="low" if options["low_ram"] else "auto",
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
@@ -214,12 +237,16 @@ def generate(**options) -> None:  # fmt: skip
 @click.argument("path", required=False)
 @click.option("--version", "version", type=click.Choice(["2.0", "2.3"]), default="2.0", show_default=True,
               help="2.0: unified layout; 2.3: split layout with a 4-bit transformer.")  # fmt: skip
-def make_tiny(path: str | None, version: str) -> None:
+@click.option("--mixed-precision", "mixed", is_flag=True,
+              help="2.3 only: quantize the transformer's block layers with per-layer 2-8 bits.")  # fmt: skip
+def make_tiny(path: str | None, version: str, mixed: bool) -> None:
     """Write the built-in tiny random-weight model (default: where --model tiny / tiny-2.3 looks for it)."""
     from ltx_backend.tiny import tiny_model_dir, write_tiny_model
 
+    if mixed and (version != "2.3" or path is None):
+        raise click.UsageError("--mixed-precision needs --version 2.3 and a PATH (the built-in tiny stays 4-bit)")
     try:
-        written = write_tiny_model(path or tiny_model_dir(version), version)
+        written = write_tiny_model(path or tiny_model_dir(version), version, mixed=mixed)
     except LtxError as error:
         _fail(error)
     click.echo(f"wrote the tiny model to {written} (random weights: its videos are noise)")

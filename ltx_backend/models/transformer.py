@@ -9,7 +9,8 @@ every attention. The variant is chosen by the checkpoint's config, never by its 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -135,11 +136,16 @@ class Attention(nn.Module):
         if "to_qkv" in self or "to_kv" in self:
             return
         names = ("to_q", "to_k", "to_v") if self.self_attention else ("to_k", "to_v")
+        if not _same_kind(*(self[name] for name in names)):  # mixed precision: q may differ from k/v
+            names = ("to_k", "to_v")
+            if not _same_kind(self.to_k, self.to_v):
+                return
+        fused_name = "to_qkv" if len(names) == 3 else "to_kv"
         layers = [self.pop(name) for name in names]
         fused = layers[0]  # a Linear or QuantizedLinear: every array of either is stacked along the output axis
         # Lazy: each block's stacking runs with its first forward pass, and the separate weights are freed then.
         fused.update({key: mx.concatenate([layer[key] for layer in layers]) for key in fused if key in layers[1]})
-        setattr(self, "to_qkv" if self.self_attention else "to_kv", fused)
+        setattr(self, fused_name, fused)
 
     def _project(self, x: mx.array, context: mx.array | None) -> tuple[mx.array, mx.array, mx.array]:
         if "to_qkv" in self:
@@ -173,6 +179,12 @@ class Attention(nn.Module):
         if "to_gate_logits" in self:
             out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
         return self.to_out(out.reshape(b, t, -1))
+
+
+def _same_kind(*layers: nn.Module) -> bool:
+    """Layers whose arrays can be stacked into one product: the same class, bits and group size."""
+    kinds = {(type(layer), getattr(layer, "bits", None), getattr(layer, "group_size", None)) for layer in layers}
+    return len(kinds) == 1
 
 
 class FeedForward(nn.Module):
@@ -387,30 +399,69 @@ def _block_function(shell: AVTransformerBlock, traces: list[int]) -> Callable:
     return forward
 
 
+def block_structure(block: nn.Module) -> tuple:
+    """What a block's compiled trace depends on besides its arrays: each layer's class, bits and group size."""
+    return tuple(
+        (path, type(module).__name__, getattr(module, "bits", None), getattr(module, "group_size", None))
+        for path, module in block.named_modules()
+    )
+
+
 class CompiledBlocks:
     """Runs every block through one ``mx.compile`` trace, with the block's weights as inputs, not constants.
 
-    All blocks have the same structure, so one trace per (shapes, perturbation flags) serves the whole stack:
-    tracing costs about one block's worth of Python instead of 48 (whole-forward compilation took ~0.6 s per
-    stage on an H100), and the fused norms, modulations and activations pay from the first forward pass. The
-    weights are snapshotted: make a new instance after loading other weights.
+    All blocks of one structure share a trace per (shapes, perturbation flags) (a mixed-precision checkpoint has
+    one structure per distinct set of layer bit widths): tracing costs about one block's worth of Python instead
+    of 48 (whole-forward compilation took ~0.6 s per stage on an H100), and the fused norms, modulations and
+    activations pay from the first forward pass. The weights are snapshotted: make a new instance after loading
+    other weights. Streamed blocks pass their weights with each call instead.
     """
 
     def __init__(self, blocks: list[AVTransformerBlock]) -> None:
         self.weights = [block.parameters() for block in blocks]
-        self._traces = [0]  # Python runs of a block: one per new (shapes, flags) signature
-        self._forward = mx.compile(_block_function(blocks[0], self._traces))
+        self._traces = [0]  # Python runs of a block: one per new (structure, shapes, flags) signature
+        forwards: dict[tuple, Callable] = {}
+        self._forward_of: list[Callable] = []
+        for block in blocks:
+            structure = block_structure(block)
+            if structure not in forwards:
+                forwards[structure] = mx.compile(_block_function(block, self._traces))
+            self._forward_of.append(forwards[structure])
 
     @property
     def traces(self) -> int:
         return self._traces[0]
 
     def __call__(
-        self, index: int, video: StreamState | None, audio: StreamState | None, flags: tuple[bool, bool, bool]
+        self,
+        index: int,
+        video: StreamState | None,
+        audio: StreamState | None,
+        flags: tuple[bool, bool, bool],
+        weights: dict | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
         split = (video or audio).pe.split
-        vx, ax = self._forward(self.weights[index], _block_inputs(video), _block_inputs(audio), split, flags)
+        weights = self.weights[index] if weights is None else weights
+        vx, ax = self._forward_of[index](weights, _block_inputs(video), _block_inputs(audio), split, flags)
         return vx, ax
+
+
+class BlockSource(Protocol):
+    """Where streamed block weights come from (``weights/streaming.py``): ``begin`` starts reading block 0 ahead
+    of a forward pass, ``weights(i)`` returns block i's weights (a nested dict) and starts reading block i + 1."""
+
+    def begin(self) -> None: ...
+
+    def weights(self, index: int) -> dict: ...
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """One of the forwards a denoising step runs (the guider's conditional, unconditional, perturbed, ...)."""
+
+    video: StreamInput | None
+    audio: StreamInput | None
+    perturbations: Perturbations = NO_PERTURBATION
 
 
 @dataclass
@@ -473,6 +524,8 @@ class LTXModel(nn.Module):
             self.av_ca_v2a_gate_adaln_single = AdaLayerNormSingle(ad, 1)
         self.transformer_blocks = [AVTransformerBlock(c, video, audio) for _ in range(c.num_layers)]
         self._has = (video, audio)
+        # Set by weights/streaming.py: the blocks are then shells whose weights are read per forward pass.
+        self.block_stream: BlockSource | None = None
 
     # --- positions -> RoPE tables, once per request --------------------------------------------------------
 
@@ -566,34 +619,68 @@ class LTXModel(nn.Module):
         compiled: CompiledBlocks | None = None,
         in_flight: int = 0,
     ) -> tuple[mx.array | None, mx.array | None]:
-        """Velocities for the video and audio tokens (`compiled`: run the blocks through ``compiled_blocks()``).
+        """Velocities for the video and audio tokens: one forward pass (see ``forward_passes``)."""
+        return self.forward_passes([ForwardPass(video, audio, perturbations)], eval_every, compiled, in_flight)[0]
 
-        `eval_every` > 0 submits the work after every that many blocks, so no single GPU command buffer runs for
-        the whole network (macOS's watchdog kills long ones: "Impacting Interactivity"), and the device works
-        while Python builds the next blocks. A device keeps a submission's temporaries until it completes (about
-        1.3 GB per block at 6144 video tokens), so `in_flight` > 0 bounds the memory: before submitting more, wait
-        until at most that many earlier submissions are unfinished.
+    def forward_passes(
+        self,
+        passes: list[ForwardPass],
+        eval_every: int = 0,
+        compiled: CompiledBlocks | None = None,
+        in_flight: int = 0,
+    ) -> list[tuple[mx.array | None, mx.array | None]]:
+        """Velocities of several forward passes, run block by block: each block's weights serve every pass before
+        the next block's are needed, so streamed weights are read once per denoising step, not once per pass.
+        (`compiled`: run the blocks through ``compiled_blocks()``.)
+
+        `eval_every` > 0 submits the work after every that many (block, pass) units, so no single GPU command
+        buffer runs for the whole network (macOS's watchdog kills long ones: "Impacting Interactivity"), and the
+        device works while Python builds the next blocks. A device keeps a submission's temporaries until it
+        completes (about 1.3 GB per block at 6144 video tokens), so `in_flight` > 0 bounds the memory: before
+        submitting more, wait until at most that many earlier submissions are unfinished.
         """
-        v = self._prepare(video, audio, "") if video is not None else None
-        a = self._prepare(audio, video, "audio_") if audio is not None else None
-        p = perturbations
+        stream = self.block_stream
+        if stream is not None:
+            stream.begin()  # block 0 is read while the inputs are prepared
+        # Passes given the same inputs (the guider's conditional, perturbed and isolated passes) share one prepared
+        # state (AdaLN values, projected context: per token when the denoise mask varies); each gets its own x.
+        prepared: dict[tuple[int, int], tuple[StreamState | None, StreamState | None]] = {}
+        states = []
+        for run in passes:
+            key = (id(run.video), id(run.audio))
+            if key not in prepared:
+                prepared[key] = (
+                    self._prepare(run.video, run.audio, "") if run.video is not None else None,
+                    self._prepare(run.audio, run.video, "audio_") if run.audio is not None else None,
+                )
+            v, a = (None if state is None else replace(state) for state in prepared[key])
+            states.append((v, a, run.perturbations))
         submitted: list[list[mx.array]] = []
+        units = 0
         for index, block in enumerate(self.transformer_blocks):
-            flags = (index in p.skip_video_self_attention, index in p.skip_audio_self_attention, p.skip_cross_modal)
-            vx, ax = block(v, a, *flags) if compiled is None else compiled(index, v, a, flags)
-            if v is not None:
-                v.x = vx
-            if a is not None:
-                a.x = ax
-            if eval_every and (index + 1) % eval_every == 0:  # queued, not waited for: Python runs ahead
-                submitted.append([s.x for s in (v, a) if s is not None])
-                mx.async_eval(submitted[-1])
-                if in_flight and len(submitted) > in_flight:
-                    mx.eval(submitted.pop(0))
-        return (
-            self._output(v.x, v, "") if v is not None else None,
-            self._output(a.x, a, "audio_") if a is not None else None,
-        )
+            weights = None if stream is None else stream.weights(index)
+            if weights is not None and compiled is None:
+                block.update(weights)
+            for v, a, p in states:
+                flags = (index in p.skip_video_self_attention, index in p.skip_audio_self_attention, p.skip_cross_modal)
+                vx, ax = block(v, a, *flags) if compiled is None else compiled(index, v, a, flags, weights)
+                if v is not None:
+                    v.x = vx
+                if a is not None:
+                    a.x = ax
+                units += 1
+                if eval_every and units % eval_every == 0:  # queued, not waited for: Python runs ahead
+                    submitted.append([s.x for s in (v, a) if s is not None])
+                    mx.async_eval(submitted[-1])
+                    if in_flight and len(submitted) > in_flight:
+                        mx.eval(submitted.pop(0))
+        return [
+            (
+                self._output(v.x, v, "") if v is not None else None,
+                self._output(a.x, a, "audio_") if a is not None else None,
+            )
+            for v, a, _ in states
+        ]
 
 
 def sanitize_transformer_key(key: str) -> str | None:

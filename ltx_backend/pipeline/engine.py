@@ -39,6 +39,7 @@ from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
 from ltx_backend.weights.resolve import resolve_model
+from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_text_processor, load_transformer
 from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_video_encoder
 
@@ -178,9 +179,16 @@ class Engine:
         if self.variant == "distilled" and (request.steps is not None or request.cfg_scale is not None):
             emit(events.Warning("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
                                 "steps and cfg_scale are ignored."))  # fmt: skip
-        # Refuse a job that cannot fit before loading anything, with the option that would fit.
-        plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
-        memory.check(plan, memory.available_memory())
+        # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
+        # loading anything, naming what would fit.
+        choice = memory.choose(
+            self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, memory.available_memory()
+        )
+        emit(choice.event())
+        request = replace(request, tiling=choice.tiling)
+        if choice.streaming and self.quantize is not None and not self._prequantized:
+            emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
+                                "used as stored"))  # fmt: skip
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
@@ -189,7 +197,9 @@ class Engine:
         cancel.check()
         images = self._encode_images(request, timer)
         cancel.check()
-        video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
+        video_latent, audio_latent = self._denoise(
+            request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
+        )
         audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
 
         return events.Result(
@@ -266,13 +276,24 @@ class Engine:
                 state = s.condition_by_keyframe(state, latent, keyframe.frame_index, keyframe.strength, request.fps)
         return state
 
-    def _denoise(self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken):
+    @property
+    def _prequantized(self) -> bool:
+        return bool(self.checkpoint.component("transformer").quantized_paths)
+
+    def _load_transformer(self, streaming: bool):
+        if streaming:  # LoRA hook: weights/lora.py passes block_transform= to fuse its deltas per block
+            return load_streamed_transformer(self.checkpoint, self.dtype)
+        return load_transformer(self.checkpoint, self.dtype, self.quantize)
+
+    def _denoise(
+        self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken, streaming=False
+    ):
         dtype = self.dtype
         video_context, audio_context = contexts
         if not request.audio:
             audio_context = None
-        with timer.phase(Phase.LOAD, "transformer"):
-            transformer = load_transformer(self.checkpoint, dtype, self.quantize)
+        with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
+            transformer = self._load_transformer(streaming)
             if _dequantize_large_products():
                 dequantize_large_products(transformer)
         channels = transformer.config.in_channels

@@ -17,6 +17,10 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   rest, up to 0.9 GB at 1536 tokens (runtime workspaces, RoPE tables, text context, Q4's dequantized weights of
   the blocks in flight), is 0.05 B per parameter. The fit is linear in tokens (MLX's fused attention does not
   hold the score matrix); past 6144 tokens it is an extrapolation.
+  With the blocks streamed (``streaming``, weights/streaming.py) the phase holds the non-block weights and
+  ``STREAMED_BLOCKS`` of the largest block instead of all 48; the working memory is the same formula (the guided
+  passes of a step run block by block, each block's temporaries freed before the next is submitted). Not yet
+  checked against a measured peak: ``benchmarks/low_ram.py`` measures it.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
   a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
   layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
@@ -46,6 +50,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.vae_tiling import TilingConfig, _spatial_tiles, _temporal_tiles, _whole, tiling_for
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
@@ -62,6 +67,9 @@ TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 140.0
 VAE_BYTES_PER_PARAM = 3.54
 VAE_BYTES_PER_VOXEL = 226.0
 AUDIO_BYTES_PER_SECOND = 64e6
+# Block weight sets alive at once while streaming: the block the device runs, the one being built, the one the reader
+# thread fills (a numpy buffer) and its copy into MLX arrays.
+STREAMED_BLOCKS = 4
 UNTILED_SHARE = 0.6  # of the available memory an untiled decode may take under --tiling auto
 PROMPT_TOKENS = 1024  # prompts are padded to this length (pipeline/text.py)
 GROUP_SIZE = 64  # quantization group (weights/transformer.py)
@@ -188,16 +196,35 @@ def _load_time_quantizer(bits: int, itemsize: int) -> Callable[[str, TensorInfo]
     return size
 
 
-def _transformer_weights(ckpt: Checkpoint, itemsize: int | None, quantize: int | None) -> tuple[int, int]:
+def _transformer_weights(
+    ckpt: Checkpoint, itemsize: int | None, quantize: int | None, streaming: bool = False
+) -> tuple[int, int]:
+    """(bytes held, parameters). Streaming holds the non-block weights and ``STREAMED_BLOCKS`` of the largest
+    block, read as stored (load-time quantization applies to resident weights only)."""
     from ltx_backend.models.transformer import sanitize_transformer_key
 
     component = _component(ckpt, "transformer")
     if component is None:
         return 0, 0
     quantizer = None
-    if quantize is not None and not component.quantized_paths:
+    if quantize is not None and not component.quantized_paths and not streaming:
         quantizer = _load_time_quantizer(quantize, itemsize or 2)
-    return _weight_bytes(component.tensors, itemsize, sanitize_transformer_key, quantizer)
+    if not streaming:
+        return _weight_bytes(component.tensors, itemsize, sanitize_transformer_key, quantizer)
+    blocks: dict[str, int] = {}
+    rest = params = 0
+    for key, info in component.tensors.items():
+        name = sanitize_transformer_key(key)
+        if name is None:
+            continue
+        params += math.prod(info.shape)
+        size = _tensor_bytes(info, itemsize)
+        if name.startswith("transformer_blocks."):
+            index = name.split(".", 2)[1]
+            blocks[index] = blocks.get(index, 0) + size
+        else:
+            rest += size
+    return rest + STREAMED_BLOCKS * max(blocks.values(), default=0), params
 
 
 def _transformer_dims(ckpt: Checkpoint) -> tuple[int, int]:
@@ -321,11 +348,18 @@ def _audio_phase(ckpt: Checkpoint, request: GenerationRequest) -> PhaseMemory:
     return PhaseMemory(AUDIO_DECODE, weights, int(AUDIO_BYTES_PER_SECOND * seconds), f"{seconds:.1f} s")
 
 
-def _denoise_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, quantize: int | None, scale):
+def _denoise_phase(
+    ckpt: Checkpoint,
+    request: GenerationRequest,
+    itemsize: int | None,
+    quantize: int | None,
+    scale: float,
+    streaming: bool = False,
+) -> PhaseMemory:
     from ltx_backend.pipeline.sampler import audio_latent_frames
     from ltx_backend.weights.video import find_upscaler
 
-    weights, _ = _transformer_weights(ckpt, itemsize, quantize)
+    weights, _ = _transformer_weights(ckpt, itemsize, quantize, streaming)
     q = ckpt.quantization
     params = _logical_params(_component(ckpt, "transformer"), q["bits"] if q else None)
     video_dim, audio_dim = _transformer_dims(ckpt)
@@ -346,7 +380,7 @@ def _denoise_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int |
     if source is not None:
         upsampler = _weight_bytes(source.component.tensors, itemsize)[0]
     activations = max(stage2, upsampler)
-    detail = f"stage 2: {video_tokens} video + {audio_tokens} audio tokens"
+    detail = f"stage 2: {video_tokens} video + {audio_tokens} audio tokens" + (", blocks streamed" if streaming else "")
     return PhaseMemory(DENOISING, weights, int(activations), detail)
 
 
@@ -356,7 +390,7 @@ def _image_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | N
     return PhaseMemory(IMAGE_ENCODING, weights, int(activations), f"{len(request.keyframes)} keyframe(s)")
 
 
-def _phases(ckpt, root, request, dtype, quantize) -> dict[str, PhaseMemory]:
+def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> dict[str, PhaseMemory]:
     from ltx_backend.pipeline.engine import checkpoint_variant
 
     itemsize = _itemsize(dtype)
@@ -365,7 +399,7 @@ def _phases(ckpt, root, request, dtype, quantize) -> dict[str, PhaseMemory]:
     phases = [*_text_phases(root, itemsize, prompts), _connector_phase(ckpt, root, itemsize, prompts)]
     if request.keyframes:
         phases.append(_image_phase(ckpt, request, itemsize, scale))
-    phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale))
+    phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale, streaming))
     if request.audio:
         phases.append(_audio_phase(ckpt, request))
     phases.append(_video_decode_phase(ckpt, request, itemsize, scale))
@@ -378,18 +412,20 @@ def estimate(
     request: GenerationRequest,
     dtype: mx.Dtype | None,
     quantize: int | None = None,
+    streaming: bool = False,
 ) -> MemoryPlan:
     """The memory each phase of `request` needs with this checkpoint and text encoder (None: no text phase).
 
     `request` should be validated (sizes multiples of 64, frames 8k+1). `dtype` is the compute dtype the engine
-    loads weights in (None: as stored); `quantize` the load-time transformer quantization (4, 8 or None).
+    loads weights in (None: as stored); `quantize` the load-time transformer quantization (4, 8 or None);
+    `streaming`: the transformer's blocks are read from disk per step (weights/streaming.py).
     """
-    phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize)
+    phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
     itemsize = _itemsize(dtype)
     scale = _activation_scale(itemsize)
     # What-ifs for the hint, mildest first. Quantizing at load only applies to unquantized checkpoints.
     transformer = _component(checkpoint, "transformer")
-    can_quantize = transformer is not None and not transformer.quantized_paths
+    can_quantize = transformer is not None and not transformer.quantized_paths and not streaming
     bits = [b for b in (8, 4) if can_quantize and (quantize is None or b < quantize)]
     tilings = [None] if request.tiling == "aggressive" else [None, "aggressive"]
     options: dict[str, int] = {}
@@ -400,7 +436,7 @@ def estimate(
                 continue
             changed = dict(phases)
             if b is not None:
-                changed[DENOISING] = _denoise_phase(checkpoint, request, itemsize, b, scale)
+                changed[DENOISING] = _denoise_phase(checkpoint, request, itemsize, b, scale, streaming)
             if tiling is not None:
                 tiled = replace(request, tiling=tiling)
                 changed[VIDEO_DECODE] = _video_decode_phase(checkpoint, tiled, itemsize, scale)
@@ -555,3 +591,139 @@ def _best_flags(plan: MemoryPlan) -> str:
 def _relevant(flags: str, failing: set[str]) -> bool:
     """Whether an option changes a failing phase (it only changes denoising and video decode)."""
     return ("quantize" in flags and DENOISING in failing) or ("tiling" in flags and VIDEO_DECODE in failing)
+
+
+# --- the planner's choice ----------------------------------------------------------------------------------------
+
+# A mixed-precision pack of LTX-2.3 whose transformer is about 12 GB (weights/mixed_quant.py): what a job needs when
+# even a 4-bit transformer, streamed, leaves too little room.
+LOW_RAM_PACK = "baa-ai/LTX-2.3-22B-RAM-12GB-MLX"
+SMALLER_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-4bit"
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """What the planner chose for one job (resident or streamed transformer, the decode's tiling) and why."""
+
+    streaming: bool
+    tiling: str
+    plan: MemoryPlan
+    available: int
+    reasons: tuple[str, ...]
+    suggestions: tuple[str, ...] = ()
+
+    def event(self) -> events.MemoryPlan:
+        return events.MemoryPlan(
+            transformer="streaming" if self.streaming else "resident",
+            tiling=self.tiling,
+            peak_gb=round(self.plan.peak / GB, 2),
+            available_gb=round(self.available / GB, 2),
+            reasons=list(self.reasons),
+            suggestions=list(self.suggestions),
+        )
+
+
+def choose(
+    checkpoint: Checkpoint,
+    text_encoder_root: str | Path | None,
+    request: GenerationRequest,
+    dtype: mx.Dtype | None,
+    quantize: int | None,
+    available: int,
+) -> MemoryChoice:
+    """Pick the cheapest way the job fits in `available` bytes (0: unknown, everything fits), or refuse.
+
+    In the order that costs least time: everything resident; then the transformer's blocks streamed from disk
+    (denoising holds a few blocks instead of all; costs the reads, overlapped with compute); then the video decode
+    tiled aggressively (only when the request left tiling on ``auto``). A text encoder too large for the memory
+    cannot be swapped here (another download): the refusal names the smaller one. ``memory: "low"`` streams
+    whatever the memory. Refuses with ``insufficient_memory`` only when the lowest mode cannot fit, naming what
+    would: a smaller text encoder, the 12 GB mixed-precision pack, or the frame count that fits.
+    """
+    streaming = request.memory == "low"
+    reasons: list[str] = ["memory: low (--low-ram) streams the transformer's blocks"] if streaming else []
+    plan = estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+    tiling = request.tiling
+    if available > 0 and not streaming and plan.phases[DENOISING].total > available:
+        resident = plan.phases[DENOISING].total
+        streaming = True
+        plan = estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+        reasons.append(
+            f"denoising with the whole transformer resident needs {_gb(resident)} and {_gb(available)} is "
+            f"available: its blocks are streamed from disk ({_gb(plan.phases[DENOISING].total)})"
+        )
+    if available > 0 and request.tiling == "auto" and plan.phases[VIDEO_DECODE].total > available:
+        untiled = plan.phases[VIDEO_DECODE].total
+        tiling = "aggressive"
+        plan = estimate(checkpoint, text_encoder_root, replace(request, tiling=tiling), dtype, quantize, streaming)
+        reasons.append(
+            f"the video decode needs {_gb(untiled)} with tiling auto: tiling aggressive "
+            f"({_gb(plan.phases[VIDEO_DECODE].total)})"
+        )
+    if not reasons:
+        reasons.append(
+            f"everything fits resident (peak {_gb(plan.peak)}"
+            + (f" of {_gb(available)} available)" if available > 0 else "; available memory unknown)")
+        )
+    suggestions = _suggestions(checkpoint, text_encoder_root, request, dtype, quantize, plan, available, tiling)
+    choice = MemoryChoice(streaming, tiling, plan, available, tuple(reasons), tuple(suggestions))
+    if available > 0 and plan.peak > available:
+        _refuse(choice)
+    return choice
+
+
+def _suggestions(checkpoint, root, request, dtype, quantize, plan: MemoryPlan, available: int, tiling: str):
+    """What would make the chosen plan fit (or fit better), for the refusal and the event."""
+    if available <= 0 or plan.peak <= available:
+        return []
+    over = {name for name, phase in plan.phases.items() if phase.total > available}
+    found = []
+    if TEXT_ENCODING in over:
+        found.append(f"a smaller text encoder (--text-encoder {SMALLER_TEXT_ENCODER}, or a Gemma 3 4B)")
+    if DENOISING in over:
+        transformer = _component(checkpoint, "transformer")
+        if transformer is not None and plan.phases[DENOISING].weights > available / 2:
+            found.append(f"a smaller transformer pack (a 4-bit or mixed-precision one such as {LOW_RAM_PACK})")
+    if over & {DENOISING, VIDEO_DECODE}:
+        frames = _frames_that_fit(checkpoint, root, replace(request, tiling=tiling), dtype, quantize, available)
+        if frames:
+            found.append(f"fewer frames (--num-frames {frames} fits at {request.width}x{request.height})")
+        elif request.num_frames > 9 or request.width * request.height > 256 * 256:
+            found.append("a smaller size")
+    return found
+
+
+def _frames_that_fit(checkpoint, root, request: GenerationRequest, dtype, quantize, available: int) -> int | None:
+    """The largest 8k+1 frame count below the request's whose streamed plan fits, or None."""
+    for frames in range(request.num_frames - 8, 8, -8):
+        plan = estimate(checkpoint, root, replace(request, num_frames=frames), dtype, quantize, streaming=True)
+        if plan.peak <= available:
+            return frames
+    return None
+
+
+def _refuse(choice: MemoryChoice) -> None:
+    plan, available = choice.plan, choice.available
+    over = sorted((p for p in plan.phases.values() if p.total > available), key=lambda p: -p.total)
+    first = over[0]
+    mode = "with the transformer's blocks streamed" if choice.streaming else "with every model resident"
+    message = (
+        f"Not enough memory even {mode} and tiling {choice.tiling}: {first.label} needs {_gb(first.total)} "
+        f"({_gb(first.weights)} weights + {_gb(first.activations)} working memory"
+        f"{'; ' + first.detail if first.detail else ''}) and {_gb(available)} is available"
+    )
+    if len(over) > 1:
+        message += "; also too large: " + ", ".join(f"{p.label} {_gb(p.total)}" for p in over[1:])
+    hint = "Use " + " or ".join(choice.suggestions) if choice.suggestions else "Use a machine with more memory"
+    if ENV_LIMIT in os.environ:
+        hint += f"; {ENV_LIMIT} is set to {_gb(available)}"
+    raise LtxError(
+        ErrorCode.INSUFFICIENT_MEMORY,
+        message + ".",
+        hint + ".",
+        peak_gb=round(plan.peak / GB, 2),
+        available_gb=round(available / GB, 2),
+        phases={name: round(p.total / GB, 2) for name, p in plan.phases.items()},
+        streaming=choice.streaming,
+        tiling=choice.tiling,
+    )

@@ -37,6 +37,9 @@ class Keyframe:
     strength: float = 1.0  # 1.0 keeps the image, 0.0 ignores it
 
 
+MEMORY_MODES = ("auto", "low")
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -52,6 +55,7 @@ class GenerationRequest:
     keyframes: tuple[Keyframe, ...] = ()
     audio: bool = True
     tiling: str = "auto"
+    memory: str = "auto"  # "auto": the planner decides; "low": stream the transformer's blocks from disk
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
@@ -111,6 +115,10 @@ def validate(request: GenerationRequest) -> GenerationRequest:
 
     if request.tiling not in ("auto", *TILING_MODES):
         raise _invalid("tiling", f"unknown tiling mode {request.tiling!r}", f"Use auto or {', '.join(TILING_MODES)}.")
+    if request.memory not in MEMORY_MODES:
+        raise _invalid(
+            "memory", f"unknown memory mode {request.memory!r}", f"Use {' or '.join(MEMORY_MODES)} (low: --low-ram)."
+        )
     if request.steps is not None and not 1 <= request.steps <= 200:
         raise _invalid("steps", f"steps {request.steps} is outside 1..200", "Use 20 to 40 for dev checkpoints.")
     if request.cfg_scale is not None and not 0 < request.cfg_scale <= 30:

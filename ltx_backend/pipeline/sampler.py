@@ -18,6 +18,7 @@ from ltx_backend.models.rope import VIDEO_SCALE, audio_positions, video_position
 from ltx_backend.models.transformer import (
     NO_PERTURBATION,
     CompiledBlocks,
+    ForwardPass,
     LTXModel,
     Perturbations,
     StreamInput,
@@ -213,18 +214,12 @@ class StageInputs:
     compiled: bool = False
     _blocks: CompiledBlocks | None = field(default=None, repr=False)
 
-    def velocity(
-        self, video: StreamInput, audio: StreamInput | None, perturbations: Perturbations
-    ) -> tuple[mx.array, mx.array | None]:
+    def velocities(self, passes: list[ForwardPass]) -> list[tuple[mx.array, mx.array | None]]:
+        """The passes of one step run block by block (streamed weights are read once for all of them)."""
         if self.compiled and self._blocks is None:
             self._blocks = self.model.compiled_blocks()
-        return self.model(
-            video,
-            audio,
-            perturbations=perturbations,
-            compiled=self._blocks,
-            eval_every=SUBMIT_EVERY_BLOCKS,
-            in_flight=IN_FLIGHT,
+        return self.model.forward_passes(
+            passes, compiled=self._blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT
         )
 
     @classmethod
@@ -265,6 +260,42 @@ def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx
     )
 
 
+@dataclass(frozen=True)
+class PassSpec:
+    """One forward of a step: the contexts (None: the stage's prompt) and the perturbations."""
+
+    video_context: mx.array | None = None
+    audio_context: mx.array | None = None
+    perturbations: Perturbations = NO_PERTURBATION
+
+
+def x0_forwards(
+    stage: StageInputs, video: LatentState, audio: LatentState | None, sigma: float, specs: list[PassSpec]
+) -> list[tuple[mx.array, mx.array | None]]:
+    """ltx-core ``X0Model`` for each pass: velocity -> denoised tokens, ``x - v * (sigma x mask)`` per token, in
+    float32. The passes run through the blocks together (``LTXModel.forward_passes``)."""
+    passes, inputs = [], {}
+    for spec in specs:
+        key = (id(spec.video_context), id(spec.audio_context))  # passes with the same contexts share their inputs
+        if key not in inputs:
+            vc = stage.video_context if spec.video_context is None else spec.video_context
+            ac = stage.audio_context if spec.audio_context is None else spec.audio_context
+            inputs[key] = (
+                _stream(video, vc, stage.video_rope, sigma, stage.dtype),
+                None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype),
+            )
+        passes.append(ForwardPass(*inputs[key], spec.perturbations))
+
+    def denoised(state: LatentState, velocity: mx.array) -> mx.array:
+        t = (state.denoise_mask * sigma)[..., None]
+        return (state.latent.astype(mx.float32) - velocity.astype(mx.float32) * t).astype(stage.dtype)
+
+    return [
+        (denoised(video, v_out), None if audio is None else denoised(audio, a_out))
+        for v_out, a_out in stage.velocities(passes)
+    ]
+
+
 def x0_forward(
     stage: StageInputs,
     video: LatentState,
@@ -274,18 +305,8 @@ def x0_forward(
     audio_context: mx.array | None = None,
     perturbations: Perturbations = NO_PERTURBATION,
 ) -> tuple[mx.array, mx.array | None]:
-    """ltx-core ``X0Model``: velocity -> denoised tokens, ``x - v * (sigma x mask)`` per token, in float32."""
-    vc = stage.video_context if video_context is None else video_context
-    ac = stage.audio_context if audio_context is None else audio_context
-    v_in = _stream(video, vc, stage.video_rope, sigma, stage.dtype)
-    a_in = None if audio is None else _stream(audio, ac, stage.audio_rope, sigma, stage.dtype)
-    v_out, a_out = stage.velocity(v_in, a_in, perturbations)
-
-    def denoised(state: LatentState, velocity: mx.array) -> mx.array:
-        t = (state.denoise_mask * sigma)[..., None]
-        return (state.latent.astype(mx.float32) - velocity.astype(mx.float32) * t).astype(stage.dtype)
-
-    return denoised(video, v_out), (None if audio is None else denoised(audio, a_out))
+    """One pass of ``x0_forwards``."""
+    return x0_forwards(stage, video, audio, sigma, [PassSpec(video_context, audio_context, perturbations)])[0]
 
 
 def simple_denoiser(stage: StageInputs) -> DenoiseFn:
@@ -344,21 +365,23 @@ def guided_denoiser(
     )
 
     def run(video: LatentState, audio: LatentState | None, sigma: float) -> tuple[mx.array, mx.array | None]:
-        cond = x0_forward(stage, video, audio, sigma)
-        zero = (mx.array(0.0), mx.array(0.0))
-        uncond = zero
+        # Every pass this step needs, run through the blocks together; a pass a scale switches off is zero.
+        specs = {"cond": PassSpec()}
         if video_params.cfg_scale != 1 or audio_params.cfg_scale != 1:
-            uncond = x0_forward(stage, video, audio, sigma, negative_video, negative_audio)
-        perturbed = zero
+            specs["uncond"] = PassSpec(negative_video, negative_audio)
         if video_params.stg_scale or audio_params.stg_scale:
             skip = Perturbations(
                 skip_video_self_attention=frozenset(video_params.stg_blocks) if video_params.stg_scale else frozenset(),
                 skip_audio_self_attention=frozenset(audio_params.stg_blocks) if audio_params.stg_scale else frozenset(),
             )
-            perturbed = x0_forward(stage, video, audio, sigma, perturbations=skip)
-        isolated = zero
+            specs["perturbed"] = PassSpec(perturbations=skip)
         if video_params.modality_scale != 1 or audio_params.modality_scale != 1:
-            isolated = x0_forward(stage, video, audio, sigma, perturbations=Perturbations(skip_cross_modal=True))
+            specs["isolated"] = PassSpec(perturbations=Perturbations(skip_cross_modal=True))
+        outputs = dict(zip(specs, x0_forwards(stage, video, audio, sigma, list(specs.values())), strict=True))
+        zero = (mx.array(0.0), mx.array(0.0))
+        cond, uncond, perturbed, isolated = (
+            outputs.get(name, zero) for name in ("cond", "uncond", "perturbed", "isolated")
+        )
         out_video = video_params.combine(cond[0], uncond[0], perturbed[0], isolated[0])
         if audio is None:
             return out_video, None

@@ -54,6 +54,7 @@ class Generate(Request, tag="generate"):
     keyframes: list[KeyframeSpec] = []
     audio: bool = True
     tiling: str = "auto"
+    memory: str = "auto"  # "low": stream the transformer's blocks from disk (the planner may choose it itself)
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False

@@ -139,7 +139,9 @@ class Checkpoint:
                 "group_size": int(self.split_manifest.get("quantization_group_size", 64)),
             }
         q = self.model_info.get("quantization")
-        return {"bits": int(q["bits"]), "group_size": int(q["group_size"])} if isinstance(q, dict) else None
+        if not isinstance(q, dict) or not isinstance(q.get("bits"), int) or not isinstance(q.get("group_size"), int):
+            return None  # e.g. only per-layer entries (mixed precision): the tensor shapes say each layer's bits
+        return {"bits": q["bits"], "group_size": q["group_size"]}
 
 
 def _group_components(ckpt: Checkpoint) -> dict[str, Component]:

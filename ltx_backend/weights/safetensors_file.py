@@ -36,6 +36,11 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: str  # safetensors spelling: "BF16", "F32", "U32", ...
+    offset: int = -1  # where its bytes start in the file (-1: not a real file); they run for `nbytes`
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_SIZES[self.dtype]
 
 
 class SafetensorsFile:
@@ -97,11 +102,11 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
     data_size = size - 8 - header_len
     tensors: dict[str, TensorInfo] = {}
     for name, entry in header.items():
-        tensors[name] = _check_entry(path, name, entry, data_size)
+        tensors[name] = _check_entry(path, name, entry, data_size, 8 + header_len)
     return metadata, tensors
 
 
-def _check_entry(path: Path, name: str, entry: object, data_size: int) -> TensorInfo:
+def _check_entry(path: Path, name: str, entry: object, data_size: int, data_start: int) -> TensorInfo:
     try:
         dtype = entry["dtype"]  # type: ignore[index]
         shape = tuple(int(d) for d in entry["shape"])  # type: ignore[index]
@@ -117,4 +122,4 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> Tensor
         raise _corrupt(
             path, f"truncated: tensor {name!r} ends at byte {end} of the data section, which has only {data_size}"
         )
-    return TensorInfo(file=path, name=name, shape=shape, dtype=dtype)
+    return TensorInfo(file=path, name=name, shape=shape, dtype=dtype, offset=data_start + begin)

@@ -17,8 +17,9 @@ from ltx_backend.models.text_connector import (
 )
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
 from ltx_backend.weights.checkpoint import Checkpoint, Component
-from ltx_backend.weights.load import build_from_config, load_module, quantize_like
+from ltx_backend.weights.load import build_from_config, load_module
 from ltx_backend.weights.lora import LoraSpec, apply_loras
+from ltx_backend.weights.mixed_quant import LayerQuantization, detect_layer_quantization, quantize_by_shapes
 
 # The transformer section of the official LTX-2.0 header: for MLX conversions that ship only a flat config.json.
 LTX2_TRANSFORMER_SECTION = {
@@ -73,15 +74,20 @@ def load_transformer(
     section = transformer_section(ckpt)
     model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
     component = ckpt.component("transformer")
-    if component.quantized_paths:
-        q = ckpt.quantization or {"bits": 4, "group_size": GROUP_SIZE}
-        quantize_like(model, component, sanitize_transformer_key, q["bits"], q["group_size"])
+    quantize_by_shapes(model, component, sanitize_transformer_key)  # each layer as stored: uniform or mixed bits
     load_module(model, component, sanitize_transformer_key, dtype)
     apply_loras(model, loras)
     if quantize is not None and not component.quantized_paths:
         nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
     model.fuse_projections()
     return model
+
+
+def transformer_quantization(ckpt: Checkpoint) -> dict[str, LayerQuantization]:
+    """Every stored-quantized transformer layer's bits and group size (from the headers; nothing is read)."""
+    section = transformer_section(ckpt)
+    model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
+    return detect_layer_quantization(model, ckpt.component("transformer"), sanitize_transformer_key)
 
 
 def text_processor_config(
