@@ -35,6 +35,8 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    IMAGE_UNREADABLE = "image_unreadable"  # a conditioning image that is missing, unreadable or not an image
+    DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing an output, a temporary file or the cache
 
 
 class LtxError(Exception):

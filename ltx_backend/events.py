@@ -44,6 +44,12 @@ class DownloadProgress(msgspec.Struct, tag="download_progress"):
     total: int | None
 
 
+class DecodeProgress(msgspec.Struct, tag="decode_progress"):
+    """Video decode: the fraction of tiles (untiled: of decoder blocks) done, 0..1."""
+
+    fraction: float
+
+
 class Warning(msgspec.Struct, tag="warning"):
     message: str
 
@@ -74,7 +80,17 @@ class ErrorEvent(msgspec.Struct, tag="error"):
     hint: str = ""
 
 
-Event = PhaseStarted | PhaseFinished | DenoiseStep | DownloadProgress | Warning | EnhancedPrompt | Result | ErrorEvent
+Event = (
+    PhaseStarted
+    | PhaseFinished
+    | DenoiseStep
+    | DecodeProgress
+    | DownloadProgress
+    | Warning
+    | EnhancedPrompt
+    | Result
+    | ErrorEvent
+)
 Emit = Callable[[Event], None]
 
 

@@ -6,6 +6,8 @@ file is written beside the target under a temporary name and renamed into place 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import subprocess
 import threading
@@ -22,16 +24,44 @@ DEFAULT_CRF = 18  # visually lossless for most content; the encoder's speed pres
 
 
 def ffmpeg_exe() -> str:
+    """The ffmpeg binary imageio-ffmpeg provides (or IMAGEIO_FFMPEG_EXE names), checked to be an executable file."""
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as exc:  # missing package or a binary that does not run on this machine
         raise LtxError(
             ErrorCode.FFMPEG_MISSING,
             f"No usable ffmpeg: {exc}",
             "Install it with: pip install -U imageio-ffmpeg",
         ) from exc
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):  # imageio-ffmpeg returns IMAGEIO_FFMPEG_EXE as is
+        configured = os.environ.get("IMAGEIO_FFMPEG_EXE")
+        where = f" (from IMAGEIO_FFMPEG_EXE={configured})" if configured else ""
+        raise LtxError(
+            ErrorCode.FFMPEG_MISSING,
+            f"ffmpeg {exe}{where} is not an executable file",
+            "Unset IMAGEIO_FFMPEG_EXE or point it at an ffmpeg binary."
+            if configured
+            else "Install it with: pip install -U imageio-ffmpeg",
+        )
+    return exe
+
+
+def _encoding_failed(path: Path, detail: str) -> LtxError:
+    if "No space left" in detail or "Disk quota exceeded" in detail:
+        return LtxError(
+            ErrorCode.DISK_FULL,
+            f"ffmpeg could not write {path.name}: {detail.strip().splitlines()[-1]}",
+            f"Free disk space on the drive that holds {path.parent} (or choose another output folder).",
+            path=str(path),
+        )
+    return LtxError(
+        ErrorCode.OUTPUT_WRITE_FAILED,
+        f"ffmpeg could not encode {path.name}: {detail.strip()[-500:] or 'it exited early'}",
+        "Check free disk space and that the output directory is writable.",
+        path=str(path),
+    )
 
 
 def to_uint8(frames: mx.array) -> np.ndarray:
@@ -43,7 +73,9 @@ def to_uint8(frames: mx.array) -> np.ndarray:
 
 
 class VideoWriter:
-    """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success."""
+    """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success.
+
+    ``atomic=False`` writes `path` directly: for a path in a job folder (media/outputs.py) that commits it."""
 
     def __init__(
         self,
@@ -53,6 +85,7 @@ class VideoWriter:
         fps: float,
         audio_wav: str | Path | None = None,
         crf: int = DEFAULT_CRF,
+        atomic: bool = True,
     ) -> None:
         self.path = Path(path)
         self.size = (width, height)
@@ -60,7 +93,7 @@ class VideoWriter:
         self.audio_wav = audio_wav
         self.crf = crf
         self.frames = 0
-        self._output = atomic_output(self.path)
+        self._output = atomic_output(self.path) if atomic else contextlib.nullcontext(self.path)
         self._process: subprocess.Popen | None = None
         # A feeder thread hands chunks to ffmpeg, so encoding chunk k overlaps decoding chunk k+1.
         self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
@@ -80,7 +113,12 @@ class VideoWriter:
         if self.audio_wav is not None:
             command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
         command += ["-f", "mp4", str(temporary)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            self._output.__exit__(type(exc), exc, exc.__traceback__)
+            hint = "Reinstall imageio-ffmpeg: pip install -U imageio-ffmpeg"
+            raise LtxError(ErrorCode.FFMPEG_MISSING, f"ffmpeg does not run: {exc}", hint) from exc
         self._feeder.start()
         return self
 
@@ -108,11 +146,7 @@ class VideoWriter:
     def _failure(self) -> LtxError:
         self._process.kill()
         detail = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
-        return LtxError(
-            ErrorCode.OUTPUT_WRITE_FAILED,
-            f"ffmpeg could not encode {self.path.name}: {detail[-500:] or 'it exited early'}",
-            "Check free disk space and that the output directory is writable.",
-        )
+        return _encoding_failed(self.path, detail)
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
         process = self._process
@@ -124,11 +158,7 @@ class VideoWriter:
                 process.stdin.close()
                 stderr = process.stderr.read().decode(errors="replace")
                 if process.wait() != 0:
-                    raise LtxError(
-                        ErrorCode.OUTPUT_WRITE_FAILED,
-                        f"ffmpeg failed writing {self.path.name}: {stderr.strip()[-500:]}",
-                        "Check free disk space and that the output directory is writable.",
-                    )
+                    raise _encoding_failed(self.path, stderr)
             else:
                 process.kill()
                 self._drain()

@@ -73,9 +73,24 @@ class TextEncoder:
         )
         return mx.array(encoded["input_ids"]), mx.array(encoded["attention_mask"])
 
-    def encode(self, prompt: str, max_length: int = PROMPT_TOKENS) -> EncodedPrompt:
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of the prompt as encoded (BOS included), before truncation."""
+        return len(self.tokenizer(prompt.strip())["input_ids"])
+
+    def encode(
+        self,
+        prompt: str,
+        max_length: int = PROMPT_TOKENS,
+        check: Callable[[], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> EncodedPrompt:
+        """`check` runs after every Gemma layer (cancellation within one layer); `warn` hears of a truncated prompt."""
+        if warn is not None and (count := self.count_tokens(prompt)) > max_length:
+            warn(f"The prompt has {count} tokens; only the first {max_length} are used ({count - max_length} dropped).")
+        if check is not None:
+            check()
         ids, mask = self.tokenize(prompt, max_length)
-        states = self._loaded().hidden_states(ids, mask)
+        states = self._loaded().hidden_states(ids, mask, after_layer=check)
         hidden = mx.stack(states, axis=-1)
         mx.eval(hidden)
         return EncodedPrompt(hidden, mask)
