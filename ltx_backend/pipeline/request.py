@@ -172,7 +172,8 @@ def validate(request: GenerationRequest) -> GenerationRequest:
             )
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
-    if "\0" not in request.output_path and Path(request.output_path).suffix.lower() != ".mp4":
+    named = "\0" not in request.output_path and not Path(request.output_path).expanduser().is_dir()
+    if named and Path(request.output_path).suffix.lower() != ".mp4":
         name = Path(request.output_path).name
         raise _invalid("output_path", f"{name} is not an .mp4 path", "Name the output file *.mp4.")
     output = check_output_path(request.output_path, "output_path")
