@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -49,8 +50,8 @@ def _unreadable(path: Path, reason: str, field: str | None, hint: str = "Use a P
 def read_image(path: str | Path, field: str | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of any image ffmpeg decodes (its first frame); `image_unreadable` naming `field` if not."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        missing = not path.exists()
+    if not os.path.isfile(path):
+        missing = not os.path.exists(path)
         hint = "Check the image path." if missing else "Give the path of an image file."
         raise _unreadable(path, "no such file" if missing else "not a regular file", field, hint)
     try:

@@ -51,7 +51,7 @@ def _limit(folder: Path, name: str, default: int) -> int:
 
 def _existing_ancestor(path: Path) -> Path:
     for parent in path.parents:
-        if parent.exists():
+        if os.path.exists(parent):  # never raises (a name too long is "not there")
             return parent
     return Path("/")
 
@@ -68,7 +68,7 @@ def check_output_path(path: str, field: str) -> Path:
     text = str(target)
     if any(text == root or text.startswith(root + "/") for root in PSEUDO_FILESYSTEMS):
         raise _refuse(text, "is inside a kernel pseudo-filesystem", WRITE_HINT, field)
-    if target.is_dir():
+    if os.path.isdir(target):
         raise _refuse(text, "is an existing directory", "Give a file name, e.g. <folder>/video.mp4.", field)
     anchor = _existing_ancestor(target)
     name_max = _limit(anchor, "PC_NAME_MAX", 255)
@@ -81,7 +81,7 @@ def check_output_path(path: str, field: str) -> Path:
     path_max = _limit(anchor, "PC_PATH_MAX", 4096)
     if len(os.fsencode(text)) >= path_max:
         raise _refuse(text, f"the path is longer than the {path_max} bytes the OS allows", "Use a shorter path.", field)
-    if not anchor.is_dir():
+    if not os.path.isdir(anchor):
         raise _refuse(text, f"{anchor} is a file, not a folder", "Choose an output path in a folder.", field)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ class JobFolder:
         try:
             for source, target in staged.items():
                 backup = None
-                if target.is_file():
+                if os.path.isfile(target):
                     backup = source.with_name(source.name + ".previous")
                     try:
                         os.link(target, backup)

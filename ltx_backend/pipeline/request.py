@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -172,7 +173,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
             )
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
-    named = "\0" not in request.output_path and not Path(request.output_path).expanduser().is_dir()
+    named = "\0" not in request.output_path and not os.path.isdir(os.path.expanduser(request.output_path))
     if named and Path(request.output_path).suffix.lower() != ".mp4":
         name = Path(request.output_path).name
         raise _invalid("output_path", f"{name} is not an .mp4 path", "Name the output file *.mp4.")
