@@ -303,7 +303,7 @@ def test_decode_reports_progress_that_the_host_sees_move(engine: Engine, tmp_pat
     assert reported == sorted(reported) and reported[-1] - reported[0] > 0.1  # no stall at the decode's start
 
 
-def test_a_tiled_decode_stops_within_one_tile(engine: Engine) -> None:
+def test_a_tiled_decode_stops_within_one_block_of_one_tile(engine: Engine) -> None:
     import mlx.core as mx
 
     from ltx_backend.models.vae_tiling import TilingConfig, decode_tiled
@@ -316,7 +316,8 @@ def test_a_tiled_decode_stops_within_one_tile(engine: Engine) -> None:
     fractions: list[float] = []
     for _ in decode_tiled(decoder, latent, tiling, noise=noise, progress=fractions.append):
         pass
-    assert len(fractions) == 9 and fractions[-1] == 1.0
+    blocks = len(decoder.up_blocks)
+    assert len(fractions) == 9 * blocks and fractions == sorted(fractions) and fractions[-1] == 1.0
 
     decoded: list[float] = []
 
@@ -326,7 +327,7 @@ def test_a_tiled_decode_stops_within_one_tile(engine: Engine) -> None:
 
     with pytest.raises(Cancelled):
         list(decode_tiled(decoder, latent, tiling, noise=noise, progress=cancel_at_first))
-    assert decoded == [fractions[0]]  # one tile, not one more
+    assert decoded == [fractions[0]]  # one decoder block of one tile, not one more
 
 
 def test_cancel_in_decode_leaves_nothing(engine: Engine, tmp_path: Path) -> None:

@@ -164,12 +164,12 @@ def decode_tiled(
 
     Without tiling the whole video is one chunk. `noise` (decoders with timestep conditioning) is
     given for the whole latent and sliced per tile, so a tiled decode is as reproducible as a direct one.
-    `progress(fraction)` runs after every decoded tile (untiled: after every up block of the decoder), so a
-    caller can report progress and cancel within one tile; it may raise to stop the decode.
+    `progress(fraction)` runs after every up block of the decoder in every tile, so a caller can report progress
+    and cancel within one block of one tile; it may raise to stop the decode.
     """
     if tiling is None:
-        after_block = None if progress is None else lambda done, total: progress(done / total)
-        frames = decoder.decode(latent, timestep, noise, after_block).astype(mx.float32)
+        hooks = {} if progress is None else {"after_block": lambda block, blocks: progress(block / blocks)}
+        frames = decoder.decode(latent, timestep, noise, **hooks).astype(mx.float32)
         mx.eval(frames)
         yield frames
         return
@@ -189,7 +189,10 @@ def decode_tiled(
         for row, col in itertools.product(rows, cols):
             index = (slice(None), time.source, row.source, col.source)
             tile_noise = noise[index] if noise is not None else None
-            decoded = decoder.decode(latent[index], timestep, tile_noise).astype(mx.float32)
+            hooks = {}  # only when asked: a decoder stand-in need not take the hook
+            if progress is not None:
+                hooks["after_block"] = lambda block, blocks, done=done: progress((done + block / blocks) / tiles)
+            decoded = decoder.decode(latent[index], timestep, tile_noise, **hooks).astype(mx.float32)
             mask = _blend_mask(time, row, col)
             n = min(length, decoded.shape[1])
             target = (slice(None), slice(0, n), row.target, col.target)
@@ -197,8 +200,6 @@ def decode_tiled(
             weights[target] = weights[target] + mx.broadcast_to(mask[:, :n], weights[target].shape)
             mx.eval(buffer, weights)  # one tile's graph at a time keeps peak memory at one tile
             done += 1
-            if progress is not None:
-                progress(done / tiles)
         if previous is not None:
             prev_buffer, prev_weights, prev_time = previous
             overlap = prev_time.stop - time.target.start
