@@ -8,7 +8,8 @@ the latency is the time from that cancel to the `Cancelled` exception. A cancel 
 its weights waits for the load to finish (loading is not interruptible), so `worst_s` includes that. Text encoding
 is checked after every Gemma layer, video decode after every decoder up block of every tile, denoising after every
 step.
-Prints one JSON document.
+`longest_gap_between_checks_s` times the checks themselves in one uncancelled run: per phase, the longest stretch
+without a check, i.e. the worst latency of a cancel landing in it. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -53,6 +54,38 @@ def trial(engine: Engine, request: GenerationRequest, phase: Phase, delay: float
     return None
 
 
+class TimedToken(CancelToken):
+    """Records when the engine checks for a cancel, and in which phase: the longest gap between two checks is the
+    worst cancel latency there (what a cancel landing just after a check waits for)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = "start"
+        self.last = time.perf_counter()
+        self.gaps: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        self.phase = phase
+
+    def check(self) -> None:
+        now = time.perf_counter()
+        self.gaps[self.phase] = max(self.gaps.get(self.phase, 0.0), now - self.last)
+        self.last = now
+        super().check()
+
+
+def check_gaps(engine: Engine, request: GenerationRequest) -> dict[str, float]:
+    """The longest time without a cancel check, per phase (a gap is charged to the phase its check falls in)."""
+    token = TimedToken()
+
+    def emit(event: events.Event) -> None:
+        if isinstance(event, events.PhaseStarted):
+            token.mark(event.phase.value)
+
+    engine.generate(request, token, emit)
+    return {phase: round(gap, 4) for phase, gap in token.gaps.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
@@ -60,7 +93,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--tiling", default="aggressive")
-    parser.add_argument("--trials", type=int, default=5, help="cancels per phase")
+    parser.add_argument("--trials", type=int, default=3, help="cancels per phase")
     args = parser.parse_args()
 
     engine = Engine(args.model)
@@ -79,6 +112,7 @@ def main() -> None:
                 walls[event.phase] = time.perf_counter() - started[event.phase]
 
         engine.generate(request, emit=clock)  # also the warm-up
+        gaps = check_gaps(engine, request)
         phases = {}
         for phase in PHASES:
             seconds = round(walls.get(phase, 0.0), 4)  # wall time, weight loading at the phase's start included
@@ -92,7 +126,8 @@ def main() -> None:
             }
     print(json.dumps({
         "model": args.model, "size": [args.width, args.height, args.frames], "tiling": args.tiling,
-        "device": str(mx.default_device()), "machine": platform.machine(), "phases": phases,
+        "device": str(mx.default_device()), "machine": platform.machine(), "longest_gap_between_checks_s": gaps,
+        "phases": phases,
     }, indent=2))  # fmt: skip
 
 
