@@ -487,3 +487,31 @@ def test_an_unexpected_failure_is_a_code_not_a_traceback(home: Path, tmp_path: P
                                       "-o", str(tmp_path / "v.mp4")])  # fmt: skip
     assert result.exit_code == 1 and "error [internal]: RuntimeError: boom" in result.output
     assert "Traceback" not in result.output
+
+
+def test_serve_refuses_bad_outputs_and_images_before_accepted(tmp_path: Path) -> None:
+    from test_server import JOB, Backend
+
+    server = Backend(tmp_path / "home")
+    try:
+        assert server.next()["type"] == "ready"
+        text = tmp_path / "notes.png"
+        text.write_text("not an image")
+        cases = [
+            ("dir", {"output_path": str(tmp_path)}, "output_write_failed", "output_path"),
+            ("proc", {"output_path": "/proc/v.mp4"}, "output_write_failed", "output_path"),
+            ("same", {"output_path": str(tmp_path / "v.mp4"), "audio_output_path": str(tmp_path / "v.mp4")},
+             "invalid_params", "audio_output_path"),
+            ("image", {"output_path": str(tmp_path / "v.mp4"), "keyframes": [{"path": str(text)}]},
+             "image_unreadable", "keyframes[0].path"),
+        ]  # fmt: skip
+        for name, fields, code, field in cases:
+            server.send(type="generate", id=name, **{**JOB, **fields})
+            reply = server.until(lambda msg, name=name: msg.get("id") == name)
+            assert (reply["type"], reply["code"], reply["field"]) == ("error", code, field), reply
+            assert "\n" not in reply["message"] and reply["hint"]
+        assert not any(msg["type"] == "accepted" for msg in server.seen)
+        assert [name for name in entries(tmp_path) if name != "home"] == ["notes.png"]
+    finally:
+        server.process.kill()
+        server.process.wait()
