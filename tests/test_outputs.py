@@ -228,7 +228,9 @@ def test_job_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Pa
     for folder in (dead, live, other):
         folder.mkdir()
         (folder / "v.mp4").write_bytes(b"partial")
-    assert sweep_stale_job_folders(tmp_path) == [dead]
+    probe = tmp_path / f".ltx-probe-{_dead_pid()}-4567cdef"  # a writability probe of a killed validation
+    probe.touch()
+    assert sorted(sweep_stale_job_folders(tmp_path)) == sorted([dead, probe])
     assert entries(tmp_path) == sorted([live.name, other.name])
 
 
@@ -250,11 +252,19 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _generate_until_decode(home: Path, folder: Path) -> subprocess.Popen:
+COMPAT = Path(__file__).resolve().parents[1] / "compat"
+
+
+def _generate_until_decode(home: Path, folder: Path, compat: bool = False) -> subprocess.Popen:
     args = ["generate", "-p", "waves", "-W", "128", "-H", "128", "-n", "9", "-s", "1", "--tiling", "aggressive",
             "-o", str(folder / "out.mp4"), "--output-audio", str(folder / "out.wav")]  # fmt: skip
-    env = {**os.environ, "LTX_BACKEND_HOME": str(home)}
-    process = subprocess.Popen([sys.executable, "-c", DRIVER, *args], stderr=subprocess.PIPE, env=env, text=True)
+    driver = DRIVER
+    if compat:  # python -m mlx_video.generate_av with the same job
+        args = ["-p", "waves", "-W", "128", "-H", "128", "-n", "9", "--model-repo", "tiny", "--tiling", "aggressive",
+                "--output-path", str(folder / "out.mp4"), "--output-audio", str(folder / "out.wav")]  # fmt: skip
+        driver = DRIVER.replace("from ltx_backend.cli.main import main", "from mlx_video.generate_av import main")
+    env = {**os.environ, "LTX_BACKEND_HOME": str(home), "PYTHONPATH": f"{COMPAT}:{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen([sys.executable, "-c", driver, *args], stderr=subprocess.PIPE, env=env, text=True)
     for line in process.stderr:
         if line.startswith("DECODING"):
             return process
@@ -273,6 +283,17 @@ def test_a_signal_in_decode_leaves_nothing(home: Path, tmp_path: Path, signum: i
     assert process.wait(timeout=30) == 130, rest
     assert time.monotonic() - start < 5
     assert "cancelled: nothing was written" in rest and "Traceback" not in rest
+    assert entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_compat_command_in_decode_leaves_nothing(home: Path, tmp_path: Path, signum: int) -> None:
+    process = _generate_until_decode(home, tmp_path, compat=True)
+    process.send_signal(signum)
+    process.send_signal(signum)
+    rest = process.stderr.read()
+    assert process.wait(timeout=30) == 130, rest
+    assert "❌ Cancelled: no video was written" in rest and "Traceback" not in rest
     assert entries(tmp_path) == []
 
 

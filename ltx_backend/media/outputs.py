@@ -19,7 +19,7 @@ from types import TracebackType
 from ltx_backend.errors import ErrorCode, LtxError
 
 JOB_FOLDER_PREFIX = ".ltx-"
-_JOB_FOLDER = re.compile(r"^\.ltx-(\d+)-[0-9a-f]{8}$")
+_JOB_FOLDER = re.compile(r"^\.ltx-(?:probe-)?(\d+)-[0-9a-f]{8}$")  # a job folder, or a writability probe
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # kernel interfaces: never a place for a video
 FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 WRITE_HINT = "Choose an output path in a folder you can write to."
@@ -125,7 +125,10 @@ def sweep_stale_job_folders(folder: Path) -> list[Path]:
     for entry in entries:
         match = _JOB_FOLDER.match(entry.name)
         if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(entry.path, ignore_errors=True)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
             swept.append(Path(entry.path))
     return swept
 
