@@ -23,6 +23,7 @@ _JOB_FOLDER = re.compile(r"^\.ltx-(?:probe-)?(\d+)-[0-9a-f]{8}$")  # a job folde
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # kernel interfaces: never a place for a video
 FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 WRITE_HINT = "Choose an output path in a folder you can write to."
+TEMP_NAME_ROOM = 40  # "/.ltx-<pid>-<8 hex>/v.mp4" and the probe's name, beside the output
 
 
 def write_error(exc: OSError, path: str | Path, what: str = "Cannot write") -> LtxError:
@@ -79,7 +80,7 @@ def check_output_path(path: str, field: str) -> Path:
             "Use a shorter file name.", field,
         )  # fmt: skip
     path_max = _limit(anchor, "PC_PATH_MAX", 4096)
-    if len(os.fsencode(text)) >= path_max:
+    if len(os.fsencode(str(target.parent))) + TEMP_NAME_ROOM >= path_max or len(os.fsencode(text)) >= path_max:
         raise _refuse(text, f"the path is longer than the {path_max} bytes the OS allows", "Use a shorter path.", field)
     if not os.path.isdir(anchor):
         raise _refuse(text, f"{anchor} is a file, not a folder", "Choose an output path in a folder.", field)
