@@ -536,3 +536,22 @@ def test_serve_refuses_bad_outputs_and_images_before_accepted(tmp_path: Path) ->
     finally:
         server.process.kill()
         server.process.wait()
+
+
+def test_a_cancel_while_ffmpeg_finishes_stops_it(tmp_path: Path) -> None:
+    import numpy as np
+
+    from ltx_backend.media.video import VideoWriter
+
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        raise Cancelled()
+
+    frames = np.random.default_rng(0).integers(0, 255, (48, 256, 256, 3), dtype=np.uint8)
+    with pytest.raises(Cancelled), VideoWriter(tmp_path / "v.mp4", 256, 256, 24.0, check=check) as writer:
+        writer.write(frames)
+        process = writer._process
+    assert calls and process.poll() is not None  # the wait was cut short and ffmpeg is gone
+    assert entries(tmp_path) == []

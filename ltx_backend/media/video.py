@@ -11,6 +11,7 @@ import os
 import queue
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +21,7 @@ import numpy as np
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
 
+POLL_SECONDS = 0.05  # how often a wait for ffmpeg checks for a cancel
 DEFAULT_CRF = 18  # visually lossless for most content; the encoder's speed preset stays at its default
 
 
@@ -75,7 +77,8 @@ def to_uint8(frames: mx.array) -> np.ndarray:
 class VideoWriter:
     """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success.
 
-    ``atomic=False`` writes `path` directly: for a path in a job folder (media/outputs.py) that commits it."""
+    ``atomic=False`` writes `path` directly: for a path in a job folder (media/outputs.py) that commits it.
+    `check` (a cancel check) runs every 50 ms while waiting for ffmpeg to finish; if it raises, ffmpeg is killed."""
 
     def __init__(
         self,
@@ -86,12 +89,14 @@ class VideoWriter:
         audio_wav: str | Path | None = None,
         crf: int = DEFAULT_CRF,
         atomic: bool = True,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = (width, height)
         self.fps = fps
         self.audio_wav = audio_wav
         self.crf = crf
+        self.check = check or (lambda: None)
         self.frames = 0
         self._output = atomic_output(self.path) if atomic else contextlib.nullcontext(self.path)
         self._process: subprocess.Popen | None = None
@@ -134,6 +139,26 @@ class VideoWriter:
         self._chunks.put(None)
         self._feeder.join()
 
+    def _finish(self) -> int:
+        """Hand ffmpeg the end of input and wait for it to exit, checking `check` between waits."""
+        while True:
+            try:
+                self._chunks.put(None, timeout=POLL_SECONDS)
+                break
+            except queue.Full:
+                self.check()
+        while self._feeder.is_alive():
+            self._feeder.join(POLL_SECONDS)
+            self.check()
+        if self._feed_error is not None:
+            raise self._failure() from self._feed_error
+        self._process.stdin.close()
+        while True:
+            try:
+                return self._process.wait(POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.check()
+
     def write(self, frames: np.ndarray) -> None:
         """Queue (T, H, W, 3) uint8 frames; they go to ffmpeg without a copy, so do not modify them afterwards."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.size[1], self.size[0], 3):
@@ -152,18 +177,18 @@ class VideoWriter:
         process = self._process
         try:
             if error is None:
-                self._drain()
-                if self._feed_error is not None:
-                    raise self._failure() from self._feed_error
-                process.stdin.close()
-                stderr = process.stderr.read().decode(errors="replace")
-                if process.wait() != 0:
-                    raise _encoding_failed(self.path, stderr)
+                if self._finish() != 0:  # ffmpeg's stderr is small (-loglevel error): read after it exits
+                    raise _encoding_failed(self.path, process.stderr.read().decode(errors="replace"))
             else:
                 process.kill()
                 self._drain()
                 process.wait()
         except BaseException as failure:
+            if process.poll() is None:  # stopped while waiting for ffmpeg (a cancel): it goes too
+                process.kill()
+                if self._feeder.is_alive():
+                    self._drain()
+                process.wait()
             self._output.__exit__(type(failure), failure, failure.__traceback__)
             raise
         self._output.__exit__(kind, error, trace)

@@ -385,7 +385,8 @@ class Engine:
                 if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
                     noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
                 video = folder.path("v.mp4")
-                with VideoWriter(video, request.width, request.height, request.fps, wav, atomic=False) as writer:
+                size = (request.width, request.height, request.fps)
+                with VideoWriter(video, *size, wav, atomic=False, check=cancel.check) as writer:
                     for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
