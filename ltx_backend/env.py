@@ -96,13 +96,30 @@ def check_mlx() -> tuple[Check, str]:
 
 
 def check_ffmpeg() -> Check:
-    try:
-        import imageio_ffmpeg
+    """The ffmpeg a job would use (IMAGEIO_FFMPEG_EXE or imageio-ffmpeg's), found and run once (``-version``)."""
+    import subprocess
 
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:
-        return Check("ffmpeg", False, f"no ffmpeg: {exc}", _pip("imageio-ffmpeg"), "ffmpeg_missing")
+    from ltx_backend.errors import LtxError
+    from ltx_backend.media.video import ffmpeg_exe
+
+    try:
+        exe = ffmpeg_exe()
+    except LtxError as error:
+        return Check("ffmpeg", False, error.message, error.hint or _pip("imageio-ffmpeg"), "ffmpeg_missing")
+    try:
+        process = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("ffmpeg", False, f"{exe} does not run: {exc}", _ffmpeg_fix(), "ffmpeg_missing")
+    if process.returncode != 0:
+        return Check("ffmpeg", False, f"{exe} -version exited with {process.returncode}", _ffmpeg_fix(),
+                     "ffmpeg_missing")  # fmt: skip
     return Check("ffmpeg", True, exe)
+
+
+def _ffmpeg_fix() -> str:
+    if os.environ.get("IMAGEIO_FFMPEG_EXE"):
+        return "Unset IMAGEIO_FFMPEG_EXE or point it at a working ffmpeg binary."
+    return _pip("imageio-ffmpeg")
 
 
 def check_memory() -> Check:

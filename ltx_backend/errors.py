@@ -40,6 +40,8 @@ class ErrorCode(str, Enum):
     MEDIA_TOO_SHORT = "media_too_short"  # an input shorter than the span the request needs
     MEDIA_NO_AUDIO = "media_no_audio"  # an input that must carry a soundtrack has none
     LORA_MISMATCH = "lora_mismatch"  # a LoRA whose layers or shapes do not fit the model
+    IMAGE_UNREADABLE = "image_unreadable"  # a conditioning image that is missing, unreadable or not an image
+    DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing an output, a temporary file or the cache
 
 
 class LtxError(Exception):

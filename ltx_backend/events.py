@@ -44,6 +44,12 @@ class DownloadProgress(msgspec.Struct, tag="download_progress"):
     total: int | None
 
 
+class DecodeProgress(msgspec.Struct, tag="decode_progress"):
+    """Video decode: the fraction of tiles (untiled: of decoder blocks) done, 0..1."""
+
+    fraction: float
+
+
 class Warning(msgspec.Struct, tag="warning"):
     message: str
 
@@ -89,6 +95,7 @@ Event = (
     PhaseStarted
     | PhaseFinished
     | DenoiseStep
+    | DecodeProgress
     | DownloadProgress
     | Warning
     | EnhancedPrompt

@@ -298,3 +298,13 @@ def ensure_tiny_model(version: str = "2.0") -> Path:
     if not (path / "config.json").is_file():
         write_tiny_model(path, version)
     return path
+
+
+def repair_hint(path: str | Path) -> str | None:
+    """The fix for a damaged file of a tiny model (it is written locally, never downloaded): None for other paths."""
+    path = Path(path).absolute()
+    for version in ("2.0", "2.3"):
+        if path.is_relative_to(tiny_model_dir(version).absolute()):
+            flag = "" if version == "2.0" else " --version 2.3"
+            return f"The built-in tiny model is damaged: write it again with `ltx-backend make-tiny{flag}`."
+    return None

@@ -56,3 +56,13 @@ def frames(path: str | Path) -> np.ndarray:
         check=True,
     ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def write_image(path: str | Path, width: int = 32, height: int = 24) -> Path:
+    """A small real PNG (a gradient): validation decodes every conditioning image."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), np.full_like(x, 128)], -1)
+    command = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+               "-i", "-", str(path)]  # fmt: skip
+    subprocess.run(command, input=pixels.astype(np.uint8).tobytes(), check=True)
+    return Path(path)

@@ -233,7 +233,7 @@ def _response(status: int) -> httpx2.Response:
         (RepositoryNotFoundError("404", response=_response(401)), "model_not_found", "was not found", "HF_TOKEN"),
         (GatedRepoError("403", response=_response(403)), "model_access_denied", "gated", "Accept the model's terms"),
         (httpx2.ConnectError("connection refused"), "network_unavailable", "cannot reach", "internet connection"),
-        (OSError(errno.ENOSPC, "No space left on device"), "output_write_failed", "disk is full", "Free some space"),
+        (OSError(errno.ENOSPC, "No space left on device"), "disk_full", "disk is full", "Free some space"),
         (RuntimeError("xet reconstruction failed"), "download_failed", "xet reconstruction failed", "again"),
     ],
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from media_probe import frames, probe
+from media_probe import frames, probe, write_image
 
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
@@ -416,9 +416,7 @@ def test_out_of_range_seeds_are_handled() -> None:
 
 
 def test_latent_keyframe_indices_become_video_frames(tmp_path: Path) -> None:
-    a, b, c = (tmp_path / f"{name}.png" for name in "abc")
-    for path in (a, b, c):
-        path.write_bytes(b"image")
+    a, b, c = (write_image(tmp_path / f"{name}.png") for name in "abc")
     # 121 frames -> 16 latent frames; latent k is video frame 8k; past the end is clamped (and reported).
     result = plan(num_frames=121, keyframes=[
         {"path": str(a), "frame_idx": 0, "strength": 1.0},
@@ -436,17 +434,17 @@ def test_latent_keyframe_indices_become_video_frames(tmp_path: Path) -> None:
 
 
 def test_image_flags_and_keyframe_precedence(tmp_path: Path) -> None:
-    image = tmp_path / "i.png"
-    image.write_bytes(b"image")
+    image = write_image(tmp_path / "i.png")
     single = plan(image=str(image), image_strength=0.8, image_frame_idx=2, num_frames=49)
     # Same meaning as 0.1.37's code (not its help text): 1.0 keeps the image, 0.0 ignores it.
     assert [(k.frame_index, k.strength) for k in single.request.keyframes] == [(16, 0.8)]
-    other = tmp_path / "k.png"
-    other.write_bytes(b"image")
+    other = write_image(tmp_path / "k.png")
     both = plan(image=str(image), keyframes=[{"path": str(other), "frame_idx": 1, "strength": 1.0}], num_frames=49)
     assert [Path(k.path).name for k in both.request.keyframes] == ["k.png"]
-    with pytest.raises(LtxError, match="image not found"):
+    assert f"--image {image} is ignored: --keyframe takes precedence" in both.notes
+    with pytest.raises(LtxError, match="no such file") as missing:
         plan(image=str(tmp_path / "missing.png"))
+    assert missing.value.code is ErrorCode.IMAGE_UNREADABLE
     assert plan().mode == "T2V+Audio"
 
 
@@ -592,13 +590,15 @@ def test_bad_requests_fail_before_any_model_is_touched(fake_engine, monkeypatch,
         (["-W", "2112", "-H", "1152"], "width 2112 is outside 64..2048"),
         (["-n", "1000"], "1001 frames at 24 fps is longer than the 20 s the model supports"),
         (["-H", "500"], "Height must be divisible by 64, got 500"),
-        (["--image", str(tmp_path / "none.png")], "image not found"),
+        (["--image", str(tmp_path / "none.png")], "image unreadable): Cannot read image"),
         (["--output-path", str(tmp_path / "v.mov")], "v.mov is not an .mp4 path"),
+        (["--output-path", str(tmp_path)], "output write failed): output_path"),
+        (["--output-path", "/proc/v.mp4"], "output write failed): output_path"),
     ]:
         code, lines = run_in_process(monkeypatch, ["-p", "x", "--model-repo", "someorg/m", *argv])
         got = texts(lines)
         assert code == 1, got
-        assert any(line.startswith("❌ ltx-backend error (invalid params): ") and message in line for line in got), got
+        assert any(line.startswith("❌ ltx-backend error (") and message in line for line in got), got
         assert not any(line.startswith(("MODEL:", "DOWNLOAD:", "MLX_VIDEO_VERSION")) for line in got)
         assert not FakeEngine.created
 

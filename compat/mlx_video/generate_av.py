@@ -244,15 +244,14 @@ def prepare(
     keyframes: list | None = None,
 ) -> Plan:
     """Check and convert the 0.1.37 arguments; every error is an `LtxError` raised before anything is loaded."""
-    from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+    from ltx_backend.pipeline.request import GenerationRequest, Keyframe, size_hint, validate
 
     for name, value in (("Height", height), ("Width", width)):
         if value % SIZE_MULTIPLE:
             raise _invalid(
-                f"{name} must be divisible by {SIZE_MULTIPLE}, got {value}",
-                f"Use {max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)}.",
+                f"{name} must be divisible by {SIZE_MULTIPLE}, got {value}", size_hint(name.lower(), value),
                 field=name.lower(),
-            )
+            )  # fmt: skip
     notes = []
     if seed < 0:  # some hosts send -1 for "random"; 0.1.37 crashed in mx.random.seed
         chosen = random.randrange(2**31)
@@ -262,6 +261,8 @@ def prepare(
         notes.append(f"Seed {seed} is above 2**64-1: using {seed % SEED_LIMIT}")
         seed %= SEED_LIMIT
     audio = not no_audio
+    if no_audio and output_audio_path:
+        notes.append(f"--output-audio {output_audio_path} is ignored: --no-audio writes no audio")
     audio_display = None
     if audio and output_audio_path:
         audio_display = output_audio_path
@@ -285,6 +286,8 @@ def prepare(
     latent_frames = 1 + (frames - 1) // 8
 
     specs = list(keyframes or [])
+    if specs and image:
+        notes.append(f"--image {image} is ignored: --keyframe takes precedence")
     if not specs and image:
         specs = [{"path": image, "frame_idx": image_frame_idx, "strength": image_strength}]
     chosen_frames: dict[int, Keyframe] = {}
@@ -669,7 +672,11 @@ def _utf8_streams() -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds the engine, which removes its temporary files; nothing is left at the output
+    """SIGTERM/SIGINT: one KeyboardInterrupt unwinds the engine, which removes its temporary folder (nothing is left
+    at the output); later signals are ignored so they cannot interrupt that cleanup."""
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -684,14 +691,14 @@ def run(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"argument --keyframe: {exc} (format: PATH|FRAME_IDX|STRENGTH)")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {signum: signal.signal(signum, _terminate) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run_job(args, keyframes)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_job(args: argparse.Namespace, keyframes: list | None) -> int:
@@ -732,7 +739,25 @@ def _run_job(args: argparse.Namespace, keyframes: list | None) -> int:
     except (Cancelled, KeyboardInterrupt):
         console.token("❌ Cancelled: no video was written")
         return 130
+    except Exception as exc:  # a code and a line, never a traceback
+        report_error(_as_error(exc))
+        return 1
     return 0
+
+
+def _as_error(exc: Exception) -> Any:
+    """An unexpected exception as an `LtxError`: an OS failure by its errno (full disk: disk_full), else internal."""
+    from ltx_backend.errors import ErrorCode, LtxError
+    from ltx_backend.media.outputs import write_error
+
+    if os.environ.get("LTX_BACKEND_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return write_error(exc, exc.filename, "Cannot access")
+    hint = "This is a bug in ltx-backend: please report it (run with LTX_BACKEND_DEBUG=1 for the traceback)."
+    return LtxError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", hint)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,57 @@ def _fail(error: LtxError) -> None:
     sys.exit(1)
 
 
+def _as_error(exc: Exception) -> LtxError:
+    """An exception that is not an `LtxError`: an OS failure gets its code (a full disk: disk_full), anything else
+    is a bug (`internal`), reported as a code and a line, never a traceback (``LTX_BACKEND_DEBUG=1`` shows it)."""
+    import os
+
+    from ltx_backend.errors import ErrorCode
+    from ltx_backend.media.outputs import write_error
+
+    if os.environ.get("LTX_BACKEND_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return write_error(exc, exc.filename, "Cannot access")
+    return LtxError(
+        ErrorCode.INTERNAL,
+        f"{type(exc).__name__}: {exc}",
+        "This is a bug in ltx-backend: please report it (run with LTX_BACKEND_DEBUG=1 for the traceback).",
+    )
+
+
+class StopSignals:
+    """SIGTERM (and SIGINT) become one KeyboardInterrupt, so every cleanup on the way out runs (the job's temporary
+    folder, ffmpeg); further signals while stopping are ignored rather than interrupting that cleanup."""
+
+    def __init__(self) -> None:
+        self._previous: dict = {}
+
+    def _stop(self, signum: int, frame: object) -> None:
+        import signal
+
+        for other in self._previous:
+            signal.signal(other, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="ltx-backend")
 def cli() -> None:
@@ -189,11 +240,14 @@ def generate(**options) -> None:  # fmt: skip
     import msgspec
 
     from ltx_backend.pipeline.engine import Cancelled, Engine
-    from ltx_backend.pipeline.request import GenerationRequest, Keyframe
+    from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
+    warnings = []
     if options["image"] and not any(k.frame_index == 0 for k in keyframes):
         keyframes.insert(0, Keyframe(options["image"]))
+    elif options["image"]:
+        warnings.append(f"--image {options['image']} is ignored: a --keyframe already conditions frame 0")
     request = GenerationRequest(
         prompt=options["prompt"],
         output_path=options["output_path"],
@@ -212,16 +266,21 @@ def generate(**options) -> None:  # fmt: skip
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
+        warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
     try:
-        engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
-        result = engine.generate(request, emit=Progress(options["quiet"]))
+        with StopSignals():
+            request = validate(request)  # before any model is opened: a bad path or image costs nothing
+            engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
+            result = engine.generate(request, emit=Progress(options["quiet"]))
     except LtxError as error:
         _fail(error)
     except (Cancelled, KeyboardInterrupt):
         click.echo("cancelled: nothing was written", err=True)
         sys.exit(130)
+    except Exception as exc:  # a code and a line, never a traceback
+        _fail(_as_error(exc))
     if options["as_json"]:
         click.echo(msgspec.json.encode(result).decode())
     else:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.outputs import write_error
 
 
 def _umask() -> int:
@@ -18,13 +18,8 @@ def _umask() -> int:
     return mask
 
 
-def _unwritable(target: Path, exc: OSError) -> LtxError:
-    return LtxError(
-        ErrorCode.OUTPUT_WRITE_FAILED,
-        f"Cannot write to {target.parent}: {exc.strerror}",
-        "Choose an output path in a writable directory with free space.",
-        path=str(target),
-    )
+def _unwritable(target: Path, exc: OSError):
+    return write_error(exc, target)
 
 
 @contextmanager
@@ -32,12 +27,13 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it into place, on failure delete it.
 
     The temporary name keeps the target's extension so tools that infer the format from it (ffmpeg,
-    soundfile) behave, and it lives in the same directory so the final rename is atomic.
+    soundfile) behave, and it lives in the same directory so the final rename is atomic. It is short, so a
+    target whose name is as long as the filesystem allows still has a temporary name that fits.
     """
     target = Path(target).expanduser().absolute()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=".ltx-tmp-", suffix=target.suffix[:16], dir=target.parent)
     except OSError as exc:
         raise _unwritable(target, exc) from exc
     os.close(fd)
@@ -45,7 +41,10 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
     temporary.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield temporary
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise _unwritable(target, exc) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -57,7 +56,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     target = Path(target).expanduser().absolute()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        temporary = Path(tempfile.mkdtemp(prefix=".ltx-tmp-", dir=target.parent))
     except OSError as exc:
         raise _unwritable(target, exc) from exc
     temporary.chmod(0o755)  # mkdtemp makes it private; a model folder is not a secret

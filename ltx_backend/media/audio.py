@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import soundfile
 
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
+from ltx_backend.media.outputs import write_error
 
 TARGET_PEAK = 0.95
 SILENCE = 1e-6  # below this peak the signal is left alone rather than amplified from nothing
@@ -35,6 +37,14 @@ def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int, normalize: b
     if normalize:
         wave = normalize_peak(wave)
     target = Path(path).expanduser().absolute()
+    # Encoded in memory, written by Python: an OS failure keeps its errno (full disk -> disk_full), where
+    # libsndfile would only say "System error". A WAV is small (20 s of 48 kHz stereo PCM16: 3.8 MB).
+    encoded = io.BytesIO()
+    soundfile.write(encoded, np.clip(wave, -1.0, 1.0).T, sample_rate, subtype="PCM_16", format="WAV")
     with atomic_output(target) as temporary:
-        soundfile.write(temporary, np.clip(wave, -1.0, 1.0).T, sample_rate, subtype="PCM_16", format="WAV")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(encoded.getbuffer())
+        except OSError as exc:
+            raise write_error(exc, target) from exc
     return target

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,31 +29,51 @@ def _run(command: list[str], what: str) -> bytes:
     return process.stdout
 
 
-def _probe_size(path: Path) -> tuple[int, int]:
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
-    except (RuntimeError, OSError, StopIteration) as exc:
-        raise LtxError(
-            ErrorCode.INVALID_PARAMS, f"Cannot read image {path}: {exc}", "Use a PNG, JPEG or WebP image."
-        ) from exc
-    return tuple(meta["size"])
+_CONTEXT = re.compile(r"^(\[[^\]]*\]\s*)+")  # ffmpeg's "[png @ 0x55e8a187a900] " prefixes
+_PPM_HEADER = re.compile(rb"^P6\s+(\d+)\s+(\d+)\s+255\s")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any image ffmpeg decodes."""
+def _reason(stderr: bytes, path: Path) -> str:
+    """ffmpeg's first error line, without its context prefixes and the path: one line, never its build banner."""
+    for line in stderr.decode(errors="replace").splitlines():
+        line = _CONTEXT.sub("", line.strip()).replace(f"{path}: ", "").strip()
+        if line:
+            return f"not a decodable image ({line[:160]})"
+    return "not a decodable image"
+
+
+def _unreadable(path: Path, reason: str, field: str | None, hint: str = "Use a PNG, JPEG or WebP image.") -> LtxError:
+    details = {"path": str(path)} | ({"field": field} if field else {})
+    return LtxError(ErrorCode.IMAGE_UNREADABLE, f"Cannot read image {path}: {reason}", hint, **details)
+
+
+def read_image(path: str | Path, field: str | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any image ffmpeg decodes (its first frame); `image_unreadable` naming `field` if not."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise LtxError(ErrorCode.INVALID_PARAMS, f"Image not found: {path}", "Check the image path.", path=str(path))
-    width, height = _probe_size(path)
-    raw = _run(
-        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        f"Cannot decode image {path}",
-    )
-    return np.frombuffer(raw, np.uint8)[: width * height * 3].reshape(height, width, 3)
+    if not os.path.isfile(path):
+        missing = not os.path.exists(path)
+        hint = "Check the image path." if missing else "Give the path of an image file."
+        raise _unreadable(path, "no such file" if missing else "not a regular file", field, hint)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise _unreadable(path, exc.strerror or str(exc), field, "Check the file's permissions.") from exc
+    # One ffmpeg run gives size and pixels: a PPM (``P6 <width> <height> 255`` then RGB bytes).
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-frames:v", "1",
+               "-f", "image2pipe", "-c:v", "ppm", "-"]  # fmt: skip
+    try:
+        process = subprocess.run(command, capture_output=True, check=False, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise _unreadable(path, "ffmpeg took more than 60 s to decode it", field) from exc
+    header = _PPM_HEADER.match(process.stdout)
+    if process.returncode != 0 or header is None:
+        raise _unreadable(path, _reason(process.stderr, path), field)
+    width, height = int(header[1]), int(header[2])
+    pixels = process.stdout[header.end() :]
+    if len(pixels) < width * height * 3:
+        raise _unreadable(path, "the decoded image is truncated", field)
+    return np.frombuffer(pixels, np.uint8)[: width * height * 3].reshape(height, width, 3)
 
 
 def h264_round_trip(image: np.ndarray, crf: int = CONDITIONING_CRF) -> np.ndarray:

@@ -7,9 +7,12 @@ renamed into place only when ffmpeg succeeds.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -20,18 +23,48 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.encoders import VideoQuality, choose_encoder, encoder_arguments
 
+POLL_SECONDS = 0.05  # how often a wait for ffmpeg checks for a cancel
+
 
 def ffmpeg_exe() -> str:
+    """The ffmpeg binary imageio-ffmpeg provides (or IMAGEIO_FFMPEG_EXE names), checked to be an executable file."""
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as exc:  # missing package or a binary that does not run on this machine
         raise LtxError(
             ErrorCode.FFMPEG_MISSING,
             f"No usable ffmpeg: {exc}",
             "Install it with: pip install -U imageio-ffmpeg",
         ) from exc
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):  # imageio-ffmpeg returns IMAGEIO_FFMPEG_EXE as is
+        configured = os.environ.get("IMAGEIO_FFMPEG_EXE")
+        where = f" (from IMAGEIO_FFMPEG_EXE={configured})" if configured else ""
+        raise LtxError(
+            ErrorCode.FFMPEG_MISSING,
+            f"ffmpeg {exe}{where} is not an executable file",
+            "Unset IMAGEIO_FFMPEG_EXE or point it at an ffmpeg binary."
+            if configured
+            else "Install it with: pip install -U imageio-ffmpeg",
+        )
+    return exe
+
+
+def _encoding_failed(path: Path, detail: str) -> LtxError:
+    if "No space left" in detail or "Disk quota exceeded" in detail:
+        return LtxError(
+            ErrorCode.DISK_FULL,
+            f"ffmpeg could not write {path.name}: {detail.strip().splitlines()[-1]}",
+            f"Free disk space on the drive that holds {path.parent} (or choose another output folder).",
+            path=str(path),
+        )
+    return LtxError(
+        ErrorCode.OUTPUT_WRITE_FAILED,
+        f"ffmpeg could not encode {path.name}: {detail.strip()[-500:] or 'it exited early'}",
+        "Check free disk space and that the output directory is writable.",
+        path=str(path),
+    )
 
 
 def to_uint8(frames: mx.array) -> np.ndarray:
@@ -43,7 +76,10 @@ def to_uint8(frames: mx.array) -> np.ndarray:
 
 
 class VideoWriter:
-    """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success."""
+    """Context manager: ``write(frames)`` with (T, H, W, 3) uint8 chunks; the MP4 appears at `path` on success.
+
+    ``atomic=False`` writes `path` directly: for a path in a job folder (media/outputs.py) that commits it.
+    `check` (a cancel check) runs every 50 ms while waiting for ffmpeg to finish; if it raises, ffmpeg is killed."""
 
     def __init__(
         self,
@@ -53,6 +89,8 @@ class VideoWriter:
         fps: float,
         audio_wav: str | Path | None = None,
         quality: VideoQuality | None = None,
+        atomic: bool = True,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = (width, height)
@@ -60,8 +98,9 @@ class VideoWriter:
         self.audio_wav = audio_wav
         self.quality = quality or VideoQuality()
         self.encoder: str | None = None  # chosen when ffmpeg starts (encoders.choose_encoder)
+        self.check = check or (lambda: None)
         self.frames = 0
-        self._output = atomic_output(self.path)
+        self._output = atomic_output(self.path) if atomic else contextlib.nullcontext(self.path)
         self._process: subprocess.Popen | None = None
         # A feeder thread hands chunks to ffmpeg, so encoding chunk k overlaps decoding chunk k+1.
         self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
@@ -83,7 +122,12 @@ class VideoWriter:
         if self.audio_wav is not None:
             command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
         command += ["-f", "mp4", str(temporary)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            self._output.__exit__(type(exc), exc, exc.__traceback__)
+            hint = "Reinstall imageio-ffmpeg: pip install -U imageio-ffmpeg"
+            raise LtxError(ErrorCode.FFMPEG_MISSING, f"ffmpeg does not run: {exc}", hint) from exc
         self._feeder.start()
         return self
 
@@ -99,6 +143,26 @@ class VideoWriter:
         self._chunks.put(None)
         self._feeder.join()
 
+    def _finish(self) -> int:
+        """Hand ffmpeg the end of input and wait for it to exit, checking `check` between waits."""
+        while True:
+            try:
+                self._chunks.put(None, timeout=POLL_SECONDS)
+                break
+            except queue.Full:
+                self.check()
+        while self._feeder.is_alive():
+            self._feeder.join(POLL_SECONDS)
+            self.check()
+        if self._feed_error is not None:
+            raise self._failure() from self._feed_error
+        self._process.stdin.close()
+        while True:
+            try:
+                return self._process.wait(POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.check()
+
     def write(self, frames: np.ndarray) -> None:
         """Queue (T, H, W, 3) uint8 frames; they go to ffmpeg without a copy, so do not modify them afterwards."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.size[1], self.size[0], 3):
@@ -111,32 +175,24 @@ class VideoWriter:
     def _failure(self) -> LtxError:
         self._process.kill()
         detail = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
-        return LtxError(
-            ErrorCode.OUTPUT_WRITE_FAILED,
-            f"ffmpeg could not encode {self.path.name}: {detail[-500:] or 'it exited early'}",
-            "Check free disk space and that the output directory is writable.",
-        )
+        return _encoding_failed(self.path, detail)
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
         process = self._process
         try:
             if error is None:
-                self._drain()
-                if self._feed_error is not None:
-                    raise self._failure() from self._feed_error
-                process.stdin.close()
-                stderr = process.stderr.read().decode(errors="replace")
-                if process.wait() != 0:
-                    raise LtxError(
-                        ErrorCode.OUTPUT_WRITE_FAILED,
-                        f"ffmpeg failed writing {self.path.name}: {stderr.strip()[-500:]}",
-                        "Check free disk space and that the output directory is writable.",
-                    )
+                if self._finish() != 0:  # ffmpeg's stderr is small (-loglevel error): read after it exits
+                    raise _encoding_failed(self.path, process.stderr.read().decode(errors="replace"))
             else:
                 process.kill()
                 self._drain()
                 process.wait()
         except BaseException as failure:
+            if process.poll() is None:  # stopped while waiting for ffmpeg (a cancel): it goes too
+                process.kill()
+                if self._feeder.is_alive():
+                    self._drain()
+                process.wait()
             self._output.__exit__(type(failure), failure, failure.__traceback__)
             raise
         self._output.__exit__(kind, error, trace)

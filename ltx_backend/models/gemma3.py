@@ -8,6 +8,7 @@ grouped-query attention with q/k RMS norms, query scaling by ``query_pre_attn_sc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -196,12 +197,18 @@ class Gemma3TextModel(nn.Module):
         return causal_masks(attention_mask, self.config.sliding_window, dtype)
 
     def hidden_states(
-        self, input_ids: mx.array, attention_mask: mx.array, eval_each_layer: bool = True, offset: int = 0
+        self,
+        input_ids: mx.array,
+        attention_mask: mx.array,
+        eval_each_layer: bool = True,
+        after_layer: Callable[[], None] | None = None,
+        offset: int = 0,
     ) -> list:
         """Every hidden state HF's ``output_hidden_states`` returns: the scaled embeddings, the output of each layer
         but the last, and the final-normed output of the last layer (``num_hidden_layers + 1`` arrays).
 
-        `offset` is the position of the first token (RoPE), for a sequence cut from a longer one."""
+        `after_layer` runs after each evaluated layer (a cancel check: it may raise to stop the encoding). `offset` is
+        the position of the first token (RoPE), for a sequence cut from a longer one."""
         h = self.embed(input_ids)
         full, sliding = self.masks(attention_mask, h.dtype)
         states = [h]
@@ -209,6 +216,8 @@ class Gemma3TextModel(nn.Module):
             h = layer(h, sliding if layer.sliding else full, offset=offset)
             if eval_each_layer:
                 mx.eval(h)  # bounds the graph (and a GPU command buffer) to one layer
+                if after_layer is not None:
+                    after_layer()
             states.append(self.norm(h) if index == len(self.layers) - 1 else h)
         return states
 

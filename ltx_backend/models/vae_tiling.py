@@ -8,7 +8,7 @@ caller can stream them to the video encoder instead of holding the whole video.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -158,14 +158,18 @@ def decode_tiled(
     tiling: TilingConfig | None,
     timestep: float | None = None,
     noise: mx.array | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Iterator[mx.array]:
     """Decode a channels-last latent (B, F', H', W', C) into frame chunks (B, t, H, W, 3), float32, in order.
 
     Without tiling the whole video is one chunk. `noise` (decoders with timestep conditioning) is
     given for the whole latent and sliced per tile, so a tiled decode is as reproducible as a direct one.
+    `progress(fraction)` runs after every up block of the decoder in every tile, so a caller can report progress
+    and cancel within one block of one tile; it may raise to stop the decode.
     """
     if tiling is None:
-        frames = decoder.decode(latent, timestep, noise).astype(mx.float32)
+        hooks = {} if progress is None else {"after_block": lambda block, blocks: progress(block / blocks)}
+        frames = decoder.decode(latent, timestep, noise, **hooks).astype(mx.float32)
         mx.eval(frames)
         yield frames
         return
@@ -177,6 +181,7 @@ def decode_tiled(
     times = _temporal_tiles(f, tiling) if tiling.temporal_tile_frames is not None else _whole(f, TIME_SCALE, True)
 
     previous: tuple[mx.array, mx.array, slice] | None = None
+    tiles, done = len(times) * len(rows) * len(cols), 0
     for time in times:
         length = time.target.stop - time.target.start
         buffer = mx.zeros((latent.shape[0], length, h * SPACE_SCALE, w * SPACE_SCALE, 3), dtype=mx.float32)
@@ -184,13 +189,17 @@ def decode_tiled(
         for row, col in itertools.product(rows, cols):
             index = (slice(None), time.source, row.source, col.source)
             tile_noise = noise[index] if noise is not None else None
-            decoded = decoder.decode(latent[index], timestep, tile_noise).astype(mx.float32)
+            hooks = {}  # only when asked: a decoder stand-in need not take the hook
+            if progress is not None:
+                hooks["after_block"] = lambda block, blocks, done=done: progress((done + block / blocks) / tiles)
+            decoded = decoder.decode(latent[index], timestep, tile_noise, **hooks).astype(mx.float32)
             mask = _blend_mask(time, row, col)
             n = min(length, decoded.shape[1])
             target = (slice(None), slice(0, n), row.target, col.target)
             buffer[target] = buffer[target] + decoded[:, :n] * mask[:, :n]
             weights[target] = weights[target] + mx.broadcast_to(mask[:, :n], weights[target].shape)
             mx.eval(buffer, weights)  # one tile's graph at a time keeps peak memory at one tile
+            done += 1
         if previous is not None:
             prev_buffer, prev_weights, prev_time = previous
             overlap = prev_time.stop - time.target.start

@@ -8,6 +8,7 @@ everything is channels-last (batch, frames, height, width, channels), MLX's conv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -327,13 +328,18 @@ class VideoDecoder(nn.Module):
             self.last_scale_shift_table = mx.zeros((2, channels))
 
     def decode(
-        self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
+        self,
+        latent: mx.array,
+        timestep: float | mx.array | None = None,
+        noise: mx.array | None = None,
+        after_block: Callable[[int, int], None] | None = None,
     ) -> mx.array:
         """Channels-last decode: latent (B, F', H', W', C) -> frames (B, F, H, W, 3).
 
         With timestep conditioning, `noise` (same shape as the latent, standard normal) is blended in at
         ``decode_noise_scale``; pass it explicitly (e.g. from ``mx.random.normal(shape, key=...)``) to make
-        the decode reproducible.
+        the decode reproducible. `after_block(done, total)`, if given, runs after each up block is evaluated
+        (progress and cancel checks within one decode: it may raise to stop it).
         """
         causal = self.config.causal_decoder
         conditioned = self.config.timestep_conditioning
@@ -347,11 +353,14 @@ class VideoDecoder(nn.Module):
             timestep = mx.broadcast_to(mx.array(timestep, dtype=latent.dtype), (batch,))
             timestep = timestep * self.timestep_scale_multiplier.astype(latent.dtype)
         x = self.conv_in(self.per_channel_statistics.un_normalize(latent), causal)
-        for block in self.up_blocks:
+        for index, block in enumerate(self.up_blocks):
             if isinstance(block, ResBlockGroup):
                 x = block(x, causal, timestep if conditioned else None)
             else:
                 x = block(x, causal)
+            if after_block is not None:
+                mx.eval(x)
+                after_block(index + 1, len(self.up_blocks))
         x = self.conv_norm_out(x)
         if conditioned:
             shift, scale = _modulation(self.last_scale_shift_table, self.last_time_embedder(timestep, x.dtype))

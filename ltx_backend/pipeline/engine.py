@@ -9,8 +9,6 @@ chunks straight into ffmpeg.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +21,9 @@ import numpy as np
 
 from ltx_backend import events
 from ltx_backend.events import Emit, Phase
-from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.audio import write_wav
 from ltx_backend.media.image import conditioning_frame
+from ltx_backend.media.outputs import JobFolder
 from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
@@ -33,7 +31,7 @@ from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
-from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
+from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ignored_options, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
@@ -176,9 +174,8 @@ class Engine:
         request = validate(request)
         for warning in request.warnings:
             emit(events.Warning(warning))
-        if self.variant == "distilled" and (request.steps is not None or request.cfg_scale is not None):
-            emit(events.Warning("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
-                                "steps and cfg_scale are ignored."))  # fmt: skip
+        for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
+            emit(events.Warning(warning))
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit.
         choice = memory.choose(
@@ -193,14 +190,14 @@ class Engine:
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
-        prompt, contexts, negative = self._encode_text(request, timer, emit)
+        prompt, contexts, negative = self._encode_text(request, timer, emit, cancel)
         cancel.check()
         images = self._encode_images(request, timer)
         cancel.check()
         video_latent, audio_latent = self._denoise(
             request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
         )
-        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
+        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
 
         return events.Result(
             video_path=request.output_path,
@@ -220,19 +217,20 @@ class Engine:
 
     # --- phases -----------------------------------------------------------------------------------------------
 
-    def _encode_text(self, request: GenerationRequest, timer: Timer, emit: Emit):
+    def _encode_text(self, request: GenerationRequest, timer: Timer, emit: Emit, cancel: CancelToken):
         prompt = request.prompt
         with timer.phase(Phase.TEXT_ENCODING):
             with timer.loading():
                 encoder = TextEncoder(self.text_encoder_root, self.dtype)
+            warn = lambda message: emit(events.Warning(message))  # noqa: E731
             if request.enhance_prompt:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
-                    warn = lambda message: emit(events.Warning(message))  # noqa: E731
                     prompt = enhance_or_keep(encoder, prompt, warn, bool(request.keyframes), request.seed % 2**32)
                 emit(events.EnhancedPrompt(prompt))
-            encoded = [encoder.encode(prompt)]
+            encoded = [encoder.encode(prompt, check=cancel.check, warn=warn)]
             if self.variant == "dev":
-                encoded.append(encoder.encode(request.negative_prompt or DEFAULT_NEGATIVE_PROMPT))
+                negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
+                encoded.append(encoder.encode(negative_prompt, check=cancel.check, warn=warn))
             hidden_size, states = encoder.hidden_size, encoder.num_states
             encoder.release()
             with timer.loading():
@@ -374,14 +372,20 @@ class Engine:
             return "none"
         return request.tiling
 
-    def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken):
-        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass.
+    def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit):
+        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass; both files
+        are written in the job's temporary folder and committed together (media/outputs.py).
 
         Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first."""
         audio_path = None
         mode = self.decode_tiling(request)  # every other model is freed by now
         detail = f"tiling {mode}"
-        with tempfile.TemporaryDirectory(prefix=".ltx-", dir=Path(request.output_path).parent) as folder:
+
+        def on_tile(fraction: float) -> None:
+            emit(events.DecodeProgress(round(fraction, 4)))
+            cancel.check()
+
+        with JobFolder(request.output_path) as folder:
             wav = None
             if audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
@@ -391,7 +395,7 @@ class Engine:
                     wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
                     del decoder, vocoder
                     _free()
-                    wav = write_wav(Path(folder) / "audio.wav", wave, rate)
+                    wav = write_wav(folder.path("a.wav"), wave, rate)
             cancel.check()
             with timer.phase(Phase.VIDEO_DECODE, detail):
                 with timer.loading():
@@ -401,16 +405,20 @@ class Engine:
                 noise = None
                 if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
                     noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
-                with VideoWriter(request.output_path, request.width, request.height, request.fps, wav) as writer:
-                    for chunk in decode_tiled(decoder, latent, tiling, noise=noise):
+                video = folder.path("v.mp4")
+                size = (request.width, request.height, request.fps)
+                with VideoWriter(video, *size, wav, atomic=False, check=cancel.check) as writer:
+                    for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
                 del decoder
                 _free()
-            if wav is not None and request.audio_output_path:  # only once the video exists: all or nothing
-                with atomic_output(request.audio_output_path) as temporary:
-                    shutil.copyfile(wav, temporary)
+            outputs = {video: Path(request.output_path)}
+            if wav is not None and request.audio_output_path:
+                outputs[wav] = Path(request.audio_output_path)
                 audio_path = str(Path(request.audio_output_path))
+            cancel.check()
+            folder.commit(outputs)  # both files or neither
         return audio_path
 
 

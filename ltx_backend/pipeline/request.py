@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.image import read_image
+from ltx_backend.media.outputs import check_distinct, check_output_path
+from ltx_backend.media.video import ffmpeg_exe
 from ltx_backend.models.vae_tiling import TILING_MODES
 
 DEFAULT_NEGATIVE_PROMPT = (  # ltx-pipelines' default
@@ -70,8 +74,52 @@ def _invalid(field_name: str, message: str, hint: str) -> LtxError:
     return LtxError(ErrorCode.INVALID_PARAMS, message, hint, field=field_name)
 
 
+def _warn(warnings: list[str], message: str) -> None:
+    """Add a warning once: a request may be validated more than once (server, then engine)."""
+    if message not in warnings:
+        warnings.append(message)
+
+
+FLAGS = {"width": "width (-W/--width)", "height": "height (-H/--height)"}
+
+
+def nearest_size(value: int) -> int:
+    """The valid size nearest to `value`: a multiple of 64 within MIN_SIZE..MAX_SIZE."""
+    return min(MAX_SIZE, max(MIN_SIZE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE))
+
+
+def size_hint(name: str, value: int) -> str:
+    """A fix that is itself valid: never a size outside the range, never "smaller" for a size that is too small."""
+    flag = FLAGS.get(name, name)
+    if value < MIN_SIZE:
+        return f"Set {flag} to at least {MIN_SIZE} (a multiple of {SIZE_MULTIPLE} up to {MAX_SIZE})."
+    if value > MAX_SIZE:
+        return f"Set {flag} to at most {MAX_SIZE} (a multiple of {SIZE_MULTIPLE} from {MIN_SIZE})."
+    return f"Set {flag} to {nearest_size(value)}, a multiple of {SIZE_MULTIPLE} (or enable rounding)."
+
+
+def ignored_options(
+    request: GenerationRequest, variant: str, quantize: int | None, quantized: dict | None
+) -> list[str]:
+    """Warnings for options the checkpoint will not use (known once the checkpoint is open, before any work)."""
+    ignored = []
+    if variant == "distilled":
+        if request.steps is not None or request.cfg_scale is not None:
+            ignored.append("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
+                           "steps and cfg_scale are ignored.")  # fmt: skip
+        if request.negative_prompt:
+            ignored.append("This is a distilled checkpoint: it uses no CFG, so the negative prompt is ignored.")
+    if quantize is not None and quantized:
+        ignored.append(f"quantize {quantize} is ignored: the checkpoint's transformer is already "
+                       f"{quantized.get('bits', '?')}-bit quantized.")  # fmt: skip
+    return ignored
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
-    """The request with frame counts rounded, a seed chosen and paths made absolute; every rounding is a warning."""
+    """The request with frame counts rounded, a seed chosen and paths made absolute; every rounding is a warning.
+
+    Checked completely before anything is loaded: values, ffmpeg, every image (decoded once), and the output paths
+    (their folders are created and proved writable; see media/outputs.py)."""
     warnings = list(request.warnings)
     if not request.prompt or not request.prompt.strip():
         raise _invalid("prompt", "The prompt is empty", "Describe the video to generate.")
@@ -79,18 +127,14 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     sizes = {}
     for name in ("width", "height"):
         value = int(getattr(request, name))
+        if not MIN_SIZE <= value <= MAX_SIZE:
+            raise _invalid(name, f"{name} {value} is outside {MIN_SIZE}..{MAX_SIZE}", size_hint(name, value))
         if value % SIZE_MULTIPLE:
             if not request.round_dimensions:
-                raise _invalid(
-                    name,
-                    f"{name} {value} is not a multiple of {SIZE_MULTIPLE}",
-                    f"Use {max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)} (or enable rounding).",
-                )
-            rounded = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-            warnings.append(f"{name} {value} rounded to {rounded} (a multiple of {SIZE_MULTIPLE})")
+                raise _invalid(name, f"{name} {value} is not a multiple of {SIZE_MULTIPLE}", size_hint(name, value))
+            rounded = nearest_size(value)
+            _warn(warnings, f"{name} {value} rounded to {rounded} (a multiple of {SIZE_MULTIPLE})")
             value = rounded
-        if not MIN_SIZE <= value <= MAX_SIZE:
-            raise _invalid(name, f"{name} {value} is outside {MIN_SIZE}..{MAX_SIZE}", "Choose a smaller size.")
         sizes[name] = value
 
     if not 0 < request.fps <= 120:
@@ -100,7 +144,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     frames = request.num_frames
     if (frames - 1) % 8:
         frames = max(1, round((frames - 1) / 8) * 8 + 1)
-        warnings.append(f"num_frames {request.num_frames} rounded to {frames} (the model needs 8k+1 frames)")
+        _warn(warnings, f"num_frames {request.num_frames} rounded to {frames} (the model needs 8k+1 frames)")
     longest = int(MAX_SECONDS * request.fps) + 1
     if frames > longest:
         raise _invalid(
@@ -124,11 +168,11 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     if request.cfg_scale is not None and not 0 < request.cfg_scale <= 30:
         raise _invalid("cfg_scale", f"cfg_scale {request.cfg_scale} is outside (0, 30]", "Use about 3.")
 
+    ffmpeg_exe()  # every job ends in ffmpeg: a missing or broken one is found now
     keyframes = []
     for index, keyframe in enumerate(request.keyframes):
         where = f"keyframes[{index}]"
-        if not Path(keyframe.path).expanduser().is_file():
-            raise _invalid(where + ".path", f"image not found: {keyframe.path}", "Check the image path.")
+        read_image(keyframe.path, where + ".path")  # image_unreadable now, not after the job was accepted
         if not 0.0 <= keyframe.strength <= 1.0:
             raise _invalid(where + ".strength", f"strength {keyframe.strength} is outside 0..1", "Use 0..1.")
         if not 0 <= keyframe.frame_index < frames:
@@ -137,12 +181,18 @@ def validate(request: GenerationRequest) -> GenerationRequest:
             )
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
-    output = Path(request.output_path).expanduser().absolute()
-    if output.suffix.lower() != ".mp4":
-        raise _invalid("output_path", f"{output.name} is not an .mp4 path", "Name the output file *.mp4.")
+    named = "\0" not in request.output_path and not os.path.isdir(os.path.expanduser(request.output_path))
+    if named and Path(request.output_path).suffix.lower() != ".mp4":
+        name = Path(request.output_path).name
+        raise _invalid("output_path", f"{name} is not an .mp4 path", "Name the output file *.mp4.")
+    output = check_output_path(request.output_path, "output_path")
     audio_output = request.audio_output_path
+    if audio_output is not None and not request.audio:
+        _warn(warnings, f"audio_output_path {audio_output} is ignored: the job has no audio (--no-audio)")
+        audio_output = None
     if audio_output is not None:
-        audio_output = str(Path(audio_output).expanduser().absolute())
+        check_distinct(output, Path(audio_output).expanduser().absolute())
+        audio_output = str(check_output_path(audio_output, "audio_output_path"))
     return replace(
         request,
         width=sizes["width"],

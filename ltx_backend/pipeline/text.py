@@ -70,16 +70,29 @@ class TextEncoder:
         tokens = self.tokenizer.encode(prompt.strip(), max_length)
         return mx.array(tokens.input_ids), mx.array(tokens.attention_mask)
 
-    def encode(self, prompt: str, max_length: int = PROMPT_TOKENS) -> EncodedPrompt:
+    def encode(
+        self,
+        prompt: str,
+        max_length: int = PROMPT_TOKENS,
+        check: Callable[[], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> EncodedPrompt:
         """Hidden states of the padded prompt, computed for its real tokens only.
 
+        `check` runs after every Gemma layer (cancellation within one layer); `warn` hears of a truncated prompt.
         The prompt is left-padded and padded keys are masked, so no real token sees a padded one; the feature
         extractor zeroes padded positions and the connectors replace them with registers, so their states are never
         read. Running the real suffix alone, at its own RoPE positions (``offset``), gives the same values for a
         fraction of the work (a typical prompt is ~100 of the 1024 positions); padded positions are left zero."""
-        ids, mask = self.tokenize(prompt, max_length)
+        tokens = self.tokenizer.encode(prompt.strip(), max_length)
+        if warn is not None and tokens.dropped:
+            count = max_length + tokens.dropped
+            warn(f"The prompt has {count} tokens; only the first {max_length} are used ({tokens.dropped} dropped).")
+        if check is not None:
+            check()
+        ids, mask = mx.array(tokens.input_ids), mx.array(tokens.attention_mask)
         start = max_length - int(mask.sum())
-        states = self._loaded().hidden_states(ids[:, start:], mask[:, start:], offset=start)
+        states = self._loaded().hidden_states(ids[:, start:], mask[:, start:], after_layer=check, offset=start)
         hidden = mx.pad(mx.stack(states, axis=-1), [(0, 0), (start, 0), (0, 0), (0, 0)])
         mx.eval(hidden)
         return EncodedPrompt(hidden, mask)

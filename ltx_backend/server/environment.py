@@ -53,8 +53,13 @@ class EnvironmentCache:
         model_cached = _cached(request.model)
         encoder_cached = _cached(request.text_encoder)
         ok = self._report.ok and model_cached is not False and encoder_cached is not False
-        return m.EnvReport(**{**_fields(self._report), "id": request.id, "ok": ok, "model_cached": model_cached,
-                              "text_encoder_cached": encoder_cached})  # fmt: skip
+        problems = list(self._report.problems)  # every `ok: false` names its problem: never `problems: []`
+        for name, cached in ((request.model, model_cached), (request.text_encoder, encoder_cached)):
+            if cached is False:
+                problems.append(m.EnvCheck("model", False, f"{name} is not downloaded", f"ltx-backend download {name}",
+                                           "model_not_cached"))  # fmt: skip
+        return m.EnvReport(**{**_fields(self._report), "id": request.id, "ok": ok, "problems": problems,
+                              "model_cached": model_cached, "text_encoder_cached": encoder_cached})  # fmt: skip
 
 
 def _rank(code: str) -> int:

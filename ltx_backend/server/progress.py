@@ -46,6 +46,9 @@ class ProgressTracker:
             self.phase = phase.value
             self._advance(self._done + PHASE_WEIGHTS[phase] * event.step / event.total)
             extra = {"stage": event.stage, "step": event.step, "total": event.total}
+        elif isinstance(event, events.DecodeProgress):  # decode moves too, rather than stalling at its start
+            self.phase = Phase.VIDEO_DECODE.value
+            self._advance(self._done + PHASE_WEIGHTS[Phase.VIDEO_DECODE] * event.fraction)
         elif isinstance(event, events.DownloadProgress):
             self.phase = Phase.DOWNLOAD.value
             extra = {"bytes": event.bytes, "total_bytes": event.total}

@@ -244,15 +244,16 @@ def scan_hub_cache(cache: Path | None = None) -> list[ModelEntry]:
 
 
 def list_models() -> dict:
-    """The ``ltx-backend models`` report: the hub cache's models and the tiny model, if it was written."""
+    """The ``ltx-backend models`` report: the hub cache's models and the tiny models, if they were written."""
     from ltx_backend.tiny import NAME, tiny_model_dir
     from ltx_backend.weights.resolve import hub_cache_dir
 
     cache = hub_cache_dir()
     entries = scan_hub_cache(cache)
-    tiny = tiny_model_dir()
-    if (tiny / "model.safetensors").exists():
-        entries.append(describe_model(tiny, NAME))
+    for version in ("2.0", "2.3"):  # tiny (unified layout) and tiny-2.3 (split layout), once written
+        tiny = tiny_model_dir(version)
+        if (tiny / "config.json").exists():
+            entries.append(describe_model(tiny, NAME if version == "2.0" else f"{NAME}-{version}"))
     seen: set[tuple[int, int]] = set()  # snapshots of one repo share blobs: the total counts each blob once
     total = sum(disk_size(Path(entry.path), seen) for entry in entries)
     return {"cache": str(cache), "models": [entry.to_dict() for entry in entries], "total_bytes": total}

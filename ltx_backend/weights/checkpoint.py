@@ -273,6 +273,12 @@ def _split_file_name(root: Path, component: str) -> str:
     return component
 
 
+def _repair_hint(path: Path) -> str | None:
+    from ltx_backend.tiny import repair_hint  # the tiny models are rewritten, not downloaded
+
+    return repair_hint(path)
+
+
 def _open_split(root: Path, names: list[str], manifest: dict) -> Checkpoint:
     files = []
     for name in names:
@@ -281,7 +287,7 @@ def _open_split(root: Path, names: list[str], manifest: dict) -> Checkpoint:
             raise LtxError(
                 ErrorCode.WEIGHTS_MISSING_KEY,
                 f"{root}/split_model.json lists {name!r} but {path.name} is missing",
-                "The download is incomplete; download the model again.",
+                _repair_hint(path) or "The download is incomplete; download the model again.",
                 file=str(path),
             )
         files.append(SafetensorsFile(path))

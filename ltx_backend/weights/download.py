@@ -229,7 +229,7 @@ def map_download_error(exc: Exception, repo_id: str, revision: str) -> LtxError:
         return LtxError(ErrorCode.DOWNLOAD_FAILED, f"downloading {repo_id} failed: {busy}", _RESUME_HINT, **details)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return LtxError(
-            ErrorCode.OUTPUT_WRITE_FAILED,
+            ErrorCode.DISK_FULL,
             f"the disk is full: downloading {repo_id} into {hub_cache_dir()} stopped",
             "Free some space (`ltx-backend models` lists what the cache holds) or point HF_HUB_CACHE at a bigger "
             "disk, then run the command again to resume.",

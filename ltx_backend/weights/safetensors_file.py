@@ -28,6 +28,12 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CORRUPT_HINT = "The file is damaged or was not fully downloaded: delete it and download the model again."
 
 
+def _corrupt_hint(path: Path) -> str:
+    from ltx_backend.tiny import repair_hint  # the tiny models cannot be downloaded: they are rewritten
+
+    return repair_hint(path) or _CORRUPT_HINT
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Where one tensor lives and what it is, known from the header alone."""
@@ -66,12 +72,13 @@ class SafetensorsFile:
                 self._arrays = mx.load(str(self.path))
             except Exception as exc:  # MLX raises RuntimeError/ValueError for unreadable files
                 message = f"Cannot read {self.path}: {exc}"
-                raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, _CORRUPT_HINT, file=str(self.path)) from exc
+                hint = _corrupt_hint(self.path)
+                raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, hint, file=str(self.path)) from exc
         return self._arrays[name]
 
 
 def _corrupt(path: Path, what: str) -> LtxError:
-    return LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"{path}: {what}", _CORRUPT_HINT, file=str(path))
+    return LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"{path}: {what}", _corrupt_hint(path), file=str(path))
 
 
 def _read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
