@@ -219,6 +219,27 @@ class Progress:
     is_flag=True,
     help="Stream the transformer's blocks from disk (the planner also does so when memory is short).",
 )
+@click.option(
+    "--video-encoder",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "libx264", "videotoolbox", "nvenc"]),
+    help="H.264 encoder; auto: the platform's hardware encoder where it works (VideoToolbox on macOS), else libx264.",
+)
+@click.option(
+    "--video-crf",
+    type=click.IntRange(0, 51),
+    default=18,
+    show_default=True,
+    help="Video quality (x264 CRF: lower is better).",
+)
+@click.option(
+    "--video-preset",
+    default="medium",
+    show_default=True,
+    type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]),
+    help="x264 speed preset (faster: larger files).",
+)
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
 @click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
 @click.option("--output-audio", default=None, help="Also write the audio to this WAV file.")
@@ -263,6 +284,9 @@ def generate(**options) -> None:  # fmt: skip
         audio=not options["no_audio"],
         tiling=options["tiling"],
         memory="low" if options["low_ram"] else "auto",
+        video_encoder=options["video_encoder"],
+        video_crf=options["video_crf"],
+        video_preset=options["video_preset"],
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],

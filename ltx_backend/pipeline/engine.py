@@ -22,6 +22,7 @@ import numpy as np
 from ltx_backend import events
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
+from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
 from ltx_backend.media.video import VideoWriter, to_uint8
@@ -407,10 +408,13 @@ class Engine:
                     noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
                 video = folder.path("v.mp4")
                 size = (request.width, request.height, request.fps)
-                with VideoWriter(video, *size, wav, atomic=False, check=cancel.check) as writer:
+                quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
+                with VideoWriter(video, *size, wav, quality, atomic=False, check=cancel.check) as writer:
                     for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
+                if quality.encoder not in ("auto", writer.encoder):
+                    emit(events.Warning(f"The {quality.encoder} encoder does not work here; used {writer.encoder}."))
                 del decoder
                 _free()
             outputs = {video: Path(request.output_path)}
