@@ -35,6 +35,8 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    DISK_FULL = "disk_full"  # not enough free space for a download (the message names the bytes)
+    MODEL_IN_USE = "model_in_use"  # `delete` of a model that is loaded or used by a queued job
 
 
 class LtxError(Exception):

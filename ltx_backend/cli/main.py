@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 
 import click
 
@@ -47,38 +46,37 @@ def validate_env(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect(model: str, as_json: bool) -> None:
-    """Show a checkpoint's layout, components and configs (MODEL: directory, file or cached repo id)."""
-    from ltx_backend.weights.checkpoint import open_checkpoint
-    from ltx_backend.weights.resolve import resolve_model
+@click.option("--text-encoder", default=None, help="Also check this text encoder (default: the model's bundled one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
+    """Show a checkpoint's layout, components, dtypes and quantization, and check that every part would load
+    (MODEL: directory, file, cached repo id or tiny). Exits 1 when something would not load."""
+    from ltx_backend.weights.verify import ensure_loadable, inspect_model
 
     try:
-        ckpt = open_checkpoint(resolve_model(model))
+        report = inspect_model(model, text_encoder)
+        if report.layout is None:  # not a checkpoint at all: its error, as loading it would say
+            ensure_loadable(report)
     except LtxError as error:
         _fail(error)
-    summary = {
-        "path": str(ckpt.root),
-        "layout": ckpt.layout.value,
-        "model_version": ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version"),
-        "quantization": ckpt.quantization,
-        "config_sections": sorted(ckpt.config),
-        "components": {},
-    }
-    for name in ckpt.components:
-        component = ckpt.component(name)
-        dtypes = Counter(info.dtype for info in component.tensors.values())
-        summary["components"][name] = {"tensors": len(component.tensors), "dtypes": dict(dtypes)}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"{summary['path']}\n  layout: {summary['layout']}  version: {summary['model_version'] or '?'}")
-    if ckpt.quantization:
-        click.echo(f"  quantized: {ckpt.quantization['bits']}-bit, group {ckpt.quantization['group_size']}")
-    click.echo(f"  config sections: {', '.join(summary['config_sections']) or 'none (LTX-2.0 defaults)'}")
-    for name, info in summary["components"].items():
-        dtypes = ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items())
-        click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        sys.exit(0 if report.ok else 1)
+    version = report.model_version or "?"
+    click.echo(f"{report.path}\n  layout: {report.layout or '?'}  version: {version}  variant: {report.variant or '?'}")
+    if report.quantization:
+        click.echo(f"  quantized: {report.quantization['bits']}-bit, group {report.quantization['group_size']}")
+    click.echo(f"  config sections: {', '.join(report.config_sections) or 'none (LTX-2.0 defaults)'}")
+    for component in report.components:
+        dtypes = ", ".join(f"{k} x{v}" for k, v in component.dtypes.items())
+        mark = click.style("ok ", fg="green") if component.ok else click.style("BAD", fg="red")
+        size = _size(component.bytes)
+        click.echo(f"  {mark} {component.name:<22} {component.tensors:>6} tensors {size:>9}  ({dtypes})")
+        if component.error:
+            click.echo(f"      error [{component.error['code']}]: {component.error['message']}")
+            click.echo(f"      hint: {component.error['hint']}")
+    click.echo("loads" if report.ok else "would not load: see the components marked BAD")
+    sys.exit(0 if report.ok else 1)
 
 
 def _parse_keyframe(text: str) -> tuple[str, int, float]:
@@ -376,11 +374,12 @@ def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float)
     callback=_positive_seconds,
     help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
 )
-def serve(log_file: str | None, heartbeat: float) -> None:
+@click.option("--log-dir", default=None, help="Write a log file per generate job into this folder.")
+def serve(log_file: str | None, heartbeat: float, log_dir: str | None) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio
 
-    sys.exit(run_stdio(log_file, heartbeat))
+    sys.exit(run_stdio(log_file, heartbeat, log_dir))
 
 
 def main() -> None:

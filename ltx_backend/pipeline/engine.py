@@ -180,6 +180,7 @@ class Engine:
                                 "steps and cfg_scale are ignored."))  # fmt: skip
         # Refuse a job that cannot fit before loading anything, with the option that would fit.
         plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
+        log.info("memory plan: %s", plan.to_dict())
         memory.check(plan, memory.available_memory())
         mx.reset_peak_memory()
         timer = Timer({}, emit)
