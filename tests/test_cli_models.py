@@ -259,3 +259,26 @@ def test_download_rejects_a_damaged_checkpoint(cache: Path, tiny_model: Path, hu
     result = run("download", "test/damaged")
     assert result.exit_code == 1
     assert "error [checkpoint_corrupt]" in result.stderr and "hint:" in result.stderr
+
+
+def test_delete_a_revision_keeps_shared_blobs_and_a_repo_frees_everything(cache: Path, tiny_model: Path) -> None:
+    add_snapshot(cache, "test/tiny", tiny_model)
+    changed = cache.parent / "changed"
+    shutil.copytree(tiny_model, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text() + " ")  # one file differs
+    add_snapshot(cache, "test/tiny", changed, OTHER_COMMIT, ref="v2")
+    result = run("delete", "test/tiny", "--revision", "v2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["freed_bytes"] == (changed / "config.json").stat().st_size  # only its own blob
+    assert not (cache / "models--test--tiny" / "snapshots" / OTHER_COMMIT).exists()
+    assert not (cache / "models--test--tiny" / "refs" / "v2").exists()
+    assert resolve_model("test/tiny") == cache / "models--test--tiny" / "snapshots" / COMMIT  # still loads
+
+    assert "error [model_not_found]" in run("delete", "test/tiny", "--revision", "v2", "-y").stderr
+    result = run("delete", "test/tiny", "-y")
+    assert result.exit_code == 0 and "deleted test/tiny" in result.stdout
+    assert not (cache / "models--test--tiny").exists()
+    assert json.loads(run("models", "--json").stdout)["models"] == []
+    assert "error [invalid_params]" in run("delete", str(tiny_model), "-y").stderr
+    assert tiny_model.is_dir()  # folders outside the cache are never deleted

@@ -275,6 +275,30 @@ def models(as_json: bool) -> None:
         click.echo(f"      {entry['path']}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--revision", default=None, help="Delete only this revision (commit, branch or tag) of the repo.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was deleted as JSON.")
+def delete(model: str, revision: str | None, yes: bool, as_json: bool) -> None:
+    """Delete a cached model (MODEL: a repo id as `models` lists it, or tiny / tiny-2.3) and report the bytes freed."""
+    from ltx_backend.weights.cache import delete_model, plan_deletion
+
+    try:
+        deletion = plan_deletion(model, revision)
+    except LtxError as error:
+        _fail(error)
+    if not yes and not as_json:
+        click.confirm(f"delete {model} ({_size(deletion.freed_bytes)}: {', '.join(map(str, deletion.paths[:3]))})?",
+                      abort=True, err=True)  # fmt: skip
+    freed = delete_model(deletion)
+    if as_json:
+        paths = [str(path) for path in deletion.paths]
+        click.echo(json.dumps({"model": model, "revision": revision, "paths": paths, "freed_bytes": freed}))
+    else:
+        click.echo(f"deleted {model}: {_size(freed)} freed")
+
+
 class DownloadBar:
     """Renders `DownloadProgress` as a click progress bar on stderr (the total can grow as files start)."""
 

@@ -142,13 +142,14 @@ class DownloadLane:
         self.running = None
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="ltx-downloads", daemon=True)
-        self._thread.start()
 
     def enqueue(self, job) -> int:
-        """Queue `job`; its position in this lane (0: starts now)."""
+        """Queue `job`; its position in this lane (0: starts now). The lane's thread starts with its first job."""
         with self._lock:
             position = len(self._pending) + (self.running is not None)
             self._pending.append(job)
+            if not self._thread.is_alive() and self._thread.ident is None:
+                self._thread.start()
         self._queue.put(job)
         return position
 
@@ -181,7 +182,8 @@ class DownloadLane:
 
     def join(self, deadline: float):
         """Wait for the running download to stop until `deadline` (monotonic); the job still running, if any."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.ident is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             return self.running
 
