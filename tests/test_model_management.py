@@ -241,3 +241,46 @@ def test_a_job_log_holds_phase_timings_and_the_result(cache: Path, tmp_path: Pat
         assert f"phase {phase} finished in " in text
     assert "memory plan:" in text and '"type":"result"' in text.splitlines()[-1]
     assert "Traceback" not in text
+
+
+def test_a_stalled_download_sends_heartbeats_and_a_stop_cancels_it_keeping_its_partial_file(
+    cache: Path, tiny_model: Path, hub: FakeHub
+) -> None:
+    files = hub.add_folder("test/tiny", tiny_model)
+    hub.pause_at["model.safetensors"] = 200_000  # the Hub stalls mid-file until the test ends
+    partial = cache / "models--test--tiny" / "blobs" / (hashlib.sha256(files["model.safetensors"]).hexdigest()
+                                                         + ".incomplete")  # fmt: skip
+    sink = Sink()
+
+    def script(host: Host) -> None:
+        host.send(type="download", id="d", repo="test/tiny")
+        assert hub.paused.wait(30)
+        sink.wait_for(lambda msg: msg["type"] == "heartbeat" and msg["id"] == "d", timeout=10)
+        host.stop("shutdown")
+
+    run(Server(sink, heartbeat_s=0.3, progress_interval_s=0, grace_s=0.5), script)
+    hub.release.set()
+    messages = sink.messages()
+    terminals = check_stopped(messages, bye="bye")
+    assert [t["type"] for t in terminals.values()] == ["cancelled"]
+    beat = next(msg for msg in messages if msg["type"] == "heartbeat")
+    assert (beat["phase"], beat["job_id"]) == ("download", terminals["job-1"]["job_id"]) and beat["elapsed"] > 0
+    assert partial.stat().st_size >= 200_000  # kept for the next download to resume
+
+
+def test_load_of_an_uncached_repo_downloads_it_from_the_hub(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
+    hub.add_folder("test/tiny", tiny_model)
+    sink = Sink()
+
+    def script(host: Host) -> None:
+        host.send(type="load", id="l", model="test/tiny")
+        _end(sink, "l")
+        host.stop("shutdown")
+
+    run(_server(sink), script)
+    messages = sink.messages()
+    loaded = next(msg for msg in messages if msg["type"] == "loaded")
+    assert loaded["path"] == str(cache / "models--test--tiny" / "snapshots" / COMMIT)
+    progress = [msg for msg in messages if msg["type"] == "progress" and "bytes" in msg]
+    size = sum(len(data) for data in hub.repos["test/tiny"].values())
+    assert progress[-1]["bytes"] == progress[-1]["total_bytes"] == size

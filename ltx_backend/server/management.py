@@ -122,7 +122,7 @@ def run_download(request: m.Download, job_id: str, check: Callable[[], None], em
     path = downloads.fetch(plan, emit, check)
     check()
     if request.files is None:
-        downloads._validate(path, request.repo)
+        downloads.validate_download(path, request.repo)
     entry = describe_model(path, request.repo)
     return m.Downloaded(
         request.id, job_id, request.repo, request.revision, plan.commit, str(path), entry.kind, plan.total_bytes,
@@ -196,6 +196,7 @@ class DownloadLane:
                 if job not in self._pending:
                     continue  # cancelled while queued
                 self._pending.remove(job)
+                job.started = job.last_sent = time.monotonic()
                 self.running = job
             try:
                 terminal = self._run(job)

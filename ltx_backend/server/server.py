@@ -54,6 +54,8 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     ended: bool = False  # its terminal message was sent (guarded by the server's lock): nothing more about it
     log: JobLog | None = None  # the job's own log file (`generate.log_file`, `serve --log-dir`)
+    last_sent: float = field(default_factory=time.monotonic)  # its last line (downloads' heartbeats use it)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def kind(self) -> str:
@@ -102,6 +104,8 @@ class Server:
         with self._lock:
             if job is None or not job.ended:
                 self._write_locked(line)
+                if job is not None:
+                    job.last_sent = self._last_sent
 
     def _write_locked(self, line: bytes) -> None:
         if self._closed:
@@ -541,6 +545,11 @@ class Server:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
                 self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)), running)
+            download = self._downloads.running
+            if download is not None and time.monotonic() - download.last_sent >= self._heartbeat_s:
+                # A stalled download says so: no bytes came for a while, but the job is alive (and cancellable).
+                elapsed = time.monotonic() - download.started
+                self.send(m.Heartbeat(download.request.id, download.job_id, "download", round(elapsed, 2)), download)
 
 
 def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, what: str) -> m.Error:

@@ -313,7 +313,7 @@ def map_download_error(exc: Exception, repo_id: str, revision: str) -> LtxError:
     )
 
 
-def _validate(path: Path, repo_id: str) -> None:
+def validate_download(path: Path, repo_id: str) -> None:
     """Open what was downloaded the way loading it would: a damaged download fails here, not at generate time."""
     describe_model(path, repo_id, strict=True)  # other kinds of repo are only checked for missing blobs
 
@@ -492,5 +492,5 @@ def download_model(
     check_disk_space(plan)
     interval = PROGRESS_INTERVAL_S if progress_interval is None else progress_interval
     path = fetch(plan, emit, check, interval)
-    _validate(path, repo_id)
+    validate_download(path, repo_id)
     return path

@@ -112,7 +112,7 @@ def _check(name: str, prepare: Callable[[], Prepared], declared: dict | None = N
 def inspect_model(model: str, text_encoder: str | None = None) -> InspectReport:
     """What `model` holds and whether a job could load every part of it (and of its text encoder)."""
     from ltx_backend.pipeline.engine import checkpoint_variant, model_version
-    from ltx_backend.weights.gemma import prepare_gemma, read_gemma_config, tokenizer_dir
+    from ltx_backend.weights.gemma import read_gemma_config, tokenizer_dir
     from ltx_backend.weights.resolve import resolve_model
 
     root = resolve_model(model)  # model_not_found: nothing to inspect
@@ -146,8 +146,7 @@ def inspect_model(model: str, text_encoder: str | None = None) -> InspectReport:
                 if isinstance(declared, dict)
                 else None
             )
-            prepared = lambda: (*prepare_gemma(encoder_root), _gemma_key())  # noqa: E731
-            report.components.append(_check("text_encoder", prepared, declared))
+            report.components.append(_check("text_encoder", lambda: _prepare_gemma(encoder_root), declared))
         except LtxError as error:
             report.components.append(ComponentReport("text_encoder", error=_problem(error)))
 
@@ -159,10 +158,11 @@ def inspect_model(model: str, text_encoder: str | None = None) -> InspectReport:
     return report
 
 
-def _gemma_key():
+def _prepare_gemma(root: Path) -> Prepared:
     from ltx_backend.models.gemma3 import sanitize_gemma_key
+    from ltx_backend.weights.gemma import prepare_gemma
 
-    return sanitize_gemma_key
+    return (*prepare_gemma(root), sanitize_gemma_key)
 
 
 def ensure_loadable(report: InspectReport) -> None:
