@@ -282,3 +282,48 @@ def test_delete_a_revision_keeps_shared_blobs_and_a_repo_frees_everything(cache:
     assert json.loads(run("models", "--json").stdout)["models"] == []
     assert "error [invalid_params]" in run("delete", str(tiny_model), "-y").stderr
     assert tiny_model.is_dir()  # folders outside the cache are never deleted
+
+
+def test_a_download_fetches_only_the_files_a_job_needs() -> None:
+    from ltx_backend.weights.download import RemoteFile, select_files
+
+    def listing(*names: str, same: dict[str, str] | None = None) -> list[RemoteFile]:
+        return [RemoteFile(name, 10, (same or {}).get(name, hashlib.sha1(name.encode()).hexdigest())) for name in names]
+
+    # Lightricks/LTX-2 as published: several full checkpoints, FP8/FP4 variants, LoRAs, upscalers, a card.
+    official = listing(
+        ".gitattributes", "README.md", "ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors",
+        "ltx-2-19b-dev-fp8.safetensors", "ltx-2-19b-dev-fp4.safetensors", "ltx-2-19b-distilled-lora-384.safetensors",
+        "ltx-2-spatial-upscaler-x2-1.0.safetensors", "ltx-2-temporal-upscaler-x2-1.0.safetensors", "assets/demo.mp4",
+        "pytorch_model.bin",
+    )  # fmt: skip
+    kept, skipped = select_files(official)
+    assert [f.path for f in kept] == [
+        ".gitattributes", "README.md", "ltx-2-19b-distilled.safetensors", "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+        "ltx-2-temporal-upscaler-x2-1.0.safetensors",
+    ]  # fmt: skip
+    assert skipped["ltx-2-19b-dev.safetensors"] == "another variant of the checkpoint"
+    assert skipped["ltx-2-19b-dev-fp8.safetensors"] == skipped["ltx-2-19b-distilled-lora-384.safetensors"]
+    assert (skipped["assets/demo.mp4"], skipped["pytorch_model.bin"]) == ("media", "not safetensors")
+
+    # A newer distilled checkpoint wins over the older one, as `open_checkpoint` would pick it.
+    kept, _ = select_files(listing("ltx-2.3-22b-distilled.safetensors", "ltx-2.3-22b-distilled-1.1.safetensors"))
+    assert [f.path for f in kept] == ["ltx-2.3-22b-distilled-1.1.safetensors"]
+
+    # The same weights stored twice (mlx-video-with-audio's repo layout): fetched once, the root copy.
+    kept, skipped = select_files(
+        listing(
+            "model.safetensors",
+            "config.json",
+            "unified/model.safetensors",
+            same={"model.safetensors": "x", "unified/model.safetensors": "x"},
+        )
+    )
+    assert [f.path for f in kept] == ["config.json", "model.safetensors"]
+    assert skipped == {"unified/model.safetensors": "same content as model.safetensors"}
+
+    # A split repo keeps every component; `files` patterns pick by hand.
+    split = listing("split_model.json", "transformer.safetensors", "vae_decoder.safetensors", "config.json")
+    assert len(select_files(split)[0]) == 4
+    kept, skipped = select_files(split, ["*.json"])
+    assert [f.path for f in kept] == ["config.json", "split_model.json"] and len(skipped) == 2

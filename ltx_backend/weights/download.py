@@ -145,6 +145,7 @@ def _other_official_checkpoints(paths: list[str]) -> list[str]:
         return []
     candidates = sorted(
         (p for p in root if p.endswith(".safetensors") and not any(word in p for word in OFFICIAL_FILE_EXCLUDES)),
+        key=lambda p: p.removesuffix(".safetensors"),
         reverse=True,  # newest version first: ...-distilled-1.1 before ...-distilled
     )
     if len(candidates) < 2:
