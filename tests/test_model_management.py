@@ -284,3 +284,25 @@ def test_load_of_an_uncached_repo_downloads_it_from_the_hub(cache: Path, tiny_mo
     progress = [msg for msg in messages if msg["type"] == "progress" and "bytes" in msg]
     size = sum(len(data) for data in hub.repos["test/tiny"].values())
     assert progress[-1]["bytes"] == progress[-1]["total_bytes"] == size
+
+
+def test_a_queued_job_cancelled_before_it_ran_closes_its_log(cache: Path, tmp_path: Path) -> None:
+    sink = Sink()
+    logs = tmp_path / "logs"
+
+    def script(host: Host) -> None:
+        host.send(type="load", id="l", model="tiny")
+        host.send(type="generate", id="g1", output_path=str(tmp_path / "1.mp4"), **JOB)
+        host.send(type="generate", id="g2", output_path=str(tmp_path / "2.mp4"), **JOB)
+        queued = sink.wait_for(lambda msg: msg["type"] == "accepted" and msg["id"] == "g2")
+        host.send(type="cancel", id="c", job_id=queued["job_id"])
+        _end(sink, "g2")
+        _end(sink, "g1")
+        host.stop("shutdown")
+
+    run(_server(sink, log_dir=str(logs)), script)
+    check_stopped(sink.messages(), bye="bye")
+    texts = {path.name.split("-", 2)[-1]: path.read_text() for path in logs.iterdir()}
+    assert sorted(texts) == ["job-2.log", "job-3.log"]
+    assert '"type":"cancelled"' in texts["job-3.log"].splitlines()[-1] and "started" not in texts["job-3.log"]
+    assert '"type":"result"' in texts["job-2.log"].splitlines()[-1]

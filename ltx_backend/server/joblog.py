@@ -82,6 +82,7 @@ class JobLog:
         self.write("failed:\n" + traceback.format_exc().rstrip())
 
     def close(self, terminal: msgspec.Struct) -> None:
+        """Write the terminal message and close; later writes (a job unwinding after a stop) are dropped."""
         self.write("ended: " + msgspec.json.encode(terminal).decode())
         if self._handler is not None:
             logging.getLogger().removeHandler(self._handler)

@@ -128,6 +128,8 @@ class Server:
                 return
             job.ended = True
             self._write_locked(line)
+        if job.log is not None:  # every terminal message ends the job's log, a queued job's cancel too
+            job.log.close(terminal)
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -384,10 +386,8 @@ class Server:
             if job.log is not None:
                 job.log.start()
             terminal = self._run(job)
-            if job.log is not None:
-                if isinstance(terminal, (m.Result, m.Error)):
-                    terminal.log_path = str(job.log.path)
-                job.log.close(terminal)
+            if job.log is not None and isinstance(terminal, (m.Result, m.Error)):
+                terminal.log_path = str(job.log.path)
             self._finish(job, terminal)
 
     def _run(self, job: Job) -> m.Reply:
