@@ -73,12 +73,16 @@ def delete(request: m.Delete, in_use: Callable[[], dict[Path, str]]) -> m.Delete
 # --- inspect ----------------------------------------------------------------------------------------------------
 
 
+def check_inspect(request: m.Inspect) -> None:
+    """Refuse an `inspect` without a model before it is queued."""
+    if not request.model.strip():
+        raise LtxError(ErrorCode.INVALID_PARAMS, "model is required", "Give a path, a cached repo id or `tiny`.",
+                       field="model")  # fmt: skip
+
+
 def inspect(request: m.Inspect, job_id: str) -> m.Inspected:
     from ltx_backend.weights.verify import inspect_model
 
-    if not request.model:
-        raise LtxError(ErrorCode.INVALID_PARAMS, "model is required", "Give a path, a cached repo id or `tiny`.",
-                       field="model")  # fmt: skip
     report = inspect_model(request.model, request.text_encoder)
     components = [
         m.ComponentInfo(c.name, c.tensors, c.bytes, c.dtypes, c.quantization, c.ok, _problem(c.error))

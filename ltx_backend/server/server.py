@@ -297,6 +297,8 @@ class Server:
             job = Job(self._new_job_id(), request)
             self.send(m.Accepted(request.id, job.job_id, self._downloads.enqueue(job)))
         else:  # unload, inspect
+            if isinstance(request, m.Inspect):
+                management.check_inspect(request)
             self._enqueue(Job(self._new_job_id(), request))
 
     def _new_job_id(self) -> str:
