@@ -157,7 +157,7 @@ def hub(monkeypatch: pytest.MonkeyPatch):
 
 def test_download_model_reports_byte_progress_and_validates(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
     weights = (tiny_model / "model.safetensors").read_bytes()
-    hub.add_folder("test/tiny", tiny_model, {"copy/model.safetensors": weights, "card.png": b"png"})
+    hub.add_folder("test/tiny", tiny_model, {"copy/model.safetensors": weights, "card.png": b"png", "empty.txt": b""})
     hub.piece_delay = 0.002  # so that progress has something to throttle
     seen: list[events.Event] = []
     path = download_model("test/tiny", "main", emit=seen.append, progress_interval=0)
@@ -173,7 +173,8 @@ def test_download_model_reports_byte_progress_and_validates(cache: Path, tiny_mo
     assert any(e.speed and e.eta is not None for e in seen)
     assert not (path / "copy").exists() and not (path / "card.png").exists()
     gets = [p for method, p, _ in hub.requests if method == "GET" and "/resolve/" in p]
-    assert len(gets) == len(list(p for p in tiny_model.rglob("*") if p.is_file()))
+    assert len(gets) == len(list(p for p in tiny_model.rglob("*") if p.is_file()))  # the empty file needs none
+    assert (path / "empty.txt").read_bytes() == b""
 
     # Already cached: nothing fetched, one event with the size.
     hub.requests.clear()

@@ -418,6 +418,8 @@ def _fetch_file(plan: DownloadPlan, file: RemoteFile, meter: _Meter) -> None:
                     for chunk in response.iter_bytes():  # as they arrive: a cancel is seen within one read
                         out.write(chunk)
                         meter.add(len(chunk))
+        elif not partial.exists():  # an empty file: nothing to fetch
+            partial.touch()
         size = partial.stat().st_size
         if size != file.size:
             raise LtxError(
