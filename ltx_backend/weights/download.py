@@ -414,9 +414,11 @@ def _fetch_file(plan: DownloadPlan, file: RemoteFile, meter: _Meter) -> None:
                 if start and response.status_code != 206:  # the server ignored the range: the whole file comes
                     meter.add(-start)
                     mode = "wb"
-                with partial.open(mode) as out:
+                with partial.open(mode, buffering=0) as out:  # unbuffered: a killed process keeps every byte read
                     for chunk in response.iter_bytes():  # as they arrive: a cancel is seen within one read
-                        out.write(chunk)
+                        view = memoryview(chunk)
+                        while view:  # a raw write may be short
+                            view = view[out.write(view) :]
                         meter.add(len(chunk))
         elif not partial.exists():  # an empty file: nothing to fetch
             partial.touch()
