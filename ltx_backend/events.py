@@ -40,8 +40,10 @@ class DenoiseStep(msgspec.Struct, tag="denoise_step"):
 
 class DownloadProgress(msgspec.Struct, tag="download_progress"):
     repo: str
-    bytes: int
+    bytes: int  # on disk so far, including what earlier (interrupted) downloads left
     total: int | None
+    speed: float | None = None  # bytes per second over the last few seconds of this download
+    eta: float | None = None  # seconds left at that speed
 
 
 class DecodeProgress(msgspec.Struct, tag="decode_progress"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 
 import click
 
@@ -98,51 +97,40 @@ def validate_env(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect(model: str, as_json: bool) -> None:
-    """Show a checkpoint's layout, components and configs (MODEL: directory, file or cached repo id)."""
-    from ltx_backend.weights.checkpoint import open_checkpoint
-    from ltx_backend.weights.resolve import resolve_model
+@click.option("--text-encoder", default=None, help="Also check this text encoder (default: the model's bundled one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
+    """Show a checkpoint's layout, components, dtypes and quantization, and check that every part would load
+    (MODEL: directory, file, cached repo id or tiny). Exits 1 when something would not load."""
+    from ltx_backend.weights.verify import ensure_loadable, inspect_model
 
     try:
-        ckpt = open_checkpoint(resolve_model(model))
+        report = inspect_model(model, text_encoder)
+        if report.layout is None:  # not a checkpoint at all: its error, as loading it would say
+            ensure_loadable(report)
     except LtxError as error:
         _fail(error)
-    summary = {
-        "path": str(ckpt.root),
-        "layout": ckpt.layout.value,
-        "model_version": ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version"),
-        "quantization": ckpt.quantization,
-        "config_sections": sorted(ckpt.config),
-        "components": {},
-    }
-    for name in ckpt.components:
-        component = ckpt.component(name)
-        dtypes = Counter(info.dtype for info in component.tensors.values())
-        summary["components"][name] = {"tensors": len(component.tensors), "dtypes": dict(dtypes)}
-    if ckpt.has("transformer") and ckpt.component("transformer").quantized_paths:
-        from ltx_backend.weights.mixed_quant import bit_histogram
-        from ltx_backend.weights.transformer import transformer_quantization
-
-        try:
-            summary["transformer_bits"] = bit_histogram(transformer_quantization(ckpt))
-        except LtxError as error:
-            _fail(error)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"{summary['path']}\n  layout: {summary['layout']}  version: {summary['model_version'] or '?'}")
-    if len(summary.get("transformer_bits", {})) > 1:
-        click.echo("  quantized: mixed precision (per-layer bits below)")
-    elif ckpt.quantization:
-        click.echo(f"  quantized: {ckpt.quantization['bits']}-bit, group {ckpt.quantization['group_size']}")
-    if "transformer_bits" in summary:
-        bits = ", ".join(f"{kind} x{count}" for kind, count in summary["transformer_bits"].items())
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        sys.exit(0 if report.ok else 1)
+    version = report.model_version or "?"
+    click.echo(f"{report.path}\n  layout: {report.layout or '?'}  version: {version}  variant: {report.variant or '?'}")
+    if report.quantization:
+        click.echo(f"  quantized: {report.quantization['bits']}-bit, group {report.quantization['group_size']}")
+    if report.transformer_bits:
+        bits = ", ".join(f"{kind} x{count}" for kind, count in report.transformer_bits.items())
         click.echo(f"  transformer layers: {bits}")
-    click.echo(f"  config sections: {', '.join(summary['config_sections']) or 'none (LTX-2.0 defaults)'}")
-    for name, info in summary["components"].items():
-        dtypes = ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items())
-        click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")
+    click.echo(f"  config sections: {', '.join(report.config_sections) or 'none (LTX-2.0 defaults)'}")
+    for component in report.components:
+        dtypes = ", ".join(f"{k} x{v}" for k, v in component.dtypes.items())
+        mark = click.style("ok ", fg="green") if component.ok else click.style("BAD", fg="red")
+        size = _size(component.bytes)
+        click.echo(f"  {mark} {component.name:<22} {component.tensors:>6} tensors {size:>9}  ({dtypes})")
+        if component.error:
+            click.echo(f"      error [{component.error['code']}]: {component.error['message']}")
+            click.echo(f"      hint: {component.error['hint']}")
+    click.echo("loads" if report.ok else "would not load: see the components marked BAD")
+    sys.exit(0 if report.ok else 1)
 
 
 def _parse_keyframe(text: str) -> tuple[str, int, float]:
@@ -387,6 +375,30 @@ def models(as_json: bool) -> None:
         click.echo(f"      {entry['path']}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--revision", default=None, help="Delete only this revision (commit, branch or tag) of the repo.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was deleted as JSON.")
+def delete(model: str, revision: str | None, yes: bool, as_json: bool) -> None:
+    """Delete a cached model (MODEL: a repo id as `models` lists it, or tiny / tiny-2.3) and report the bytes freed."""
+    from ltx_backend.weights.cache import delete_model, plan_deletion
+
+    try:
+        deletion = plan_deletion(model, revision)
+    except LtxError as error:
+        _fail(error)
+    if not yes and not as_json:
+        click.confirm(f"delete {model} ({_size(deletion.freed_bytes)}: {', '.join(map(str, deletion.paths[:3]))})?",
+                      abort=True, err=True)  # fmt: skip
+    freed = delete_model(deletion)
+    if as_json:
+        paths = [str(path) for path in deletion.paths]
+        click.echo(json.dumps({"model": model, "revision": revision, "paths": paths, "freed_bytes": freed}))
+    else:
+        click.echo(f"deleted {model}: {_size(freed)} freed")
+
+
 class DownloadBar:
     """Renders `DownloadProgress` as a click progress bar on stderr (the total can grow as files start)."""
 
@@ -486,11 +498,12 @@ def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float)
     callback=_positive_seconds,
     help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
 )
-def serve(log_file: str | None, heartbeat: float) -> None:
+@click.option("--log-dir", default=None, help="Write a log file per generate job into this folder.")
+def serve(log_file: str | None, heartbeat: float, log_dir: str | None) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio
 
-    sys.exit(run_stdio(log_file, heartbeat))
+    sys.exit(run_stdio(log_file, heartbeat, log_dir))
 
 
 def main() -> None:

@@ -182,6 +182,7 @@ class Engine:
         choice = memory.choose(
             self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, memory.available_memory()
         )
+        log.info("memory plan: %s", choice.event())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:

@@ -61,6 +61,7 @@ class Generate(Request, tag="generate"):
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False
+    log_file: str | None = None  # write this job's log here (default: a file in `serve --log-dir`, if given)
 
 
 class Cancel(Request, tag="cancel"):
@@ -73,9 +74,6 @@ class Status(Request, tag="status"):
 
 class Shutdown(Request, tag="shutdown"):
     pass
-
-
-HostMessage = ValidateEnv | Load | Unload | Generate | Cancel | Status | Shutdown
 
 
 # --- backend -> host ------------------------------------------------------------------------------------------
@@ -150,6 +148,7 @@ class Progress(Reply, tag="progress", omit_defaults=True):  # absent fields do n
     total: int | None = None
     bytes: int | None = None
     total_bytes: int | None = None
+    speed: float | None = None  # download bytes per second
     message: str | None = None  # warnings and the enhanced prompt
 
 
@@ -177,6 +176,7 @@ class Result(Reply, tag="result"):
     timings: dict[str, float]
     peak_memory_gb: float
     warnings: list[str]
+    log_path: str | None = None  # the job's log file, when it has one
 
 
 class Cancelled(Reply, tag="cancelled"):
@@ -208,10 +208,124 @@ class Error(Reply, tag="error"):
     hint: str = ""
     job_id: str | None = None
     field: str | None = None
+    log_path: str | None = None  # the job's log file (with the traceback), when it has one
 
 
 class Bye(Reply, tag="bye"):
     id: str | None
+
+
+# --- model management (host -> backend) ----------------------------------------------------------------------
+
+
+class Models(Request, tag="models"):
+    pass
+
+
+class Download(Request, tag="download"):
+    repo: str = ""  # a Hugging Face repo id (org/name): an LTX model or a Gemma 3 text encoder
+    revision: str = "main"
+    files: list[str] | None = None  # glob patterns to fetch instead of the files a job needs
+
+
+class Delete(Request, tag="delete"):
+    model: str = ""  # a cached repo id, or `tiny` / `tiny-2.3`
+    revision: str | None = None  # one snapshot (a commit hash or a branch); None: the whole repo
+
+
+class Inspect(Request, tag="inspect"):
+    model: str = ""  # a local path, a cached repo id, or `tiny`
+    text_encoder: str | None = None  # also check this text encoder (default: the model's bundled one)
+
+
+HostMessage = ValidateEnv | Load | Unload | Generate | Cancel | Status | Shutdown | Models | Download | Delete | Inspect
+
+
+# --- model management (backend -> host) ----------------------------------------------------------------------
+
+
+class ProblemInfo(msgspec.Struct):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class CachedModel(msgspec.Struct):
+    name: str  # the repo id, or `tiny` / `tiny-2.3`
+    path: str
+    kind: str  # "ltx", "text_encoder" or "other"
+    size_bytes: int
+    complete: bool  # false: damaged or partly downloaded (`error` says how)
+    repo: str | None
+    revision: str | None
+    refs: list[str]
+    layout: str | None
+    model_version: str | None
+    quantization: dict | None
+    components: list[str]
+    text_encoder: str | None
+    last_used: float | None  # unix time this backend last loaded it (None: never)
+    error: ProblemInfo | None
+
+
+class ModelsReport(Reply, tag="models"):
+    id: str | None
+    cache: str
+    models: list[CachedModel]
+    total_bytes: int
+    free_bytes: int  # free space on the cache's disk
+
+
+class Downloaded(Reply, tag="downloaded"):
+    id: str | None
+    job_id: str
+    repo: str
+    revision: str
+    commit: str
+    path: str
+    kind: str
+    size_bytes: int  # of the files fetched for jobs
+    downloaded_bytes: int  # fetched by this job (the rest was cached, or resumed from a partial file)
+    skipped: list[str]  # repo files not fetched (duplicates, other variants, media, FP8/FP4/LoRA)
+    layout: str | None
+    model_version: str | None
+    quantization: dict | None
+    text_encoder: str | None
+
+
+class Deleted(Reply, tag="deleted"):
+    id: str | None
+    model: str
+    revision: str | None
+    paths: list[str]
+    freed_bytes: int
+
+
+class ComponentInfo(msgspec.Struct):
+    name: str
+    tensors: int
+    bytes: int
+    dtypes: dict[str, int]
+    quantization: dict | None
+    ok: bool  # its config builds a module whose every parameter has a tensor of the right shape and dtype
+    error: ProblemInfo | None
+
+
+class Inspected(Reply, tag="inspected"):
+    id: str | None
+    job_id: str
+    model: str
+    path: str
+    layout: str | None
+    model_version: str | None
+    variant: str | None
+    quantization: dict | None
+    config_sections: list[str]
+    components: list[ComponentInfo]
+    text_encoder: str | None
+    ok: bool  # everything a job loads would load (the same checks the loader runs, without reading tensors)
+    problems: list[ProblemInfo]
+    transformer_bits: dict[str, int] | None = None  # quantized transformers: layers per "<bits>-bit g<group>"
 
 
 BackendMessage = (
@@ -227,4 +341,8 @@ BackendMessage = (
     | StatusReport
     | Error
     | Bye
+    | ModelsReport
+    | Downloaded
+    | Deleted
+    | Inspected
 )

@@ -52,8 +52,12 @@ class ProgressTracker:
         elif isinstance(event, events.DownloadProgress):
             self.phase = Phase.DOWNLOAD.value
             extra = {"bytes": event.bytes, "total_bytes": event.total}
+            if event.speed is not None:
+                extra["speed"] = event.speed
             if event.total:  # a load job's fraction is its download's
                 self._advance(self._total * event.bytes / event.total)
+            if event.eta is not None or event.speed is not None:  # measured: better than the elapsed-time guess
+                extra["eta"] = event.eta
         elif isinstance(event, (events.Warning, events.EnhancedPrompt)):
             extra = {"message": event.message if isinstance(event, events.Warning) else event.prompt}
         elif isinstance(event, events.MemoryPlan):
