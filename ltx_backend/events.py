@@ -74,7 +74,21 @@ class ErrorEvent(msgspec.Struct, tag="error"):
     hint: str = ""
 
 
-Event = PhaseStarted | PhaseFinished | DenoiseStep | DownloadProgress | Warning | EnhancedPrompt | Result | ErrorEvent
+class Preview(msgspec.Struct, tag="preview"):
+    """A PNG of the current x0 prediction of one latent frame (opt-in, see pipeline/preview.py)."""
+
+    path: str
+    stage: int
+    step: int
+    frame: int  # the latent frame previewed (0: the first)
+    width: int
+    height: int
+
+
+Event = (
+    PhaseStarted | PhaseFinished | DenoiseStep | DownloadProgress | Warning | EnhancedPrompt | Result | ErrorEvent
+    | Preview
+)  # fmt: skip
 Emit = Callable[[Event], None]
 
 

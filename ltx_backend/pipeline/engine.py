@@ -31,8 +31,11 @@ from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import memory
+from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
+from ltx_backend.pipeline.preview import Previewer, PreviewOptions
+from ltx_backend.pipeline.prompt_cache import EncodedText, PromptCache
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
@@ -119,6 +122,12 @@ class Timer:
         self.emit(events.PhaseFinished(phase, round(elapsed[0], 4)))
 
     @contextmanager
+    def part(self, key: str) -> Iterator[None]:
+        """Work inside a phase that is reported on its own (``preview``), without events."""
+        with self._measure(key):
+            yield
+
+    @contextmanager
     def loading(self) -> Iterator[None]:
         """Weights loaded inside another phase: counted under ``load``, without events of their own."""
         with self._measure(Phase.LOAD.value):
@@ -139,12 +148,6 @@ def _dequantize_large_products() -> bool:
     return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
 
 
-def _free() -> None:
-    """Return the memory of the models just dropped to the device. No garbage collection is needed (0.27 s per
-    call on the GPU host, six per job): no reference cycle holds model weights, which tests/test_generate.py checks."""
-    mx.clear_cache()
-
-
 class Engine:
     """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
 
@@ -154,6 +157,7 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
+        residency: str = "auto",
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
         bundled = self.checkpoint.root / "text_encoder"
@@ -165,11 +169,93 @@ class Engine:
         self.quantize = quantize
         self.variant = checkpoint_variant(self.checkpoint)
         self.version = model_version(self.checkpoint)
+        # The session's state: loaded components (kept between jobs as the planner allows) and encoded prompts.
+        self.models = r.ResidentSet(residency)
+        self.prompts = PromptCache()
+        self._previewer: Previewer | None = None  # the running job's, when it asked for previews
+
+    # --- the resident set -------------------------------------------------------------------------------------
+
+    def _borrow(self, name: str, extra: tuple = ()):
+        """A component from the session's resident set, loaded now if it is not resident (under its key)."""
+        root, dtype = str(self.checkpoint.root), str(self.dtype)
+        loaders = {
+            r.TEXT_ENCODER: (lambda: TextEncoder(self.text_encoder_root, self.dtype), (str(self.text_encoder_root),)),
+            r.TEXT_PROCESSOR: (lambda: load_text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
+            r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
+            r.TRANSFORMER: (self._load_transformer, (root, self.quantize)),  # later: + LoRAs
+            r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
+            r.VIDEO_DECODER: (lambda: load_video_decoder(self.checkpoint, self.dtype), (root,)),
+            r.AUDIO_DECODER: (lambda: load_audio_decoder(self.checkpoint), (root,)),
+            r.VOCODER: (lambda: load_vocoder(self.checkpoint), (root,)),
+        }
+        load, key = loaders[name]
+        return self.models.borrow(name, (*key, dtype), load)
+
+    def _load_transformer(self):
+        transformer = load_transformer(self.checkpoint, self.dtype, self.quantize)
+        if _dequantize_large_products():
+            dequantize_large_products(transformer)
+        return transformer
+
+    def plan_residency(self, request: GenerationRequest) -> memory.MemoryPlan:
+        """Refuse a job that cannot fit (with the option that would), then decide what stays resident after it."""
+        budget = memory.session_budget(self.models.nbytes)
+        plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
+        memory.check(plan, budget)
+        sizes = memory.component_bytes(self.checkpoint, self.text_encoder_root, self.dtype, self.quantize)
+        used = memory.used_components(plan) | set(self.models.names())
+        self.models.plan(memory.plan_residency(plan, sizes, budget, used))
+        return plan
+
+    def preload(self, request: GenerationRequest | None = None) -> list[str]:
+        """Read now what the planner keeps resident for `request` (default: the default 768x512x121 job), so
+        the first job does not pay for it. Returns the components loaded."""
+        request = validate(request or GenerationRequest(prompt="", output_path=str(Path.cwd() / "preload.mp4")))
+        self.plan_residency(request)
+        loaded = []
+        for name in self.models.keep:
+            if name in (r.TEXT_PROCESSOR, r.VIDEO_ENCODER):
+                continue  # the processor's shape comes from the text encoder; the encoder only serves keyframes
+            component = self._borrow(name)
+            mx.eval(getattr(component, "model", component).parameters())
+            self.models.give_back(name)
+            loaded.append(name)
+        return loaded
+
+    def unload(self) -> None:
+        """Free everything the session holds: the resident components and the cached prompts."""
+        self.models.clear()
+        self.prompts.clear()
+
+    def prompt_key(self, request: GenerationRequest) -> tuple:
+        """Everything the text phase's output depends on (enhancement samples with the job's seed)."""
+        negative = (request.negative_prompt or DEFAULT_NEGATIVE_PROMPT) if self.variant == "dev" else None
+        enhanced = (request.seed, bool(request.keyframes)) if request.enhance_prompt else None
+        return (request.prompt, negative, enhanced, str(self.text_encoder_root), str(self.checkpoint.root),
+                str(self.dtype))  # fmt: skip
+
+    def _text(self, request: GenerationRequest, timer: Timer, emit: Emit):
+        """The text phase, from the session's prompt cache when this prompt was encoded before."""
+        key = self.prompt_key(request)
+        cached = self.prompts.get(key)
+        if cached is None:
+            prompt, contexts, negative = self._encode_text(request, timer, emit)
+            self.prompts.put(key, EncodedText(prompt, contexts, negative))
+            return prompt, contexts, negative
+        with timer.phase(Phase.TEXT_ENCODING, "cached"):
+            if request.enhance_prompt:
+                emit(events.EnhancedPrompt(cached.prompt))
+        return cached.prompt, cached.contexts, cached.negative
 
     # --- the job ----------------------------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, cancel: CancelToken | None = None, emit: Emit = events.ignore
+        self,
+        request: GenerationRequest,
+        cancel: CancelToken | None = None,
+        emit: Emit = events.ignore,
+        preview: PreviewOptions | None = None,
     ) -> events.Result:
         cancel = cancel or CancelToken()
         request = validate(request)
@@ -179,18 +265,25 @@ class Engine:
             emit(events.Warning("This is a distilled checkpoint: it uses its fixed 8 + 3 steps and no CFG; "
                                 "steps and cfg_scale are ignored."))  # fmt: skip
         # Refuse a job that cannot fit before loading anything, with the option that would fit.
-        plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
-        memory.check(plan, memory.available_memory())
+        self.plan_residency(request)
+        if preview is not None:
+            preview = preview.validate()
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
-        prompt, contexts, negative = self._encode_text(request, timer, emit)
-        cancel.check()
-        images = self._encode_images(request, timer)
-        cancel.check()
-        video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
-        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
+        try:
+            if preview is not None:
+                self._previewer = Previewer(preview, lambda: self._borrow(r.VIDEO_DECODER), emit, self.dtype)
+            prompt, contexts, negative = self._text(request, timer, emit)
+            cancel.check()
+            images = self._encode_images(request, timer)
+            cancel.check()
+            video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
+            audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
+        finally:  # a failed or cancelled job leaves only what the plan keeps
+            self._previewer = None
+            self.models.settle()
 
         return events.Result(
             video_path=request.output_path,
@@ -214,7 +307,7 @@ class Engine:
         prompt = request.prompt
         with timer.phase(Phase.TEXT_ENCODING):
             with timer.loading():
-                encoder = TextEncoder(self.text_encoder_root, self.dtype)
+                encoder = self._borrow(r.TEXT_ENCODER)
             if request.enhance_prompt:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
                     warn = lambda message: emit(events.Warning(message))  # noqa: E731
@@ -224,13 +317,14 @@ class Engine:
             if self.variant == "dev":
                 encoded.append(encoder.encode(request.negative_prompt or DEFAULT_NEGATIVE_PROMPT))
             hidden_size, states = encoder.hidden_size, encoder.num_states
-            encoder.release()
+            del encoder
+            self.models.give_back(r.TEXT_ENCODER)
             with timer.loading():
-                processor = load_text_processor(self.checkpoint, self.dtype, hidden_size, states)
+                processor = self._borrow(r.TEXT_PROCESSOR, (hidden_size, states))
             contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
             mx.eval(contexts)
             del processor, encoded
-            _free()
+            self.models.give_back(r.TEXT_PROCESSOR)
         negative = contexts[1][:2] if len(contexts) > 1 else None
         return prompt, contexts[0][:2], negative
 
@@ -241,7 +335,7 @@ class Engine:
         encoded: dict[tuple[int, int], list[mx.array]] = {}
         with timer.phase(Phase.IMAGE_ENCODING):
             with timer.loading():
-                encoder = load_video_encoder(self.checkpoint, self.dtype)
+                encoder = self._borrow(r.VIDEO_ENCODER)
             for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
                 latents = []
                 for keyframe in request.keyframes:
@@ -250,7 +344,7 @@ class Engine:
                 mx.eval(latents)
                 encoded[size] = latents
             del encoder
-            _free()
+            self.models.give_back(r.VIDEO_ENCODER)
         return encoded
 
     def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
@@ -272,9 +366,7 @@ class Engine:
         if not request.audio:
             audio_context = None
         with timer.phase(Phase.LOAD, "transformer"):
-            transformer = load_transformer(self.checkpoint, dtype, self.quantize)
-            if _dequantize_large_products():
-                dequantize_large_products(transformer)
+            transformer = self._borrow(r.TRANSFORMER)
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
@@ -283,6 +375,10 @@ class Engine:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
                 cancel.check()
+                if self._previewer is not None:
+                    scale = 1 if stage == 1 else 2
+                    with timer.part("preview"):
+                        self._previewer.write(stage, step, total, f * h * w * scale**2, (f, h * scale, w * scale))
 
             return on_step
 
@@ -307,17 +403,19 @@ class Engine:
             denoise = s.simple_denoiser(stage)
             if self.variant == "dev":
                 denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            video, audio = s.euler_loop(sigmas, video, audio, denoise, step_events(1))
+            video, audio = s.euler_loop(sigmas, video, audio, self._tap(denoise), step_events(1))
         low_res = s.tokens_to_video(video.output_latent, f, h, w)
 
         with timer.phase(Phase.UPSAMPLE):
             with timer.loading():
-                upsampler = load_upsampler(self.checkpoint, "spatial_x2", dtype)
-                statistics = load_video_decoder(self.checkpoint, dtype).per_channel_statistics
+                upsampler = self._borrow(r.UPSAMPLER)
+                statistics = self._borrow(r.VIDEO_DECODER).per_channel_statistics
             high_res = upsample_latent(low_res.astype(dtype), upsampler, statistics)
             mx.eval(high_res)
-            del upsampler
-            _free()
+            del upsampler, statistics
+            self.models.give_back(r.UPSAMPLER)
+            if self._previewer is None:  # previews decode with it during stage 2
+                self.models.give_back(r.VIDEO_DECODER)
 
         # Stage 2 at full resolution, re-noised to its first sigma.
         with timer.phase(Phase.STAGE2):
@@ -330,12 +428,16 @@ class Engine:
                                stage2_audio_key, DISTILLED_STAGE_2[0])  # fmt: skip
             stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
                                         compiled=_compile_blocks())  # fmt: skip
-            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, s.simple_denoiser(stage), step_events(2))
-        del transformer, stage
-        _free()
+            denoise = self._tap(s.simple_denoiser(stage))
+            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, denoise, step_events(2))
+        del transformer, stage, denoise
+        self.models.give_back(r.TRANSFORMER)
         video_latent = s.tokens_to_video(video.output_latent, f, h * 2, w * 2)
         audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
         return video_latent, audio_latent
+
+    def _tap(self, denoise: s.DenoiseFn) -> s.DenoiseFn:
+        return denoise if self._previewer is None else self._previewer.tap(denoise)
 
     def _guided(self, stage: s.StageInputs, negative, request: GenerationRequest, layers: int) -> s.DenoiseFn:
         block = min(STG_BLOCK[self.version], layers - 1)
@@ -365,16 +467,17 @@ class Engine:
             if audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
-                        decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
+                        decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)
                     wave, rate = decode_audio(audio_latent, decoder, vocoder)
                     wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
                     del decoder, vocoder
-                    _free()
+                    self.models.give_back(r.AUDIO_DECODER)
+                    self.models.give_back(r.VOCODER)
                     wav = write_wav(Path(folder) / "audio.wav", wave, rate)
             cancel.check()
             with timer.phase(Phase.VIDEO_DECODE, detail):
                 with timer.loading():
-                    decoder = load_video_decoder(self.checkpoint, self.dtype)
+                    decoder = self._borrow(r.VIDEO_DECODER)
                 tiling = tiling_for(mode, request.height, request.width, request.num_frames)
                 latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
                 noise = None
@@ -385,7 +488,7 @@ class Engine:
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
                 del decoder
-                _free()
+                self.models.give_back(r.VIDEO_DECODER)
             if wav is not None and request.audio_output_path:  # only once the video exists: all or nothing
                 with atomic_output(request.audio_output_path) as temporary:
                     shutil.copyfile(wav, temporary)

@@ -28,7 +28,8 @@ from ltx_backend.server.environment import EnvironmentCache
 from ltx_backend.server.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
-CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model"]
+CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
+                "residency", "prompt-cache", "batch", "preview", "warmup"]  # fmt: skip
 EXIT_GRACE_S = 1.8  # EOF/SIGTERM: the process is gone within 2 s
 
 
@@ -43,6 +44,8 @@ class Job:
     cancel: object = None  # a CancelToken for generate jobs
     generation: object = None  # the validated GenerationRequest
     warnings: list[str] = field(default_factory=list)
+    preview: object = None  # the job's PreviewOptions, when it asked for previews
+    batch_index: int | None = None
 
     @property
     def kind(self) -> str:
@@ -170,7 +173,12 @@ class Server:
             self._stop()  # the running job reports `cancelled` before `bye`
             self.send(m.Bye(request.id))
         elif isinstance(request, m.Generate):
-            self._enqueue(self._prepare_generation(request))
+            from ltx_backend.server.batch import expand
+
+            jobs = [self._prepare_generation(one) for one in expand(request)]  # all valid before any is queued
+            for index, job in enumerate(jobs):
+                job.batch_index = index if len(jobs) > 1 or request.count > 1 or request.seeds else None
+                self._enqueue(job)
         else:  # load, unload
             self._enqueue(Job(self._new_job_id(), request))
 
@@ -181,16 +189,18 @@ class Server:
         with self._lock:
             position = len(self._pending) + (self._running is not None)
             self._pending.append(job)
-        self.send(m.Accepted(job.request.id, job.job_id, position))
+        self.send(m.Accepted(job.request.id, job.job_id, position, job.batch_index))
         self._queue.put(job)
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
         from ltx_backend.pipeline.engine import CancelToken
         from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+        from ltx_backend.server.batch import preview_options
 
         fields = msgspec.structs.asdict(request)
-        fields.pop("id")
+        for name in ("id", "count", "seeds", "preview"):
+            fields.pop(name)
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
         if not request.output_path:
@@ -202,7 +212,9 @@ class Server:
             if isinstance(error.details.get("field"), str):
                 error.details["field"] = error.details["field"].replace(".frame_index", ".frame_idx")
             raise
-        return Job(self._new_job_id(), request, CancelToken(), generation, list(generation.warnings))
+        job = Job(self._new_job_id(), request, CancelToken(), generation, list(generation.warnings))
+        job.preview = preview_options(request)
+        return job
 
     def _cancel(self, request: m.Cancel) -> None:
         with self._lock:
@@ -240,7 +252,20 @@ class Server:
             brief(running) if running else None,
             tracker.fraction if tracker and running else None,
             [brief(job) for job in pending],
+            *self._residency(),
         )
+
+    def _residency(self) -> tuple[str | None, list[m.ResidentComponent], int, float | None]:
+        """(policy, resident components, their bytes, GB the session may still use) for `loaded` and `status`."""
+        from ltx_backend.pipeline import memory
+
+        engine = self._engine
+        if engine is None:
+            return None, [], 0, None
+        resident = [m.ResidentComponent(info.name, info.bytes) for info in engine.models.report()]
+        held = sum(component.bytes for component in resident)
+        budget = memory.session_budget(held)
+        return engine.models.policy, resident, held, round((budget - held) / 1e9, 3) if budget else None
 
     # --- the worker -----------------------------------------------------------------------------------------
 
@@ -281,9 +306,12 @@ class Server:
 
     def _load(self, job: Job) -> m.Loaded:
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
+        from ltx_backend.pipeline.resident import check_policy
+        from ltx_backend.pipeline.warmup import warmup
         from ltx_backend.weights.resolve import find_local
 
         request = job.request
+        policy = check_policy(request.residency)
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             self._unload()
@@ -295,6 +323,9 @@ class Server:
             self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
             self._engine_key = key
         engine = self._engine
+        engine.models.policy = policy
+        engine.preload()  # `load` really loads: what the planner keeps resident is read now
+        warmup_s = round(warmup(engine), 3) if request.warmup else None
         return m.Loaded(
             request.id,
             request.model,
@@ -304,6 +335,8 @@ class Server:
             engine.variant,
             engine.checkpoint.quantization,
             str(engine.text_encoder_root),
+            *self._residency(),
+            warmup_s,
         )
 
     def _download_missing(self, job: Job, model: str) -> None:
@@ -325,6 +358,8 @@ class Server:
 
         import mlx.core as mx
 
+        if self._engine is not None:
+            self._engine.unload()
         self._engine, self._engine_key = None, None
         gc.collect()
         mx.clear_cache()
@@ -338,7 +373,7 @@ class Server:
         emit = self._progress_sink(job, tracker)
         for warning in job.warnings:
             emit(events.Warning(warning))
-        result = self._engine.generate(job.generation, job.cancel, emit)
+        result = self._engine.generate(job.generation, job.cancel, emit, job.preview)
         self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0))
         fields = {**msgspec.structs.asdict(result), "steps": list(result.steps)}
         return m.Result(id=job.request.id, job_id=job.job_id, warnings=job.warnings, **fields)
@@ -347,6 +382,9 @@ class Server:
         last = [0.0]
 
         def emit(event: events.Event) -> None:
+            if isinstance(event, events.Preview):
+                self.send(m.Preview(job.request.id, job.job_id, **msgspec.structs.asdict(event)))
+                return
             update = tracker.update(event)
             if update is None:
                 return
@@ -409,6 +447,9 @@ def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
         handlers.append(logging.FileHandler(Path(log_file).expanduser(), encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    from ltx_backend.pipeline.warmup import use_persistent_kernel_cache
+
+    use_persistent_kernel_cache()  # before MLX compiles anything
     code = Server(protocol_out, heartbeat_s=heartbeat_s).serve(stdin)
     # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
     # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
