@@ -211,7 +211,8 @@ class Engine:
     def preload(self, request: GenerationRequest | None = None) -> list[str]:
         """Read now what the planner keeps resident for `request` (default: the default 768x512x121 job), so
         the first job does not pay for it. Returns the components loaded."""
-        request = validate(request or GenerationRequest(prompt="", output_path=str(Path.cwd() / "preload.mp4")))
+        nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
+        request = validate(request or nominal)
         self.plan_residency(request)
         loaded = []
         for name in self.models.keep:
