@@ -41,6 +41,7 @@ from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2,
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.gemma import read_gemma_config
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.transformer import load_text_processor, load_transformer
 from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_video_encoder
@@ -214,11 +215,11 @@ class Engine:
         nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
         request = validate(request or nominal)
         self.plan_residency(request)
+        _, gemma = read_gemma_config(Path(self.text_encoder_root))
+        shapes = {r.TEXT_PROCESSOR: (gemma.hidden_size, gemma.num_hidden_layers + 1)}  # as _encode_text asks
         loaded = []
-        for name in self.models.keep:
-            if name in (r.TEXT_PROCESSOR, r.VIDEO_ENCODER):
-                continue  # the processor's shape comes from the text encoder; the encoder only serves keyframes
-            component = self._borrow(name)
+        for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
+            component = self._borrow(name, shapes.get(name, ()))
             mx.eval(getattr(component, "model", component).parameters())
             self.models.give_back(name)
             loaded.append(name)
