@@ -177,7 +177,7 @@ class Engine:
 
     # --- the resident set -------------------------------------------------------------------------------------
 
-    def _borrow(self, name: str, extra: tuple = ()):
+    def _borrow(self, name: str, extra: tuple = (), wait: bool = True):
         """A component from the session's resident set, loaded now if it is not resident (under its key)."""
         root, dtype = str(self.checkpoint.root), str(self.dtype)
         loaders = {
@@ -191,7 +191,7 @@ class Engine:
             r.VOCODER: (lambda: load_vocoder(self.checkpoint), (root,)),
         }
         load, key = loaders[name]
-        return self.models.borrow(name, (*key, dtype), load)
+        return self.models.borrow(name, (*key, dtype), load, wait)
 
     def _load_transformer(self):
         transformer = load_transformer(self.checkpoint, self.dtype, self.quantize)
@@ -219,10 +219,12 @@ class Engine:
         shapes = {r.TEXT_PROCESSOR: (gemma.hidden_size, gemma.num_hidden_layers + 1)}  # as _encode_text asks
         loaded = []
         for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
-            component = self._borrow(name, shapes.get(name, ()))
-            mx.eval(getattr(component, "model", component).parameters())
-            self.models.give_back(name)
+            # Each component's reads start before the next one is built: building overlaps reading.
+            self._borrow(name, shapes.get(name, ()), wait=False)
             loaded.append(name)
+        mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])
+        for name in loaded:
+            self.models.give_back(name)
         return loaded
 
     def unload(self) -> None:

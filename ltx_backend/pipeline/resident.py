@@ -36,14 +36,16 @@ COMPONENTS = (
 )  # fmt: skip
 
 
-def array_bytes(thing: Any) -> int:
-    """Bytes of the MLX arrays a module (or a TextEncoder's model, or a tuple of either) holds."""
-    if isinstance(thing, (tuple, list)):
-        return sum(array_bytes(part) for part in thing)
-    model = getattr(thing, "model", None) if not hasattr(thing, "parameters") else thing
+def arrays(thing: Any) -> list[mx.array]:
+    """The MLX arrays a module (or a TextEncoder, through its model) holds."""
+    model = thing if hasattr(thing, "parameters") else getattr(thing, "model", None)
     if model is None or not hasattr(model, "parameters"):
-        return 0
-    return sum(value.nbytes for _, value in tree_flatten(model.parameters()) if isinstance(value, mx.array))
+        return []
+    return [value for _, value in tree_flatten(model.parameters()) if isinstance(value, mx.array)]
+
+
+def array_bytes(thing: Any) -> int:
+    return sum(array.nbytes for array in arrays(thing))
 
 
 @dataclass
@@ -85,8 +87,12 @@ class ResidentSet:
         for name in [name for name in self.names() if name not in keep]:
             self.drop(name)
 
-    def borrow(self, name: str, key: tuple, load: Callable[[], T]) -> T:
-        """The component `name` for `key`: the resident one, or freshly loaded (replacing one of another key)."""
+    def borrow(self, name: str, key: tuple, load: Callable[[], T], wait: bool = True) -> T:
+        """The component `name` for `key`: the resident one, or freshly loaded (replacing one of another key).
+
+        A fresh component's tensors are read now, all at once (MLX reads the `Load`s of one evaluation on its I/O
+        thread pool, in parallel, straight into the arrays' memory); `wait=False` starts the reads and returns,
+        so the caller can build the next component meanwhile."""
         with self._lock:
             held = self._held.get(name)
         if held is not None and held.key == key:
@@ -94,6 +100,7 @@ class ResidentSet:
         if held is not None:
             self.drop(name)
         value = load()
+        (mx.eval if wait else mx.async_eval)(arrays(value))
         self.loads[name] = self.loads.get(name, 0) + 1
         with self._lock:
             self._held[name] = Resident(name, key, value, array_bytes(value))
