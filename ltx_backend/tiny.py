@@ -141,12 +141,22 @@ def _sections(version: str) -> dict:
     return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
 
 
-def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[str, mx.array]]:
-    """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random."""
+def tiny_components(
+    version: str = "2.0",
+    seed: int = SEED,
+    *,
+    sections: dict | None = None,
+    upsampler: UpsamplerConfig | None = None,
+    gemma: Gemma3Config | None = None,
+) -> dict[str, dict[str, mx.array]]:
+    """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random.
+
+    The arrays are lazy (evaluate them to draw the values). `sections`, `upsampler` and `gemma` give other sizes
+    (benchmarks write full-size checkpoints with them); by default the tiny ones."""
     if version not in VERSIONS:
         raise ValueError(f"tiny model version must be one of {VERSIONS}, not {version!r}")
     mx.random.seed(seed)
-    sections = _sections(version)
+    sections = sections or _sections(version)
     components: dict[str, dict[str, mx.array]] = {}
 
     transformer = LTXModel(TransformerConfig.from_section(sections["transformer"]))
@@ -154,7 +164,7 @@ def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[st
         nn.quantize(transformer, QUANTIZATION["group_size"], QUANTIZATION["bits"], class_predicate=quantizable_layer)
     components["transformer"] = {_mlx_spelling(k): v for k, v in _params(transformer).items()}
 
-    gemma = Gemma3Config.from_dict(_text_encoder_config())
+    gemma = gemma or Gemma3Config.from_dict(_text_encoder_config())
     config = TextProcessorConfig.from_section(sections["transformer"], gemma.hidden_size, gemma.num_hidden_layers + 1)
     processor = _params(TextEmbeddingsProcessor(config))
     components["text_embedding_projection"] = {
@@ -179,7 +189,7 @@ def tiny_components(version: str = "2.0", seed: int = SEED) -> dict[str, dict[st
         components["vocoder"] = {k.removeprefix("vocoder."): v for k, v in vocoder.items()}
     else:
         components["vocoder"] = _params(Vocoder(VocoderConfig.from_section(sections["vocoder"])))
-    components["upsampler"] = _params(LatentUpsampler(UPSAMPLER))
+    components["upsampler"] = _params(LatentUpsampler(upsampler or UPSAMPLER))
     return components
 
 

@@ -20,7 +20,7 @@ from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline.batch import batch_seeds, numbered
 from ltx_backend.pipeline.engine import Engine
-from ltx_backend.pipeline.preview import PreviewOptions, downscale, write_png
+from ltx_backend.pipeline.preview import PreviewOptions, downscale, pool, pool_factor, write_png
 from ltx_backend.pipeline.request import GenerationRequest, validate
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.safetensors_file import SafetensorsFile
@@ -128,6 +128,10 @@ def test_png_writer_round_trips(tmp_path: Path) -> None:
     decoded = np.frombuffer(rows, np.uint8).reshape(5, 1 + 7 * 3)[:, 1:].reshape(5, 7, 3)
     assert np.array_equal(decoded, pixels)
     assert downscale(np.zeros((512, 768, 3), np.uint8), 256).shape == (170, 256, 3)
+    assert pool_factor(16, 24, 256) == 3 and pool_factor(16, 24, 1024) == 1  # 768x512 -> a 256x170 decode
+    latent = mx.arange(2 * 4 * 6).reshape(1, 1, 4, 6, 2).astype(mx.float32)
+    pooled = pool(latent, 2)
+    assert pooled.shape == (1, 1, 2, 3, 2) and pooled[0, 0, 0, 0, 0].item() == (0 + 2 + 12 + 14) / 4
 
 
 def test_batch_seeds_and_numbered_outputs() -> None:
@@ -219,3 +223,15 @@ def test_serve_session_batch_and_a_second_job(tmp_path: Path) -> None:
         assert status["resident"] == [] and status["resident_bytes"] == 0
     finally:
         backend.close()
+
+
+def test_warmup_runs_a_tiny_job_and_leaves_nothing(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ltx_backend.pipeline.warmup import PTX_CACHE_ENV, use_persistent_kernel_cache, warmup
+
+    engine = Engine(model)
+    assert warmup(engine) > 0
+    assert len(engine.prompts) == 0 and r.TRANSFORMER in engine.models.names()  # kept for the first real job
+    monkeypatch.delenv(PTX_CACHE_ENV, raising=False)
+    cuda = getattr(mx, "cuda", None)
+    if cuda is None or not cuda.is_available():  # only CUDA builds JIT-compile kernels with NVRTC
+        assert use_persistent_kernel_cache() is None and PTX_CACHE_ENV not in __import__("os").environ

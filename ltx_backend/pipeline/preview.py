@@ -2,7 +2,9 @@
 first and the middle one) decoded with the real VAE decoder and written as a PNG.
 
 Cheap by construction: one latent frame decodes to one image (the causal decoder's first frame), without the
-decode noise (zeros: a preview must not draw from any random stream). Read-only with respect to the job: it
+decode noise (zeros: a preview must not draw from any random stream), and the latent is first average-pooled
+by the integer factor that still leaves the image at least `max_side` on its longer side (a 768x512 frame for a
+256-pixel preview decodes from a 3x smaller latent: ~9x less decoder work). Read-only with respect to the job: it
 looks at the denoiser's output and never feeds anything back, so the result is the same with or without it.
 """
 
@@ -21,6 +23,7 @@ from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.video import to_uint8
+from ltx_backend.models.video_vae import SPACE_SCALE
 
 DEFAULT_MAX_SIDE = 256
 
@@ -61,6 +64,21 @@ def write_png(path: str | Path, pixels: np.ndarray) -> None:
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
     with atomic_output(path) as temporary:
         Path(temporary).write_bytes(data)
+
+
+def pool_factor(latent_height: int, latent_width: int, max_side: int) -> int:
+    """The largest latent pooling that still decodes to at least `max_side` pixels on the longer side."""
+    return max(1, max(latent_height, latent_width) * SPACE_SCALE // max_side)
+
+
+def pool(latent: mx.array, factor: int) -> mx.array:
+    """Average-pool a channels-last latent (1, 1, H, W, C) spatially by `factor` (cropping the remainder)."""
+    if factor <= 1:
+        return latent
+    _, t, h, w, c = latent.shape
+    h, w = h // factor * factor, w // factor * factor
+    blocks = latent[:, :, :h, :w].reshape(1, t, h // factor, factor, w // factor, factor, c)
+    return blocks.astype(mx.float32).mean(axis=(3, 5)).astype(latent.dtype)
 
 
 def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
@@ -111,8 +129,9 @@ class Previewer:
         latent = x0.reshape(1, f, h, w, channels).astype(self.dtype)  # channels-last, as decode() takes
         decoder = self.decoder_for()
         frames = sorted({0, f // 2})
+        factor = pool_factor(h, w, self.options.max_side)
         for index in frames:
-            one = latent[:, index : index + 1]
+            one = pool(latent[:, index : index + 1], factor)
             noise = mx.zeros(one.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
             image = decoder.decode(one, None, noise)[0, 0].astype(mx.float32)
             pixels = downscale(to_uint8(image), self.options.max_side)

@@ -140,6 +140,7 @@ class Loaded(Reply, tag="loaded"):
     resident: list[ResidentComponent] = []  # what stays loaded between jobs now
     resident_bytes: int = 0
     memory_left_gb: float | None = None  # what the session may still use (None: unknown)
+    load_s: float = 0.0  # seconds this load spent reading weights (0: all were resident already)
     warmup_s: float | None = None  # seconds the warm-up job took (None: no warm-up)
 
 

@@ -90,6 +90,9 @@ class Server:
     def serve(self, lines: TextIO) -> int:
         import mlx.core as mx
 
+        import ltx_backend.pipeline.engine
+        import ltx_backend.server.batch  # noqa: F401  import lock the reader needs to answer a `generate` at once
+
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         self._worker.start()
         self._heartbeat.start()
@@ -324,7 +327,9 @@ class Server:
             self._engine_key = key
         engine = self._engine
         engine.models.policy = policy
+        start = time.perf_counter()
         engine.preload()  # `load` really loads: what the planner keeps resident is read now
+        load_s = round(time.perf_counter() - start, 3)
         warmup_s = round(warmup(engine), 3) if request.warmup else None
         return m.Loaded(
             request.id,
@@ -336,6 +341,7 @@ class Server:
             engine.checkpoint.quantization,
             str(engine.text_encoder_root),
             *self._residency(),
+            load_s,
             warmup_s,
         )
 
