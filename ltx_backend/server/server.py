@@ -90,8 +90,10 @@ class Server:
     def serve(self, lines: TextIO) -> int:
         import mlx.core as mx
 
+        # Imported here, not first in the worker: an import there holds the lock the reader then waits on to answer
+        # a `generate` (its `accepted` would come late).
         import ltx_backend.pipeline.engine
-        import ltx_backend.server.batch  # noqa: F401  import lock the reader needs to answer a `generate` at once
+        import ltx_backend.server.batch  # noqa: F401
 
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         self._worker.start()
