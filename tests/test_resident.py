@@ -69,7 +69,9 @@ def reference(model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int
 def test_second_job_reads_no_weights_and_gives_the_same_bytes(
     model: Path, tmp_path: Path, reads: list[str], reference: dict[int, str]
 ) -> None:
-    engine = Engine(model)  # residency auto; a CPU's available memory holds the tiny model many times over
+    engine = Engine(
+        model, residency="auto"
+    )  # residency auto; a CPU's available memory holds the tiny model many times over
     first = engine.generate(request(tmp_path, "a.mp4", 7))
     assert reads and first.timings["load"] > 0
     reads.clear()
@@ -82,7 +84,7 @@ def test_second_job_reads_no_weights_and_gives_the_same_bytes(
 
 
 def test_a_new_prompt_reuses_the_resident_text_encoder(model: Path, tmp_path: Path, reads: list[str]) -> None:
-    engine = Engine(model)
+    engine = Engine(model, residency="auto")
     engine.generate(request(tmp_path, "a.mp4"))
     reads.clear()
     result = engine.generate(request(tmp_path, "b.mp4", prompt="a blue whale sings"))
@@ -102,7 +104,7 @@ def test_unload_frees_everything(model: Path, tmp_path: Path) -> None:
 
 
 def test_previews_do_not_change_the_result(model: Path, tmp_path: Path, reference: dict[int, str]) -> None:
-    engine = Engine(model)
+    engine = Engine(model, residency="auto")
     seen: list[events.Event] = []
     options = PreviewOptions(str(tmp_path / "previews"), every=4, max_side=32)
     result = engine.generate(request(tmp_path, "p.mp4", 7), emit=seen.append, preview=options)
@@ -146,7 +148,7 @@ def test_batch_seeds_and_numbered_outputs() -> None:
 def test_planner_gives_up_components_one_by_one_within_the_limit(
     model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[int, str]
 ) -> None:
-    engine = Engine(model)
+    engine = Engine(model, residency="auto")
     job = validate(request(tmp_path, "a.mp4"))
     plan = memory.estimate(engine.checkpoint, engine.text_encoder_root, job, engine.dtype)
     sizes = memory.component_bytes(engine.checkpoint, engine.text_encoder_root, engine.dtype)
@@ -182,7 +184,7 @@ def test_policy_all_and_unknown_policy(model: Path) -> None:
 
 
 def test_preload_reads_what_stays_resident(model: Path, tmp_path: Path, reads: list[str]) -> None:
-    engine = Engine(model)
+    engine = Engine(model, residency="auto")
     loaded = engine.preload()
     assert set(loaded) == set(r.COMPONENTS) - {r.VIDEO_ENCODER} and reads
     reads.clear()
@@ -228,10 +230,32 @@ def test_serve_session_batch_and_a_second_job(tmp_path: Path) -> None:
 def test_warmup_runs_a_tiny_job_and_leaves_nothing(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ltx_backend.pipeline.warmup import PTX_CACHE_ENV, use_persistent_kernel_cache, warmup
 
-    engine = Engine(model)
+    engine = Engine(model, residency="auto")
     assert warmup(engine) > 0
     assert len(engine.prompts) == 0 and r.TRANSFORMER in engine.models.names()  # kept for the first real job
     monkeypatch.delenv(PTX_CACHE_ENV, raising=False)
     cuda = getattr(mx, "cuda", None)
     if cuda is None or not cuda.is_available():  # only CUDA builds JIT-compile kernels with NVRTC
         assert use_persistent_kernel_cache() is None and PTX_CACHE_ENV not in __import__("os").environ
+
+
+def test_cli_count_writes_numbered_videos_and_previews(model: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from ltx_backend.cli.main import cli
+
+    output, previews = tmp_path / "fox.mp4", tmp_path / "previews"
+    args = ["generate", "-m", str(model), "-p", "a fox", "-W", "128", "-H", "128", "-n", "9", "-s", "3", "--count",
+            "2", "-o", str(output), "--preview-dir", str(previews), "--preview-every", "8", "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [(r["video_path"], r["seed"]) for r in lines] == [(str(tmp_path / "fox_1.mp4"), 3),
+                                                             (str(tmp_path / "fox_2.mp4"), 4)]  # fmt: skip
+    assert lines[1]["timings"]["load"] < 0.01 and lines[1]["timings"]["text_encoding"] < 0.01
+    assert sorted(p.name for p in (previews / "2").iterdir()) == [
+        "stage1-step008-frame000.png", "stage1-step008-frame001.png",
+        "stage2-step003-frame000.png", "stage2-step003-frame001.png",
+    ]  # fmt: skip

@@ -172,9 +172,9 @@ class Progress:
 @click.option(
     "--residency",
     type=click.Choice(["auto", "all", "none"]),
-    default="auto",
-    show_default=True,
-    help="Which models stay loaded between the videos of --count: what fits in memory, all, or none.",
+    default=None,
+    help="Which models stay loaded between the videos of --count: what fits in memory, all, or none "
+    "[default: auto with --count, else none].",
 )
 @click.option("--preview-dir", default=None, help="Write PNG previews of the denoising here (every --preview-every).")
 @click.option("--preview-every", default=2, show_default=True, help="Denoising steps between previews.")
@@ -215,7 +215,8 @@ def generate(**options) -> None:  # fmt: skip
     quantize = int(options["quantize"]) if options["quantize"] else None
     try:
         seeds = batch_seeds(options["seed"], options["count"])
-        engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=options["residency"])
+        residency = options["residency"] or ("auto" if len(seeds) > 1 else "none")
+        engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency)
         for index, seed in enumerate(seeds):
             one = request
             preview_dir = options["preview_dir"]

@@ -158,7 +158,7 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
-        residency: str = "auto",
+        residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
         bundled = self.checkpoint.root / "text_encoder"
