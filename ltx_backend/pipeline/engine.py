@@ -206,6 +206,9 @@ class Engine:
         memory.check(plan, budget)
         sizes = memory.component_bytes(self.checkpoint, self.text_encoder_root, self.dtype, self.quantize)
         used = memory.used_components(plan) | set(self.models.names())
+        decoding = replace(request, tiling=self.decode_tiling(request))  # what stays resident beside that decode
+        if decoding.tiling != request.tiling:
+            plan = memory.estimate(self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize)
         self.models.plan(memory.plan_residency(plan, sizes, budget, used))
         return plan
 
@@ -455,7 +458,9 @@ class Engine:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
         once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
         tiles = request.tiling == "auto" and tiling_for("auto", request.height, request.width, request.num_frames)
-        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, memory.available_memory()):
+        # The session's memory, resident models included: the same choice whatever stays resident (same bytes).
+        budget = memory.session_budget(self.models.nbytes)
+        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, budget):
             return "none"
         return request.tiling
 
