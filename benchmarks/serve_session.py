@@ -2,6 +2,12 @@
 
     python benchmarks/serve_session.py                    # full-size LTX-2.0 + Gemma 3 12B, 768x512x121 (GPU)
     python benchmarks/serve_session.py --small            # the same harness on the tiny model, 128x128x9 (CPU)
+    python benchmarks/serve_session.py --layers 1 --width 128 --height 128 --frames 9   # the full-size layout,
+                                                                                          # one block (smoke test)
+
+The checkpoint (~43.5 GB + Gemma ~24.4 GB) is written once under ``--dir`` and reused by later runs; MLX's CUDA
+kernel cache goes to ``--dir``/home (so a second run starts with compiled kernels; ``--warmup`` loads with
+``warmup: true``).
 
 A checkpoint of the real architecture with random bf16 weights is written to disk in mlx-video-with-audio's
 unified layout (``model.safetensors`` + configs, Gemma in ``text_encoder/``), tensor by tensor (never all in
@@ -46,12 +52,9 @@ from ltx_backend.tiny import MODEL_INFO, TEXT_ENCODER_ASSETS, _mlx_spelling, _se
 from ltx_backend.weights.transformer import LTX2_TRANSFORMER_SECTION
 
 ROOT = Path(__file__).resolve().parents[1]
-GEMMA_SIZES = {  # the published Gemma 3 text configs
-    "12b": {"hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48, "num_attention_heads": 16,
-            "num_key_value_heads": 8},
-    "4b": {"hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34, "num_attention_heads": 8,
-           "num_key_value_heads": 4},
-}  # fmt: skip
+# The published Gemma 3 12B text config (LTX-2's text path is built on its 3840-wide, 49-state output).
+GEMMA_12B = {"hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48, "num_attention_heads": 16,
+             "num_key_value_heads": 8}  # fmt: skip
 PROMPT = "A red fox trots through fresh snow at dawn, steam rising from its breath; birds call in the pines."
 CHUNK = 64 * 1024 * 1024
 SAFETENSORS_DTYPES = {mx.bfloat16: "BF16", mx.float16: "F16", mx.float32: "F32", mx.uint32: "U32", mx.int32: "I32"}
@@ -86,20 +89,22 @@ def write_safetensors(path: Path, tensors: dict[str, mx.array], dtype: mx.Dtype 
 
 
 def gemma_raw_config(size: str) -> dict:
-    """A Gemma 3 config.json: the tiny one's, with the published text config of `size` (``tiny``: as is)."""
+    """A Gemma 3 config.json: the tiny one's, with Gemma 3 12B's text config for ``full``."""
     raw = json.loads(resources.files("ltx_backend.assets").joinpath(TEXT_ENCODER_ASSETS, "config.json").read_text())
     if size != "tiny":
-        text = {**raw["text_config"], **GEMMA_SIZES[size], "head_dim": 256, "query_pre_attn_scalar": 256,
+        text = {**raw["text_config"], **GEMMA_12B, "head_dim": 256, "query_pre_attn_scalar": 256,
                 "vocab_size": 262208, "sliding_window": 1024, "torch_dtype": "bfloat16"}  # fmt: skip
         raw = {**raw, "text_config": text}
     return raw
 
 
-def write_checkpoint(folder: Path, size: str, gemma: str) -> dict:
+def write_checkpoint(folder: Path, size: str, layers: int | None = None) -> dict:
     """The unified layout of mlx-video-with-audio, random weights: ``size`` ``full`` (LTX-2.0) or ``tiny``."""
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    raw = gemma_raw_config("tiny" if size == "tiny" else gemma)
+    raw = gemma_raw_config(size)
+    if layers:  # a smoke test of the full-size layout with fewer blocks
+        raw["text_config"] = {**raw["text_config"], "num_hidden_layers": layers}
     config = Gemma3Config.from_dict(raw)
     if size == "tiny":
         sections, upsampler = _sections("2.0"), None
@@ -107,6 +112,8 @@ def write_checkpoint(folder: Path, size: str, gemma: str) -> dict:
         sections = {"transformer": LTX2_TRANSFORMER_SECTION, "vae": LTX2_VAE_SECTION, "audio_vae": {},
                     "vocoder": LTX2_VOCODER_SECTION}  # fmt: skip
         upsampler = UpsamplerConfig()
+        if layers:
+            sections["transformer"] = {**sections["transformer"], "num_layers": layers}
     components = tiny_components("2.0", 1, sections=sections, upsampler=upsampler, gemma=config)
     tensors = {}
     for name, parts in components.items():
@@ -129,7 +136,7 @@ def write_checkpoint(folder: Path, size: str, gemma: str) -> dict:
     weights = {"language_model.model." + _mlx_spelling(k): v for k, v in tree_flatten(model.parameters())}
     del model
     files["text_encoder/model.safetensors"] = write_safetensors(encoder / "model.safetensors", weights)
-    (folder / "WRITTEN").write_text(json.dumps({"size": size, "gemma": gemma, "files": files}))
+    (folder / "WRITTEN").write_text(json.dumps({"size": size, "layers": layers, "files": files}))
     return {"write_s": round(time.perf_counter() - start, 1), "files": files}
 
 
@@ -197,10 +204,10 @@ def terminal(request_id: str):
     return lambda msg: msg.get("id") == request_id and msg["type"] in ("loaded", "result", "error", "cancelled")
 
 
-def session(model: Path, policy: str, size: dict, folder: Path, home: Path) -> dict:
+def session(model: Path, policy: str, size: dict, folder: Path, home: Path, warmup: bool = False) -> dict:
     serve = Serve(home)
     serve.until(lambda msg: msg["type"] == "ready")
-    sent = serve.send(type="load", id="load", model=str(model), residency=policy)
+    sent = serve.send(type="load", id="load", model=str(model), residency=policy, warmup=warmup)
     at, loaded = serve.until(terminal("load"))
     if loaded["type"] != "loaded":
         raise RuntimeError(f"load failed: {loaded}")
@@ -211,6 +218,7 @@ def session(model: Path, policy: str, size: dict, folder: Path, home: Path) -> d
         "resident_gb": round(held / 1e9, 4),
         "gb_per_s": round(held / 1e9 / reading, 3) if reading else None,
         "resident_gb_by_component": {c["name"]: round(c["bytes"] / 1e9, 4) for c in loaded["resident"]},
+        "warmup_s": loaded["warmup_s"],
     }
     jobs = []
     plans = [(1, None), (2, None), (2, {"every": 2, "max_side": 256, "folder": str(folder / f"{policy}-previews")})]
@@ -258,30 +266,31 @@ def targets(auto: dict, sequential: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the tiny model at 128x128x9 (runs on a CPU)")
-    parser.add_argument("--gemma", choices=("12b", "4b"), default="12b", help="text encoder size (full size)")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/ltx-serve-session"), help="checkpoint and outputs")
     parser.add_argument("--policies", default="auto,none")
+    parser.add_argument("--warmup", action="store_true", help="load with warmup (compile kernels on tiny shapes)")
+    parser.add_argument("--layers", type=int, default=None, help="fewer transformer/Gemma blocks (a smoke test)")
     args = parser.parse_args()
     size = "tiny" if args.small else "full"
     default = (128, 128, 9) if args.small else (768, 512, 121)
     shape = {"width": args.width or default[0], "height": args.height or default[1],
              "num_frames": args.frames or default[2]}  # fmt: skip
 
-    model = args.dir / f"ltx2-{size}-{args.gemma}"
+    model = args.dir / (f"ltx2-{size}" + (f"-{args.layers}layers" if args.layers else ""))
     marker = model / "WRITTEN"
     if marker.is_file():
         written = {**json.loads(marker.read_text()), "reused": True}
     else:
         args.dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(args.dir).free
-        needed = {"tiny": 0.1e9, "full": 44e9 + {"12b": 24.4e9, "4b": 8.6e9}[args.gemma]}[size]
+        needed = 0.1e9 if size == "tiny" or args.layers else 68e9  # LTX-2.0 bf16 ~43.5 GB + Gemma 3 12B ~24.4 GB
         if free < needed:
             sys.exit(f"{args.dir} has {free / 1e9:.0f} GB free; the checkpoint needs {needed / 1e9:.0f} GB "
-                     "(use --gemma 4b, or --dir on a larger disk)")  # fmt: skip
-        written = write_checkpoint(model, size, args.gemma)
+                     "(use --dir on a larger disk)")  # fmt: skip
+        written = write_checkpoint(model, size, args.layers)
     files = [model / "model.safetensors", model / "text_encoder" / "model.safetensors"]
 
     cold = evict(files)
@@ -295,7 +304,7 @@ def main() -> None:
     outputs.mkdir(exist_ok=True)
     for policy in args.policies.split(","):
         evict(files)
-        report["sessions"][policy] = session(model, policy, shape, outputs, args.dir / "home")
+        report["sessions"][policy] = session(model, policy, shape, outputs, args.dir / "home", args.warmup)
     if "auto" in report["sessions"]:
         report["targets"] = targets(report["sessions"]["auto"], sequential)
     print(json.dumps(report, indent=2))

@@ -259,3 +259,13 @@ def test_cli_count_writes_numbered_videos_and_previews(model: Path, tmp_path: Pa
         "stage1-step008-frame000.png", "stage1-step008-frame001.png",
         "stage2-step003-frame000.png", "stage2-step003-frame001.png",
     ]  # fmt: skip
+
+
+def test_another_quantization_reloads_only_the_transformer(model: Path, tmp_path: Path) -> None:
+    engine = Engine(model, residency="auto")
+    engine.generate(request(tmp_path, "a.mp4"))
+    loads = dict(engine.models.loads)
+    engine.reconfigure(quantize=8)
+    engine.generate(request(tmp_path, "b.mp4", prompt="another prompt"))
+    changed = {name for name, count in engine.models.loads.items() if count != loads.get(name)}
+    assert changed == {r.TRANSFORMER}

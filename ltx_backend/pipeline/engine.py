@@ -161,10 +161,7 @@ class Engine:
         residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
-        bundled = self.checkpoint.root / "text_encoder"
-        if text_encoder is None and bundled.is_dir():
-            text_encoder = bundled
-        self.text_encoder_root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
         # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
         self.dtype = dtype or (mx.bfloat16 if "gpu" in str(mx.default_device()) else mx.float32)
         self.quantize = quantize
@@ -174,6 +171,18 @@ class Engine:
         self.models = r.ResidentSet(residency)
         self.prompts = PromptCache()
         self._previewer: Previewer | None = None  # the running job's, when it asked for previews
+
+    def _text_encoder_root(self, text_encoder: str | Path | None) -> Path:
+        bundled = self.checkpoint.root / "text_encoder"
+        if text_encoder is None and bundled.is_dir():
+            text_encoder = bundled
+        return resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+
+    def reconfigure(self, text_encoder: str | Path | None = None, quantize: int | None = None) -> None:
+        """Another text encoder or transformer quantization for the same checkpoint: the resident components are
+        keyed on these, so only the ones they change are loaded again (the others stay)."""
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
+        self.quantize = quantize
 
     # --- the resident set -------------------------------------------------------------------------------------
 

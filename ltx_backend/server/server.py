@@ -319,13 +319,18 @@ class Server:
         policy = check_policy(request.residency)
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
-            self._unload()
+            same_model = self._engine is not None and self._engine_key[0] == request.model
+            if not same_model:
+                self._unload()
             self._download_missing(job, request.model)
             model_dir = find_local(request.model)
             has_own_encoder = model_dir is not None and (model_dir / "text_encoder").is_dir()
             if request.text_encoder or not has_own_encoder:
                 self._download_missing(job, request.text_encoder or DEFAULT_TEXT_ENCODER)
-            self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
+            if same_model:  # only the components the new text encoder or quantization changes reload
+                self._engine.reconfigure(request.text_encoder, request.quantize)
+            else:
+                self._engine = Engine(request.model, request.text_encoder, quantize=request.quantize)
             self._engine_key = key
         engine = self._engine
         engine.models.policy = policy
