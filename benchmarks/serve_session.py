@@ -178,8 +178,13 @@ class Serve:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        phase = None
         for line in self.process.stdout:
-            self.lines.put((time.perf_counter(), json.loads(line)))
+            message = json.loads(line)
+            if message["type"] == "progress" and message["phase"] != phase:  # where the time goes, on stderr
+                phase = message["phase"]
+                print(f"{time.strftime('%H:%M:%S')} {message['id']}: {phase}", file=sys.stderr, flush=True)
+            self.lines.put((time.perf_counter(), message))
         self.lines.put(None)
 
     def send(self, **message: object) -> float:
