@@ -93,6 +93,17 @@ class ErrorEvent(msgspec.Struct, tag="error"):
     hint: str = ""
 
 
+class Preview(msgspec.Struct, tag="preview"):
+    """A PNG of the current x0 prediction of one latent frame (opt-in, see pipeline/preview.py)."""
+
+    path: str
+    stage: int
+    step: int
+    frame: int  # the latent frame previewed (0: the first)
+    width: int
+    height: int
+
+
 Event = (
     PhaseStarted
     | PhaseFinished
@@ -102,6 +113,7 @@ Event = (
     | Warning
     | EnhancedPrompt
     | MemoryPlan
+    | Preview
     | Result
     | ErrorEvent
 )

@@ -176,6 +176,8 @@ class Progress:
             from ltx_backend.server.progress import memory_plan_text
 
             click.echo(memory_plan_text(event), err=True)
+        elif isinstance(event, events.Preview):
+            click.echo(f"\n  preview {event.path}", err=True, nl=False)
 
 
 @cli.command()
@@ -242,13 +244,33 @@ class Progress:
 )
 @click.option("--text-encoder", default=None, help="Gemma 3 repo or directory (default: the model's own).")
 @click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--count",
+    default=1,
+    show_default=True,
+    help="Videos to make (seeds seed, seed+1, ...), numbered out_1.mp4, out_2.mp4, ...; models and the "
+    "prompt's encoding are reused.",
+)
+@click.option(
+    "--residency",
+    type=click.Choice(["auto", "all", "none"]),
+    default=None,
+    help="Which models stay loaded between the videos of --count: what fits in memory, all, or none "
+    "[default: auto with --count, else none].",
+)
+@click.option("--preview-dir", default=None, help="Write PNG previews of the denoising here (every --preview-every).")
+@click.option("--preview-every", default=2, show_default=True, help="Denoising steps between previews.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (one line per video).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate(**options) -> None:  # fmt: skip
     """Generate a video with sound from a prompt (and optional images)."""
-    import msgspec
 
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ltx_backend.pipeline.batch import batch_seeds, numbered
     from ltx_backend.pipeline.engine import Cancelled, Engine
+    from ltx_backend.pipeline.preview import PreviewOptions
     from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
@@ -283,9 +305,21 @@ def generate(**options) -> None:  # fmt: skip
     quantize = int(options["quantize"]) if options["quantize"] else None
     try:
         with StopSignals():
-            request = validate(request)  # before any model is opened: a bad path or image costs nothing
-            engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
-            result = engine.generate(request, emit=Progress(options["quiet"]))
+            seeds = batch_seeds(options["seed"], options["count"])
+            jobs = []  # every video's request validated before any model is opened: a bad path costs nothing
+            for index, seed in enumerate(seeds):
+                one, preview_dir = request, options["preview_dir"]
+                if len(seeds) > 1:
+                    one = replace(request, seed=seed, output_path=numbered(request.output_path, index),
+                                  audio_output_path=numbered(request.audio_output_path, index))  # fmt: skip
+                    preview_dir = preview_dir and str(Path(preview_dir) / str(index + 1))
+                preview = PreviewOptions(preview_dir, options["preview_every"]) if preview_dir else None
+                jobs.append((validate(one), preview))
+            residency = options["residency"] or ("auto" if len(seeds) > 1 else "none")
+            engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency)
+            for one, preview in jobs:
+                result = engine.generate(one, emit=Progress(options["quiet"]), preview=preview)
+                _report(result, options["as_json"])
     except LtxError as error:
         _fail(error)
     except (Cancelled, KeyboardInterrupt):
@@ -293,7 +327,12 @@ def generate(**options) -> None:  # fmt: skip
         sys.exit(130)
     except Exception as exc:  # a code and a line, never a traceback
         _fail(_as_error(exc))
-    if options["as_json"]:
+
+
+def _report(result, as_json: bool) -> None:
+    import msgspec
+
+    if as_json:
         click.echo(msgspec.json.encode(result).decode())
     else:
         seconds = sum(result.timings.values())

@@ -28,6 +28,8 @@ class Load(Request, tag="load"):
     model: str = "tiny"
     text_encoder: str | None = None
     quantize: int | None = None
+    residency: str = "auto"  # which models stay loaded between jobs: auto (what fits), all, none
+    warmup: bool = False  # also run one tiny job now, so kernels are compiled before the first real job
 
 
 class Unload(Request, tag="unload"):
@@ -38,6 +40,12 @@ class KeyframeSpec(msgspec.Struct, forbid_unknown_fields=False):
     path: str
     frame_idx: int = 0  # an output (pixel) frame: 0 is the first frame
     strength: float = 1.0  # 1.0 keeps the image
+
+
+class PreviewSpec(msgspec.Struct, forbid_unknown_fields=False):
+    every: int = 2  # denoising steps between previews (and the last step of each stage)
+    max_side: int = 256  # the PNG's longer side at most
+    folder: str | None = None  # default: beside the output, "<output without .mp4>.previews/"
 
 
 class Generate(Request, tag="generate"):
@@ -62,6 +70,9 @@ class Generate(Request, tag="generate"):
     enhance_prompt: bool = False
     round_dimensions: bool = False
     log_file: str | None = None  # write this job's log here (default: a file in `serve --log-dir`, if given)
+    count: int = 1  # a batch: this many videos, seeds seed, seed+1, ...; outputs numbered name_1.mp4, name_2.mp4, ...
+    seeds: list[int] | None = None  # a batch with these seeds (one video each; count, if given, must match)
+    preview: PreviewSpec | None = None  # opt-in previews during denoising (`preview` messages)
 
 
 class Cancel(Request, tag="cancel"):
@@ -113,6 +124,11 @@ class EnvReport(Reply, tag="env-report"):
     cached_at: float = 0.0  # unix time the report was made (reports are reused for 5 minutes)
 
 
+class ResidentComponent(msgspec.Struct):
+    name: str  # text_encoder, text_processor, video_encoder, transformer, upsampler, audio_decoder, ...
+    bytes: int
+
+
 class Loaded(Reply, tag="loaded"):
     id: str | None
     job_id: str
@@ -123,6 +139,12 @@ class Loaded(Reply, tag="loaded"):
     variant: str
     quantization: dict | None  # as applied: the checkpoint's own, or the load-time `quantize` bits
     text_encoder: str
+    residency: str = "auto"
+    resident: list[ResidentComponent] = []  # what stays loaded between jobs now
+    resident_bytes: int = 0
+    memory_left_gb: float | None = None  # what the session may still use (None: unknown)
+    load_s: float = 0.0  # seconds this load spent reading weights (0: all were resident already)
+    warmup_s: float | None = None  # seconds the warm-up job took (None: no warm-up)
 
 
 class Unloaded(Reply, tag="unloaded"):
@@ -134,6 +156,7 @@ class Accepted(Reply, tag="accepted"):
     id: str | None
     job_id: str
     queue_position: int  # 0: starts now
+    batch_index: int | None = None  # a batch's jobs: 0, 1, ... (each its own job, cancellable on its own)
 
 
 class Progress(Reply, tag="progress", omit_defaults=True):  # absent fields do not apply to this event
@@ -179,6 +202,17 @@ class Result(Reply, tag="result"):
     log_path: str | None = None  # the job's log file, when it has one
 
 
+class Preview(Reply, tag="preview"):
+    id: str | None
+    job_id: str
+    path: str  # a PNG
+    stage: int
+    step: int
+    frame: int  # the latent frame shown (0: the first)
+    width: int
+    height: int
+
+
 class Cancelled(Reply, tag="cancelled"):
     id: str | None
     job_id: str
@@ -199,6 +233,10 @@ class StatusReport(Reply, tag="status"):
     running: QueuedJob | None
     progress: float | None
     queue: list[QueuedJob]
+    residency: str | None = None
+    resident: list[ResidentComponent] = []
+    resident_bytes: int = 0
+    memory_left_gb: float | None = None
 
 
 class Error(Reply, tag="error"):
@@ -337,6 +375,7 @@ BackendMessage = (
     | Progress
     | Heartbeat
     | Result
+    | Preview
     | Cancelled
     | StatusReport
     | Error

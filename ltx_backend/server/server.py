@@ -40,7 +40,8 @@ from ltx_backend.server.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
 CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
-                "models", "download", "delete", "inspect", "job-logs"]  # fmt: skip
+                "models", "download", "delete", "inspect", "job-logs",
+                "residency", "prompt-cache", "batch", "preview", "warmup"]  # fmt: skip
 STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
@@ -56,6 +57,8 @@ class Job:
     log: JobLog | None = None  # the job's own log file (`generate.log_file`, `serve --log-dir`)
     last_sent: float = field(default_factory=time.monotonic)  # its last line (downloads' heartbeats use it)
     started: float = field(default_factory=time.monotonic)
+    preview: object = None  # the job's PreviewOptions, when it asked for previews
+    batch_index: int | None = None
 
     @property
     def kind(self) -> str:
@@ -145,6 +148,11 @@ class Server:
     def serve(self, stdin: BinaryIO) -> int:
         """Read lines until `shutdown`, EOF, a signal or a broken stdout; every accepted job ends first."""
         import mlx.core as mx
+
+        # Imported here, not first in the worker: an import there holds the lock the reader then waits on to answer
+        # a `generate` (its `accepted` would come late).
+        import ltx_backend.pipeline.engine
+        import ltx_backend.server.batch  # noqa: F401
 
         wake_read, self._wake_fd = os.pipe()
         os.set_blocking(wake_read, False)
@@ -284,9 +292,17 @@ class Server:
         elif isinstance(request, m.ValidateEnv):
             self.send(self._environment.report(request))
         elif isinstance(request, m.Generate):
-            self._enqueue(self._prepare_generation(request))
+            from ltx_backend.server.batch import expand
+
+            jobs = [self._prepare_generation(one) for one in expand(request)]  # all valid before any is queued
+            for index, job in enumerate(jobs):
+                job.batch_index = index if len(jobs) > 1 or request.count > 1 or request.seeds else None
+                self._enqueue(job)
         elif isinstance(request, m.Load):
+            from ltx_backend.pipeline.resident import check_policy
+
             loading.check_quantize(request.quantize)
+            check_policy(request.residency)
             self._enqueue(Job(self._new_job_id(), request))
         elif isinstance(request, m.Models):
             self.send(management.models_report(request))
@@ -308,15 +324,17 @@ class Server:
         with self._lock:
             position = len(self._pending) + (self._running is not None)
             self._pending.append(job)
-        self.send(m.Accepted(job.request.id, job.job_id, position))
+        self.send(m.Accepted(job.request.id, job.job_id, position, job.batch_index))
         self._queue.put(job)
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
         from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+        from ltx_backend.server.batch import preview_options
 
         fields = msgspec.structs.asdict(request)
-        fields.pop("id")
+        for name in ("id", "count", "seeds", "preview"):
+            fields.pop(name)
         log_file = fields.pop("log_file")
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
@@ -331,7 +349,9 @@ class Server:
             raise
         job_id = self._new_job_id()
         job_log = JobLog.for_job(job_id, request, log_file, self._log_dir)  # an unwritable log refuses the job now
-        return Job(job_id, request, generation=generation, warnings=list(generation.warnings), log=job_log)
+        job = Job(job_id, request, generation=generation, warnings=list(generation.warnings), log=job_log)
+        job.preview = preview_options(request)
+        return job
 
     def _cancel(self, request: m.Cancel) -> None:
         if request.job_id is not None and self._downloads.cancel(request.job_id):
@@ -371,7 +391,20 @@ class Server:
             brief(running) if running else None,
             tracker.fraction if tracker and running else None,
             [brief(job) for job in pending],
+            *self._residency(),
         )
+
+    def _residency(self) -> tuple[str | None, list[m.ResidentComponent], int, float | None]:
+        """(policy, resident components, their bytes, GB the session may still use) for `loaded` and `status`."""
+        from ltx_backend.pipeline import memory
+
+        engine = self._engine
+        if engine is None:
+            return None, [], 0, None
+        resident = [m.ResidentComponent(info.name, info.bytes) for info in engine.models.report()]
+        held = sum(component.bytes for component in resident)
+        budget = memory.session_budget(held)
+        return engine.models.policy, resident, held, round((budget - held) / 1e9, 3) if budget else None
 
     # --- the worker -----------------------------------------------------------------------------------------
 
@@ -417,9 +450,12 @@ class Server:
         """Find the model (downloading a missing repo id), check its layout, then the text encoder; the loaded
         model is replaced only once the new one opened, so a failed or cancelled load keeps it."""
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
+        from ltx_backend.pipeline.resident import check_policy
+        from ltx_backend.pipeline.warmup import warmup
         from ltx_backend.weights.checkpoint import open_checkpoint
 
         request = job.request
+        policy = check_policy(request.residency)
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             tracker = ProgressTracker(None)
@@ -439,11 +475,22 @@ class Server:
             if request.quantize is not None and stored is not None:
                 emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
                                     f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
-            engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
-            job.cancel.check()
-            self._unload()
-            self._engine, self._engine_key = engine, key
+            if self._engine is not None and self._engine_key[0] == request.model:
+                # Same model: only the components the new text encoder or quantization changes reload.
+                self._engine.reconfigure(encoder_dir, request.quantize)
+            else:
+                engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
+                job.cancel.check()
+                self._unload()
+                self._engine = engine
+            self._engine_key = key
         engine = self._engine
+        engine.models.policy = policy
+        start = time.perf_counter()
+        engine.preload()  # `load` really loads: what the planner keeps resident is read now
+        load_s = round(time.perf_counter() - start, 3)
+        warmup_s = round(warmup(engine), 3) if request.warmup else None
+        _, resident, held, left = self._residency()
         return m.Loaded(
             id=request.id,
             job_id=job.job_id,
@@ -454,6 +501,12 @@ class Server:
             variant=engine.variant,
             quantization=loading.applied_quantization(engine.checkpoint, engine.quantize),
             text_encoder=str(engine.text_encoder_root),
+            residency=policy,
+            resident=resident,
+            resident_bytes=held,
+            memory_left_gb=left,
+            load_s=load_s,
+            warmup_s=warmup_s,
         )
 
     def _unload(self) -> None:
@@ -461,6 +514,8 @@ class Server:
 
         import mlx.core as mx
 
+        if self._engine is not None:
+            self._engine.unload()
         self._engine, self._engine_key = None, None
         gc.collect()
         mx.clear_cache()
@@ -474,7 +529,7 @@ class Server:
         emit = self._progress_sink(job, tracker)
         for warning in job.warnings:
             emit(events.Warning(warning))
-        result = self._engine.generate(job.generation, job.cancel, emit)
+        result = self._engine.generate(job.generation, job.cancel, emit, job.preview)
         self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0), job)
         fields = {**msgspec.structs.asdict(result), "steps": list(result.steps)}
         return m.Result(id=job.request.id, job_id=job.job_id, warnings=job.warnings, **fields)
@@ -485,6 +540,9 @@ class Server:
         def emit(event: events.Event) -> None:
             if job.log is not None:
                 job.log.event(event)
+            if isinstance(event, events.Preview):
+                self.send(m.Preview(job.request.id, job.job_id, **msgspec.structs.asdict(event)), job)
+                return
             update = tracker.update(event)
             if update is None:
                 return
@@ -659,6 +717,9 @@ def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0, log_dir: st
         return 2
     logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    from ltx_backend.pipeline.warmup import use_persistent_kernel_cache
+
+    use_persistent_kernel_cache()  # before MLX compiles anything
     code = Server(protocol_out, heartbeat_s=heartbeat_s, log_dir=log_dir).serve(stdin)
     # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
     # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
