@@ -115,7 +115,9 @@ def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
         sys.exit(0 if report.ok else 1)
     version = report.model_version or "?"
     click.echo(f"{report.path}\n  layout: {report.layout or '?'}  version: {version}  variant: {report.variant or '?'}")
-    if report.quantization:
+    if len(report.transformer_bits or {}) > 1:
+        click.echo("  quantized: mixed precision (per-layer bits below)")
+    elif report.quantization:
         click.echo(f"  quantized: {report.quantization['bits']}-bit, group {report.quantization['group_size']}")
     if report.transformer_bits:
         bits = ", ".join(f"{kind} x{count}" for kind, count in report.transformer_bits.items())
