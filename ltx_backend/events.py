@@ -86,6 +86,11 @@ class MemoryPlan(msgspec.Struct, tag="memory_plan"):
     reasons: list[str]
     suggestions: list[str] = msgspec.field(default_factory=list)  # what would lower it further (not applied)
 
+    def text(self) -> str:
+        """One line: ``memory plan: transformer streaming, tiling auto, peak ~6.1 GB: why``."""
+        line = f"memory plan: transformer {self.transformer}, tiling {self.tiling}, peak ~{self.peak_gb:.1f} GB"
+        return line + ": " + "; ".join(self.reasons)
+
 
 class ErrorEvent(msgspec.Struct, tag="error"):
     code: str

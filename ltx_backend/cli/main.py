@@ -175,9 +175,7 @@ class Progress:
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
         elif isinstance(event, events.MemoryPlan):
-            from ltx_backend.server.progress import memory_plan_text
-
-            click.echo(memory_plan_text(event), err=True)
+            click.echo(event.text(), err=True)
         elif isinstance(event, events.Preview):
             click.echo(f"\n  preview {event.path}", err=True, nl=False)
 

@@ -297,7 +297,7 @@ class Engine:
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit; then decides what stays resident after the job.
         choice = self.choose_memory(request)
-        log.info("memory plan: %s", choice.event())
+        log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:
