@@ -52,6 +52,15 @@ class EnhancedPrompt(msgspec.Struct, tag="enhanced_prompt"):
     prompt: str
 
 
+class DurationChosen(msgspec.Struct, tag="duration_chosen"):
+    """LTX-2.5: the length the duration head chose for a request without num_frames."""
+
+    num_frames: int
+    seconds: float  # num_frames / fps
+    predicted_seconds: float  # the head's raw prediction, before the bounds and the 8k+1 snap
+    clamped: bool  # the prediction was outside [min_seconds, max_seconds]
+
+
 class Result(msgspec.Struct, tag="result"):
     video_path: str
     audio_path: str | None
@@ -92,6 +101,7 @@ Event = (
     | DownloadProgress
     | Warning
     | EnhancedPrompt
+    | DurationChosen
     | MemoryPlan
     | Result
     | ErrorEvent

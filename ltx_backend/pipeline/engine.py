@@ -30,17 +30,17 @@ from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
-from ltx_backend.pipeline import memory
+from ltx_backend.pipeline import ltx25_flow, memory
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
-from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
+from ltx_backend.pipeline.text import enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
-from ltx_backend.weights.transformer import load_text_processor, load_transformer
+from ltx_backend.weights.transformer import load_transformer
 from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_video_encoder
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ class Engine:
         bundled = self.checkpoint.root / "text_encoder"
         if text_encoder is None and bundled.is_dir():
             text_encoder = bundled
+        text_encoder = text_encoder or ltx25_flow.bundled_text_encoder(self.checkpoint)
         self.text_encoder_root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        ltx25_flow.check_pairing(self.checkpoint, self.text_encoder_root)
         # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
         self.dtype = dtype or (mx.bfloat16 if "gpu" in str(mx.default_device()) else mx.float32)
         self.quantize = quantize
@@ -173,7 +175,7 @@ class Engine:
         self, request: GenerationRequest, cancel: CancelToken | None = None, emit: Emit = events.ignore
     ) -> events.Result:
         cancel = cancel or CancelToken()
-        request = validate(request)
+        request = ltx25_flow.plan_frames(self.checkpoint, validate(request))
         for warning in request.warnings:
             emit(events.Warning(warning))
         if self.variant == "distilled" and (request.steps is not None or request.cfg_scale is not None):
@@ -181,8 +183,9 @@ class Engine:
                                 "steps and cfg_scale are ignored."))  # fmt: skip
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit.
+        planned = request if request.num_frames else replace(request, num_frames=ltx25_flow.longest_frames(request))
         choice = memory.choose(
-            self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, memory.available_memory()
+            self.checkpoint, self.text_encoder_root, planned, self.dtype, self.quantize, memory.available_memory()
         )
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
@@ -194,6 +197,7 @@ class Engine:
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
         prompt, contexts, negative = self._encode_text(request, timer, emit)
+        request = ltx25_flow.resolve_frames(self.checkpoint, request, *contexts, emit)  # 2.5 without num_frames
         cancel.check()
         images = self._encode_images(request, timer)
         cancel.check()
@@ -224,7 +228,7 @@ class Engine:
         prompt = request.prompt
         with timer.phase(Phase.TEXT_ENCODING):
             with timer.loading():
-                encoder = TextEncoder(self.text_encoder_root, self.dtype)
+                encoder = ltx25_flow.text_encoder(self.checkpoint, self.text_encoder_root, self.dtype)
             if request.enhance_prompt:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
                     warn = lambda message: emit(events.Warning(message))  # noqa: E731
@@ -233,10 +237,9 @@ class Engine:
             encoded = [encoder.encode(prompt)]
             if self.variant == "dev":
                 encoded.append(encoder.encode(request.negative_prompt or DEFAULT_NEGATIVE_PROMPT))
-            hidden_size, states = encoder.hidden_size, encoder.num_states
             encoder.release()
             with timer.loading():
-                processor = load_text_processor(self.checkpoint, self.dtype, hidden_size, states)
+                processor = ltx25_flow.text_processor(self.checkpoint, encoder, self.dtype)
             contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
             mx.eval(contexts)
             del processor, encoded
@@ -255,7 +258,8 @@ class Engine:
             for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
                 latents = []
                 for keyframe in request.keyframes:
-                    pixels = mx.array(conditioning_frame(keyframe.path, *size)).astype(self.dtype)
+                    crf = ltx25_flow.image_crf(self.checkpoint)
+                    pixels = mx.array(conditioning_frame(keyframe.path, *size, crf=crf)).astype(self.dtype)
                     latents.append(encoder(pixels))
                 mx.eval(latents)
                 encoded[size] = latents
@@ -328,7 +332,8 @@ class Engine:
             denoise = s.simple_denoiser(stage)
             if self.variant == "dev":
                 denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            video, audio = s.euler_loop(sigmas, video, audio, denoise, step_events(1))
+            loop = ltx25_flow.stage1_loop(self.checkpoint, self.variant, request.seed)  # 2.5: Euler-ancestral
+            video, audio = loop(sigmas, video, audio, denoise, step_events(1))
         low_res = s.tokens_to_video(video.output_latent, f, h, w)
 
         with timer.phase(Phase.UPSAMPLE):

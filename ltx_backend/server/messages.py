@@ -46,7 +46,7 @@ class Generate(Request, tag="generate"):
     negative_prompt: str | None = None
     width: int = 768
     height: int = 512
-    num_frames: int = 121
+    num_frames: int | None = None  # None: 121, or LTX-2.5's duration head within min/max_seconds
     fps: float = 24.0
     seed: int | None = None
     steps: int | None = None
@@ -58,6 +58,8 @@ class Generate(Request, tag="generate"):
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False
+    min_seconds: float | None = None
+    max_seconds: float | None = None
 
 
 class Cancel(Request, tag="cancel"):

@@ -55,6 +55,8 @@ class ProgressTracker:
             extra = {"message": event.message if isinstance(event, events.Warning) else event.prompt}
         elif isinstance(event, events.MemoryPlan):
             extra = {"message": memory_plan_text(event)}
+        elif isinstance(event, events.DurationChosen):
+            extra = {"message": duration_text(event)}
         else:
             return None
         elapsed = self.elapsed
@@ -64,6 +66,13 @@ class ProgressTracker:
 
     def _advance(self, done: float) -> None:
         self.fraction = max(self.fraction, min(done / self._total, 1.0))
+
+
+def duration_text(choice: events.DurationChosen) -> str:
+    """``duration: 33 frames (1.375 s), predicted 1.50 s``: LTX-2.5's automatic length."""
+    bounded = " (outside the bounds)" if choice.clamped else ""
+    return (f"duration: {choice.num_frames} frames ({choice.seconds:g} s), predicted "
+            f"{choice.predicted_seconds:.2f} s{bounded}")  # fmt: skip
 
 
 def memory_plan_text(plan: events.MemoryPlan) -> str:
