@@ -533,8 +533,8 @@ def generate_video_with_audio(
     from ltx_backend.errors import ErrorCode, LtxError
     from ltx_backend.pipeline import engine as engines
     from ltx_backend.pipeline import ltx25_flow
-    from ltx_backend.weights.ltx25 import is_ltx25
     from ltx_backend.weights.checkpoint import Layout, open_checkpoint
+    from ltx_backend.weights.ltx25 import is_ltx25
 
     console.out(f"MLX default device: {mx.default_device()}", C.DIM)
     plan = prepare(

@@ -57,13 +57,17 @@ def inspect(model: str, as_json: bool) -> None:
         ckpt = open_checkpoint(resolve_model(model))
     except LtxError as error:
         _fail(error)
+    from ltx_backend.weights.ltx25 import model_version, unsupported_parts
+
+    version = model_version(ckpt)
     summary = {
         "path": str(ckpt.root),
         "layout": ckpt.layout.value,
-        "model_version": ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version"),
+        "model_version": ".".join(map(str, version)) if version else None,
         "quantization": ckpt.quantization,
         "config_sections": sorted(ckpt.config),
         "components": {},
+        "unsupported": unsupported_parts(ckpt),  # e.g. the LTX-2.5 diffusion decoder (DiffVAE)
     }
     for name in ckpt.components:
         component = ckpt.component(name)
@@ -89,6 +93,8 @@ def inspect(model: str, as_json: bool) -> None:
         bits = ", ".join(f"{kind} x{count}" for kind, count in summary["transformer_bits"].items())
         click.echo(f"  transformer layers: {bits}")
     click.echo(f"  config sections: {', '.join(summary['config_sections']) or 'none (LTX-2.0 defaults)'}")
+    for note in summary["unsupported"]:
+        click.echo(f"  not used: {note}")
     for name, info in summary["components"].items():
         dtypes = ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items())
         click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")

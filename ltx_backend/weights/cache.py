@@ -76,6 +76,8 @@ def classify(path: Path) -> str:
         return KIND_TEXT_ENCODER
     if (path / "split_model.json").exists() or (path / "embedded_config.json").exists():
         return KIND_LTX
+    if (path / "diffusion_models").is_dir():  # Lightricks' split release (LTX-2.5)
+        return KIND_LTX
     if model_type and not any(word in model_type for word in ("video", "ltx")):
         return KIND_OTHER  # some other model family that also ships a model.safetensors
     if (path / "model.safetensors").exists() or any(path.glob("transformer*.safetensors")):
@@ -117,6 +119,10 @@ def _missing_blobs(root: Path) -> list[str]:
 
 def _ltx_version(ckpt) -> str:
     # The same rule as pipeline.engine.model_version (kept here so weights/ does not import the pipeline).
+    from ltx_backend.weights.ltx25 import is_ltx25
+
+    if is_ltx25(ckpt):
+        return "2.5"
     declared = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if declared.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
         return "2.3"
@@ -134,6 +140,9 @@ def _describe_ltx(entry: ModelEntry, path: Path) -> None:
     bundled = ckpt.root / "text_encoder"
     if bundled.is_dir() and _is_gemma(bundled):
         entry.text_encoder = "text_encoder"
+    official = sorted((ckpt.root / "text_encoders").glob("*.safetensors"))
+    if len(official) == 1:  # the LTX-2.5 release's Gemma 4 file
+        entry.text_encoder = str(official[0].relative_to(ckpt.root))
 
 
 def _describe_text_encoder(entry: ModelEntry, path: Path) -> None:
@@ -250,9 +259,10 @@ def list_models() -> dict:
 
     cache = hub_cache_dir()
     entries = scan_hub_cache(cache)
-    tiny = tiny_model_dir()
-    if (tiny / "model.safetensors").exists():
-        entries.append(describe_model(tiny, NAME))
+    for version, marker in (("2.0", "model.safetensors"), ("2.3", "config.json"), ("2.5", "diffusion_models")):
+        tiny = tiny_model_dir(version)
+        if (tiny / marker).exists():
+            entries.append(describe_model(tiny, NAME if version == "2.0" else f"{NAME}-{version}"))
     seen: set[tuple[int, int]] = set()  # snapshots of one repo share blobs: the total counts each blob once
     total = sum(disk_size(Path(entry.path), seen) for entry in entries)
     return {"cache": str(cache), "models": [entry.to_dict() for entry in entries], "total_bytes": total}
