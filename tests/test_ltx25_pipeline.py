@@ -219,3 +219,27 @@ def test_compat_shim_runs_tiny_25(tmp_path: Path) -> None:
     assert "STAGE:1:STEP:8:8:Denoising" in done.stderr + done.stdout
     info = probe(out)
     assert (info.frames, info.width, info.audio_codec) == (9, 128, "aac")
+
+
+def test_serve_loads_tiny_25_and_reports_the_automatic_length(tmp_path: Path) -> None:
+    """The protocol: ``load`` finds the release's own Gemma 4 (no Gemma 3 download), ``generate`` without
+    ``num_frames`` but with ``max_seconds`` reports the duration in a progress message and the result."""
+    from test_server import Backend, terminal
+
+    backend = Backend(tmp_path / "home")
+    try:
+        assert backend.next()["type"] == "ready"
+        backend.send(type="load", id="l", model="tiny-2.5")
+        loaded = backend.until(lambda msg: msg.get("id") == "l" and msg["type"] in ("loaded", "error"), 120)
+        assert loaded["type"] == "loaded" and loaded["model_version"] == "2.5", loaded
+        assert "text_encoders/gemma4-" in loaded["text_encoder"]
+        backend.send(type="generate", id="g", prompt="a fox", width=128, height=128, seed=1, audio=False,
+                     max_seconds=1.0, min_seconds=0.5, output_path=str(tmp_path / "a.mp4"))  # fmt: skip
+        end = backend.until(lambda msg: msg.get("id") == "g" and terminal(msg), 300)
+        assert end["type"] == "result" and end["num_frames"] == 17, end
+        messages = [msg.get("message", "") for msg in backend.seen if msg["type"] == "progress"]
+        assert any(text.startswith("duration: 17 frames") for text in messages)
+        assert probe(end["video_path"]).frames == 17
+    finally:
+        if backend.close() != 0:
+            backend.process.kill()

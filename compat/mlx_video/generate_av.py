@@ -583,7 +583,7 @@ def generate_video_with_audio(
         console.out(f"Detected LTX-2.3 {variant} model family (gated attention)", C.DIM)
     if variant == "distilled":
         stage1_steps = DISTILLED_STAGE_1_STEPS
-        if cfg_scale > 1.0 and version == "2.3":
+        if cfg_scale > 1.0 and version in ("2.3", "2.5"):
             console.out(f"Distilled model: ignoring CFG scale {cfg_scale:.2f} (guidance is baked in).", C.DIM)
         elif cfg_scale > 1.0:
             console.out(

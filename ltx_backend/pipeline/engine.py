@@ -45,8 +45,8 @@ from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_v
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-bf16"
-DEV_STEPS = {"2.0": 40, "2.3": 30}  # ltx-pipelines' defaults
-STG_BLOCK = {"2.0": 29, "2.3": 28}
+DEV_STEPS = {"2.0": 40, "2.3": 30, "2.5": 30}  # ltx-pipelines' defaults (2.5: LTX_2_3_PARAMS, CRF apart)
+STG_BLOCK = {"2.0": 29, "2.3": 28, "2.5": 28}
 
 
 class Cancelled(Exception):
@@ -83,6 +83,8 @@ def checkpoint_variant(ckpt: Checkpoint) -> str:
 
 
 def model_version(ckpt: Checkpoint) -> str:
+    if ltx25_flow.is_ltx25(ckpt):
+        return "2.5"
     version = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if version.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
         return "2.3"
