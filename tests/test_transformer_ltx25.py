@@ -25,6 +25,7 @@ from mlx.utils import tree_flatten
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.transformer import LTXModel, StreamInput, TransformerConfig
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.weights.checkpoint import open_checkpoint
@@ -193,6 +194,10 @@ def test_bias_free_feed_forward_quantizes_and_compiles(model: LTXModel) -> None:
     assert "bias" not in quantized.transformer_blocks[0].ff.proj_out
     video, _ = quantized(stream(quantized, "video"), stream(quantized, "audio"))
     assert max_error(video[0], r["out.video_velocity"]) <= 0.05  # 8-bit weights: close, not exact
+    # the CUDA path: bias-free quantized layers multiplied through their dequantized weights
+    assert dequantize_large_products(quantized, min_rows=1) == 2 * len(quantized.transformer_blocks)
+    dequantized, _ = quantized(stream(quantized, "video"), stream(quantized, "audio"))
+    assert float(mx.abs(dequantized - video).max()) <= 1e-4
 
 
 def test_streamed_blocks_match(model: LTXModel, tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def _free() -> None:
 
 
 class Engine:
-    """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
+    """Generates videos with one LTX-2 checkpoint and its text encoder (Gemma 3; Gemma 4 for LTX-2.5)."""
 
     def __init__(
         self,
