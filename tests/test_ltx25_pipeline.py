@@ -243,3 +243,13 @@ def test_serve_loads_tiny_25_and_reports_the_automatic_length(tmp_path: Path) ->
     finally:
         if backend.close() != 0:
             backend.process.kill()
+
+
+def test_low_ram_streaming_gives_the_same_video(engine: Engine, tmp_path: Path) -> None:
+    """The 2.5 blocks (no video FFN bias, the marker outside the blocks) streamed from the official transformer
+    file: the same frames as resident weights."""
+    streamed, seen = run(engine, tmp_path, num_frames=9, audio=False, memory="low", output_path=str(tmp_path / "s.mp4"))
+    (plan,) = [e for e in seen if isinstance(e, events.MemoryPlan)]
+    assert plan.transformer == "streaming"
+    resident, _ = run(engine, tmp_path, num_frames=9, audio=False, output_path=str(tmp_path / "r.mp4"))
+    assert np.array_equal(frames(streamed.video_path), frames(resident.video_path))
