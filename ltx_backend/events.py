@@ -60,6 +60,21 @@ class EnhancedPrompt(msgspec.Struct, tag="enhanced_prompt"):
     prompt: str
 
 
+class DurationChosen(msgspec.Struct, tag="duration_chosen"):
+    """LTX-2.5: the length the duration head chose for a request without num_frames."""
+
+    num_frames: int
+    seconds: float  # num_frames / fps
+    predicted_seconds: float  # the head's raw prediction, before the bounds and the 8k+1 snap
+    clamped: bool  # the prediction was outside [min_seconds, max_seconds]
+
+    def text(self) -> str:
+        """``duration: 33 frames (1.375 s), predicted 1.50 s``: LTX-2.5's automatic length."""
+        bounded = " (outside the bounds)" if self.clamped else ""
+        return (f"duration: {self.num_frames} frames ({self.seconds:g} s), predicted "
+                f"{self.predicted_seconds:.2f} s{bounded}")  # fmt: skip
+
+
 class Result(msgspec.Struct, tag="result"):
     video_path: str
     audio_path: str | None
@@ -117,6 +132,7 @@ Event = (
     | DownloadProgress
     | Warning
     | EnhancedPrompt
+    | DurationChosen
     | MemoryPlan
     | Preview
     | Result

@@ -107,13 +107,16 @@ VOCODER_23 = {  # BigVGAN at 16 kHz (160 samples per mel frame), then x3 bandwid
             "hop_length": 32, "n_fft": 128, "win_size": 128, "num_mels": 64},
 }  # fmt: skip
 UPSCALER_23 = "spatial_upscaler_x2_v1_1"
+UPSCALER_CONFIG_23 = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3,
+                      "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,
+                      "rational_resampler": False}  # fmt: skip
 MODEL_INFO = {
     "model_type": "AudioVideo", "model_version": "2.0.0", "variant": "distilled", "tiny": True,
     "audio_sample_rate": 24000, "audio_latent_sample_rate": 16000, "audio_hop_length": 160,
     "audio_latent_channels": 1, "audio_mel_bins": 16,
 }  # fmt: skip
 QUANTIZATION = {"bits": 4, "group_size": 64}
-VERSIONS = ("2.0", "2.3")
+VERSIONS = ("2.0", "2.3", "2.5")
 
 
 def _mlx_spelling(key: str) -> str:
@@ -220,9 +223,18 @@ def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED, m
 
     2.0: mlx-video-with-audio's unified layout (about 5 MB). 2.3: the split layout of mlx-forge with a 4-bit
     transformer stored as ``transformer-distilled.safetensors`` (`mixed`: per-layer 2-8 bits instead). Both carry the
-    tiny Gemma in ``text_encoder/``.
+    tiny Gemma 3 in ``text_encoder/``. 2.5: Lightricks' official split release layout with a tiny Gemma 4 and the
+    duration head (``tiny_ltx25.py``).
     """
     path = Path(path)
+    if version == "2.5":
+        if mixed:
+            raise ValueError("only the 2.3 tiny model has a mixed-precision variant")
+        from ltx_backend.tiny_ltx25 import write_tiny_ltx25
+
+        with atomic_directory(path) as folder:
+            write_tiny_ltx25(folder, seed)
+        return path
     components = tiny_components(version, seed, mixed)
     mx.eval(components)
     sections = _sections(version)
@@ -275,9 +287,7 @@ def _write_split(folder: Path, components: dict[str, dict[str, mx.array]], secti
     (folder / "split_model.json").write_text(json.dumps(manifest, indent=2))
     info = {**MODEL_INFO, "model_version": "2.3.0", "audio_sample_rate": 48000}
     (folder / "config.json").write_text(json.dumps(info, indent=2))
-    upscaler = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": True,
-                "temporal_upsample": False, "spatial_scale": 2.0, "rational_resampler": False}  # fmt: skip
-    embedded = {**sections, "upscalers": {UPSCALER_23: upscaler}}
+    embedded = {**sections, "upscalers": {UPSCALER_23: UPSCALER_CONFIG_23}}
     (folder / "embedded_config.json").write_text(json.dumps(embedded, indent=2))
 
 
@@ -295,7 +305,8 @@ def _write_text_encoder(folder: Path, seed: int) -> None:
 
 
 def tiny_model_dir(version: str = "2.0") -> Path:
-    """Where ``--model tiny`` (``tiny-2.3``) lives: ``$LTX_BACKEND_HOME/tiny`` (default ``~/.cache/ltx-backend``)."""
+    """Where ``--model tiny`` (``tiny-2.3``, ``tiny-2.5``) lives: ``$LTX_BACKEND_HOME/tiny`` (default
+    ``~/.cache/ltx-backend``)."""
     home = os.environ.get("LTX_BACKEND_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", "~/.cache"), "ltx-backend"
     )
@@ -305,7 +316,8 @@ def tiny_model_dir(version: str = "2.0") -> Path:
 def ensure_tiny_model(version: str = "2.0") -> Path:
     """The tiny model's directory, written on first use (it takes well under a second)."""
     path = tiny_model_dir(version)
-    if not (path / "config.json").is_file():
+    written = path / ("diffusion_models" if version == "2.5" else "config.json")
+    if not written.exists():
         write_tiny_model(path, version)
     return path
 

@@ -535,7 +535,9 @@ def generate_video_with_audio(
     from ltx_backend import __version__ as backend_version
     from ltx_backend.errors import ErrorCode, LtxError
     from ltx_backend.pipeline import engine as engines
+    from ltx_backend.pipeline import ltx25_flow
     from ltx_backend.weights.checkpoint import Layout, open_checkpoint
+    from ltx_backend.weights.ltx25 import is_ltx25
 
     console.out(f"MLX default device: {mx.default_device()}", C.DIM)
     plan = prepare(
@@ -578,11 +580,13 @@ def generate_video_with_audio(
     model_path = fetch_model(model_repo)
     checkpoint = open_checkpoint(model_path)
     variant, version = engines.checkpoint_variant(checkpoint), engines.model_version(checkpoint)
-    if version == "2.3":
+    if is_ltx25(checkpoint):  # not in 0.1.37 (it cannot run 2.5): the shim says what it runs
+        console.out(f"Detected LTX-2.5 {variant} model family (Gemma 4 text encoder)", C.DIM)
+    elif version == "2.3":
         console.out(f"Detected LTX-2.3 {variant} model family (gated attention)", C.DIM)
     if variant == "distilled":
         stage1_steps = DISTILLED_STAGE_1_STEPS
-        if cfg_scale > 1.0 and version == "2.3":
+        if cfg_scale > 1.0 and version in ("2.3", "2.5"):
             console.out(f"Distilled model: ignoring CFG scale {cfg_scale:.2f} (guidance is baked in).", C.DIM)
         elif cfg_scale > 1.0:
             console.out(
@@ -599,11 +603,14 @@ def generate_video_with_audio(
         console.out("Using unified MLX model format (no Lightricks download)", C.DIM)
 
     bundled = model_path / "text_encoder"
+    official_encoder = ltx25_flow.bundled_text_encoder(checkpoint)  # LTX-2.5: text_encoders/<file>
     if text_encoder_repo:
         text_encoder_path = fetch_model(text_encoder_repo)
     elif bundled.is_dir():
         text_encoder_path = bundled
         console.token(f"MODEL:CACHED:{bundled}")
+    elif official_encoder is not None:
+        text_encoder_path = official_encoder
     else:
         text_encoder_path = fetch_model(DEFAULT_TEXT_ENCODER_REPO)
     console.token(f"RESOLVE:MODEL_PATH:{model_path}")

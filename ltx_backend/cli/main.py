@@ -123,6 +123,8 @@ def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
         bits = ", ".join(f"{kind} x{count}" for kind, count in report.transformer_bits.items())
         click.echo(f"  transformer layers: {bits}")
     click.echo(f"  config sections: {', '.join(report.config_sections) or 'none (LTX-2.0 defaults)'}")
+    for note in report.unsupported:
+        click.echo(f"  not used: {note}")
     for component in report.components:
         dtypes = ", ".join(f"{k} x{v}" for k, v in component.dtypes.items())
         mark = click.style("ok ", fg="green") if component.ok else click.style("BAD", fg="red")
@@ -174,7 +176,7 @@ class Progress:
             click.echo(f"  done in {event.seconds:.2f} s", err=True)
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
-        elif isinstance(event, events.MemoryPlan):
+        elif isinstance(event, (events.MemoryPlan, events.DurationChosen)):
             click.echo(event.text(), err=True)
         elif isinstance(event, events.Preview):
             click.echo(f"\n  preview {event.path}", err=True, nl=False)
@@ -185,7 +187,15 @@ class Progress:
 @click.option("--negative-prompt", default=None, help="What to avoid (dev checkpoints; default: the official one).")
 @click.option("--width", "-W", default=768, show_default=True, help="Output width, a multiple of 64.")
 @click.option("--height", "-H", default=512, show_default=True, help="Output height, a multiple of 64.")
-@click.option("--num-frames", "-n", default=121, show_default=True, help="Frames; rounded to 8k+1.")
+@click.option(
+    "--num-frames",
+    "-n",
+    type=int,
+    default=None,
+    help="Frames; rounded to 8k+1. Default: 121, or on LTX-2.5 the length its duration head predicts.",
+)
+@click.option("--min-seconds", type=float, default=None, help="LTX-2.5 automatic length: at least this (default 1).")
+@click.option("--max-seconds", type=float, default=None, help="LTX-2.5 automatic length: at most this (default 20).")
 @click.option("--fps", default=24.0, show_default=True, help="Frames per second (also sets the audio length).")
 @click.option("--seed", "-s", type=int, default=None, help="Random seed (default: a random one, reported).")
 @click.option("--steps", type=int, default=None, help="Stage-1 denoising steps (dev checkpoints only).")
@@ -300,6 +310,8 @@ def generate(**options) -> None:  # fmt: skip
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
+        min_seconds=options["min_seconds"],
+        max_seconds=options["max_seconds"],
         warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
@@ -345,8 +357,9 @@ def _report(result, as_json: bool) -> None:
 
 @cli.command("make-tiny")
 @click.argument("path", required=False)
-@click.option("--version", "version", type=click.Choice(["2.0", "2.3"]), default="2.0", show_default=True,
-              help="2.0: unified layout; 2.3: split layout with a 4-bit transformer.")  # fmt: skip
+@click.option("--version", "version", type=click.Choice(["2.0", "2.3", "2.5"]), default="2.0", show_default=True,
+              help="2.0: unified layout; 2.3: split layout with a 4-bit transformer; 2.5: Lightricks' official "
+                   "split release layout with Gemma 4 and the duration head.")  # fmt: skip
 @click.option("--mixed-precision", "mixed", is_flag=True,
               help="2.3 only: quantize the transformer's block layers with per-layer 2-8 bits.")  # fmt: skip
 def make_tiny(path: str | None, version: str, mixed: bool) -> None:

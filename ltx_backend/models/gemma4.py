@@ -15,6 +15,7 @@ Differences from Gemma 3 (models/gemma3.py), all from transformers' ``modeling_g
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -249,9 +250,16 @@ class Gemma4TextModel(nn.Module):
             False: rope_tables(c.full_rope.inv_freq(c.global_head_dim), length, dtype),
         }
 
-    def hidden_states(self, input_ids: mx.array, attention_mask: mx.array, eval_each_layer: bool = True) -> list:
+    def hidden_states(
+        self,
+        input_ids: mx.array,
+        attention_mask: mx.array,
+        eval_each_layer: bool = True,
+        after_layer: Callable[[], None] | None = None,
+    ) -> list:
         """What transformers' ``output_hidden_states`` returns: the scaled embeddings, the output of each layer but
-        the last, and the final-normed output of the last layer (``num_hidden_layers + 1`` arrays)."""
+        the last, and the final-normed output of the last layer (``num_hidden_layers + 1`` arrays). `after_layer`
+        runs after each evaluated layer (a cancel check)."""
         h = self.embed(input_ids)
         full, sliding = causal_masks(attention_mask, self.config.sliding_window, h.dtype)
         rope = self.rope(h.shape[1], h.dtype)
@@ -260,6 +268,8 @@ class Gemma4TextModel(nn.Module):
             h = layer(h, sliding if layer.sliding else full, rope[layer.sliding])
             if eval_each_layer:
                 mx.eval(h)  # bounds the graph (and a GPU command buffer) to one layer
+                if after_layer is not None:
+                    after_layer()
             states.append(self.norm(h) if index == len(self.layers) - 1 else h)
         return states
 

@@ -3,7 +3,8 @@
 Two streams (video and audio) share a stack of blocks. Per block and stream: AdaLN-modulated self-attention
 with RoPE, text cross-attention (LTX-2.3: AdaLN-modulated on both the query and the prompt side), audio<->video
 cross-attention on temporal positions, and an AdaLN-modulated feed-forward. LTX-2.3 adds per-head gates on
-every attention. The variant is chosen by the checkpoint's config, never by its name.
+every attention. LTX-2.5 drops the video feed-forward biases and adds a learned embedding on the tokens of the first
+latent frame (the keyframe marker). The variant is chosen by the checkpoint's config, never by its name.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class TransformerConfig:
     apply_gated_attention: bool = False
     cross_attention_adaln: bool = False
     caption_channels: int | None = 3840  # None: the text projection happens before the connectors (LTX-2.3)
+    ff_bias: bool = True  # LTX-2.5: false, the video feed-forward has no biases
+    audio_ff_bias: bool = True
+    use_keyframes_abs_pos_embedding: bool = False  # LTX-2.5: the learned first-frame / keyframe-slot marker
+    use_prompt_adaln_single: bool = True  # false: the text K/V modulation is the static prompt table alone
     extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -83,6 +88,10 @@ class TransformerConfig:
             apply_gated_attention=cfg.get("apply_gated_attention", False),
             cross_attention_adaln=cfg.get("cross_attention_adaln", False),
             caption_channels=cfg.get("caption_channels", 3840) if caption_in_transformer else None,
+            ff_bias=cfg.get("ff_bias", True),
+            audio_ff_bias=cfg.get("audio_ff_bias", True),
+            use_keyframes_abs_pos_embedding=cfg.get("use_keyframes_abs_pos_embedding", False),
+            use_prompt_adaln_single=cfg.get("use_prompt_adaln_single", True),
         )
 
     @property
@@ -188,10 +197,10 @@ def _same_kind(*layers: nn.Module) -> bool:
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    def __init__(self, dim: int, mult: int = 4, bias: bool = True) -> None:
         super().__init__()
-        self.proj_in = nn.Linear(dim, dim * mult)
-        self.proj_out = nn.Linear(dim * mult, dim)
+        self.proj_in = nn.Linear(dim, dim * mult, bias=bias)
+        self.proj_out = nn.Linear(dim * mult, dim, bias=bias)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.proj_out(gelu_tanh(self.proj_in(x)))
@@ -255,7 +264,7 @@ class StreamState:
     cross_pe: RotaryTables | None
     cross_scale_shift: mx.array | None
     cross_gate: mx.array | None
-    prompt_timestep: mx.array | None
+    prompt_timestep: mx.array | None  # None without prompt AdaLN: the K/V modulation is the static table
     self_mask: mx.array | None = None  # additive (B, 1, T, T) self-attention bias (IC-LoRA attention strength)
 
 
@@ -269,13 +278,13 @@ class AVTransformerBlock(nn.Module):
         if video:
             self.attn1 = Attention(vd, None, c.num_attention_heads, c.attention_head_dim, eps, gated)
             self.attn2 = Attention(vd, c.cross_attention_dim, c.num_attention_heads, c.attention_head_dim, eps, gated)
-            self.ff = FeedForward(vd)
+            self.ff = FeedForward(vd, bias=c.ff_bias)
             self.scale_shift_table = mx.zeros((c.adaln_params, vd))
         if audio:
             heads, head_dim = c.audio_num_attention_heads, c.audio_attention_head_dim
             self.audio_attn1 = Attention(ad, None, heads, head_dim, eps, gated)
             self.audio_attn2 = Attention(ad, c.audio_cross_attention_dim, heads, head_dim, eps, gated)
-            self.audio_ff = FeedForward(ad)
+            self.audio_ff = FeedForward(ad, bias=c.audio_ff_bias)
             self.audio_scale_shift_table = mx.zeros((c.adaln_params, ad))
         if video and audio:
             heads, head_dim = c.audio_num_attention_heads, c.audio_attention_head_dim
@@ -298,7 +307,10 @@ class AVTransformerBlock(nn.Module):
         if self.cross_attention_adaln:
             shift_q, scale_q, gate_q = _ada(table, s.timesteps, slice(6, 9))
             prompt_table = self[prefix + "prompt_scale_shift_table"]
-            shift_kv, scale_kv = _ada(prompt_table, s.prompt_timestep, slice(0, 2))
+            if s.prompt_timestep is None:
+                shift_kv, scale_kv = prompt_table[0], prompt_table[1]
+            else:
+                shift_kv, scale_kv = _ada(prompt_table, s.prompt_timestep, slice(0, 2))
             query = rms_norm(x, self.eps) * (1 + scale_q) + shift_q
             context = s.context * (1 + scale_kv) + shift_kv
             return x + attn2(query, context=context, mask=s.context_mask) * gate_q
@@ -475,6 +487,7 @@ class StreamInput:
     context_mask: mx.array | None  # (B, L), 1 = real token
     rope: StreamRope
     self_attention_mask: mx.array | None = None  # (B, T, T) in [0, 1]: how much token i attends to token j
+    keyframes_mask: mx.array | None = None  # (B, T), video: > 0 marks the first latent frame and keyframe slots
 
 
 def self_attention_bias(mask: mx.array, dtype: mx.Dtype) -> mx.array:
@@ -504,8 +517,10 @@ class LTXModel(nn.Module):
             self.adaln_single = AdaLayerNormSingle(vd, c.adaln_params)
             if c.caption_channels is not None:
                 self.caption_projection = CaptionProjection(c.caption_channels, vd)
-            if c.cross_attention_adaln:
+            if c.cross_attention_adaln and c.use_prompt_adaln_single:
                 self.prompt_adaln_single = AdaLayerNormSingle(vd, 2)
+            if c.use_keyframes_abs_pos_embedding:
+                self.keyframes_abs_pos_embedding = mx.zeros((1, vd))
             self.scale_shift_table = mx.zeros((2, vd))
             self.proj_out = nn.Linear(vd, c.out_channels)
         if audio:
@@ -513,7 +528,7 @@ class LTXModel(nn.Module):
             self.audio_adaln_single = AdaLayerNormSingle(ad, c.adaln_params)
             if c.caption_channels is not None:
                 self.audio_caption_projection = CaptionProjection(c.caption_channels, ad)
-            if c.cross_attention_adaln:
+            if c.cross_attention_adaln and c.use_prompt_adaln_single:
                 self.audio_prompt_adaln_single = AdaLayerNormSingle(ad, 2)
             self.audio_scale_shift_table = mx.zeros((2, ad))
             self.audio_proj_out = nn.Linear(ad, c.audio_out_channels)
@@ -565,10 +580,14 @@ class LTXModel(nn.Module):
         c = self.config
         dtype = s.latent.dtype
         x = self[prefix + "patchify_proj"](s.latent)
+        if s.keyframes_mask is not None and "keyframes_abs_pos_embedding" in self and prefix == "":
+            # ltx-core apply_keyframes_absolute_embedding: the marker goes on right after the patch projection.
+            marked = (s.keyframes_mask > 0)[..., None].astype(x.dtype)
+            x = x + marked * self.keyframes_abs_pos_embedding.astype(x.dtype)
         b = x.shape[0]
         timesteps, embedded = self[prefix + "adaln_single"](s.timesteps * c.timestep_scale_multiplier, dtype)
         prompt_timestep = None
-        if c.cross_attention_adaln:
+        if c.cross_attention_adaln and c.use_prompt_adaln_single:
             prompt, _ = self[prefix + "prompt_adaln_single"](s.sigma * c.timestep_scale_multiplier, dtype)
             prompt_timestep = prompt.reshape(b, -1, prompt.shape[-1])
         context = s.context

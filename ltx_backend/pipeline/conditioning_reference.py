@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from ltx_backend.models.rope import video_positions
-from ltx_backend.pipeline.sampler import LatentState, video_to_tokens
+from ltx_backend.pipeline.sampler import LatentState, extend_keyframes_mask, video_to_tokens
 
 
 def reference_positions(frames: int, height: int, width: int, fps: float, downscale_factor: int = 1) -> np.ndarray:
@@ -51,6 +51,7 @@ def condition_by_reference(
         denoise_mask=mx.concatenate([state.denoise_mask, mask], axis=1),
         positions=np.concatenate([state.positions, reference_positions(f, h, w, fps, downscale_factor)], axis=2),
         unconditioned=False,
+        keyframes_mask=extend_keyframes_mask(state, tokens.shape[1]),  # reference tokens are unmarked
     )
 
 

@@ -30,7 +30,7 @@ from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
-from ltx_backend.pipeline import memory
+from ltx_backend.pipeline import ltx25_flow, memory
 from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
@@ -38,19 +38,18 @@ from ltx_backend.pipeline.preview import Previewer, PreviewOptions
 from ltx_backend.pipeline.prompt_cache import EncodedText, PromptCache
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ignored_options, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
-from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
+from ltx_backend.pipeline.text import enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
-from ltx_backend.weights.gemma import read_gemma_config
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
-from ltx_backend.weights.transformer import load_text_processor, load_transformer
+from ltx_backend.weights.transformer import load_transformer
 from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_video_encoder
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-bf16"
-DEV_STEPS = {"2.0": 40, "2.3": 30}  # ltx-pipelines' defaults
-STG_BLOCK = {"2.0": 29, "2.3": 28}
+DEV_STEPS = {"2.0": 40, "2.3": 30, "2.5": 30}  # ltx-pipelines' defaults (2.5: LTX_2_3_PARAMS, CRF apart)
+STG_BLOCK = {"2.0": 29, "2.3": 28, "2.5": 28}
 
 
 class Cancelled(Exception):
@@ -87,6 +86,8 @@ def checkpoint_variant(ckpt: Checkpoint) -> str:
 
 
 def model_version(ckpt: Checkpoint) -> str:
+    if ltx25_flow.is_ltx25(ckpt):
+        return "2.5"
     version = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if version.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
         return "2.3"
@@ -151,7 +152,7 @@ def _dequantize_large_products() -> bool:
 
 
 class Engine:
-    """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
+    """Generates videos with one LTX-2 checkpoint and its text encoder (Gemma 3; Gemma 4 for LTX-2.5)."""
 
     def __init__(
         self,
@@ -174,10 +175,15 @@ class Engine:
         self._previewer: Previewer | None = None  # the running job's, when it asked for previews
 
     def _text_encoder_root(self, text_encoder: str | Path | None) -> Path:
+        """The text encoder asked for, else the checkpoint's own (a ``text_encoder/`` folder, or the file of an
+        LTX-2.5 release), else the default Gemma 3; checked to belong to the model before anything loads."""
         bundled = self.checkpoint.root / "text_encoder"
         if text_encoder is None and bundled.is_dir():
             text_encoder = bundled
-        return resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        text_encoder = text_encoder or ltx25_flow.bundled_text_encoder(self.checkpoint)
+        root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        ltx25_flow.check_pairing(self.checkpoint, root)
+        return root
 
     def reconfigure(self, text_encoder: str | Path | None = None, quantize: int | None = None) -> None:
         """Another text encoder or transformer quantization for the same checkpoint: the resident components are
@@ -191,8 +197,12 @@ class Engine:
         """A component from the session's resident set, loaded now if it is not resident (under its key)."""
         root, dtype = str(self.checkpoint.root), str(self.dtype)
         loaders = {
-            r.TEXT_ENCODER: (lambda: TextEncoder(self.text_encoder_root, self.dtype), (str(self.text_encoder_root),)),
-            r.TEXT_PROCESSOR: (lambda: load_text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
+            r.TEXT_ENCODER: (
+                lambda: ltx25_flow.text_encoder(self.checkpoint, self.text_encoder_root, self.dtype),
+                (str(self.text_encoder_root),),
+            ),
+            # extra: ltx25_flow.processor_spec of the encoder whose states it reads
+            r.TEXT_PROCESSOR: (lambda: ltx25_flow.text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
             r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
             # extra: (streaming,); a streamed transformer is another component than a resident one. Later: + LoRAs.
             r.TRANSFORMER: (lambda: self._load_transformer(*extra), (root, self.quantize, *(extra or (False,)))),
@@ -242,8 +252,7 @@ class Engine:
         nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
         request = validate(request or nominal)
         self.plan_residency(request)
-        _, gemma = read_gemma_config(Path(self.text_encoder_root))
-        shapes = {r.TEXT_PROCESSOR: (gemma.hidden_size, gemma.num_hidden_layers + 1)}  # as _encode_text asks
+        shapes = {r.TEXT_PROCESSOR: ltx25_flow.processor_spec_of(self.checkpoint, Path(self.text_encoder_root))}
         loaded = []
         for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
             # Each component's reads start before the next one is built: building overlaps reading.
@@ -289,14 +298,16 @@ class Engine:
         preview: PreviewOptions | None = None,
     ) -> events.Result:
         cancel = cancel or CancelToken()
-        request = validate(request)
+        request = ltx25_flow.plan_frames(self.checkpoint, validate(request))
         for warning in request.warnings:
             emit(events.Warning(warning))
         for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
             emit(events.Warning(warning))
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
-        # loading anything, naming what would fit; then decides what stays resident after the job.
-        choice = self.choose_memory(request)
+        # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
+        # num_frames is planned at the longest length its duration head may choose.
+        planned = request if request.num_frames else replace(request, num_frames=ltx25_flow.longest_frames(request))
+        choice = self.choose_memory(planned)
         log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
@@ -314,6 +325,7 @@ class Engine:
             if preview is not None:
                 self._previewer = Previewer(preview, lambda: self._borrow(r.VIDEO_DECODER), emit, self.dtype)
             prompt, contexts, negative = self._text(request, timer, emit, cancel)
+            request = ltx25_flow.resolve_frames(self.checkpoint, request, *contexts, emit)  # 2.5 without num_frames
             cancel.check()
             images = self._encode_images(request, timer)
             cancel.check()
@@ -357,11 +369,11 @@ class Engine:
             if self.variant == "dev":
                 negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
                 encoded.append(encoder.encode(negative_prompt, check=cancel.check, warn=warn))
-            hidden_size, states = encoder.hidden_size, encoder.num_states
+            spec = ltx25_flow.processor_spec(encoder)  # what the text processor depends on
             del encoder
             self.models.give_back(r.TEXT_ENCODER)
             with timer.loading():
-                processor = self._borrow(r.TEXT_PROCESSOR, (hidden_size, states))
+                processor = self._borrow(r.TEXT_PROCESSOR, spec)
             contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
             mx.eval(contexts)
             del processor, encoded
@@ -380,7 +392,8 @@ class Engine:
             for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
                 latents = []
                 for keyframe in request.keyframes:
-                    pixels = mx.array(conditioning_frame(keyframe.path, *size)).astype(self.dtype)
+                    crf = ltx25_flow.image_crf(self.checkpoint)
+                    pixels = mx.array(conditioning_frame(keyframe.path, *size, crf=crf)).astype(self.dtype)
                     latents.append(encoder(pixels))
                 mx.eval(latents)
                 encoded[size] = latents
@@ -450,7 +463,8 @@ class Engine:
             denoise = s.simple_denoiser(stage)
             if self.variant == "dev":
                 denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            video, audio = s.euler_loop(sigmas, video, audio, self._tap(denoise), step_events(1))
+            loop = ltx25_flow.stage1_loop(self.checkpoint, self.variant, request.seed)  # 2.5: Euler-ancestral
+            video, audio = loop(sigmas, video, audio, self._tap(denoise), step_events(1))
         low_res = s.tokens_to_video(video.output_latent, f, h, w)
 
         with timer.phase(Phase.UPSAMPLE):

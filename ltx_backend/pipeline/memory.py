@@ -253,14 +253,27 @@ def _logical_params(component: Component | None, bits: int | None) -> int:
 # --- phases ------------------------------------------------------------------------------------------------------
 
 
-def _text_phases(root: Path | None, itemsize: int | None, prompts: int) -> list[PhaseMemory]:
-    if root is None:
-        return []
+def _text_encoder(root: Path):
+    """(config, component, key sanitizer) of a Gemma 3 folder or a Gemma 4 (LTX-2.5) file or folder."""
+    from ltx_backend.weights.ltx25 import GEMMA4, text_encoder_family
+
+    if text_encoder_family(root)[0] == GEMMA4:
+        from ltx_backend.models.gemma4 import sanitize_gemma4_key
+        from ltx_backend.weights.gemma4 import open_gemma4
+
+        source = open_gemma4(root)
+        return source.config, source.component(), sanitize_gemma4_key
     from ltx_backend.models.gemma3 import sanitize_gemma_key
     from ltx_backend.weights.gemma import gemma_component, read_gemma_config
 
-    _, config = read_gemma_config(Path(root))
-    weights, _ = _weight_bytes(gemma_component(Path(root)).tensors, itemsize, sanitize_gemma_key)
+    return read_gemma_config(root)[1], gemma_component(root), sanitize_gemma_key
+
+
+def _text_phases(root: Path | None, itemsize: int | None, prompts: int) -> list[PhaseMemory]:
+    if root is None:
+        return []
+    config, component, sanitize = _text_encoder(Path(root))
+    weights, _ = _weight_bytes(component.tensors, itemsize, sanitize)
     size = itemsize or 2
     states = (config.num_hidden_layers + 1) * PROMPT_TOKENS * config.hidden_size * size
     layer = PROMPT_TOKENS * (3 * config.intermediate_size * size + config.num_attention_heads * PROMPT_TOKENS * 4)
@@ -278,9 +291,7 @@ def _connector_phase(ckpt: Checkpoint, root: Path | None, itemsize: int | None, 
         weights, _ = _weight_bytes(_text_component(ckpt).tensors, itemsize, sanitize_processor_key)
     states = 0
     if root is not None:
-        from ltx_backend.weights.gemma import read_gemma_config
-
-        _, config = read_gemma_config(Path(root))
+        config = _text_encoder(Path(root))[0]
         states = (config.num_hidden_layers + 1) * PROMPT_TOKENS * config.hidden_size * (itemsize or 2)
     return PhaseMemory(CONNECTORS, weights, 2 * prompts * states)
 

@@ -51,7 +51,7 @@ class GenerationRequest:
     output_path: str
     width: int = 768
     height: int = 512
-    num_frames: int = 121
+    num_frames: int | None = None  # None: LTX-2.5's duration head chooses (bounded below); other models: 121
     fps: float = 24.0
     seed: int | None = None
     negative_prompt: str | None = None
@@ -67,6 +67,8 @@ class GenerationRequest:
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
+    min_seconds: float | None = None  # bounds of the duration head's choice (default 1 s and 20 s)
+    max_seconds: float | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -119,6 +121,27 @@ def ignored_options(
     return ignored
 
 
+def _shortest_automatic_length(request: GenerationRequest) -> int:
+    """The fewest frames the duration head may choose within the request's bounds (checked to hold one)."""
+    from ltx_backend.models.duration_head import MAX_SECONDS as HEAD_MAX
+    from ltx_backend.models.duration_head import MIN_SECONDS as HEAD_MIN
+    from ltx_backend.models.duration_head import frame_bounds
+
+    low = HEAD_MIN if request.min_seconds is None else request.min_seconds
+    high = HEAD_MAX if request.max_seconds is None else request.max_seconds
+    if high > MAX_SECONDS:
+        raise _invalid("max_seconds", f"max_seconds {high:g} is longer than the {MAX_SECONDS} s the model supports",
+                       f"Use at most {MAX_SECONDS}.")  # fmt: skip
+    try:
+        first, _ = frame_bounds(request.fps, low, high)
+    except ValueError as exc:
+        name = "min_seconds" if request.min_seconds is not None else "max_seconds"
+        raise _invalid(
+            name, f"duration bounds [{low:g}, {high:g}] s: {exc}", "Widen min_seconds..max_seconds."
+        ) from exc
+    return (first - 1 + 7) // 8 * 8 + 1
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
     """The request with frame counts rounded, a seed chosen and paths made absolute; every rounding is a warning.
 
@@ -143,9 +166,13 @@ def validate(request: GenerationRequest) -> GenerationRequest:
 
     if not 0 < request.fps <= 120:
         raise _invalid("fps", f"fps {request.fps} is outside (0, 120]", "Use 24 (the training rate), 25 or 30.")
-    if request.num_frames < 1:
-        raise _invalid("num_frames", "num_frames must be at least 1", "Use 8k+1 frames, e.g. 121.")
     frames = request.num_frames
+    if frames is None:
+        frames = _shortest_automatic_length(request)  # keyframes must lie inside any length the head may choose
+    elif request.min_seconds is not None or request.max_seconds is not None:
+        warnings.append("min_seconds/max_seconds have no effect: num_frames is given (they bound the automatic length)")
+    if frames < 1:
+        raise _invalid("num_frames", "num_frames must be at least 1", "Use 8k+1 frames, e.g. 121.")
     if (frames - 1) % 8:
         frames = max(1, round((frames - 1) / 8) * 8 + 1)
         _warn(warnings, f"num_frames {request.num_frames} rounded to {frames} (the model needs 8k+1 frames)")
@@ -211,7 +238,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         request,
         width=sizes["width"],
         height=sizes["height"],
-        num_frames=frames,
+        num_frames=None if request.num_frames is None else frames,
         seed=seed,
         keyframes=tuple(keyframes),
         output_path=str(output),

@@ -3,7 +3,9 @@
 Video tokens are the latent cells in (frame, row, column) order with the channels as features; audio tokens are
 the latent frames with ``(channel, mel bin)`` features. A state carries the tokens, the per-token denoise mask
 (1 = generate, 0 = keep), the clean latent conditioning tokens are pulled back to, and the token positions.
-Keyframe conditioning appends tokens; they are dropped again when the stage ends.
+Keyframe conditioning appends tokens; they are dropped again when the stage ends. A video state also carries the
+keyframe marker mask (ltx-core 1.2.0 ``keyframes_mask``): 1 on every token of the first latent frame, 0 on appended
+conditioning tokens; models with ``keyframes_abs_pos_embedding`` (LTX-2.5) add their marker there, others ignore it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class LatentState:
     positions: np.ndarray  # (1, axes, T, 2)
     generated_tokens: int  # tokens that belong to the output (appended conditioning tokens follow them)
     unconditioned: bool = True  # the denoise mask is all ones (no token is conditioned)
+    keyframes_mask: mx.array | None = None  # (1, T) video only: 1 = marked (first latent frame), 0 = not
 
     @property
     def output_latent(self) -> mx.array:
@@ -86,7 +89,24 @@ def initial_state(tokens: mx.array, positions: np.ndarray, dtype: mx.Dtype) -> L
 def video_state(latent: mx.array, fps: float, dtype: mx.Dtype = mx.float32) -> LatentState:
     """A state for a (1, C, F, H, W) latent (zeros for a fresh generation, the upsampled latent in stage 2)."""
     _, _, f, h, w = latent.shape
-    return initial_state(video_to_tokens(latent), video_positions(f, h, w, fps), dtype)
+    state = initial_state(video_to_tokens(latent), video_positions(f, h, w, fps), dtype)
+    return replace(state, keyframes_mask=first_frame_keyframes_mask(f, h, w))
+
+
+def first_frame_keyframes_mask(frames: int, height: int, width: int) -> mx.array:
+    """ltx-core ``_first_frame_keyframes_mask``: every token of the first latent frame is marked, in every stage and
+    mode, whether or not the frame is conditioned."""
+    per_frame = height * width
+    return mx.array(np.arange(frames * per_frame) < per_frame, dtype=mx.float32)[None]
+
+
+def extend_keyframes_mask(state: LatentState, appended: int, marked: bool = False) -> mx.array | None:
+    """ltx-core ``extend_keyframes_mask``: the mask for `appended` more tokens (keyframe images and reference videos
+    unmarked; generated keyframe slots marked)."""
+    if state.keyframes_mask is None:
+        return None
+    extra = mx.full((1, appended), 1.0 if marked else 0.0)
+    return mx.concatenate([state.keyframes_mask, extra], axis=1)
 
 
 def audio_state(latent: mx.array, dtype: mx.Dtype = mx.float32) -> LatentState:
@@ -139,6 +159,7 @@ def condition_by_keyframe(
         denoise_mask=mx.concatenate([state.denoise_mask, mask], axis=1),
         positions=np.concatenate([state.positions, positions[None]], axis=2),
         unconditioned=False,
+        keyframes_mask=extend_keyframes_mask(state, tokens.shape[1]),
     )
 
 
@@ -257,6 +278,7 @@ def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx
         context=context,
         context_mask=None,
         rope=rope,
+        keyframes_mask=state.keyframes_mask,
     )
 
 

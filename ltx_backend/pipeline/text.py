@@ -51,15 +51,16 @@ class TextEncoder:
         self.root = Path(root)
         self.tokenizer = PromptTokenizer(tokenizer_dir(self.root))
         self.model: Gemma3TextModel | None = load_gemma(self.root, dtype)
+        self.config = self.model.config  # kept after release: the connectors are sized by it
 
     @property
     def hidden_size(self) -> int:
-        return self._loaded().config.hidden_size
+        return self.config.hidden_size
 
     @property
     def num_states(self) -> int:
         """Hidden states per token the feature extractor receives: the embeddings plus one per layer."""
-        return self._loaded().config.num_hidden_layers + 1
+        return self.config.num_hidden_layers + 1
 
     def _loaded(self) -> Gemma3TextModel:
         if self.model is None:

@@ -7,6 +7,7 @@ prompt enhancement needs a separate Gemma 4 instruct model, which this encoder i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -40,11 +41,22 @@ class Gemma4TextEncoder:
         ids, mask = ltx_tokenize(self.tokenizer, prompt, max_length, self.source.config.bos_token_id, pad)
         return mx.array(ids), mx.array(mask)
 
-    def encode(self, prompt: str, max_length: int = PROMPT_TOKENS) -> EncodedPrompt:
+    def encode(
+        self,
+        prompt: str,
+        max_length: int = PROMPT_TOKENS,
+        check: Callable[[], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> EncodedPrompt:
+        """As ``TextEncoder.encode``: `check` runs after every layer (cancellation), `warn` hears of a truncation."""
         if self.model is None:
             raise RuntimeError("the text encoder was released")
+        if warn is not None and (count := len(self.tokenizer(prompt.strip())["input_ids"]) + 1) > max_length:
+            warn(f"The prompt has about {count} tokens; only the first {max_length} are used.")
+        if check is not None:
+            check()
         ids, mask = self.tokenize(prompt, max_length)
-        hidden = mx.stack(self.model.hidden_states(ids, mask), axis=-1)
+        hidden = mx.stack(self.model.hidden_states(ids, mask, after_layer=check), axis=-1)
         mx.eval(hidden)
         return EncodedPrompt(hidden, mask)
 

@@ -107,7 +107,8 @@ def applied_quantization(checkpoint, quantize: int | None) -> dict | None:
 
 def _holds_checkpoint(folder: Path) -> bool:
     try:
-        return (folder / "split_model.json").is_file() or any(folder.glob("*.safetensors"))
+        official_tree = (folder / "diffusion_models").is_dir()  # Lightricks' split release (LTX-2.5)
+        return (folder / "split_model.json").is_file() or official_tree or any(folder.glob("*.safetensors"))
     except OSError:
         return False
 

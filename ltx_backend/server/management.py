@@ -91,7 +91,8 @@ def inspect(request: m.Inspect, job_id: str) -> m.Inspected:
     return m.Inspected(
         request.id, job_id, report.model, report.path, report.layout, report.model_version, report.variant,
         report.quantization, report.config_sections, components, report.text_encoder, report.ok,
-        [m.ProblemInfo(p["code"], p["message"], p["hint"]) for p in report.problems], report.transformer_bits,
+        [m.ProblemInfo(p["code"], p["message"], p["hint"]) for p in report.problems],
+        report.transformer_bits, report.unsupported,
     )  # fmt: skip
 
 

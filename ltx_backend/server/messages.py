@@ -54,7 +54,7 @@ class Generate(Request, tag="generate"):
     negative_prompt: str | None = None
     width: int = 768
     height: int = 512
-    num_frames: int = 121
+    num_frames: int | None = None  # None: 121, or LTX-2.5's duration head within min/max_seconds
     fps: float = 24.0
     seed: int | None = None
     steps: int | None = None
@@ -73,6 +73,8 @@ class Generate(Request, tag="generate"):
     count: int = 1  # a batch: this many videos, seeds seed, seed+1, ...; outputs numbered name_1.mp4, name_2.mp4, ...
     seeds: list[int] | None = None  # a batch with these seeds (one video each; count, if given, must match)
     preview: PreviewSpec | None = None  # opt-in previews during denoising (`preview` messages)
+    min_seconds: float | None = None
+    max_seconds: float | None = None
 
 
 class Cancel(Request, tag="cancel"):
@@ -364,6 +366,7 @@ class Inspected(Reply, tag="inspected"):
     ok: bool  # everything a job loads would load (the same checks the loader runs, without reading tensors)
     problems: list[ProblemInfo]
     transformer_bits: dict[str, int] | None = None  # quantized transformers: layers per "<bits>-bit g<group>"
+    unsupported: list[str] = []  # parts of the release ltx-backend does not use (LTX-2.5's diffusion decoder)
 
 
 BackendMessage = (

@@ -60,7 +60,7 @@ class ProgressTracker:
                 extra["eta"] = event.eta
         elif isinstance(event, (events.Warning, events.EnhancedPrompt)):
             extra = {"message": event.message if isinstance(event, events.Warning) else event.prompt}
-        elif isinstance(event, events.MemoryPlan):
+        elif isinstance(event, (events.MemoryPlan, events.DurationChosen)):
             extra = {"message": event.text()}
         else:
             return None

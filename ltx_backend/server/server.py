@@ -449,6 +449,7 @@ class Server:
     def _load(self, job: Job) -> m.Loaded:
         """Find the model (downloading a missing repo id), check its layout, then the text encoder; the loaded
         model is replaced only once the new one opened, so a failed or cancelled load keeps it."""
+        from ltx_backend.pipeline import ltx25_flow
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
         from ltx_backend.pipeline.resident import check_policy
         from ltx_backend.pipeline.warmup import warmup
@@ -468,7 +469,8 @@ class Server:
             encoder = request.text_encoder
             if encoder is None:
                 bundled = checkpoint.root / "text_encoder"
-                encoder = str(bundled) if bundled.is_dir() else DEFAULT_TEXT_ENCODER
+                official = ltx25_flow.bundled_text_encoder(checkpoint)  # LTX-2.5: text_encoders/<file>
+                encoder = str(bundled) if bundled.is_dir() else str(official or DEFAULT_TEXT_ENCODER)
             encoder_dir = loading.locate(encoder, "text_encoder", job.cancel, emit)
             job.cancel.check()
             stored = loading.prequantized(checkpoint)

@@ -81,6 +81,8 @@ def classify(path: Path) -> str:
         return KIND_TEXT_ENCODER
     if (path / "split_model.json").exists() or (path / "embedded_config.json").exists():
         return KIND_LTX
+    if (path / "diffusion_models").is_dir():  # Lightricks' split release (LTX-2.5)
+        return KIND_LTX
     if model_type and not any(word in model_type for word in ("video", "ltx")):
         return KIND_OTHER  # some other model family that also ships a model.safetensors
     if (path / "model.safetensors").exists() or any(path.glob("transformer*.safetensors")):
@@ -122,6 +124,10 @@ def _missing_blobs(root: Path) -> list[str]:
 
 def _ltx_version(ckpt) -> str:
     # The same rule as pipeline.engine.model_version (kept here so weights/ does not import the pipeline).
+    from ltx_backend.weights.ltx25 import is_ltx25
+
+    if is_ltx25(ckpt):
+        return "2.5"
     declared = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if declared.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
         return "2.3"
@@ -139,6 +145,9 @@ def _describe_ltx(entry: ModelEntry, path: Path) -> None:
     bundled = ckpt.root / "text_encoder"
     if bundled.is_dir() and _is_gemma(bundled):
         entry.text_encoder = "text_encoder"
+    official = sorted((ckpt.root / "text_encoders").glob("*.safetensors"))
+    if len(official) == 1:  # the LTX-2.5 release's Gemma 4 file
+        entry.text_encoder = str(official[0].relative_to(ckpt.root))
 
 
 def _describe_text_encoder(entry: ModelEntry, path: Path) -> None:

@@ -8,7 +8,10 @@ Three layouts are understood:
 * ``split`` — one ``<component>.safetensors`` per component, listed by ``split_model.json`` (dgrauet /
   mlx-forge and ``mlx_video.convert``), possibly with 4-bit/8-bit quantized transformer layers.
 * ``official`` — Lightricks' own single file (``ltx-2-19b-distilled.safetensors`` ...): PyTorch names and
-  layouts, config sections in the safetensors metadata.
+  layouts, config sections in the safetensors metadata. LTX-2.5 releases the same names as a folder tree, one file
+  per part (``diffusion_models/`` transformer + connectors, ``vae/`` conv video VAE and audio VAE + vocoder,
+  ``text_encoders/``, ``latent_upscale_models/``, ``model_patches/``): opened as one official checkpoint whose
+  files are the transformer, the conv VAE and the audio file, their config sections merged.
 
 Nothing here reads tensor data: a component is a mapping from its keys to `TensorInfo`, and the bytes
 are read lazily when a module is loaded.
@@ -68,6 +71,8 @@ OFFICIAL_PREFIXES = {
 TORCH_LAYOUT_COMPONENTS = {"upsampler", "spatial_upscaler_x2_v1_0", "spatial_upscaler_x2_v1_1",
                            "spatial_upscaler_x1_5_v1_0", "temporal_upscaler_x2_v1_0"}  # fmt: skip
 OFFICIAL_FILE_EXCLUDES = ("upscaler", "upsampler", "lora", "fp8", "fp4")
+OFFICIAL_TREE = "diffusion_models"  # the folder that marks Lightricks' split release (LTX-2.5)
+CONV_VAE_CLASS = "CausalVideoAutoencoder"  # ltx-core: any other vae._class_name is the diffusion decoder (DiffVAE)
 
 
 @dataclass
@@ -226,6 +231,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
             "Pass a local checkpoint directory, a .safetensors file or a Hugging Face repo id.",
         )
 
+    if (root / OFFICIAL_TREE).is_dir():
+        return _open_official_tree(root)
+
     split_json = root / "split_model.json"
     if split_json.is_file():
         manifest = _read_json(split_json)
@@ -324,3 +332,54 @@ def _open_official(root: Path, candidates: list[Path]) -> Checkpoint:
         usable = preferred
     file, config = usable[0]
     return Checkpoint(root=root, layout=Layout.OFFICIAL, files=[file], config=config)
+
+
+def _vae_class(file: SafetensorsFile) -> str | None:
+    section = (_official_config(file) or {}).get("vae")
+    return section.get("_class_name") if isinstance(section, dict) else None
+
+
+def official_tree_vae_files(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """``vae/`` of an official tree: (conv video VAE files, audio files, diffusion-decoder files). The kind is the
+    file's ``config`` metadata (``vae._class_name``; audio files carry ``audio_vae``), as ltx-core decides it."""
+    conv, audio, diffusion = [], [], []
+    for path in sorted((root / "vae").glob("*.safetensors")):
+        file = SafetensorsFile(path)
+        config = _official_config(file) or {}
+        if "audio_vae" in config or "vocoder" in config:
+            audio.append(path)
+        elif _vae_class(file) in (None, CONV_VAE_CLASS):
+            conv.append(path)
+        else:
+            diffusion.append(path)
+    return conv, audio, diffusion
+
+
+def _open_official_tree(root: Path) -> Checkpoint:
+    transformers = sorted((root / OFFICIAL_TREE).glob("*.safetensors"))
+    if not transformers:
+        raise LtxError(
+            ErrorCode.WEIGHTS_MISSING_KEY,
+            f"{root / OFFICIAL_TREE} holds no transformer .safetensors file",
+            "The download is incomplete; download the model again.",
+        )
+    preferred = [p for p in transformers if "distilled" in p.name] or transformers
+    if len(preferred) > 1:
+        raise LtxError(
+            ErrorCode.LAYOUT_UNKNOWN,
+            f"{root / OFFICIAL_TREE} holds several transformers ({', '.join(p.name for p in preferred)})",
+            "Pass the path of the transformer .safetensors file to use.",
+        )
+    conv, audio, _ = official_tree_vae_files(root)
+    files = [SafetensorsFile(path) for path in [preferred[0], *conv[:1], *audio[:1]]]
+    config: dict = {}
+    for file in files:  # each file carries its own sections (transformer, vae, audio_vae + vocoder)
+        for name, section in (_official_config(file) or {}).items():
+            config.setdefault(name, section)
+    if "transformer" not in config:
+        raise LtxError(
+            ErrorCode.LAYOUT_UNKNOWN,
+            f"{files[0].path} carries no LTX config in its metadata",
+            "Expected Lightricks' transformer file (diffusion_models/ltx-2.5-*-transformer-*.safetensors).",
+        )
+    return Checkpoint(root=root, layout=Layout.OFFICIAL, files=files, config=config)

@@ -238,3 +238,16 @@ def load_duration_head_diffusers(folder: str | Path, dtype: mx.Dtype | None = No
             "The duration_head folder is damaged or from another model; re-download it.",
         ) from exc
     return head
+
+
+def unsupported_parts(ckpt: Checkpoint) -> list[str]:
+    """What a checkpoint ships that this backend does not run, one line each (shown by ``inspect``)."""
+    from ltx_backend.weights.checkpoint import official_tree_vae_files
+
+    if not (ckpt.root / "vae").is_dir() or not (ckpt.root / "diffusion_models").is_dir():
+        return []
+    _, _, diffusion = official_tree_vae_files(ckpt.root)
+    return [
+        f"vae/{path.name}: the diffusion decoder (DiffVAE) is out of scope; videos are decoded by the conv VAE"
+        for path in diffusion
+    ]

@@ -15,7 +15,7 @@ from ltx_backend.errors import ErrorCode, LtxError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
-TINY_MODELS = ("tiny", "tiny-2.3")  # the built-in random-weight models, written on demand
+TINY_MODELS = ("tiny", "tiny-2.3", "tiny-2.5")  # the built-in random-weight models, written on demand
 
 
 def hub_cache_dir() -> Path:
@@ -49,7 +49,8 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
 
 
 def resolve_model(model: str, revision: str = "main") -> Path:
-    """A local directory or file for `model` (a path, a cached repo id, ``tiny``/``tiny-2.3``); never downloads."""
+    """A local directory or file for `model` (a path, a cached repo id, ``tiny``/``tiny-2.3``/``tiny-2.5``); never
+    downloads."""
     if model in TINY_MODELS and not Path(model).exists():
         from ltx_backend.tiny import ensure_tiny_model
 

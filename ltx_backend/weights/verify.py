@@ -43,6 +43,7 @@ class InspectReport:
     components: list[ComponentReport] = field(default_factory=list)
     text_encoder: str | None = None
     transformer_bits: dict[str, int] | None = None  # quantized transformers: layers per "<bits>-bit g<group>"
+    unsupported: list[str] = field(default_factory=list)  # parts of the release we do not use (LTX-2.5's DiffVAE)
     problems: list[dict] = field(default_factory=list)
 
     @property
@@ -114,6 +115,7 @@ def inspect_model(model: str, text_encoder: str | None = None) -> InspectReport:
     """What `model` holds and whether a job could load every part of it (and of its text encoder)."""
     from ltx_backend.pipeline.engine import checkpoint_variant, model_version
     from ltx_backend.weights.gemma import read_gemma_config, tokenizer_dir
+    from ltx_backend.weights.ltx25 import unsupported_parts
     from ltx_backend.weights.resolve import resolve_model
 
     root = resolve_model(model)  # model_not_found: nothing to inspect
@@ -128,6 +130,7 @@ def inspect_model(model: str, text_encoder: str | None = None) -> InspectReport:
     report.variant = checkpoint_variant(ckpt)
     report.quantization = ckpt.quantization
     report.config_sections = sorted(ckpt.config)
+    report.unsupported = unsupported_parts(ckpt)
     if ckpt.has("transformer") and ckpt.component("transformer").quantized_paths:
         from ltx_backend.weights.mixed_quant import bit_histogram
         from ltx_backend.weights.transformer import transformer_quantization

@@ -23,6 +23,8 @@ UPSCALERS = {
     "spatial_x1_5": (("spatial_upscaler_x1_5_v1_0",), "*spatial-upscaler-x1.5*"),
     "temporal_x2": (("temporal_upscaler_x2_v1_0",), "*temporal-upscaler-x2*"),
 }
+FAMILIES = ("ltx-2.5-", "ltx-2.3-", "ltx-2-")
+UPSCALER_FOLDER = "latent_upscale_models"  # where the LTX-2.5 release keeps them
 
 
 def video_vae_config(ckpt: Checkpoint) -> VideoVAEConfig:
@@ -67,8 +69,12 @@ def find_upscaler(ckpt: Checkpoint, kind: str) -> UpscalerSource | None:
     names, pattern = UPSCALERS[kind]
     if ckpt.layout is Layout.OFFICIAL:
         # Newest first (1.1 before 1.0), but the checkpoint's own family (ltx-2.3-* vs ltx-2-*) before any other.
-        family = next((p for p in ("ltx-2.3-", "ltx-2-") if ckpt.files[0].path.name.startswith(p)), None)
-        files = sorted(ckpt.root.glob(pattern + ".safetensors"), reverse=True)
+        family = next((p for p in FAMILIES if ckpt.files[0].path.name.startswith(p)), None)
+        files = sorted(
+            [*ckpt.root.glob(pattern + ".safetensors"), *(ckpt.root / UPSCALER_FOLDER).glob(pattern + ".safetensors")],
+            key=lambda path: path.name,
+            reverse=True,
+        )
         files.sort(key=lambda path: family is None or not path.name.startswith(family))
         if not files:
             return None

@@ -10,6 +10,11 @@ intermediates are left out). Values and metadata are copied unchanged. Run from 
 directory that holds the delivered fixture set:
 
     /tmp/ltx-ref-venv/bin/python tests/reference/copy_ltx_core_1_2_fixtures.py <fixtures-ltx-core-1.2.0 directory>
+
+Fixture ``a`` (the tiny LTX-2.5 transformer: no video feed-forward biases, the keyframe marker) shares every other
+tensor and its inputs with ``b`` (checked here), so it is stored as a delta: ``a_transformer_ltx25_delta`` holds the
+marker parameter and ``a``'s metadata (the weights are ``b``'s without the 4 video FFN biases, plus the marker), and
+``a_transformer_ltx25_io`` the keyframes mask and the outputs (with and without the mask) plus the video ``x_in``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -37,6 +43,36 @@ def keep(name: str, key: str) -> bool:
     return True
 
 
+A_OUTPUTS = (
+    "video.keyframes_mask", "out.video_velocity", "out.audio_velocity", "out.video_x0", "out.audio_x0",
+    "out.video_velocity_without_keyframes_mask", "out.video.x_in",
+)  # fmt: skip
+A_ONLY = "model.diffusion_model.keyframes_abs_pos_embedding"
+
+
+def copy_a_as_delta(source: Path) -> None:
+    """Fixture a as a delta on b: check that it is one, store what differs."""
+    with (
+        safe_open(source / "a_transformer_ltx25_weights.safetensors", "np") as a,
+        safe_open(source / "b_transformer_ltx23_weights.safetensors", "np") as b,
+    ):
+        a_keys, b_keys = set(a.keys()), set(b.keys())
+        assert a_keys - b_keys == {A_ONLY}, a_keys - b_keys
+        assert all(".ff.net." in key and key.endswith(".bias") for key in b_keys - a_keys), b_keys - a_keys
+        for key in a_keys & b_keys:
+            assert np.array_equal(a.get_tensor(key), b.get_tensor(key)), key
+        save_file({A_ONLY: a.get_tensor(A_ONLY)}, OUT_DIR / "a_transformer_ltx25_delta.safetensors", a.metadata())
+    with (
+        safe_open(source / "a_transformer_ltx25_io.safetensors", "np") as a,
+        safe_open(source / "b_transformer_ltx23_io.safetensors", "np") as b,
+    ):
+        for key in a.keys():  # noqa: SIM118
+            if not key.startswith("out.") and key in b.keys():  # noqa: SIM118 (b lacks a's unused image_latent etc.)
+                assert np.array_equal(a.get_tensor(key), b.get_tensor(key)), f"input {key} differs from b's"
+        save_file({key: a.get_tensor(key) for key in A_OUTPUTS}, OUT_DIR / "a_transformer_ltx25_io.safetensors",
+                  a.metadata())  # fmt: skip
+
+
 def main(source: Path) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("b_transformer_ltx23_weights", "b_transformer_ltx23_io", "b_transformer_ltx23_v100_outputs"):
@@ -46,6 +82,7 @@ def main(source: Path) -> None:
         save_file(tensors, OUT_DIR / f"{name}.safetensors", metadata=metadata)
         size = (OUT_DIR / f"{name}.safetensors").stat().st_size
         print(f"{name}: {len(tensors)} tensors, {size / 1024:.0f} KiB")
+    copy_a_as_delta(source)
 
 
 if __name__ == "__main__":
