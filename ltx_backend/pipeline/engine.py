@@ -151,6 +151,12 @@ def _dequantize_large_products() -> bool:
     return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
 
 
+def _at_longest(request: GenerationRequest) -> GenerationRequest:
+    """The request as memory is planned for it: an LTX-2.5 job without num_frames at the longest length its
+    duration head may choose."""
+    return request if request.num_frames else replace(request, num_frames=ltx25_flow.longest_frames(request))
+
+
 class Engine:
     """Generates videos with one LTX-2 checkpoint and its text encoder (Gemma 3; Gemma 4 for LTX-2.5)."""
 
@@ -250,8 +256,8 @@ class Engine:
         """Read now what the planner keeps resident for `request` (default: the default 768x512x121 job), so
         the first job does not pay for it. Returns the components loaded."""
         nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
-        request = validate(request or nominal)
-        self.plan_residency(request)
+        request = ltx25_flow.plan_frames(self.checkpoint, validate(request or nominal))
+        self.plan_residency(_at_longest(request))
         shapes = {r.TEXT_PROCESSOR: ltx25_flow.processor_spec_of(self.checkpoint, Path(self.text_encoder_root))}
         loaded = []
         for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
@@ -306,15 +312,14 @@ class Engine:
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
         # num_frames is planned at the longest length its duration head may choose.
-        planned = request if request.num_frames else replace(request, num_frames=ltx25_flow.longest_frames(request))
-        choice = self.choose_memory(planned)
+        choice = self.choose_memory(_at_longest(request))
         log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:
             emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
                                 "used as stored"))  # fmt: skip
-        self.plan_residency(request, choice)
+        self.plan_residency(_at_longest(request), choice)
         if preview is not None:
             preview = preview.validate()
         mx.reset_peak_memory()

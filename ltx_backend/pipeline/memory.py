@@ -765,17 +765,15 @@ def component_bytes(
 ) -> dict[str, int]:
     """Loaded bytes of every component a session may hold, from the headers (as the phase estimates count them)."""
     from ltx_backend.models.audio_vae import sanitize_decoder_key as audio_key
-    from ltx_backend.models.gemma3 import sanitize_gemma_key
     from ltx_backend.models.text_connector import sanitize_processor_key
-    from ltx_backend.weights.gemma import gemma_component
     from ltx_backend.weights.transformer import _text_component
     from ltx_backend.weights.video import find_upscaler
 
     itemsize = _itemsize(dtype)
     sizes = {"transformer": _transformer_weights(ckpt, itemsize, quantize)[0]}
-    if text_encoder_root is not None:
-        sizes["text_encoder"] = _weight_bytes(gemma_component(Path(text_encoder_root)).tensors, itemsize,
-                                              sanitize_gemma_key)[0]  # fmt: skip
+    if text_encoder_root is not None:  # Gemma 3, or LTX-2.5's Gemma 4
+        _, component, sanitize = _text_encoder(Path(text_encoder_root))
+        sizes["text_encoder"] = _weight_bytes(component.tensors, itemsize, sanitize)[0]
     if ckpt.has("connector") or ckpt.has("transformer") or ckpt.has("text_embedding_projection"):
         sizes["text_processor"] = _weight_bytes(_text_component(ckpt).tensors, itemsize, sanitize_processor_key)[0]
     sizes["video_decoder"] = _video_decoder(ckpt, itemsize)[0]

@@ -213,13 +213,13 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     keyframes = []
     for index, keyframe in enumerate(request.keyframes):
         where = f"keyframes[{index}]"
-        read_image(keyframe.path, where + ".path")  # image_unreadable now, not after the job was accepted
         if not 0.0 <= keyframe.strength <= 1.0:
             raise _invalid(where + ".strength", f"strength {keyframe.strength} is outside 0..1", "Use 0..1.")
         if not 0 <= keyframe.frame_index < frames:
             raise _invalid(
                 where + ".frame_index", f"frame {keyframe.frame_index} is outside 0..{frames - 1}", "Pick a frame."
             )
+        read_image(keyframe.path, where + ".path")  # image_unreadable now (the cheap checks first), not after accepted
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
     named = "\0" not in request.output_path and not os.path.isdir(os.path.expanduser(request.output_path))

@@ -290,13 +290,14 @@ def record_use(path: str | Path) -> None:
 
 
 def tiny_entries() -> list[ModelEntry]:
-    """The built-in tiny models that were written (``tiny``, ``tiny-2.3``)."""
+    """The built-in tiny models that were written (``tiny``, ``tiny-2.3``, ``tiny-2.5``)."""
     from ltx_backend.tiny import NAME, VERSIONS, tiny_model_dir
 
     entries = []
     for version in VERSIONS:
         folder = tiny_model_dir(version)
-        if (folder / "config.json").exists():
+        written = folder / ("diffusion_models" if version == "2.5" else "config.json")  # 2.5: the official tree
+        if written.exists():
             entries.append(describe_model(folder, NAME if version == "2.0" else f"{NAME}-{version}"))
     return entries
 
