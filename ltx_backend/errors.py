@@ -35,6 +35,7 @@ class ErrorCode(str, Enum):
     JOB_NOT_FOUND = "job_not_found"
     MODEL_NOT_LOADED = "model_not_loaded"
     INTERNAL = "internal"
+    DISTRIBUTED_FAILED = "distributed_failed"  # a rank of a --distributed run died, timed out or failed
 
 
 class LtxError(Exception):

@@ -122,6 +122,16 @@ class Progress:
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
 
 
+_DISTRIBUTED = click.option(
+    "--distributed", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Ranks on this host (GPUs; CPU processes with the ring backend); rank 0 is this process.",
+)  # fmt: skip
+_PARALLEL = click.option(
+    "--parallel", type=click.Choice(["tensor", "guidance"]), default="tensor", show_default=True,
+    help="With --distributed: split every forward's heads (tensor) or a guided step's passes (guidance, dev).",
+)  # fmt: skip
+
+
 @cli.command()
 @click.option("--prompt", "-p", required=True, help="What the video shows and what is heard.")
 @click.option("--negative-prompt", default=None, help="What to avoid (dev checkpoints; default: the official one).")
@@ -162,6 +172,8 @@ class Progress:
 @click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_DISTRIBUTED
+@_PARALLEL
 def generate(**options) -> None:  # fmt: skip
     """Generate a video with sound from a prompt (and optional images)."""
     import msgspec
@@ -191,14 +203,22 @@ def generate(**options) -> None:  # fmt: skip
         round_dimensions=options["round_dimensions"],
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
+    ranks = None
     try:
         engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
+        if options["distributed"] > 1:
+            from ltx_backend.parallel.run import start
+
+            engine, ranks = start(engine, options["distributed"], options["parallel"])
         result = engine.generate(request, emit=Progress(options["quiet"]))
     except LtxError as error:
         _fail(error)
     except (Cancelled, KeyboardInterrupt):
         click.echo("cancelled: nothing was written", err=True)
         sys.exit(130)
+    finally:
+        if ranks is not None:
+            ranks.close()
     if options["as_json"]:
         click.echo(msgspec.json.encode(result).decode())
     else:
@@ -376,11 +396,13 @@ def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float)
     callback=_positive_seconds,
     help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
 )
-def serve(log_file: str | None, heartbeat: float) -> None:
+@_DISTRIBUTED
+@_PARALLEL
+def serve(log_file: str | None, heartbeat: float, distributed: int, parallel: str) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio
 
-    sys.exit(run_stdio(log_file, heartbeat))
+    sys.exit(run_stdio(log_file, heartbeat, distributed=distributed, parallel=parallel))
 
 
 def main() -> None:

@@ -154,7 +154,9 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
+        parallel: object | None = None,
     ) -> None:
+        self.parallel = parallel  # a parallel.run.RankRole when this engine is one rank of several
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
         bundled = self.checkpoint.root / "text_encoder"
         if text_encoder is None and bundled.is_dir():
@@ -180,15 +182,17 @@ class Engine:
                                 "steps and cfg_scale are ignored."))  # fmt: skip
         # Refuse a job that cannot fit before loading anything, with the option that would fit.
         plan = memory.estimate(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize)
+        if self.parallel is not None:
+            plan = self.parallel.plan(plan, self.checkpoint)
         memory.check(plan, memory.available_memory())
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
         prompt, contexts, negative = self._encode_text(request, timer, emit)
-        cancel.check()
+        self._check(cancel)
         images = self._encode_images(request, timer)
-        cancel.check()
+        self._check(cancel)
         video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
         audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel)
 
@@ -207,6 +211,13 @@ class Engine:
             timings=timer.timings,
             peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
         )
+
+    def _check(self, cancel: CancelToken) -> None:
+        """Before and during denoising, ranks cancel together (at the same point), so none waits for the others."""
+        if self.parallel is not None:
+            self.parallel.check(cancel)
+        else:
+            cancel.check()
 
     # --- phases -----------------------------------------------------------------------------------------------
 
@@ -275,6 +286,8 @@ class Engine:
             transformer = load_transformer(self.checkpoint, dtype, self.quantize)
             if _dequantize_large_products():
                 dequantize_large_products(transformer)
+            if self.parallel is not None:
+                transformer = self.parallel.prepare(transformer)
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
@@ -282,7 +295,7 @@ class Engine:
         def step_events(stage: int) -> Callable[[int, int], None]:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
-                cancel.check()
+                self._check(cancel)
 
             return on_step
 
@@ -343,7 +356,8 @@ class Engine:
         if request.cfg_scale is not None:
             video_params = replace(video_params, cfg_scale=request.cfg_scale)
         audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
-        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params)
+        runner = self.parallel.pass_runner() if self.parallel is not None else None
+        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params, runner or s.run_in_turn)
 
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
@@ -356,7 +370,10 @@ class Engine:
     def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken):
         """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass.
 
-        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first."""
+        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
+        Of several ranks, the first alone decodes and writes."""
+        if self.parallel is not None and not self.parallel.leader:
+            return None
         audio_path = None
         mode = self.decode_tiling(request)  # every other model is freed by now
         detail = f"tiling {mode}"

@@ -555,3 +555,40 @@ def _best_flags(plan: MemoryPlan) -> str:
 def _relevant(flags: str, failing: set[str]) -> bool:
     """Whether an option changes a failing phase (it only changes denoising and video decode)."""
     return ("quantize" in flags and DENOISING in failing) or ("tiling" in flags and VIDEO_DECODE in failing)
+
+
+# --- per rank (--distributed N) ------------------------------------------------------------------------------------
+# Tensor parallelism splits the blocks' attention and feed-forward weights over the ranks and replicates the rest
+# (ltx_backend/parallel/tensor.py). Of the activations, the per-head and hidden-unit temporaries split while the
+# residual stream and the modulation values stay whole on every rank: half of them splitting is an estimate, not a
+# measurement (benchmarks/distributed.py reports the per-GPU peaks to calibrate it). Guidance parallelism keeps the
+# whole model on every rank. The other phases (text encoding, decoding) run whole on a rank.
+TP_SPLIT_ACTIVATIONS = 0.5
+
+
+def _tensor_parallel_share(ckpt: Checkpoint) -> float:
+    """The fraction of the transformer's stored bytes that tensor parallelism splits."""
+    component = _component(ckpt, "transformer")
+    if component is None:
+        return 0.0
+    total = split = 0
+    for key, info in component.tensors.items():
+        size = _tensor_bytes(info, None)
+        total += size
+        block = "transformer_blocks." in key
+        if block and ("attn" in key or ".ff." in key) and "norm" not in key:
+            split += size
+    return split / total if total else 0.0
+
+
+def per_rank(plan: MemoryPlan, checkpoint: Checkpoint, ranks: int, mode: str) -> MemoryPlan:
+    """`plan` as one rank of `ranks` sees it (`mode`: ``tensor`` or ``guidance``): what each GPU must hold."""
+    if ranks <= 1 or mode != "tensor":
+        return plan
+    share = _tensor_parallel_share(checkpoint)
+    denoise = plan.phases[DENOISING]
+    weights = int(denoise.weights * (1 - share + share / ranks))
+    activations = int(denoise.activations * (1 - TP_SPLIT_ACTIVATIONS + TP_SPLIT_ACTIVATIONS / ranks))
+    detail = f"{denoise.detail}; per rank of {ranks}".lstrip("; ")
+    phases = {**plan.phases, DENOISING: replace(denoise, weights=weights, activations=activations, detail=detail)}
+    return MemoryPlan(phases)

@@ -310,12 +310,23 @@ VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7,
 AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0)
 
 
+# One guidance pass: (denoised video, denoised audio or None). A pass runner runs a step's passes and returns their
+# results in order: in turn on one process, or split over ranks (ltx_backend/parallel/guidance.py).
+PassResult = tuple[mx.array, mx.array | None]
+PassRunner = Callable[[list[Callable[[], PassResult]]], list[PassResult]]
+
+
+def run_in_turn(passes: list[Callable[[], PassResult]]) -> list[PassResult]:
+    return [run() for run in passes]
+
+
 def guided_denoiser(
     stage: StageInputs,
     negative_video: mx.array,
     negative_audio: mx.array | None,
     video_params: GuidanceParams,
     audio_params: GuidanceParams,
+    run_passes: PassRunner = run_in_turn,
 ) -> DenoiseFn:
     """ltx-pipelines ``multi_modal_guider_denoising_func``: conditional, unconditional (negative prompt),
     STG-perturbed and modality-isolated forwards, combined per modality."""
@@ -325,24 +336,27 @@ def guided_denoiser(
     )
 
     def run(video: LatentState, audio: LatentState | None, sigma: float) -> tuple[mx.array, mx.array | None]:
-        cond = x0_forward(stage, video, audio, sigma)
-        zero = (mx.array(0.0), mx.array(0.0))
-        uncond = zero
+        passes = {"cond": lambda: x0_forward(stage, video, audio, sigma)}
         if video_params.cfg_scale != 1 or audio_params.cfg_scale != 1:
-            uncond = x0_forward(stage, video, audio, sigma, negative_video, negative_audio)
-        perturbed = zero
+            passes["uncond"] = lambda: x0_forward(stage, video, audio, sigma, negative_video, negative_audio)
         if video_params.stg_scale or audio_params.stg_scale:
             skip = Perturbations(
                 skip_video_self_attention=frozenset(video_params.stg_blocks) if video_params.stg_scale else frozenset(),
                 skip_audio_self_attention=frozenset(audio_params.stg_blocks) if audio_params.stg_scale else frozenset(),
             )
-            perturbed = x0_forward(stage, video, audio, sigma, perturbations=skip)
-        isolated = zero
+            passes["perturbed"] = lambda: x0_forward(stage, video, audio, sigma, perturbations=skip)
         if video_params.modality_scale != 1 or audio_params.modality_scale != 1:
-            isolated = x0_forward(stage, video, audio, sigma, perturbations=Perturbations(skip_cross_modal=True))
+            isolated = Perturbations(skip_cross_modal=True)
+            passes["isolated"] = lambda: x0_forward(stage, video, audio, sigma, perturbations=isolated)
+        zero = (mx.array(0.0), mx.array(0.0))
+        results = dict(zip(passes, run_passes(list(passes.values())), strict=True))
+        cond, uncond, perturbed, isolated = (results.get(name, zero) for name in PASS_NAMES)
         out_video = video_params.combine(cond[0], uncond[0], perturbed[0], isolated[0])
         if audio is None:
             return out_video, None
         return out_video, audio_params.combine(cond[1], uncond[1], perturbed[1], isolated[1])
 
     return run
+
+
+PASS_NAMES = ("cond", "uncond", "perturbed", "isolated")

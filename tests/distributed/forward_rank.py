@@ -1,0 +1,111 @@
+"""One rank of the tensor-parallel forward check (run by tests/test_distributed.py through ``run_ranks``).
+
+Every rank builds the same random-weight tiny transformer and inputs (same seeds); rank 0 first runs the whole
+model in this process (the single-process reference), then every rank splits its copy and runs the sharded
+forward; rank 0 prints one JSON line with the largest differences. Also checks the guidance split: each rank runs
+its share of four differently perturbed passes and the all-reduced results equal the passes run in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_backend.models.rope import audio_positions, video_positions
+from ltx_backend.models.transformer import LTXModel, Perturbations, StreamInput, TransformerConfig
+from ltx_backend.parallel.guidance import split_passes
+from ltx_backend.parallel.launch import init_group
+from ltx_backend.parallel.tensor import shard_transformer
+from ltx_backend.pipeline.sampler import run_in_turn
+from ltx_backend.tiny import TRANSFORMER, TRANSFORMER_23
+
+# The tiny sections with widths of 64 per stream (2 heads x 32), so that each of 2 ranks holds whole 32-wide
+# quantization groups of every row-parallel layer (attention outputs 64 -> 32 per rank, feed-forward 256 -> 128).
+WIDE = {"attention_head_dim": 32, "audio_attention_head_dim": 32, "cross_attention_dim": 64,
+        "audio_cross_attention_dim": 64}  # fmt: skip
+SECTIONS = {"2.0": {**TRANSFORMER, **WIDE}, "2.3": {**TRANSFORMER_23, **WIDE}}
+GROUP_SIZE = 32
+
+
+def build(version: str, bits: int | None) -> LTXModel:
+    mx.random.seed(7)
+    model = LTXModel(TransformerConfig.from_section(SECTIONS[version]))
+    # Non-trivial norms, tables and biases (zeros/ones would hide a wrong slice).
+    model.update(
+        __import__("mlx.utils", fromlist=["tree_map"]).tree_map(
+            lambda a: mx.random.normal(a.shape) * 0.5 if isinstance(a, mx.array) else a, model.parameters()
+        )
+    )
+    if bits:
+        predicate = lambda path, m: isinstance(m, nn.Linear) and path.startswith("transformer_blocks.")  # noqa: E731
+        nn.quantize(model, group_size=GROUP_SIZE, bits=bits, class_predicate=predicate)
+    model.fuse_projections()
+    mx.eval(model.parameters())
+    return model
+
+
+def inputs(model: LTXModel) -> tuple[StreamInput, StreamInput]:
+    c = model.config
+    mx.random.seed(11)
+    f, h, w, a = 2, 2, 3, 5
+    v_pos, a_pos = video_positions(f, h, w, 24.0), audio_positions(a)
+    video = StreamInput(
+        latent=mx.random.normal((1, f * h * w, c.in_channels)),
+        timesteps=mx.random.uniform(shape=(1, f * h * w)),  # per-token timesteps (a conditioned state)
+        sigma=mx.array([0.7]),
+        context=mx.random.normal((1, 6, c.caption_channels or c.cross_attention_dim)),
+        context_mask=mx.array([[1, 1, 1, 1, 0, 0]]),
+        rope=model.rope(v_pos, "video"),
+    )
+    audio = StreamInput(
+        latent=mx.random.normal((1, a, c.audio_in_channels)),
+        timesteps=mx.full((1, 1), 0.4),
+        sigma=mx.array([0.4]),
+        context=mx.random.normal((1, 6, c.caption_channels or c.audio_cross_attention_dim)),
+        context_mask=mx.array([[1, 1, 1, 0, 0, 0]]),
+        rope=model.rope(a_pos, "audio"),
+    )
+    return video, audio
+
+
+PASSES = (Perturbations(), Perturbations(skip_video_self_attention=frozenset({1})),
+          Perturbations(skip_audio_self_attention=frozenset({0})), Perturbations(skip_cross_modal=True))  # fmt: skip
+
+
+def compare(model: LTXModel, group: mx.distributed.Group, name: str, report: dict, guidance: bool) -> None:
+    video, audio = inputs(model)
+    runs = [lambda p=p: model(video, audio, perturbations=p) for p in PASSES]
+    runs.append(lambda: (model(video, None)[0], model(None, audio)[1]))  # one stream alone
+    references = [run() for run in runs] if group.rank() == 0 else None
+    if guidance:  # the guidance split, on the whole model: passes on different ranks
+        split, in_turn = split_passes(group)(runs), run_in_turn(runs)
+        pairs = [(s, t) for got, want in zip(split, in_turn, strict=True) for s, t in zip(got, want, strict=True)]
+        report[f"{name}-guidance"] = max(float(mx.max(mx.abs(s - t))) for s, t in pairs)
+    shard_transformer(model, group)
+    sharded = [run() for run in runs]
+    mx.eval(sharded)
+    if references is not None:
+        pairs = [(s, r) for got, want in zip(sharded, references, strict=True) for s, r in zip(got, want, strict=True)]
+        report[name] = {
+            "max_abs": max(float(mx.max(mx.abs(s - r))) for s, r in pairs),
+            "max_ref": max(float(mx.max(mx.abs(r))) for _, r in pairs),
+        }
+
+
+def main() -> None:
+    group = init_group()
+    report: dict = {}
+    for version in ("2.0", "2.3"):
+        for bits in (None, 4, 8):
+            name = f"{version}-{'dense' if bits is None else f'q{bits}'}"
+            compare(build(version, bits), group, name, report, guidance=bits is None)
+    if group.rank() == 0:
+        print(json.dumps(report))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
