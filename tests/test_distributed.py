@@ -1,7 +1,8 @@
 """Generation over 2 ranks: CPU processes on localhost with MLX's ring backend (ltx_backend/parallel/).
 
-- The tensor-parallel forward (tiny LTX-2.0 and LTX-2.3 transformers, dense, Q4 and Q8) equals the single-process
-  forward within float32 tolerance, and the guidance split returns exactly the passes run in turn.
+- The tensor-parallel forward (tiny LTX-2.0 and LTX-2.3 transformers; float32, Q4 and Q8 within float32 tolerance,
+  bf16 within bf16 tolerance; eager and, for 2.3, through the compiled blocks) equals the single-process forward,
+  and the guidance split returns exactly the passes run in turn.
 - A guidance-parallel job (tiny dev checkpoint) writes the same MP4 and WAV bytes over 2 ranks as on 1.
 - A tensor-parallel job over 2 ranks writes a valid video and nearly the same audio (see the test for why not the
   same bytes).
@@ -28,7 +29,8 @@ from ltx_backend.tiny import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ["-p", "a cat", "-W", "128", "-H", "128", "-n", "9", "-s", "3", "-q"]
-FP32_RELATIVE = 2e-5  # of the largest output value: a float32 sum in another order, through 2 tiny blocks
+FP32_RELATIVE = 1e-5  # of the largest output value: float32 sums in another order, through 2 tiny blocks (seen: 1.3e-6)
+BF16_RELATIVE = 3e-2  # bf16 weights and activations: a few bf16 roundings (2^-8 each) of the largest value (seen: 1.0%)
 
 
 def _cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -56,6 +58,8 @@ def test_sharded_forward_equals_the_single_process_forward(tmp_path: Path) -> No
         for kind in ("dense", "q4", "q8"):
             errors = report[f"{version}-{kind}"]
             assert errors["max_abs"] <= FP32_RELATIVE * errors["max_ref"], (version, kind, errors)
+        errors = report[f"{version}-bf16"]
+        assert errors["max_abs"] <= BF16_RELATIVE * errors["max_ref"], (version, errors)
 
 
 def test_guidance_parallel_job_writes_the_same_bytes_as_one_rank(tmp_path: Path, tiny_dev: Path) -> None:

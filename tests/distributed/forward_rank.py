@@ -13,6 +13,7 @@ import sys
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_map
 
 from ltx_backend.models.rope import audio_positions, video_positions
 from ltx_backend.models.transformer import LTXModel, Perturbations, StreamInput, TransformerConfig
@@ -28,26 +29,26 @@ WIDE = {"attention_head_dim": 32, "audio_attention_head_dim": 32, "cross_attenti
         "audio_cross_attention_dim": 64}  # fmt: skip
 SECTIONS = {"2.0": {**TRANSFORMER, **WIDE}, "2.3": {**TRANSFORMER_23, **WIDE}}
 GROUP_SIZE = 32
+SCALE = 0.2  # random weights ~N(0, 0.2^2): outputs of order 10, not chaotic
 
 
-def build(version: str, bits: int | None) -> LTXModel:
+def build(version: str, bits: int | None, dtype: mx.Dtype = mx.float32) -> LTXModel:
     mx.random.seed(7)
     model = LTXModel(TransformerConfig.from_section(SECTIONS[version]))
     # Non-trivial norms, tables and biases (zeros/ones would hide a wrong slice).
-    model.update(
-        __import__("mlx.utils", fromlist=["tree_map"]).tree_map(
-            lambda a: mx.random.normal(a.shape) * 0.5 if isinstance(a, mx.array) else a, model.parameters()
-        )
-    )
+    model.update(tree_map(lambda a: mx.random.normal(a.shape) * SCALE, model.parameters()))
     if bits:
         predicate = lambda path, m: isinstance(m, nn.Linear) and path.startswith("transformer_blocks.")  # noqa: E731
         nn.quantize(model, group_size=GROUP_SIZE, bits=bits, class_predicate=predicate)
     model.fuse_projections()
+    if dtype != mx.float32:
+        model.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a,
+                              model.parameters()))  # fmt: skip
     mx.eval(model.parameters())
     return model
 
 
-def inputs(model: LTXModel) -> tuple[StreamInput, StreamInput]:
+def inputs(model: LTXModel, dtype: mx.Dtype = mx.float32) -> tuple[StreamInput, StreamInput]:
     c = model.config
     mx.random.seed(11)
     f, h, w, a = 2, 2, 3, 5
@@ -58,7 +59,7 @@ def inputs(model: LTXModel) -> tuple[StreamInput, StreamInput]:
         sigma=mx.array([0.7]),
         context=mx.random.normal((1, 6, c.caption_channels or c.cross_attention_dim)),
         context_mask=mx.array([[1, 1, 1, 1, 0, 0]]),
-        rope=model.rope(v_pos, "video"),
+        rope=model.rope(v_pos, "video", dtype),
     )
     audio = StreamInput(
         latent=mx.random.normal((1, a, c.audio_in_channels)),
@@ -66,25 +67,33 @@ def inputs(model: LTXModel) -> tuple[StreamInput, StreamInput]:
         sigma=mx.array([0.4]),
         context=mx.random.normal((1, 6, c.caption_channels or c.audio_cross_attention_dim)),
         context_mask=mx.array([[1, 1, 1, 0, 0, 0]]),
-        rope=model.rope(a_pos, "audio"),
+        rope=model.rope(a_pos, "audio", dtype),
     )
-    return video, audio
+    cast = lambda s: StreamInput(**{**vars(s), "latent": s.latent.astype(dtype), "context": s.context.astype(dtype)})  # noqa: E731
+    return cast(video), cast(audio)
 
 
 PASSES = (Perturbations(), Perturbations(skip_video_self_attention=frozenset({1})),
           Perturbations(skip_audio_self_attention=frozenset({0})), Perturbations(skip_cross_modal=True))  # fmt: skip
 
 
-def compare(model: LTXModel, group: mx.distributed.Group, name: str, report: dict, guidance: bool) -> None:
-    video, audio = inputs(model)
+def compare(
+    model: LTXModel, group: mx.distributed.Group, name: str, report: dict, guidance: bool, compile: bool = False
+) -> None:
+    video, audio = inputs(model, model.patchify_proj.weight.dtype if "weight" in model.patchify_proj else mx.float32)
+    compiled: list = []  # the blocks through one mx.compile trace (as on GPUs), built after sharding
     runs = [lambda p=p: model(video, audio, perturbations=p) for p in PASSES]
     runs.append(lambda: (model(video, None)[0], model(None, audio)[1]))  # one stream alone
+    runs += [
+        lambda p=p: model(video, audio, perturbations=p, compiled=compiled[0] if compiled else None) for p in PASSES[:2]
+    ]
     references = [run() for run in runs] if group.rank() == 0 else None
     if guidance:  # the guidance split, on the whole model: passes on different ranks
         split, in_turn = split_passes(group)(runs), run_in_turn(runs)
         pairs = [(s, t) for got, want in zip(split, in_turn, strict=True) for s, t in zip(got, want, strict=True)]
         report[f"{name}-guidance"] = max(float(mx.max(mx.abs(s - t))) for s, t in pairs)
     shard_transformer(model, group)
+    compiled.append(model.compiled_blocks())
     sharded = [run() for run in runs]
     mx.eval(sharded)
     if references is not None:
@@ -101,7 +110,8 @@ def main() -> None:
     for version in ("2.0", "2.3"):
         for bits in (None, 4, 8):
             name = f"{version}-{'dense' if bits is None else f'q{bits}'}"
-            compare(build(version, bits), group, name, report, guidance=bits is None)
+            compare(build(version, bits), group, name, report, bits is None, compile=version == "2.3" and not bits)
+        compare(build(version, None, mx.bfloat16), group, f"{version}-bf16", report, guidance=False)
     if group.rank() == 0:
         print(json.dumps(report))
     sys.stdout.flush()
