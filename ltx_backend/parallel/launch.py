@@ -48,6 +48,8 @@ def backend() -> str:
 def rank_environment(rank: int, ranks: int, folder: Path) -> dict[str, str]:
     """The variables rank `rank` of `ranks` needs to join the group (the host file is written once into `folder`)."""
     env = {"MLX_RANK": str(rank), "MLX_WORLD_SIZE": str(ranks)}
+    if ranks == 1:  # no group to join: MLX's singleton group
+        return env
     if backend() == "nccl":
         ports = folder / "nccl_port"
         if not ports.exists():

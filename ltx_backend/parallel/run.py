@@ -177,6 +177,10 @@ class DistributedEngine:
             replies = self.ranks.followers.replies(5.0)
             why = "; ".join(f"rank {r}: {a['error'].get('message')}" for r, a in enumerate(replies, 1) if "error" in a)
             self.ranks.fail(f"the rank group failed during the job ({error}){': ' + why if why else ''}")
+        except KeyboardInterrupt:  # Ctrl-C reaches every rank of the terminal's process group
+            self.ranks.broken = "interrupted"
+            self.ranks.followers.kill()
+            raise
         except BaseException as error:  # rank 0 alone failed: the followers may wait in a collective forever
             self.ranks.fail(f"rank 0 failed: {error}")
         self.ranks.expect_ok("the job")
