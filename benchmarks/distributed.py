@@ -118,7 +118,7 @@ def forward_rank(args: argparse.Namespace) -> dict:
         audio = stream(audio_tokens, c.audio_in_channels, c.caption_channels or c.audio_dim, a_rope)
         blocks = model.compiled_blocks() if gpu else None
 
-        def forward(video=video, audio=audio, blocks=blocks):  # noqa: ANN001, ANN202
+        def forward(video=video, audio=audio, blocks=blocks):
             return model(video, audio, compiled=blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT)
 
         mx.eval(forward())  # warm-up and tracing
@@ -218,14 +218,14 @@ def main() -> None:
             slowest = [
                 max(r["results"][i]["seconds"] for r in config["per_rank"])
                 for i in range(len(base["per_rank"][0]["results"]))
-            ]  # noqa: E501
+            ]
             config["seconds"] = slowest
             config["speedup"] = [
                 round(b["seconds"] / s, 2) for b, s in zip(base["per_rank"][0]["results"], slowest, strict=True)
-            ]  # noqa: E501
+            ]
             config["peak_gb_per_rank"] = [
                 [r["results"][i]["peak_gb"] for r in config["per_rank"]] for i in range(len(slowest))
-            ]  # noqa: E501
+            ]
         else:
             wall = max(r["runs"][-1]["wall_excluding_load_s"] for r in config["per_rank"])
             config["wall_excluding_load_s"] = wall
