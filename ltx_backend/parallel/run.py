@@ -38,6 +38,7 @@ from ltx_backend.pipeline.sampler import PassRunner
 log = logging.getLogger(__name__)
 MODES = ("tensor", "guidance")
 REPLY_TIMEOUT_S = 120.0  # followers answer when their share ends, before rank 0 has decoded
+SETTLE_S = 10.0  # after rank 0 failed: followers in step with it have answered by then
 
 
 @dataclasses.dataclass
@@ -173,18 +174,31 @@ class DistributedEngine:
         except Cancelled:
             self.ranks.expect_ok("to cancel")
             raise
-        except RuntimeError as error:  # a collective failed: a rank died
-            replies = self.ranks.followers.replies(5.0)
-            why = "; ".join(f"rank {r}: {a['error'].get('message')}" for r, a in enumerate(replies, 1) if "error" in a)
-            self.ranks.fail(f"the rank group failed during the job ({error}){': ' + why if why else ''}")
         except KeyboardInterrupt:  # Ctrl-C reaches every rank of the terminal's process group
             self.ranks.broken = "interrupted"
             self.ranks.followers.kill()
             raise
-        except BaseException as error:  # rank 0 alone failed: the followers may wait in a collective forever
-            self.ranks.fail(f"rank 0 failed: {error}")
+        except Exception as error:
+            self._settle(error)
+            raise
         self.ranks.expect_ok("the job")
         return result
+
+    def _settle(self, error: Exception) -> None:
+        """After rank 0 failed: if every follower finished its share (rank 0 failed alone, e.g. writing the MP4), the
+        ranks are still in step and `error` stands. Otherwise a rank died (a collective failed) or the followers
+        wait in a collective rank 0 left: the group is gone, and the job fails with ``distributed_failed`` (or
+        rank 0's own ``LtxError``, which names the cause better), every later job with ``distributed_failed``."""
+        replies = self.ranks.followers.replies(SETTLE_S)
+        if all("ok" in reply or "cancelled" in reply for reply in replies):
+            return
+        why = "; ".join(f"rank {r}: {a['error'].get('message')}" for r, a in enumerate(replies, 1) if "error" in a)
+        reason = f"the job failed on rank 0 ({error}){'; ' + why if why else ''}"
+        if isinstance(error, LtxError):
+            self.ranks.broken = reason
+            self.ranks.followers.kill()
+            return
+        self.ranks.fail(reason)
 
 
 def start(engine: Engine, ranks: int, mode: str = "tensor") -> tuple[Engine | DistributedEngine, RankGroup | None]:
