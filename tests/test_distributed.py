@@ -55,7 +55,7 @@ def test_sharded_forward_equals_the_single_process_forward(tmp_path: Path) -> No
     report = json.loads(ranks[0].stdout.strip().splitlines()[-1])
     for version in ("2.0", "2.3"):
         assert report[f"{version}-dense-guidance"] == 0.0  # x + 0 is exact: the same bits as in turn
-        for kind in ("dense", "q4", "q8"):
+        for kind in ("dense", "q4", "q8", "q4-dequantizing"):
             errors = report[f"{version}-{kind}"]
             assert errors["max_abs"] <= FP32_RELATIVE * errors["max_ref"], (version, kind, errors)
         errors = report[f"{version}-bf16"]
@@ -162,3 +162,30 @@ def test_serve_cancel_reaches_every_rank_and_the_next_job_runs(tmp_path: Path, t
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+class _TwoRanks:
+    """Stands in for rank 0 of a 2-rank ``mx.distributed.Group`` where no communication happens (splitting)."""
+
+    def rank(self) -> int:
+        return 0
+
+    def size(self) -> int:
+        return 2
+
+
+def test_splits_that_do_not_divide_are_refused_with_the_layer_named() -> None:
+    import mlx.nn as nn
+
+    from ltx_backend.errors import ErrorCode, LtxError
+    from ltx_backend.models.transformer import Attention
+    from ltx_backend.parallel.tensor import RowParallelLinear, shard_attention
+
+    with pytest.raises(LtxError) as error:
+        shard_attention(Attention(24, None, 3, 8, 1e-6, False), _TwoRanks(), "transformer_blocks.0.audio_attn1")
+    assert error.value.code is ErrorCode.INVALID_PARAMS
+    assert "transformer_blocks.0.audio_attn1" in error.value.message and "3 heads" in error.value.message
+    layer = nn.QuantizedLinear(64, 16, group_size=64, bits=4)  # one 64-wide group per row: not two halves
+    with pytest.raises(LtxError) as error:
+        RowParallelLinear(layer, _TwoRanks(), "transformer_blocks.0.attn1.to_out")
+    assert "groups of 64" in error.value.message and "to_out" in error.value.message

@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
+from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.rope import audio_positions, video_positions
 from ltx_backend.models.transformer import LTXModel, Perturbations, StreamInput, TransformerConfig
 from ltx_backend.parallel.guidance import split_passes
@@ -112,6 +113,10 @@ def main() -> None:
             name = f"{version}-{'dense' if bits is None else f'q{bits}'}"
             compare(build(version, bits), group, name, report, bits is None, compile=version == "2.3" and not bits)
         compare(build(version, None, mx.bfloat16), group, f"{version}-bf16", report, guidance=False)
+        # Q4 as the engine runs it on CUDA: the quantized layers multiply through their dequantized weights.
+        model = build(version, 4)
+        dequantize_large_products(model, min_rows=1)
+        compare(model, group, f"{version}-q4-dequantizing", report, guidance=False)
     if group.rank() == 0:
         print(json.dumps(report))
     sys.stdout.flush()
