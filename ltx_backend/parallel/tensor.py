@@ -10,8 +10,9 @@ column-parallel over the heads).
 
 q/k RMS norm: LTX-2's ``q_norm``/``k_norm`` normalise over the whole inner width (all heads), not per head
 (ltx-core ``Attention``: ``torch.nn.RMSNorm(inner_dim)``), so a rank holding half the heads cannot normalise on its
-own: ``ShardedRMSNorm`` all-reduces the per-token sum of squares (one float per token, tiny next to the
-sublayer's all-reduce) and applies its own slice of the learned scale.
+own: ``ShardedRMSNorm`` all-reduces the per-token sums of squares and applies its own slice of the learned scale.
+q's and k's sums travel in one all-reduce (one float per token each): an attention sublayer makes two all-reduces,
+that one (small, latency-bound) and its output's; a feed-forward makes one.
 
 Replicated on every rank (computed identically everywhere, no communication): the patchify/output projections,
 the AdaLN timestep embedders and scale/shift tables, the caption projection and the text connectors. They are a
@@ -95,8 +96,16 @@ class RowParallelLinear(nn.Module):
         return y + self["bias"] if "bias" in self else y
 
 
+def _sum_of_squares(x: mx.array) -> mx.array:
+    f = x.astype(mx.float32)
+    return mx.sum(f * f, axis=-1, keepdims=True)
+
+
 class ShardedRMSNorm(nn.Module):
-    """RMS norm over a width split across ranks: the sum of squares is all-reduced, the scale is this rank's slice."""
+    """RMS norm over a width split across ranks: the sum of squares is all-reduced, the scale is this rank's slice.
+
+    ``ShardedAttention`` hands q's and k's norms their all-reduced sums from ONE all-reduce (``reduced``); alone,
+    the norm reduces its own."""
 
     def __init__(self, norm: nn.RMSNorm, group: mx.distributed.Group) -> None:
         super().__init__()
@@ -104,15 +113,23 @@ class ShardedRMSNorm(nn.Module):
         self.eps = norm.eps
         self.weight = _rank_slice(norm.weight, 0, group.rank(), group.size())
         self.group = group
+        self.hand_over(None)
+
+    def hand_over(self, squares: mx.array | None) -> None:
+        object.__setattr__(self, "reduced", squares)  # a plain attribute, not a parameter of the module
 
     def __call__(self, x: mx.array) -> mx.array:
+        squares = self.reduced
+        self.hand_over(None)
+        if squares is None or squares.shape[:-1] != x.shape[:-1]:
+            squares = mx.distributed.all_sum(_sum_of_squares(x), group=self.group)
         f = x.astype(mx.float32)
-        squares = mx.distributed.all_sum(mx.sum(f * f, axis=-1, keepdims=True), group=self.group)
         return (f * mx.rsqrt(squares / self.full_width + self.eps)).astype(x.dtype) * self.weight
 
 
 class ShardedAttention(Attention):
-    """``Attention`` over this rank's heads: the same code, with the RoPE tables cut to those heads."""
+    """``Attention`` over this rank's heads: the same code, with the RoPE tables cut to those heads and q's and k's
+    RMS norms sharing one all-reduce of their sums of squares (reduced as soon as q and k are projected)."""
 
     rank: int
     ranks: int
@@ -126,8 +143,22 @@ class ShardedAttention(Attention):
         index[axis] = slice(self.rank * width, (self.rank + 1) * width)
         return RotaryTables(tables.cos[tuple(index)], tables.sin[tuple(index)], tables.split)
 
+    def _project(self, x: mx.array, context: mx.array | None) -> tuple[mx.array, mx.array, mx.array]:
+        q, k, v = super()._project(x, context)
+        # Lazy: if the norms are not applied (STG's values-only pass), this all-reduce is never evaluated, on
+        # any rank, since every rank runs the same pass.
+        squares = mx.distributed.all_sum(mx.concatenate([_sum_of_squares(q), _sum_of_squares(k)], axis=1),
+                                         group=self.q_norm.group)  # fmt: skip
+        self.q_norm.hand_over(squares[:, : q.shape[1]])
+        self.k_norm.hand_over(squares[:, q.shape[1] :])
+        return q, k, v
+
     def __call__(self, x, context=None, mask=None, pe=None, k_pe=None, values_only=False):
-        return super().__call__(x, context, mask, self._local(pe), self._local(k_pe), values_only)
+        try:
+            return super().__call__(x, context, mask, self._local(pe), self._local(k_pe), values_only)
+        finally:  # hold no graph between calls (a values-only pass does not use the handed-over sums)
+            self.q_norm.hand_over(None)
+            self.k_norm.hand_over(None)
 
 
 def shard_attention(attention: Attention, group: mx.distributed.Group, where: str) -> None:
