@@ -59,6 +59,8 @@ def test_sharded_forward_equals_the_single_process_forward(tmp_path: Path) -> No
             errors = report[f"{version}-{kind}"]
             assert errors["max_abs"] <= FP32_RELATIVE * errors["max_ref"], (version, kind, errors)
         errors = report[f"{version}-bf16"]
+        # Per block: 6 attentions x (q/k norms + output) and 2 feed-forwards x 1; nothing outside the blocks.
+        assert report["all_reduces"]["forward"] == 14 * report["all_reduces"]["blocks"]
         assert errors["max_abs"] <= BF16_RELATIVE * errors["max_ref"], (version, errors)
 
 

@@ -105,6 +105,23 @@ def compare(
         }
 
 
+def all_reduces_per_forward(model: LTXModel) -> int:
+    """How many all-reduces one sharded forward of both streams makes (counted as the graph is built)."""
+    video, audio = inputs(model)
+    calls, original = [0], mx.distributed.all_sum
+
+    def counting(*args, **kwargs) -> mx.array:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    mx.distributed.all_sum = counting
+    try:
+        mx.eval(model(video, audio))
+    finally:
+        mx.distributed.all_sum = original
+    return calls[0]
+
+
 def main() -> None:
     group = init_group()
     report: dict = {}
@@ -117,6 +134,8 @@ def main() -> None:
         model = build(version, 4)
         dequantize_large_products(model, min_rows=1)
         compare(model, group, f"{version}-q4-dequantizing", report, guidance=False)
+    model = shard_transformer(build("2.3", None), group)
+    report["all_reduces"] = {"forward": all_reduces_per_forward(model), "blocks": model.config.num_layers}
     if group.rank() == 0:
         print(json.dumps(report))
     sys.stdout.flush()
