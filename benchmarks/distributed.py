@@ -13,7 +13,7 @@ host, all killed on failure or timeout); ``LTX_DISTRIBUTED_BACKEND=nccl`` select
 
 ``forward``: the full-size transformer with random weights (every rank the same seed, so the same weights before
 splitting), split by tensor parallelism, compiled blocks on GPUs as the engine runs them, one forward over the
-stage-2 tokens of each size (768x512x121: 6144 video tokens; 1280x704x257: 29040) and 126 / 268 audio tokens.
+stage-2 tokens of each size (768x512x121: 6144 video tokens; 1280x704x257: 29040) and 126 / 267 audio tokens.
 ``job``: the engine's whole job (text encoding, both stages, upsampling, decoding, MP4) with full-size random
 modules (benchmarks/generate.py's loaders) on every rank, rank 0 decoding. Per rank: seconds and peak memory.
 Prints one JSON document; ``speedup`` is against the 1-rank run of the same command.
