@@ -70,6 +70,20 @@ class RankRole:
         if agreed.item() > 0:
             raise Cancelled()
 
+    def share(self, tree: object) -> object:
+        """Rank 0's arrays of `tree` on every rank (an all-reduce with zeros from the others: exact)."""
+        from mlx.utils import tree_map
+
+        def shared(array: mx.array | None) -> mx.array | None:
+            if array is None:
+                return None
+            mine = array if self.leader else mx.zeros_like(array)
+            return mx.distributed.all_sum(mine, group=self.group)
+
+        result = tree_map(shared, tree)
+        mx.eval(result)
+        return result
+
     def plan(self, plan: memory.MemoryPlan, checkpoint) -> memory.MemoryPlan:
         return memory.per_rank(plan, checkpoint, self.ranks, self.mode)
 

@@ -191,6 +191,8 @@ class Engine:
 
         prompt, contexts, negative = self._encode_text(request, timer, emit)
         self._check(cancel)
+        if self.parallel is not None:  # every rank conditions on rank 0's encoding (an enhanced prompt may differ)
+            contexts, negative = self.parallel.share((contexts, negative))
         images = self._encode_images(request, timer)
         self._check(cancel)
         video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
