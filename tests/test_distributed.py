@@ -68,7 +68,7 @@ def test_guidance_parallel_job_writes_the_same_bytes_as_one_rank(tmp_path: Path,
     outputs = []
     for ranks in (1, 2):
         video, audio = tmp_path / f"{ranks}.mp4", tmp_path / f"{ranks}.wav"
-        args = ["-m", str(tiny_dev), *JOB, "--steps", "3", "-o", str(video), "--output-audio", str(audio)]
+        args = ["-m", str(tiny_dev), *JOB, "--steps", "2", "-o", str(video), "--output-audio", str(audio)]
         done = _cli(*args, "--distributed", str(ranks), "--parallel", "guidance")
         assert done.returncode == 0, done.stderr[-3000:]
         outputs.append((video.read_bytes(), audio.read_bytes()))
@@ -113,7 +113,7 @@ def test_a_rank_that_dies_fails_the_job_with_distributed_failed(tmp_path: Path, 
         while not (followers := _children(process.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert followers, "rank 1 never started"
-        time.sleep(4.0)  # into the denoising loop (200 steps take far longer than this)
+        time.sleep(3.0)  # into the denoising loop (200 steps take far longer than this)
         assert process.poll() is None, process.communicate()[1][-2000:]
         subprocess.run(["kill", "-9", str(followers[0])], check=True)
         _, stderr = process.communicate(timeout=30)  # no hang: the next all-reduce fails on rank 0
@@ -155,7 +155,7 @@ def test_serve_cancel_reaches_every_rank_and_the_next_job_runs(tmp_path: Path, t
         until("progress", "a")
         send({"type": "cancel", "id": "c"})
         until("cancelled", "a")
-        send({"type": "generate", "id": "b", "output_path": str(tmp_path / "b.mp4"), **job, "steps": 2})
+        send({"type": "generate", "id": "b", "output_path": str(tmp_path / "b.mp4"), **job, "steps": 1})
         result = until("result", "b")
         assert Path(result["video_path"]).exists() and not (tmp_path / "a.mp4").exists()
         server.stdin.close()

@@ -37,6 +37,7 @@ from ltx_backend.pipeline.sampler import PassRunner
 
 log = logging.getLogger(__name__)
 MODES = ("tensor", "guidance")
+_DTYPES = [mx.float32, mx.bfloat16, mx.float16]
 REPLY_TIMEOUT_S = 120.0  # followers answer when their share ends, before rank 0 has decoded
 SETTLE_S = 10.0  # after rank 0 failed: followers in step with it have answered by then
 
@@ -70,19 +71,32 @@ class RankRole:
         if agreed.item() > 0:
             raise Cancelled()
 
-    def share(self, tree: object) -> object:
-        """Rank 0's arrays of `tree` on every rank (an all-reduce with zeros from the others: exact)."""
-        from mlx.utils import tree_map
+    def share_text(self, encoded: tuple | None) -> tuple:
+        """Rank 0's text encoding on every rank: ``((video, audio), negative (video, audio) or None)``.
 
-        def shared(array: mx.array | None) -> mx.array | None:
-            if array is None:
-                return None
-            mine = array if self.leader else mx.zeros_like(array)
-            return mx.distributed.all_sum(mine, group=self.group)
-
-        result = tree_map(shared, tree)
-        mx.eval(result)
-        return result
+        Rank 0 passes its encoding, the others None: they never load the text encoder (time, and ~24 GB of Gemma
+        per GPU), and every rank conditions on the same contexts even where an enhanced prompt could differ. Two
+        all-reduces with zeros from the followers (exact): the shapes, then the values."""
+        slots = 4
+        arrays: list[mx.array | None] = [None] * slots
+        if encoded is not None:
+            (video, audio), negative = encoded
+            arrays = [video, audio, *(negative if negative is not None else (None, None))]
+        shapes = mx.array([list(a.shape) if a is not None else [0, 0, 0] for a in arrays], dtype=mx.int32)
+        shapes = mx.distributed.all_sum(shapes if self.leader else mx.zeros_like(shapes), group=self.group)
+        dtype = next((a.dtype for a in arrays if a is not None), mx.float32)
+        dtypes = mx.distributed.all_sum(mx.array([_DTYPES.index(dtype) if self.leader else 0]), group=self.group)
+        dtype = _DTYPES[int(dtypes.item())]
+        shared = []
+        for array, shape in zip(arrays, shapes.tolist(), strict=True):
+            if shape[0] == 0:
+                shared.append(None)
+                continue
+            mine = array.astype(dtype) if self.leader else mx.zeros(shape, dtype)
+            shared.append(mx.distributed.all_sum(mine, group=self.group))
+        mx.eval([a for a in shared if a is not None])
+        negative = None if shared[2] is None else (shared[2], shared[3])
+        return (shared[0], shared[1]), negative
 
     def plan(self, plan: memory.MemoryPlan, checkpoint) -> memory.MemoryPlan:
         return memory.per_rank(plan, checkpoint, self.ranks, self.mode)

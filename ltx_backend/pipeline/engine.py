@@ -189,10 +189,13 @@ class Engine:
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
-        prompt, contexts, negative = self._encode_text(request, timer, emit)
+        if self.parallel is not None and not self.parallel.leader:  # rank 0 encodes the text for every rank
+            prompt, (contexts, negative) = request.prompt, self.parallel.share_text(None)
+        else:
+            prompt, contexts, negative = self._encode_text(request, timer, emit)
+            if self.parallel is not None:
+                self.parallel.share_text((contexts, negative))
         self._check(cancel)
-        if self.parallel is not None:  # every rank conditions on rank 0's encoding (an enhanced prompt may differ)
-            contexts, negative = self.parallel.share((contexts, negative))
         images = self._encode_images(request, timer)
         self._check(cancel)
         video_latent, audio_latent = self._denoise(request, contexts, negative, images, keys, timer, emit, cancel)
