@@ -1,7 +1,8 @@
 """A generation over several ranks: the engine's hooks (``RankRole``) and rank 0's engine (``DistributedEngine``).
 
-Every rank runs the same job through the same ``Engine`` code with the same request and seed (so text encoding,
-noise and scheduling agree without communication); only the transformer work is shared:
+Every rank runs the same job through the same ``Engine`` code with the same request and seed (so noise, image
+conditioning and scheduling agree without communication), except that rank 0 alone encodes the text and shares
+the contexts (``RankRole.share_text``); the transformer work is split:
 
 - ``tensor`` mode: every rank holds its shard of the blocks and every forward is computed together;
 - ``guidance`` mode (dev checkpoints): every rank holds the whole model and a guided step's passes are split.
