@@ -12,8 +12,9 @@ Rank 0 alone decodes and writes the outputs; the others stop after denoising. Ra
 ``launch.Followers`` and ``follower``) and runs its own share. Cancelling is agreed at every denoising step (an
 all-reduce of rank 0's flag), so every rank stops at the same step. A rank that dies makes the next collective
 fail on every other rank ("connection to a peer was lost"), which becomes ``distributed_failed`` naming the rank;
-a failure on rank 0 alone kills the followers. Either way the group is gone for good (MLX cannot rebuild it
-inside a process): the engine refuses later jobs with ``distributed_failed`` and a hint to restart.
+a failure on rank 0 while the followers still wait in a collective kills them. Either way the group is gone for
+good (MLX cannot rebuild it inside a process): later jobs fail with ``distributed_failed`` and a hint to restart.
+A failure on rank 0 after the followers finished their share (decoding, writing) is an ordinary job error.
 """
 
 from __future__ import annotations
