@@ -43,6 +43,7 @@ class ErrorCode(str, Enum):
     IMAGE_UNREADABLE = "image_unreadable"  # a conditioning image that is missing, unreadable or not an image
     DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing; or too little free space for a download (bytes named)
     MODEL_IN_USE = "model_in_use"  # `delete` of a model that is loaded or used by a queued job
+    DISTRIBUTED_FAILED = "distributed_failed"  # a rank of a --distributed run died, timed out or failed
 
 
 class LtxError(Exception):

@@ -220,3 +220,23 @@ def test_ltx2_quantized_weights_and_hints() -> None:
     with pytest.raises(LtxError) as caught:
         memory.check(plan, int(8 * GB))
     assert "weights alone" in caught.value.hint
+
+
+def test_per_rank_plan_splits_the_denoising_weights_under_tensor_parallelism(tiny) -> None:
+    ckpt, _ = tiny
+    plan = plan_for(tiny, width=1280, height=704, frames=257)
+    share = memory._tensor_parallel_share(ckpt)
+    assert 0.3 < share < 1  # the blocks' attentions and feed-forwards (tiny: its embedders are large beside them)
+    two = memory.per_rank(plan, ckpt, 2, "tensor")
+    whole, half = plan.phases["denoising"], two.phases["denoising"]
+    assert half.weights == int(whole.weights * (1 - share / 2))
+    assert whole.activations / 2 < half.activations < whole.activations
+    assert {k: v for k, v in two.phases.items() if k != "denoising"} == {
+        k: v for k, v in plan.phases.items() if k != "denoising"
+    }  # text encoding and decoding run whole on a rank
+    assert memory.per_rank(plan, ckpt, 2, "guidance") is plan  # every rank holds the whole model
+    # Denoising that does not fit one device fits each of two.
+    limit = (whole.total + half.total) // 2
+    with pytest.raises(LtxError):
+        memory.check(memory.MemoryPlan({"denoising": whole}), limit)
+    memory.check(memory.MemoryPlan({"denoising": half}), limit)

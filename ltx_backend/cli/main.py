@@ -182,6 +182,16 @@ class Progress:
             click.echo(f"\n  preview {event.path}", err=True, nl=False)
 
 
+_DISTRIBUTED = click.option(
+    "--distributed", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Ranks on this host (GPUs; CPU processes with the ring backend); rank 0 is this process.",
+)  # fmt: skip
+_PARALLEL = click.option(
+    "--parallel", type=click.Choice(["tensor", "guidance"]), default="tensor", show_default=True,
+    help="With --distributed: split every forward's heads (tensor) or a guided step's passes (guidance, dev).",
+)  # fmt: skip
+
+
 @cli.command()
 @click.option("--prompt", "-p", required=True, help="What the video shows and what is heard.")
 @click.option("--negative-prompt", default=None, help="What to avoid (dev checkpoints; default: the official one).")
@@ -272,6 +282,8 @@ class Progress:
 @click.option("--preview-every", default=2, show_default=True, help="Denoising steps between previews.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (one line per video).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_DISTRIBUTED
+@_PARALLEL
 def generate(**options) -> None:  # fmt: skip
     """Generate a video with sound from a prompt (and optional images)."""
 
@@ -315,6 +327,7 @@ def generate(**options) -> None:  # fmt: skip
         warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
+    ranks = None
     try:
         with StopSignals():
             seeds = batch_seeds(options["seed"], options["count"])
@@ -329,6 +342,10 @@ def generate(**options) -> None:  # fmt: skip
                 jobs.append((validate(one), preview))
             residency = options["residency"] or ("auto" if len(seeds) > 1 else "none")
             engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency)
+            if options["distributed"] > 1:
+                from ltx_backend.parallel.run import start
+
+                engine, ranks = start(engine, options["distributed"], options["parallel"])
             for one, preview in jobs:
                 result = engine.generate(one, emit=Progress(options["quiet"]), preview=preview)
                 _report(result, options["as_json"])
@@ -339,6 +356,9 @@ def generate(**options) -> None:  # fmt: skip
         sys.exit(130)
     except Exception as exc:  # a code and a line, never a traceback
         _fail(_as_error(exc))
+    finally:
+        if ranks is not None:
+            ranks.close()
 
 
 def _report(result, as_json: bool) -> None:
@@ -551,11 +571,13 @@ def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float)
     help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
 )
 @click.option("--log-dir", default=None, help="Write a log file per generate job into this folder.")
-def serve(log_file: str | None, heartbeat: float, log_dir: str | None) -> None:
+@_DISTRIBUTED
+@_PARALLEL
+def serve(log_file: str | None, heartbeat: float, log_dir: str | None, distributed: int, parallel: str) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio
 
-    sys.exit(run_stdio(log_file, heartbeat, log_dir))
+    sys.exit(run_stdio(log_file, heartbeat, log_dir, distributed=distributed, parallel=parallel))
 
 
 def main() -> None:

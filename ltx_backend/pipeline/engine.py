@@ -167,7 +167,9 @@ class Engine:
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
         residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
+        parallel: object | None = None,
     ) -> None:
+        self.parallel = parallel  # a parallel.run.RankRole when this engine is one rank of several
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
         self.text_encoder_root = self._text_encoder_root(text_encoder)
         # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
@@ -227,13 +229,18 @@ class Engine:
             transformer = load_transformer(self.checkpoint, self.dtype, self.quantize)
         if _dequantize_large_products():
             dequantize_large_products(transformer)
+        if self.parallel is not None:  # the resident transformer is this rank's shard
+            transformer = self.parallel.prepare(transformer)
         return transformer
 
     def choose_memory(self, request: GenerationRequest) -> memory.MemoryChoice:
         """The planner's choice for `request` in the session's budget (free memory and what it holds), or the
         refusal naming what would fit."""
         budget = memory.session_budget(self.models.nbytes)
-        return memory.choose(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, budget)
+        per_rank = None if self.parallel is None else (lambda plan: self.parallel.plan(plan, self.checkpoint))
+        return memory.choose(
+            self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, budget, per_rank
+        )
 
     def plan_residency(
         self, request: GenerationRequest, choice: memory.MemoryChoice | None = None
@@ -329,11 +336,16 @@ class Engine:
         try:
             if preview is not None:
                 self._previewer = Previewer(preview, lambda: self._borrow(r.VIDEO_DECODER), emit, self.dtype)
-            prompt, contexts, negative = self._text(request, timer, emit, cancel)
+            if self.parallel is not None and not self.parallel.leader:  # rank 0 encodes the text for every rank
+                prompt, (contexts, negative) = request.prompt, self.parallel.share_text(None)
+            else:
+                prompt, contexts, negative = self._text(request, timer, emit, cancel)
+                if self.parallel is not None:
+                    self.parallel.share_text((contexts, negative))
             request = ltx25_flow.resolve_frames(self.checkpoint, request, *contexts, emit)  # 2.5 without num_frames
-            cancel.check()
+            self._check(cancel)
             images = self._encode_images(request, timer)
-            cancel.check()
+            self._check(cancel)
             video_latent, audio_latent = self._denoise(
                 request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
             )
@@ -357,6 +369,13 @@ class Engine:
             timings=timer.timings,
             peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
         )
+
+    def _check(self, cancel: CancelToken) -> None:
+        """Before and during denoising, ranks cancel together (at the same point), so none waits for the others."""
+        if self.parallel is not None:
+            self.parallel.check(cancel)
+        else:
+            cancel.check()
 
     # --- phases -----------------------------------------------------------------------------------------------
 
@@ -439,7 +458,7 @@ class Engine:
         def step_events(stage: int) -> Callable[[int, int], None]:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
-                cancel.check()
+                self._check(cancel)
                 if self._previewer is not None:
                     scale = 1 if stage == 1 else 2
                     with timer.part("preview"):
@@ -511,7 +530,8 @@ class Engine:
         if request.cfg_scale is not None:
             video_params = replace(video_params, cfg_scale=request.cfg_scale)
         audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
-        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params)
+        runner = self.parallel.pass_runner() if self.parallel is not None else None
+        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params, runner or s.run_together)
 
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
@@ -527,7 +547,10 @@ class Engine:
         """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass; both files
         are written in the job's temporary folder and committed together (media/outputs.py).
 
-        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first."""
+        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
+        Of several ranks, the first alone decodes and writes."""
+        if self.parallel is not None and not self.parallel.leader:
+            return None
         audio_path = None
         mode = self.decode_tiling(request)  # every other model is freed by now
         detail = f"tiling {mode}"

@@ -641,8 +641,11 @@ def choose(
     dtype: mx.Dtype | None,
     quantize: int | None,
     available: int,
+    per_rank: Callable[[MemoryPlan], MemoryPlan] | None = None,
 ) -> MemoryChoice:
     """Pick the cheapest way the job fits in `available` bytes (0: unknown, everything fits), or refuse.
+
+    `per_rank` turns a plan into one rank's share when the job runs over several (``parallel/``).
 
     In the order that costs least time: everything resident; then the transformer's blocks streamed from disk
     (denoising holds a few blocks instead of all; costs the reads, overlapped with compute); then the video decode
@@ -651,14 +654,19 @@ def choose(
     whatever the memory. Refuses with ``insufficient_memory`` only when the lowest mode cannot fit, naming what
     would: a smaller text encoder, the 12 GB mixed-precision pack, or the frame count that fits.
     """
+
+    def _estimate(*args) -> MemoryPlan:
+        plan = estimate(*args)
+        return per_rank(plan) if per_rank is not None else plan
+
     streaming = request.memory == "low"
     reasons: list[str] = ["memory: low (--low-ram) streams the transformer's blocks"] if streaming else []
-    plan = estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+    plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
     tiling = request.tiling
     if available > 0 and not streaming and plan.phases[DENOISING].total > available:
         resident = plan.phases[DENOISING].total
         streaming = True
-        plan = estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+        plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
         reasons.append(
             f"denoising with the whole transformer resident needs {_gb(resident)} and {_gb(available)} is "
             f"available: its blocks are streamed from disk ({_gb(plan.phases[DENOISING].total)})"
@@ -666,7 +674,7 @@ def choose(
     if available > 0 and request.tiling == "auto" and plan.phases[VIDEO_DECODE].total > available:
         untiled = plan.phases[VIDEO_DECODE].total
         tiling = "aggressive"
-        plan = estimate(checkpoint, text_encoder_root, replace(request, tiling=tiling), dtype, quantize, streaming)
+        plan = _estimate(checkpoint, text_encoder_root, replace(request, tiling=tiling), dtype, quantize, streaming)
         reasons.append(
             f"the video decode needs {_gb(untiled)} with tiling auto: tiling aggressive "
             f"({_gb(plan.phases[VIDEO_DECODE].total)})"
@@ -832,3 +840,45 @@ def session_budget(resident_bytes: int) -> int:
         return override
     available = available_memory()
     return available + resident_bytes if available > 0 else 0
+
+
+# --- per rank (--distributed N) ------------------------------------------------------------------------------------
+# Tensor parallelism splits the blocks' attention and feed-forward weights over the ranks and replicates the rest
+# (ltx_backend/parallel/tensor.py). Of the activations, the per-head and hidden-unit temporaries split while the
+# residual stream and the modulation values stay whole on every rank: half of them splitting is an estimate, not a
+# measurement (benchmarks/distributed.py reports the per-GPU peaks to calibrate it). Guidance parallelism keeps the
+# whole model on every rank. The other phases (text encoding, decoding) run whole on a rank.
+TP_SPLIT_ACTIVATIONS = 0.5
+
+
+def _tensor_parallel_share(ckpt: Checkpoint) -> float:
+    """The fraction of the transformer's stored bytes that tensor parallelism splits (LTX-2.3 22B: about 95%; the tiny
+    test model, with its relatively large embedders: about 40%)."""
+    from ltx_backend.models.transformer import sanitize_transformer_key
+
+    component = _component(ckpt, "transformer")
+    if component is None:
+        return 0.0
+    total = split = 0
+    for key, info in component.tensors.items():
+        if sanitize_transformer_key(key) is None:  # the text connectors, stored beside the transformer
+            continue
+        size = _tensor_bytes(info, None)
+        total += size
+        block = "transformer_blocks." in key
+        if block and ("attn" in key or ".ff." in key) and "norm" not in key:
+            split += size
+    return split / total if total else 0.0
+
+
+def per_rank(plan: MemoryPlan, checkpoint: Checkpoint, ranks: int, mode: str) -> MemoryPlan:
+    """`plan` as one rank of `ranks` sees it (`mode`: ``tensor`` or ``guidance``): what each GPU must hold."""
+    if ranks <= 1 or mode != "tensor":
+        return plan
+    share = _tensor_parallel_share(checkpoint)
+    denoise = plan.phases[DENOISING]
+    weights = int(denoise.weights * (1 - share + share / ranks))
+    activations = int(denoise.activations * (1 - TP_SPLIT_ACTIVATIONS + TP_SPLIT_ACTIVATIONS / ranks))
+    detail = f"{denoise.detail}; per rank of {ranks}".lstrip("; ")
+    phases = {**plan.phases, DENOISING: replace(denoise, weights=weights, activations=activations, detail=detail)}
+    return MemoryPlan(phases)

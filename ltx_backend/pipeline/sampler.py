@@ -372,12 +372,24 @@ VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7,
 AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0)
 
 
+# One guidance pass: (denoised video, denoised audio or None). A pass runner gets a step's passes and the function
+# that runs a list of them (block by block, each block's weights read once: ``x0_forwards``) and returns their
+# results in order: all together on one process, or split over ranks (ltx_backend/parallel/guidance.py).
+PassResult = tuple[mx.array, mx.array | None]
+PassRunner = Callable[[list, Callable[[list], list[PassResult]]], list[PassResult]]
+
+
+def run_together(passes: list, forward: Callable[[list], list[PassResult]]) -> list[PassResult]:
+    return forward(passes)
+
+
 def guided_denoiser(
     stage: StageInputs,
     negative_video: mx.array,
     negative_audio: mx.array | None,
     video_params: GuidanceParams,
     audio_params: GuidanceParams,
+    run_passes: PassRunner = run_together,
 ) -> DenoiseFn:
     """ltx-pipelines ``multi_modal_guider_denoising_func``: conditional, unconditional (negative prompt),
     STG-perturbed and modality-isolated forwards, combined per modality."""
@@ -399,14 +411,16 @@ def guided_denoiser(
             specs["perturbed"] = PassSpec(perturbations=skip)
         if video_params.modality_scale != 1 or audio_params.modality_scale != 1:
             specs["isolated"] = PassSpec(perturbations=Perturbations(skip_cross_modal=True))
-        outputs = dict(zip(specs, x0_forwards(stage, video, audio, sigma, list(specs.values())), strict=True))
+        forward = lambda chosen: x0_forwards(stage, video, audio, sigma, chosen)  # noqa: E731
+        outputs = dict(zip(specs, run_passes(list(specs.values()), forward), strict=True))
         zero = (mx.array(0.0), mx.array(0.0))
-        cond, uncond, perturbed, isolated = (
-            outputs.get(name, zero) for name in ("cond", "uncond", "perturbed", "isolated")
-        )
+        cond, uncond, perturbed, isolated = (outputs.get(name, zero) for name in PASS_NAMES)
         out_video = video_params.combine(cond[0], uncond[0], perturbed[0], isolated[0])
         if audio is None:
             return out_video, None
         return out_video, audio_params.combine(cond[1], uncond[1], perturbed[1], isolated[1])
 
     return run
+
+
+PASS_NAMES = ("cond", "uncond", "perturbed", "isolated")

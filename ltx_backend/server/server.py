@@ -73,7 +73,9 @@ class Server:
         progress_interval_s: float = 0.1,
         grace_s: float = STOP_GRACE_S,
         log_dir: str | None = None,
+        wrap_engine: Callable | None = None,
     ) -> None:
+        self._wrap_engine = wrap_engine or (lambda engine: engine)  # serve --distributed: over the rank group
         self._output = output
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
@@ -477,11 +479,11 @@ class Server:
             if request.quantize is not None and stored is not None:
                 emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
                                     f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
-            if self._engine is not None and self._engine_key[0] == request.model:
-                # Same model: only the components the new text encoder or quantization changes reload.
+            if isinstance(self._engine, Engine) and self._engine_key[0] == request.model:
+                # Same model (one process): only the components the new text encoder or quantization changes reload.
                 self._engine.reconfigure(encoder_dir, request.quantize)
             else:
-                engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
+                engine = self._wrap_engine(Engine(model_dir, encoder_dir, quantize=request.quantize))
                 job.cancel.check()
                 self._unload()
                 self._engine = engine
@@ -700,7 +702,13 @@ def _check_log_dir(log_dir: str | None) -> None:
                        path=log_dir) from exc  # fmt: skip
 
 
-def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0, log_dir: str | None = None) -> int:
+def run_stdio(
+    log_file: str | None = None,
+    heartbeat_s: float = 5.0,
+    log_dir: str | None = None,
+    distributed: int = 1,
+    parallel: str = "tensor",
+) -> int:
     """Take over the process's stdio: protocol lines on the real stdout, everything else on stderr.
 
     A log file that cannot be opened is reported before `ready`: one `error` line, and exit status 2."""
@@ -718,11 +726,25 @@ def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0, log_dir: st
             protocol_out.write(msgspec.json.encode(_error_reply(None, error, None, "")) + b"\n")
         return 2
     logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    wrap, ranks = None, None
+    if distributed > 1:  # the followers start before `ready`; a failure to start is reported like the log file's
+        from ltx_backend.parallel.run import RankGroup
+
+        try:
+            ranks = RankGroup(distributed)
+        except LtxError as error:
+            sys.stderr.write(f"error [{error.code.value}]: {error.message}\n  hint: {error.hint}\n")
+            with contextlib.suppress(OSError):
+                protocol_out.write(msgspec.json.encode(_error_reply(None, error, None, "")) + b"\n")
+            return 2
+        wrap = lambda engine: ranks.engine(engine, parallel)  # noqa: E731
     stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     from ltx_backend.pipeline.warmup import use_persistent_kernel_cache
 
     use_persistent_kernel_cache()  # before MLX compiles anything
-    code = Server(protocol_out, heartbeat_s=heartbeat_s, log_dir=log_dir).serve(stdin)
+    code = Server(protocol_out, heartbeat_s=heartbeat_s, log_dir=log_dir, wrap_engine=wrap).serve(stdin)
+    if ranks is not None:
+        ranks.close()
     # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
     # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
     logging.shutdown()
