@@ -389,10 +389,13 @@ class Engine:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
                     prompt = enhance_or_keep(encoder, prompt, warn, bool(request.keyframes), request.seed % 2**32)
                 emit(events.EnhancedPrompt(prompt))
-            encoded = [encoder.encode(prompt, check=cancel.check, warn=warn)]
+            # Over several ranks the others wait for this encoding in a collective: a cancel takes effect at the
+            # next check all ranks make together (self._check), not inside rank 0's text encoding.
+            check = cancel.check if self.parallel is None else None
+            encoded = [encoder.encode(prompt, check=check, warn=warn)]
             if self.variant == "dev":
                 negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
-                encoded.append(encoder.encode(negative_prompt, check=cancel.check, warn=warn))
+                encoded.append(encoder.encode(negative_prompt, check=check, warn=warn))
             spec = ltx25_flow.processor_spec(encoder)  # what the text processor depends on
             del encoder
             self.models.give_back(r.TEXT_ENCODER)
