@@ -100,11 +100,16 @@ def validate_env(as_json: bool) -> None:
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect(model: str, as_json: bool) -> None:
-    """Show a checkpoint's layout, components and configs (MODEL: directory, file or cached repo id)."""
+    """Show a checkpoint's layout, components and configs (MODEL: directory, file or cached repo id), or a LoRA
+    file's format, target, rank, layers and metadata."""
     from ltx_backend.weights.checkpoint import open_checkpoint
+    from ltx_backend.weights.lora import is_lora_file
     from ltx_backend.weights.resolve import resolve_model
 
     try:
+        if is_lora_file(model):
+            _inspect_lora(model, as_json)
+            return
         ckpt = open_checkpoint(resolve_model(model))
     except LtxError as error:
         _fail(error)
@@ -145,6 +150,24 @@ def inspect(model: str, as_json: bool) -> None:
         click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")
 
 
+def _inspect_lora(path: str, as_json: bool) -> None:
+    from ltx_backend.weights.lora import lora_info
+
+    info = lora_info(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    rank = info["rank"] if isinstance(info["rank"], int) else "/".join(map(str, info["rank"]))
+    click.echo(f"{info['path']}\n  LoRA ({info['format']} keys) for {info['target']}")
+    click.echo(f"  rank {rank}, {info['layers']} layers in {info['blocks']} blocks, streams: "
+               f"{', '.join(info['streams'])}{', alpha scaled' if info['has_alpha'] else ''}")  # fmt: skip
+    factor = info["reference_downscale_factor"]
+    if factor != 1:
+        click.echo(f"  IC-LoRA: reference video at 1/{factor} of the stage-1 size (reference_downscale_factor)")
+    for key, value in info["metadata"].items():
+        click.echo(f"  {key}: {value if len(str(value)) <= 200 else str(value)[:200] + '...'}")
+
+
 def _parse_keyframe(text: str) -> tuple[str, int, float]:
     """``PATH[|FRAME[|STRENGTH]]`` (FRAME: an output frame, 0 = first; STRENGTH 0..1, default 1)."""
     parts = text.split("|")
@@ -158,6 +181,22 @@ def _parse_keyframe(text: str) -> tuple[str, int, float]:
             f"{text!r}: FRAME must be an integer, STRENGTH a number", param_hint="--keyframe"
         ) from exc
     return parts[0], frame, strength
+
+
+def _control_video(options: dict, control_video: type):
+    """The IC-LoRA control options as a request's ControlVideo (None without --control-video)."""
+    if options["control_video"] is None:
+        for flag in ("control_mask", "control_strength", "control_attention"):
+            default = None if flag == "control_mask" else 1.0
+            if options[flag] != default:
+                raise click.UsageError(f"--{flag.replace('_', '-')} needs --control-video")
+        return None
+    return control_video(
+        options["control_video"],
+        options["control_strength"],
+        options["control_mask"],
+        options["control_attention"],
+    )
 
 
 class Progress:
@@ -233,6 +272,25 @@ class Progress:
 )
 @click.option("--text-encoder", default=None, help="Gemma 3 repo or directory (default: the model's own).")
 @click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="PATH[:STRENGTH]",
+    help="Fuse a LoRA into the transformer (repeatable; STRENGTH default 1.0, negative subtracts it).",
+)
+@click.option(
+    "--distilled-lora",
+    default=None,
+    metavar="PATH[:STRENGTH]",
+    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline).",
+)
+@click.option("--control-video", default=None, help="IC-LoRA control video (depth, canny, pose, ...); needs --lora.")
+@click.option("--control-strength", type=float, default=1.0, show_default=True,
+              help="How strictly the control video's tokens are kept (0..1).")  # fmt: skip
+@click.option("--control-mask", default=None, help="Grayscale mask video: where the control video applies.")
+@click.option("--control-attention", type=float, default=1.0, show_default=True,
+              help="Attention strength between the control video and the output (0..1; scales the mask).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate(**options) -> None:  # fmt: skip
@@ -240,7 +298,8 @@ def generate(**options) -> None:  # fmt: skip
     import msgspec
 
     from ltx_backend.pipeline.engine import Cancelled, Engine
-    from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+    from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe, validate
+    from ltx_backend.weights.lora import parse_lora_arg
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
     warnings = []
@@ -266,13 +325,17 @@ def generate(**options) -> None:  # fmt: skip
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
+        control_video=_control_video(options, ControlVideo),
         warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
+    loras = [parse_lora_arg(text) for text in options["loras"]]
+    distilled = parse_lora_arg(options["distilled_lora"]) if options["distilled_lora"] else None
     try:
         with StopSignals():
             request = validate(request)  # before any model is opened: a bad path or image costs nothing
-            engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
+            engine = Engine(options["model"], options["text_encoder"], quantize=quantize, loras=loras,
+                            distilled_lora=distilled)  # fmt: skip
             result = engine.generate(request, emit=Progress(options["quiet"]))
     except LtxError as error:
         _fail(error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +28,7 @@ from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
+from ltx_backend.pipeline import loras as lora_stages
 from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
@@ -36,6 +37,7 @@ from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2,
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.lora import LoraSpec
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_text_processor, load_transformer
@@ -153,6 +155,8 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
+        loras: Sequence[LoraSpec] = (),
+        distilled_lora: LoraSpec | None = None,
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
         bundled = self.checkpoint.root / "text_encoder"
@@ -164,6 +168,10 @@ class Engine:
         self.quantize = quantize
         self.variant = checkpoint_variant(self.checkpoint)
         self.version = model_version(self.checkpoint)
+        # Fused into the transformer's weights (stage 2 may carry another set: pipeline/loras.py); checked now, from
+        # the headers, so a LoRA for another model is refused before anything is loaded.
+        lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
+        self.loras, self.distilled_lora = tuple(loras), distilled_lora
 
     # --- the job ----------------------------------------------------------------------------------------------
 
@@ -176,6 +184,9 @@ class Engine:
             emit(events.Warning(warning))
         for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
             emit(events.Warning(warning))
+        if self.distilled_lora is not None and self.variant != "dev":
+            emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
+        factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit.
         choice = memory.choose(
@@ -194,8 +205,10 @@ class Engine:
         cancel.check()
         images = self._encode_images(request, timer)
         cancel.check()
+        control = self._encode_control(request, factor, timer)
+        cancel.check()
         video_latent, audio_latent = self._denoise(
-            request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
+            request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming, control
         )
         audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
 
@@ -261,6 +274,18 @@ class Engine:
             _free()
         return encoded
 
+    def _encode_control(self, request: GenerationRequest, factor: int, timer: Timer):
+        """The IC-LoRA control video's latent and attention weights, with the factor (None without one)."""
+        if request.control_video is None:
+            return None
+        with timer.phase(Phase.IMAGE_ENCODING, "control video"):
+            with timer.loading():
+                encoder = load_video_encoder(self.checkpoint, self.dtype)
+            latent, attention = lora_stages.encode_control(encoder, request, factor, self.dtype)
+            del encoder
+            _free()
+        return latent, attention, factor
+
     def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
         if self.variant == "dev":
             return ltx2_sigmas(request.steps or DEV_STEPS[self.version])
@@ -278,22 +303,35 @@ class Engine:
     def _prequantized(self) -> bool:
         return bool(self.checkpoint.component("transformer").quantized_paths)
 
-    def _load_transformer(self, streaming: bool):
-        if streaming:  # LoRA hook: weights/lora.py passes block_transform= to fuse its deltas per block
-            return load_streamed_transformer(self.checkpoint, self.dtype)
-        return load_transformer(self.checkpoint, self.dtype, self.quantize)
+    def _load_transformer(self, streaming: bool, loras: Sequence[LoraSpec] = ()):
+        if streaming:  # each block's LoRA deltas are fused as the block is read
+            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
+        else:
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
+        if _dequantize_large_products():
+            dequantize_large_products(transformer)
+        return transformer
 
     def _denoise(
-        self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken, streaming=False
+        self,
+        request,
+        contexts,
+        negative,
+        images,
+        keys,
+        timer: Timer,
+        emit: Emit,
+        cancel: CancelToken,
+        streaming=False,
+        control=None,
     ):
         dtype = self.dtype
         video_context, audio_context = contexts
         if not request.audio:
             audio_context = None
+        stage1_loras, stage2_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._load_transformer(streaming)
-            if _dequantize_large_products():
-                dequantize_large_products(transformer)
+            transformer = self._load_transformer(streaming, stage1_loras)
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
@@ -312,6 +350,8 @@ class Engine:
         with timer.phase(Phase.STAGE1):
             video = s.video_state(mx.zeros((1, channels, f, h, w)), request.fps, dtype)
             video = self._conditioned(video, request, images.get((request.height // 2, request.width // 2), []))
+            if control is not None:  # IC-LoRA: the reference tokens follow the image conditionings
+                video = lora_stages.condition_on_control(video, *control[:2], request, control[2])
             video = noised(video, next(keys))
             audio = None
             audio_frames = s.audio_latent_frames(request.num_frames, request.fps)
@@ -340,6 +380,11 @@ class Engine:
 
         # Stage 2 at full resolution, re-noised to its first sigma.
         with timer.phase(Phase.STAGE2):
+            if stage2_loras != stage1_loras:  # no IC-LoRA / plus the distilled LoRA: a fresh load (pipeline/loras.py)
+                del transformer, stage, denoise
+                _free()
+                with timer.loading():
+                    transformer = self._load_transformer(streaming, stage2_loras)
             video = s.video_state(high_res, request.fps, dtype)
             video = self._conditioned(video, request, images.get((request.height, request.width), []))
             video = noised(video, next(keys), DISTILLED_STAGE_2[0])

@@ -44,6 +44,7 @@ class LatentState:
     positions: np.ndarray  # (1, axes, T, 2)
     generated_tokens: int  # tokens that belong to the output (appended conditioning tokens follow them)
     unconditioned: bool = True  # the denoise mask is all ones (no token is conditioned)
+    attention_mask: mx.array | None = None  # (1, T, T) in [0, 1]: IC-LoRA reference attention (None: all attend)
 
     @property
     def output_latent(self) -> mx.array:
@@ -257,6 +258,7 @@ def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx
         context=context,
         context_mask=None,
         rope=rope,
+        self_attention_mask=state.attention_mask,
     )
 
 

@@ -24,10 +24,17 @@ class ValidateEnv(Request, tag="validate-env"):
     text_encoder: str | None = None
 
 
+class LoraRef(msgspec.Struct, forbid_unknown_fields=False):
+    path: str  # a LoRA .safetensors file
+    strength: float = 1.0  # negative subtracts it
+
+
 class Load(Request, tag="load"):
     model: str = "tiny"
     text_encoder: str | None = None
     quantize: int | None = None
+    loras: list[LoraRef] = []  # fused into the transformer: part of what is loaded, not of a job
+    distilled_lora: LoraRef | None = None  # dev checkpoints: fused for stage 2 (ltx-pipelines' two-stage flow)
 
 
 class Unload(Request, tag="unload"):
@@ -38,6 +45,13 @@ class KeyframeSpec(msgspec.Struct, forbid_unknown_fields=False):
     path: str
     frame_idx: int = 0  # an output (pixel) frame: 0 is the first frame
     strength: float = 1.0  # 1.0 keeps the image
+
+
+class ControlVideoSpec(msgspec.Struct, forbid_unknown_fields=False):
+    path: str  # the IC-LoRA's control video (depth, canny, pose, ...)
+    strength: float = 1.0  # 1.0 keeps the reference tokens clean
+    mask_path: str | None = None  # grayscale video: where the control applies
+    attention_strength: float = 1.0  # scales the attention between reference and output (0..1)
 
 
 class Generate(Request, tag="generate"):
@@ -58,6 +72,7 @@ class Generate(Request, tag="generate"):
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False
+    control_video: ControlVideoSpec | None = None  # needs an IC-LoRA among the loaded `loras`
 
 
 class Cancel(Request, tag="cancel"):
@@ -122,6 +137,8 @@ class Loaded(Reply, tag="loaded"):
     variant: str
     quantization: dict | None  # as applied: the checkpoint's own, or the load-time `quantize` bits
     text_encoder: str
+    loras: list[LoraRef] = []  # as fused: absolute paths
+    distilled_lora: LoraRef | None = None
 
 
 class Unloaded(Reply, tag="unloaded"):

@@ -38,7 +38,8 @@ from ltx_backend.server.lines import MAX_DEPTH, MAX_LINE_BYTES, LineReader, Over
 from ltx_backend.server.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
-CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model"]
+CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
+                "lora", "ic_lora"]  # fmt: skip
 STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
@@ -287,12 +288,14 @@ class Server:
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
-        from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+        from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe, validate
 
         fields = msgspec.structs.asdict(request)
         fields.pop("id")
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
+        if request.control_video is not None:
+            fields["control_video"] = ControlVideo(**msgspec.structs.asdict(request.control_video))
         if not request.output_path:
             raise LtxError(ErrorCode.INVALID_PARAMS, "output_path is required", "Give an absolute .mp4 path.",
                            field="output_path")  # fmt: skip
@@ -381,7 +384,8 @@ class Server:
         from ltx_backend.weights.checkpoint import open_checkpoint
 
         request = job.request
-        key = (request.model, request.text_encoder, request.quantize)
+        loras, distilled = loading.lora_specs(request)
+        key = (request.model, request.text_encoder, request.quantize, loading.loras_key(loras, distilled))
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             tracker = ProgressTracker(None)
             with self._lock:
@@ -400,7 +404,7 @@ class Server:
             if request.quantize is not None and stored is not None:
                 emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
                                     f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
-            engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
+            engine = Engine(model_dir, encoder_dir, quantize=request.quantize, loras=loras, distilled_lora=distilled)
             job.cancel.check()
             self._unload()
             self._engine, self._engine_key = engine, key
@@ -415,7 +419,10 @@ class Server:
             variant=engine.variant,
             quantization=loading.applied_quantization(engine.checkpoint, engine.quantize),
             text_encoder=str(engine.text_encoder_root),
-        )
+            loras=[m.LoraRef(str(spec.path), spec.strength) for spec in engine.loras],
+            distilled_lora=None if engine.distilled_lora is None else m.LoraRef(
+                str(engine.distilled_lora.path), engine.distilled_lora.strength),
+        )  # fmt: skip
 
     def _unload(self) -> None:
         import gc

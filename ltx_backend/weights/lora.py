@@ -193,6 +193,15 @@ def read_lora(path: str | Path) -> LoraFile:
     return LoraFile(path, _spelling(spellings, prefixes, pairs), pairs, dict(st.metadata), st)
 
 
+def is_lora_file(path: str | Path) -> bool:
+    """A safetensors file whose tensors are all LoRA pairs (and alphas): a LoRA, not a checkpoint (header only)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".safetensors":
+        return False
+    names = SafetensorsFile(path).tensors
+    return bool(names) and all(name.endswith(tuple(SUFFIXES)) for name in names)
+
+
 def _strip_prefixes(name: str) -> tuple[str, str]:
     stripped = ""
     while True:
