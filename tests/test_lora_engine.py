@@ -262,3 +262,9 @@ def test_inspect_a_lora(loras) -> None:
     text = CliRunner().invoke(cli, ["inspect", str(loras["2.3-ic"])])
     assert text.exit_code == 0 and "LoRA (ltx-core keys)" in text.output and "rank 3" in text.output
     assert "IC-LoRA: reference video at 1/2" in text.output
+
+
+def test_ready_lists_lora_capabilities() -> None:
+    from ltx_backend.server.server import CAPABILITIES
+
+    assert {"lora", "ic_lora"} <= set(CAPABILITIES)
