@@ -268,3 +268,44 @@ def test_ready_lists_lora_capabilities() -> None:
     from ltx_backend.server.server import CAPABILITIES
 
     assert {"lora", "ic_lora"} <= set(CAPABILITIES)
+
+
+# --- residency: the LoRAs are part of the transformer's key --------------------------------------------------------
+
+
+def test_resident_lora_transformer_is_fused_once_and_reconfigured_alone(models, loras, tmp_path: Path) -> None:
+    """A session keeps the fused transformer between jobs (one load, one fusion); another `load` with other LoRAs
+    reloads only the transformer, and a LoRA that does not fit changes nothing."""
+    from ltx_backend.pipeline import resident as r
+
+    style = LoraSpec(loras["2.0"], 0.8)
+    engine = Engine(models["2.0"], residency="all", loras=[style])
+    first = engine.generate(GenerationRequest("a fox", str(tmp_path / "1.mp4"), seed=3, **SMALL)).video_path
+    engine.generate(GenerationRequest("a fox", str(tmp_path / "2.mp4"), seed=3, **SMALL))
+    assert engine.models.loads[r.TRANSFORMER] == 1
+    assert Path(first).read_bytes() == (tmp_path / "2.mp4").read_bytes()
+    with pytest.raises(LtxError) as info:
+        engine.reconfigure(loras=[LoraSpec(loras["2.3"])])
+    assert info.value.code is ErrorCode.LORA_MISMATCH and engine.loras == (style,)
+    loads = dict(engine.models.loads)
+    engine.reconfigure(loras=[LoraSpec(loras["2.0"], 0.4)])
+    engine.generate(GenerationRequest("a fox", str(tmp_path / "3.mp4"), seed=3, **SMALL))
+    changed = {name for name, count in engine.models.loads.items() if count != loads.get(name, 0)}
+    assert changed == {r.TRANSFORMER}
+    assert (tmp_path / "3.mp4").read_bytes() != Path(first).read_bytes()
+
+
+def test_control_video_job_in_a_resident_session(models, loras, control, tmp_path: Path) -> None:
+    """Stage 1 (IC-LoRA fused) and stage 2 (plain) are two keys of the transformer: an IC job loads both; the
+    session's output equals a session of one job."""
+    from ltx_backend.pipeline import resident as r
+
+    spec = ControlVideo(str(control["video"]))
+    ic = [LoraSpec(loras["2.0-ic"])]
+    session = Engine(models["2.0"], residency="all", loras=ic)
+    for name in ("a", "b"):
+        session.generate(GenerationRequest("a fox", str(tmp_path / f"{name}.mp4"), seed=3, control_video=spec, **SMALL))
+    assert session.models.loads[r.TRANSFORMER] == 4
+    single = Engine(models["2.0"], loras=ic)
+    single.generate(GenerationRequest("a fox", str(tmp_path / "c.mp4"), seed=3, control_video=spec, **SMALL))
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()

@@ -9,6 +9,7 @@ chunks straight into ffmpeg.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ import numpy as np
 from ltx_backend import events
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
+from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
 from ltx_backend.media.video import VideoWriter, to_uint8
@@ -30,14 +32,18 @@ from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import loras as lora_stages
 from ltx_backend.pipeline import memory
+from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
+from ltx_backend.pipeline.preview import Previewer, PreviewOptions
+from ltx_backend.pipeline.prompt_cache import EncodedText, PromptCache
 from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ignored_options, validate
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
-from ltx_backend.weights.lora import LoraSpec
+from ltx_backend.weights.gemma import read_gemma_config
+from ltx_backend.weights.lora import LoraSpec, resident_key
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_text_processor, load_transformer
@@ -120,6 +126,12 @@ class Timer:
         self.emit(events.PhaseFinished(phase, round(elapsed[0], 4)))
 
     @contextmanager
+    def part(self, key: str) -> Iterator[None]:
+        """Work inside a phase that is reported on its own (``preview``), without events."""
+        with self._measure(key):
+            yield
+
+    @contextmanager
     def loading(self) -> Iterator[None]:
         """Weights loaded inside another phase: counted under ``load``, without events of their own."""
         with self._measure(Phase.LOAD.value):
@@ -140,12 +152,6 @@ def _dequantize_large_products() -> bool:
     return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
 
 
-def _free() -> None:
-    """Return the memory of the models just dropped to the device. No garbage collection is needed (0.27 s per
-    call on the GPU host, six per job): no reference cycle holds model weights, which tests/test_generate.py checks."""
-    mx.clear_cache()
-
-
 class Engine:
     """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
 
@@ -155,14 +161,12 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
+        residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
         loras: Sequence[LoraSpec] = (),
         distilled_lora: LoraSpec | None = None,
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
-        bundled = self.checkpoint.root / "text_encoder"
-        if text_encoder is None and bundled.is_dir():
-            text_encoder = bundled
-        self.text_encoder_root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
         # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
         self.dtype = dtype or (mx.bfloat16 if "gpu" in str(mx.default_device()) else mx.float32)
         self.quantize = quantize
@@ -172,11 +176,138 @@ class Engine:
         # the headers, so a LoRA for another model is refused before anything is loaded.
         lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
         self.loras, self.distilled_lora = tuple(loras), distilled_lora
+        # The session's state: loaded components (kept between jobs as the planner allows) and encoded prompts.
+        self.models = r.ResidentSet(residency)
+        self.prompts = PromptCache()
+        self._previewer: Previewer | None = None  # the running job's, when it asked for previews
+
+    def _text_encoder_root(self, text_encoder: str | Path | None) -> Path:
+        bundled = self.checkpoint.root / "text_encoder"
+        if text_encoder is None and bundled.is_dir():
+            text_encoder = bundled
+        return resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+
+    def reconfigure(
+        self,
+        text_encoder: str | Path | None = None,
+        quantize: int | None = None,
+        loras: Sequence[LoraSpec] = (),
+        distilled_lora: LoraSpec | None = None,
+    ) -> None:
+        """Another text encoder, transformer quantization or LoRAs for the same checkpoint: the resident components
+        are keyed on these, so only the ones they change are loaded again (the others stay). Nothing changes when
+        a LoRA does not fit."""
+        lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
+        self.quantize = quantize
+        self.loras, self.distilled_lora = tuple(loras), distilled_lora
+
+    # --- the resident set -------------------------------------------------------------------------------------
+
+    def _borrow(self, name: str, extra: tuple = (), wait: bool = True):
+        """A component from the session's resident set, loaded now if it is not resident (under its key)."""
+        root, dtype = str(self.checkpoint.root), str(self.dtype)
+        streaming, loras = False, self.loras  # the transformer's extra: (streaming, the stage's LoRAs)
+        if name == r.TRANSFORMER:
+            streaming, loras = extra or (streaming, loras)
+            extra = (streaming, resident_key(loras))  # LoRA files by identity, and strengths
+        loaders = {
+            r.TEXT_ENCODER: (lambda: TextEncoder(self.text_encoder_root, self.dtype), (str(self.text_encoder_root),)),
+            r.TEXT_PROCESSOR: (lambda: load_text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
+            r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
+            # A streamed transformer is another component than a resident one; each set of LoRAs another too.
+            r.TRANSFORMER: (lambda: self._load_transformer(streaming, loras), (root, self.quantize, *extra)),
+            r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
+            r.VIDEO_DECODER: (lambda: load_video_decoder(self.checkpoint, self.dtype), (root,)),
+            r.AUDIO_DECODER: (lambda: load_audio_decoder(self.checkpoint), (root,)),
+            r.VOCODER: (lambda: load_vocoder(self.checkpoint), (root,)),
+        }
+        load, key = loaders[name]
+        return self.models.borrow(name, (*key, dtype), load, wait)
+
+    def _load_transformer(self, streaming: bool = False, loras: Sequence[LoraSpec] = ()):
+        if streaming:  # each block's LoRA deltas are fused as the block is read
+            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
+        else:
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
+        if _dequantize_large_products():
+            dequantize_large_products(transformer)
+        return transformer
+
+    def choose_memory(self, request: GenerationRequest) -> memory.MemoryChoice:
+        """The planner's choice for `request` in the session's budget (free memory and what it holds), or the
+        refusal naming what would fit."""
+        budget = memory.session_budget(self.models.nbytes)
+        return memory.choose(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, budget)
+
+    def plan_residency(
+        self, request: GenerationRequest, choice: memory.MemoryChoice | None = None
+    ) -> memory.MemoryPlan:
+        """Decide what stays resident after a job the planner accepted (`choice`, made now when not given)."""
+        choice = choice or self.choose_memory(request)
+        budget = memory.session_budget(self.models.nbytes)
+        plan = choice.plan
+        sizes = memory.component_bytes(self.checkpoint, self.text_encoder_root, self.dtype, self.quantize)
+        used = memory.used_components(plan) | set(self.models.names())
+        decoding = replace(request, tiling=self.decode_tiling(replace(request, tiling=choice.tiling)))
+        if decoding.tiling != choice.tiling:  # what stays resident beside that decode
+            plan = memory.estimate(
+                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, choice.streaming
+            )
+        self.models.plan(memory.plan_residency(plan, sizes, budget, used))
+        return plan
+
+    def preload(self, request: GenerationRequest | None = None) -> list[str]:
+        """Read now what the planner keeps resident for `request` (default: the default 768x512x121 job), so
+        the first job does not pay for it. Returns the components loaded."""
+        nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
+        request = validate(request or nominal)
+        self.plan_residency(request)
+        _, gemma = read_gemma_config(Path(self.text_encoder_root))
+        shapes = {r.TEXT_PROCESSOR: (gemma.hidden_size, gemma.num_hidden_layers + 1)}  # as _encode_text asks
+        loaded = []
+        for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
+            # Each component's reads start before the next one is built: building overlaps reading.
+            self._borrow(name, shapes.get(name, ()), wait=False)
+            loaded.append(name)
+        mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])
+        for name in loaded:
+            self.models.give_back(name)
+        return loaded
+
+    def unload(self) -> None:
+        """Free everything the session holds: the resident components and the cached prompts."""
+        self.models.clear()
+        self.prompts.clear()
+
+    def prompt_key(self, request: GenerationRequest) -> tuple:
+        """Everything the text phase's output depends on (enhancement samples with the job's seed)."""
+        negative = (request.negative_prompt or DEFAULT_NEGATIVE_PROMPT) if self.variant == "dev" else None
+        enhanced = (request.seed, bool(request.keyframes)) if request.enhance_prompt else None
+        return (request.prompt, negative, enhanced, str(self.text_encoder_root), str(self.checkpoint.root),
+                str(self.dtype))  # fmt: skip
+
+    def _text(self, request: GenerationRequest, timer: Timer, emit: Emit, cancel: CancelToken):
+        """The text phase, from the session's prompt cache when this prompt was encoded before."""
+        key = self.prompt_key(request)
+        cached = self.prompts.get(key)
+        if cached is None:
+            prompt, contexts, negative = self._encode_text(request, timer, emit, cancel)
+            self.prompts.put(key, EncodedText(prompt, contexts, negative))
+            return prompt, contexts, negative
+        with timer.phase(Phase.TEXT_ENCODING, "cached"):
+            if request.enhance_prompt:
+                emit(events.EnhancedPrompt(cached.prompt))
+        return cached.prompt, cached.contexts, cached.negative
 
     # --- the job ----------------------------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, cancel: CancelToken | None = None, emit: Emit = events.ignore
+        self,
+        request: GenerationRequest,
+        cancel: CancelToken | None = None,
+        emit: Emit = events.ignore,
+        preview: PreviewOptions | None = None,
     ) -> events.Result:
         cancel = cancel or CancelToken()
         request = validate(request)
@@ -188,29 +319,37 @@ class Engine:
             emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
         factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
-        # loading anything, naming what would fit.
-        choice = memory.choose(
-            self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, memory.available_memory()
-        )
+        # loading anything, naming what would fit; then decides what stays resident after the job.
+        choice = self.choose_memory(request)
+        log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:
             emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
                                 "used as stored"))  # fmt: skip
+        self.plan_residency(request, choice)
+        if preview is not None:
+            preview = preview.validate()
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
-        prompt, contexts, negative = self._encode_text(request, timer, emit, cancel)
-        cancel.check()
-        images = self._encode_images(request, timer)
-        cancel.check()
-        control = self._encode_control(request, factor, timer)
-        cancel.check()
-        video_latent, audio_latent = self._denoise(
-            request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming, control
-        )
-        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
+        try:
+            if preview is not None:
+                self._previewer = Previewer(preview, lambda: self._borrow(r.VIDEO_DECODER), emit, self.dtype)
+            prompt, contexts, negative = self._text(request, timer, emit, cancel)
+            cancel.check()
+            images = self._encode_images(request, timer)
+            cancel.check()
+            control = self._encode_control(request, factor, timer)
+            cancel.check()
+            video_latent, audio_latent = self._denoise(
+                request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming, control
+            )
+            audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
+        finally:  # a failed or cancelled job leaves only what the plan keeps
+            self._previewer = None
+            self.models.settle()
 
         return events.Result(
             video_path=request.output_path,
@@ -234,7 +373,7 @@ class Engine:
         prompt = request.prompt
         with timer.phase(Phase.TEXT_ENCODING):
             with timer.loading():
-                encoder = TextEncoder(self.text_encoder_root, self.dtype)
+                encoder = self._borrow(r.TEXT_ENCODER)
             warn = lambda message: emit(events.Warning(message))  # noqa: E731
             if request.enhance_prompt:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
@@ -245,13 +384,14 @@ class Engine:
                 negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
                 encoded.append(encoder.encode(negative_prompt, check=cancel.check, warn=warn))
             hidden_size, states = encoder.hidden_size, encoder.num_states
-            encoder.release()
+            del encoder
+            self.models.give_back(r.TEXT_ENCODER)
             with timer.loading():
-                processor = load_text_processor(self.checkpoint, self.dtype, hidden_size, states)
+                processor = self._borrow(r.TEXT_PROCESSOR, (hidden_size, states))
             contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
             mx.eval(contexts)
             del processor, encoded
-            _free()
+            self.models.give_back(r.TEXT_PROCESSOR)
         negative = contexts[1][:2] if len(contexts) > 1 else None
         return prompt, contexts[0][:2], negative
 
@@ -262,7 +402,7 @@ class Engine:
         encoded: dict[tuple[int, int], list[mx.array]] = {}
         with timer.phase(Phase.IMAGE_ENCODING):
             with timer.loading():
-                encoder = load_video_encoder(self.checkpoint, self.dtype)
+                encoder = self._borrow(r.VIDEO_ENCODER)
             for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
                 latents = []
                 for keyframe in request.keyframes:
@@ -271,7 +411,7 @@ class Engine:
                 mx.eval(latents)
                 encoded[size] = latents
             del encoder
-            _free()
+            self.models.give_back(r.VIDEO_ENCODER)
         return encoded
 
     def _encode_control(self, request: GenerationRequest, factor: int, timer: Timer):
@@ -280,10 +420,10 @@ class Engine:
             return None
         with timer.phase(Phase.IMAGE_ENCODING, "control video"):
             with timer.loading():
-                encoder = load_video_encoder(self.checkpoint, self.dtype)
+                encoder = self._borrow(r.VIDEO_ENCODER)
             latent, attention = lora_stages.encode_control(encoder, request, factor, self.dtype)
             del encoder
-            _free()
+            self.models.give_back(r.VIDEO_ENCODER)
         return latent, attention, factor
 
     def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
@@ -302,15 +442,6 @@ class Engine:
     @property
     def _prequantized(self) -> bool:
         return bool(self.checkpoint.component("transformer").quantized_paths)
-
-    def _load_transformer(self, streaming: bool, loras: Sequence[LoraSpec] = ()):
-        if streaming:  # each block's LoRA deltas are fused as the block is read
-            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
-        else:
-            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
-        if _dequantize_large_products():
-            dequantize_large_products(transformer)
-        return transformer
 
     def _denoise(
         self,
@@ -331,7 +462,7 @@ class Engine:
             audio_context = None
         stage1_loras, stage2_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._load_transformer(streaming, stage1_loras)
+            transformer = self._borrow(r.TRANSFORMER, (streaming, stage1_loras))
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
@@ -340,6 +471,10 @@ class Engine:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
                 cancel.check()
+                if self._previewer is not None:
+                    scale = 1 if stage == 1 else 2
+                    with timer.part("preview"):
+                        self._previewer.write(stage, step, total, f * h * w * scale**2, (f, h * scale, w * scale))
 
             return on_step
 
@@ -366,25 +501,27 @@ class Engine:
             denoise = s.simple_denoiser(stage)
             if self.variant == "dev":
                 denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            video, audio = s.euler_loop(sigmas, video, audio, denoise, step_events(1))
+            video, audio = s.euler_loop(sigmas, video, audio, self._tap(denoise), step_events(1))
         low_res = s.tokens_to_video(video.output_latent, f, h, w)
 
         with timer.phase(Phase.UPSAMPLE):
             with timer.loading():
-                upsampler = load_upsampler(self.checkpoint, "spatial_x2", dtype)
-                statistics = load_video_decoder(self.checkpoint, dtype).per_channel_statistics
+                upsampler = self._borrow(r.UPSAMPLER)
+                statistics = self._borrow(r.VIDEO_DECODER).per_channel_statistics
             high_res = upsample_latent(low_res.astype(dtype), upsampler, statistics)
             mx.eval(high_res)
-            del upsampler
-            _free()
+            del upsampler, statistics
+            self.models.give_back(r.UPSAMPLER)
+            if self._previewer is None:  # previews decode with it during stage 2
+                self.models.give_back(r.VIDEO_DECODER)
 
         # Stage 2 at full resolution, re-noised to its first sigma.
         with timer.phase(Phase.STAGE2):
             if stage2_loras != stage1_loras:  # no IC-LoRA / plus the distilled LoRA: a fresh load (pipeline/loras.py)
                 del transformer, stage, denoise
-                _free()
+                self.models.give_back(r.TRANSFORMER)  # borrowing under another key replaces it
                 with timer.loading():
-                    transformer = self._load_transformer(streaming, stage2_loras)
+                    transformer = self._borrow(r.TRANSFORMER, (streaming, stage2_loras))
             video = s.video_state(high_res, request.fps, dtype)
             video = self._conditioned(video, request, images.get((request.height, request.width), []))
             video = noised(video, next(keys), DISTILLED_STAGE_2[0])
@@ -394,12 +531,16 @@ class Engine:
                                stage2_audio_key, DISTILLED_STAGE_2[0])  # fmt: skip
             stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
                                         compiled=_compile_blocks())  # fmt: skip
-            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, s.simple_denoiser(stage), step_events(2))
-        del transformer, stage
-        _free()
+            denoise = self._tap(s.simple_denoiser(stage))
+            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, denoise, step_events(2))
+        del transformer, stage, denoise
+        self.models.give_back(r.TRANSFORMER)
         video_latent = s.tokens_to_video(video.output_latent, f, h * 2, w * 2)
         audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
         return video_latent, audio_latent
+
+    def _tap(self, denoise: s.DenoiseFn) -> s.DenoiseFn:
+        return denoise if self._previewer is None else self._previewer.tap(denoise)
 
     def _guided(self, stage: s.StageInputs, negative, request: GenerationRequest, layers: int) -> s.DenoiseFn:
         block = min(STG_BLOCK[self.version], layers - 1)
@@ -413,7 +554,9 @@ class Engine:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
         once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
         tiles = request.tiling == "auto" and tiling_for("auto", request.height, request.width, request.num_frames)
-        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, memory.available_memory()):
+        # The session's memory, resident models included: the same choice whatever stays resident (same bytes).
+        budget = memory.session_budget(self.models.nbytes)
+        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, budget):
             return "none"
         return request.tiling
 
@@ -435,16 +578,17 @@ class Engine:
             if audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
-                        decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
+                        decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)
                     wave, rate = decode_audio(audio_latent, decoder, vocoder)
                     wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
                     del decoder, vocoder
-                    _free()
+                    self.models.give_back(r.AUDIO_DECODER)
+                    self.models.give_back(r.VOCODER)
                     wav = write_wav(folder.path("a.wav"), wave, rate)
             cancel.check()
             with timer.phase(Phase.VIDEO_DECODE, detail):
                 with timer.loading():
-                    decoder = load_video_decoder(self.checkpoint, self.dtype)
+                    decoder = self._borrow(r.VIDEO_DECODER)
                 tiling = tiling_for(mode, request.height, request.width, request.num_frames)
                 latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
                 noise = None
@@ -452,12 +596,15 @@ class Engine:
                     noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
                 video = folder.path("v.mp4")
                 size = (request.width, request.height, request.fps)
-                with VideoWriter(video, *size, wav, atomic=False, check=cancel.check) as writer:
+                quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
+                with VideoWriter(video, *size, wav, quality, atomic=False, check=cancel.check) as writer:
                     for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
+                if quality.encoder not in ("auto", writer.encoder):
+                    emit(events.Warning(f"The {quality.encoder} encoder does not work here; used {writer.encoder}."))
                 del decoder
-                _free()
+                self.models.give_back(r.VIDEO_DECODER)
             outputs = {video: Path(request.output_path)}
             if wav is not None and request.audio_output_path:
                 outputs[wav] = Path(request.audio_output_path)
