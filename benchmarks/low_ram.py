@@ -17,6 +17,11 @@ Modes: ``resident`` (load_transformer), ``streaming`` (load_streamed_transformer
 repeated reads: a machine with RAM to spare), ``streaming-uncached`` (each block's pages are dropped from the page
 cache after it is read, with posix_fadvise: every step reads from the disk, as on a 16 GB Mac where the pack
 cannot stay cached). Prints one JSON document.
+
+``--lora``: every job also fuses a rank-64 LoRA on every block's attention projections and feed-forwards
+(benchmarks/lora.py's file, written once beside the pack): resident fuses it on load (``load_s``), streaming fuses
+each block's deltas as the block is read (``B @ A`` per layer and read, requantized for quantized layers), so
+``denoise_s`` with and without ``--lora`` is the streaming cost of a LoRA.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/lora.py
 
 TEXT_TOKENS = 1024
 MODES = ("resident", "streaming", "streaming-uncached")
@@ -175,7 +181,7 @@ def _uncached(stream) -> None:
     stream._read = read
 
 
-def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Generator) -> dict:
+def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Generator, loras=()) -> dict:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -199,7 +205,10 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
     mx.reset_peak_memory()
     start = time.perf_counter()
     streaming = mode.startswith("streaming")
-    model = load_streamed_transformer(ckpt, dtype) if streaming else load_transformer(ckpt, dtype)
+    if streaming:
+        model = load_streamed_transformer(ckpt, dtype, loras=loras)
+    else:
+        model = load_transformer(ckpt, dtype, loras=loras)
     if _dequantize_large_products():
         dequantize_large_products(model)
     # Streaming: the non-block weights only (the block shells' own arrays are never used, so never evaluated).
@@ -235,6 +244,7 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
     estimate = memory.estimate(ckpt, None, request, dtype, streaming=streaming).phases["denoising"]
     result = {
         "mode": mode,
+        "lora": bool(loras),
         "size": f"{width}x{height}x{frames}",
         "planner_estimate_gb": round(estimate.total / 1e9, 3),
         "load_s": round(load_seconds, 3),
@@ -265,6 +275,21 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
     return result
 
 
+def _lora_for(pack: Path):
+    """benchmarks/lora.py's rank-64 LoRA for the pack's transformer, written once beside it."""
+    from lora import write_lora
+
+    from ltx_backend.models.transformer import LTXModel, TransformerConfig
+    from ltx_backend.weights.checkpoint import open_checkpoint
+    from ltx_backend.weights.lora import LoraSpec
+    from ltx_backend.weights.transformer import transformer_section
+
+    path = pack.with_name(pack.name + "-lora-r64.safetensors")
+    if not path.is_file():
+        write_lora(LTXModel(TransformerConfig.from_section(transformer_section(open_checkpoint(pack)))), path)
+    return LoraSpec(path, 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="where the packs are written (reused when present)")
@@ -273,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--tiny", action="store_true", help="the tiny 2.3 config (a CPU smoke run)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the first (kernel-compiling) job")
+    parser.add_argument("--lora", action="store_true", help="fuse a rank-64 LoRA (see the module docstring)")
     args = parser.parse_args(argv)
 
     import mlx.core as mx
@@ -291,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         from ltx_backend.weights.transformer import transformer_quantization
 
         report["packs"][kind]["bits"] = bit_histogram(transformer_quantization(open_checkpoint(folder)))
+        loras = [_lora_for(folder)] if args.lora else []
         if not args.no_warmup:  # CUDA compiles its kernels on first use (tens of seconds): not part of any job
-            run_job(folder, "resident", sizes[-1], rng)
+            run_job(folder, "resident", sizes[-1], rng, loras)
         for size in sizes:
             for mode in modes:
-                job = run_job(folder, mode, size, rng)
+                job = run_job(folder, mode, size, rng, loras)
                 report["jobs"].append({"pack": kind, **job})
                 print(json.dumps(report["jobs"][-1]), file=sys.stderr, flush=True)
     for kind in report["packs"]:

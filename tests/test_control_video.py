@@ -61,9 +61,9 @@ def test_mask_video_is_the_channel_mean_in_0_1(clip) -> None:
 def test_missing_and_unreadable_videos(tmp_path: Path) -> None:
     with pytest.raises(LtxError) as info:
         read_control_video(tmp_path / "nope.mp4", 32, 32, 9)
-    assert info.value.code is ErrorCode.INVALID_PARAMS and "not found" in info.value.message
+    assert info.value.code is ErrorCode.MEDIA_UNREADABLE and "not found" in info.value.message
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video")
     with pytest.raises(LtxError) as info:
         probe_control_video(junk)
-    assert info.value.code is ErrorCode.INVALID_PARAMS
+    assert info.value.code is ErrorCode.MEDIA_UNREADABLE

@@ -101,10 +101,15 @@ def validate_env(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
     """Show a checkpoint's layout, components, dtypes and quantization, and check that every part would load
-    (MODEL: directory, file, cached repo id or tiny). Exits 1 when something would not load."""
+    (MODEL: directory, file, cached repo id or tiny). Exits 1 when something would not load. A LoRA file: its
+    key format, target model, rank, layers and metadata."""
+    from ltx_backend.weights.lora import is_lora_file
     from ltx_backend.weights.verify import ensure_loadable, inspect_model
 
     try:
+        if is_lora_file(model):
+            _inspect_lora(model, as_json)
+            return
         report = inspect_model(model, text_encoder)
         if report.layout is None:  # not a checkpoint at all: its error, as loading it would say
             ensure_loadable(report)
@@ -137,6 +142,24 @@ def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+def _inspect_lora(path: str, as_json: bool) -> None:
+    from ltx_backend.weights.lora import lora_info
+
+    info = lora_info(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    rank = info["rank"] if isinstance(info["rank"], int) else "/".join(map(str, info["rank"]))
+    click.echo(f"{info['path']}\n  LoRA ({info['format']} keys) for {info['target']}")
+    click.echo(f"  rank {rank}, {info['layers']} layers in {info['blocks']} blocks, streams: "
+               f"{', '.join(info['streams'])}{', alpha scaled' if info['has_alpha'] else ''}")  # fmt: skip
+    factor = info["reference_downscale_factor"]
+    if factor != 1:
+        click.echo(f"  IC-LoRA: reference video at 1/{factor} of the stage-1 size (reference_downscale_factor)")
+    for key, value in info["metadata"].items():
+        click.echo(f"  {key}: {value if len(str(value)) <= 200 else str(value)[:200] + '...'}")
+
+
 def _parse_keyframe(text: str) -> tuple[str, int, float]:
     """``PATH[|FRAME[|STRENGTH]]`` (FRAME: an output frame, 0 = first; STRENGTH 0..1, default 1)."""
     parts = text.split("|")
@@ -150,6 +173,22 @@ def _parse_keyframe(text: str) -> tuple[str, int, float]:
             f"{text!r}: FRAME must be an integer, STRENGTH a number", param_hint="--keyframe"
         ) from exc
     return parts[0], frame, strength
+
+
+def _control_video(options: dict, control_video: type):
+    """The IC-LoRA control options as a request's ControlVideo (None without --control-video)."""
+    if options["control_video"] is None:
+        for flag in ("control_mask", "control_strength", "control_attention"):
+            default = None if flag == "control_mask" else 1.0
+            if options[flag] != default:
+                raise click.UsageError(f"--{flag.replace('_', '-')} needs --control-video")
+        return None
+    return control_video(
+        options["control_video"],
+        options["control_strength"],
+        options["control_mask"],
+        options["control_attention"],
+    )
 
 
 class Progress:
@@ -265,6 +304,25 @@ _PARALLEL = click.option(
 @click.option("--text-encoder", default=None, help="Gemma 3 repo or directory (default: the model's own).")
 @click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
 @click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="PATH[:STRENGTH]",
+    help="Fuse a LoRA into the transformer (repeatable; STRENGTH default 1.0, negative subtracts it).",
+)
+@click.option(
+    "--distilled-lora",
+    default=None,
+    metavar="PATH[:STRENGTH]",
+    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline).",
+)
+@click.option("--control-video", default=None, help="IC-LoRA control video (depth, canny, pose, ...); needs --lora.")
+@click.option("--control-strength", type=float, default=1.0, show_default=True,
+              help="How strictly the control video's tokens are kept (0..1).")  # fmt: skip
+@click.option("--control-mask", default=None, help="Grayscale mask video: where the control video applies.")
+@click.option("--control-attention", type=float, default=1.0, show_default=True,
+              help="Attention strength between the control video and the output (0..1; scales the mask).")  # fmt: skip
+@click.option(
     "--count",
     default=1,
     show_default=True,
@@ -293,7 +351,8 @@ def generate(**options) -> None:  # fmt: skip
     from ltx_backend.pipeline.batch import batch_seeds, numbered
     from ltx_backend.pipeline.engine import Cancelled, Engine
     from ltx_backend.pipeline.preview import PreviewOptions
-    from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+    from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe, validate
+    from ltx_backend.weights.lora import parse_lora_arg
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
     warnings = []
@@ -324,9 +383,12 @@ def generate(**options) -> None:  # fmt: skip
         round_dimensions=options["round_dimensions"],
         min_seconds=options["min_seconds"],
         max_seconds=options["max_seconds"],
+        control_video=_control_video(options, ControlVideo),
         warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None
+    loras = [parse_lora_arg(text) for text in options["loras"]]
+    distilled = parse_lora_arg(options["distilled_lora"]) if options["distilled_lora"] else None
     ranks = None
     try:
         with StopSignals():
@@ -341,7 +403,8 @@ def generate(**options) -> None:  # fmt: skip
                 preview = PreviewOptions(preview_dir, options["preview_every"]) if preview_dir else None
                 jobs.append((validate(one), preview))
             residency = options["residency"] or ("auto" if len(seeds) > 1 else "none")
-            engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency)
+            engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency,
+                            loras=loras, distilled_lora=distilled)  # fmt: skip
             if options["distributed"] > 1:
                 from ltx_backend.parallel.run import start
 

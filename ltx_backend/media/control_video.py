@@ -37,7 +37,7 @@ def _reader(path: Path):
         meta = next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
         raise LtxError(
-            ErrorCode.INVALID_PARAMS, f"Cannot read control video {path}: {exc}", _HINT, path=str(path)
+            ErrorCode.MEDIA_UNREADABLE, f"Cannot read control video {path}: {exc}", _HINT, path=str(path)
         ) from exc
     return reader, meta
 
@@ -46,7 +46,7 @@ def _check_exists(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise LtxError(
-            ErrorCode.INVALID_PARAMS,
+            ErrorCode.MEDIA_UNREADABLE,
             f"Control video not found: {path}",
             "Check the control video path.",
             path=str(path),
@@ -65,11 +65,11 @@ def probe_control_video(path: str | Path) -> ControlVideoInfo:
         frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except (RuntimeError, OSError) as exc:
         raise LtxError(
-            ErrorCode.INVALID_PARAMS, f"Cannot count the frames of {path}: {exc}", _HINT, path=str(path)
+            ErrorCode.MEDIA_UNREADABLE, f"Cannot count the frames of {path}: {exc}", _HINT, path=str(path)
         ) from exc
     width, height = meta["size"]
     if frames < 1:
-        raise LtxError(ErrorCode.INVALID_PARAMS, f"Control video {path} has no frames", _HINT, path=str(path))
+        raise LtxError(ErrorCode.MEDIA_UNREADABLE, f"Control video {path} has no frames", _HINT, path=str(path))
     return ControlVideoInfo(path, int(width), int(height), float(meta.get("fps") or 0.0), int(frames))
 
 
@@ -95,7 +95,7 @@ def read_control_video(path: str | Path, height: int, width: int, frame_cap: int
     finally:
         reader.close()
     if not frames:
-        raise LtxError(ErrorCode.INVALID_PARAMS, f"Control video {path} has no frames", _HINT, path=str(path))
+        raise LtxError(ErrorCode.MEDIA_UNREADABLE, f"Control video {path} has no frames", _HINT, path=str(path))
     frames = frames[: encodable_frames(len(frames))]
     video = np.stack(frames) / np.float32(127.5) - np.float32(1.0)  # (F, H, W, 3)
     return video.transpose(3, 0, 1, 2)[None].astype(np.float32)

@@ -118,6 +118,13 @@ def check_mode(engine: Engine, mode: str, ranks: int) -> None:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"unknown parallel mode {mode!r}", "Use tensor or guidance.")
     if ranks < 1:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"--distributed must be at least 1, not {ranks}", "Use 2 or more.")
+    if ranks > 1 and (getattr(engine, "loras", ()) or getattr(engine, "distilled_lora", None)):
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            "LoRAs are not supported with --distributed yet (the other ranks would run the model without them)",
+            "Run LoRA jobs on one process (drop --distributed).",
+            field="loras",
+        )
     if mode == "guidance" and engine.variant != "dev":
         raise LtxError(
             ErrorCode.INVALID_PARAMS,

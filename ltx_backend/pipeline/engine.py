@@ -12,7 +12,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from ltx_backend.media.video import VideoWriter, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
+from ltx_backend.pipeline import loras as lora_stages
 from ltx_backend.pipeline import ltx25_flow, memory
 from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
@@ -41,6 +42,7 @@ from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2,
 from ltx_backend.pipeline.text import enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.lora import LoraSpec, resident_key
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_transformer
@@ -168,6 +170,8 @@ class Engine:
         quantize: int | None = None,
         residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
         parallel: object | None = None,
+        loras: Sequence[LoraSpec] = (),
+        distilled_lora: LoraSpec | None = None,
     ) -> None:
         self.parallel = parallel  # a parallel.run.RankRole when this engine is one rank of several
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
@@ -177,6 +181,10 @@ class Engine:
         self.quantize = quantize
         self.variant = checkpoint_variant(self.checkpoint)
         self.version = model_version(self.checkpoint)
+        # Fused into the transformer's weights (stage 2 may carry another set: pipeline/loras.py); checked now, from
+        # the headers, so a LoRA for another model is refused before anything is loaded.
+        lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
+        self.loras, self.distilled_lora = tuple(loras), distilled_lora
         # The session's state: loaded components (kept between jobs as the planner allows) and encoded prompts.
         self.models = r.ResidentSet(residency)
         self.prompts = PromptCache()
@@ -193,17 +201,30 @@ class Engine:
         ltx25_flow.check_pairing(self.checkpoint, root)
         return root
 
-    def reconfigure(self, text_encoder: str | Path | None = None, quantize: int | None = None) -> None:
-        """Another text encoder or transformer quantization for the same checkpoint: the resident components are
-        keyed on these, so only the ones they change are loaded again (the others stay)."""
+    def reconfigure(
+        self,
+        text_encoder: str | Path | None = None,
+        quantize: int | None = None,
+        loras: Sequence[LoraSpec] = (),
+        distilled_lora: LoraSpec | None = None,
+    ) -> None:
+        """Another text encoder, transformer quantization or LoRAs for the same checkpoint: the resident components
+        are keyed on these, so only the ones they change are loaded again (the others stay). Nothing changes when
+        a LoRA does not fit."""
+        lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
         self.text_encoder_root = self._text_encoder_root(text_encoder)
         self.quantize = quantize
+        self.loras, self.distilled_lora = tuple(loras), distilled_lora
 
     # --- the resident set -------------------------------------------------------------------------------------
 
     def _borrow(self, name: str, extra: tuple = (), wait: bool = True):
         """A component from the session's resident set, loaded now if it is not resident (under its key)."""
         root, dtype = str(self.checkpoint.root), str(self.dtype)
+        streaming, loras = False, self.loras  # the transformer's extra: (streaming, the stage's LoRAs)
+        if name == r.TRANSFORMER:
+            streaming, loras = extra or (streaming, loras)
+            extra = (streaming, resident_key(loras))  # LoRA files by identity, and strengths
         loaders = {
             r.TEXT_ENCODER: (
                 lambda: ltx25_flow.text_encoder(self.checkpoint, self.text_encoder_root, self.dtype),
@@ -212,8 +233,8 @@ class Engine:
             # extra: ltx25_flow.processor_spec of the encoder whose states it reads
             r.TEXT_PROCESSOR: (lambda: ltx25_flow.text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
             r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
-            # extra: (streaming,); a streamed transformer is another component than a resident one. Later: + LoRAs.
-            r.TRANSFORMER: (lambda: self._load_transformer(*extra), (root, self.quantize, *(extra or (False,)))),
+            # A streamed transformer is another component than a resident one; each set of LoRAs another too.
+            r.TRANSFORMER: (lambda: self._load_transformer(streaming, loras), (root, self.quantize, *extra)),
             r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
             r.VIDEO_DECODER: (lambda: load_video_decoder(self.checkpoint, self.dtype), (root,)),
             r.AUDIO_DECODER: (lambda: load_audio_decoder(self.checkpoint), (root,)),
@@ -222,11 +243,11 @@ class Engine:
         load, key = loaders[name]
         return self.models.borrow(name, (*key, dtype), load, wait)
 
-    def _load_transformer(self, streaming: bool = False):
-        if streaming:  # LoRA hook: weights/lora.py passes block_transform= to fuse its deltas per block
-            transformer = load_streamed_transformer(self.checkpoint, self.dtype)
+    def _load_transformer(self, streaming: bool = False, loras: Sequence[LoraSpec] = ()):
+        if streaming:  # each block's LoRA deltas are fused as the block is read
+            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
         else:
-            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize)
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
         if _dequantize_large_products():
             dequantize_large_products(transformer)
         if self.parallel is not None:  # the resident transformer is this rank's shard
@@ -316,6 +337,9 @@ class Engine:
             emit(events.Warning(warning))
         for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
             emit(events.Warning(warning))
+        if self.distilled_lora is not None and self.variant != "dev":
+            emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
+        factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
         # num_frames is planned at the longest length its duration head may choose.
@@ -346,8 +370,10 @@ class Engine:
             self._check(cancel)
             images = self._encode_images(request, timer)
             self._check(cancel)
+            control = self._encode_control(request, factor, timer)
+            self._check(cancel)
             video_latent, audio_latent = self._denoise(
-                request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
+                request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming, control
             )
             audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
         finally:  # a failed or cancelled job leaves only what the plan keeps
@@ -428,6 +454,18 @@ class Engine:
             self.models.give_back(r.VIDEO_ENCODER)
         return encoded
 
+    def _encode_control(self, request: GenerationRequest, factor: int, timer: Timer):
+        """The IC-LoRA control video's latent and attention weights, with the factor (None without one)."""
+        if request.control_video is None:
+            return None
+        with timer.phase(Phase.IMAGE_ENCODING, "control video"):
+            with timer.loading():
+                encoder = self._borrow(r.VIDEO_ENCODER)
+            latent, attention = lora_stages.encode_control(encoder, request, factor, self.dtype)
+            del encoder
+            self.models.give_back(r.VIDEO_ENCODER)
+        return latent, attention, factor
+
     def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
         if self.variant == "dev":
             return ltx2_sigmas(request.steps or DEV_STEPS[self.version])
@@ -446,14 +484,25 @@ class Engine:
         return bool(self.checkpoint.component("transformer").quantized_paths)
 
     def _denoise(
-        self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken, streaming=False
+        self,
+        request,
+        contexts,
+        negative,
+        images,
+        keys,
+        timer: Timer,
+        emit: Emit,
+        cancel: CancelToken,
+        streaming=False,
+        control=None,
     ):
         dtype = self.dtype
         video_context, audio_context = contexts
         if not request.audio:
             audio_context = None
+        stage1_loras, stage2_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._borrow(r.TRANSFORMER, (streaming,))
+            transformer = self._borrow(r.TRANSFORMER, (streaming, stage1_loras))
         channels = transformer.config.in_channels
         audio_channels = transformer.config.audio_in_channels
         f, h, w = request.latent_frames, request.height // 64, request.width // 64
@@ -476,6 +525,8 @@ class Engine:
         with timer.phase(Phase.STAGE1):
             video = s.video_state(mx.zeros((1, channels, f, h, w)), request.fps, dtype)
             video = self._conditioned(video, request, images.get((request.height // 2, request.width // 2), []))
+            if control is not None:  # IC-LoRA: the reference tokens follow the image conditionings
+                video = lora_stages.condition_on_control(video, *control[:2], request, control[2])
             video = noised(video, next(keys))
             audio = None
             audio_frames = s.audio_latent_frames(request.num_frames, request.fps)
@@ -507,6 +558,11 @@ class Engine:
 
         # Stage 2 at full resolution, re-noised to its first sigma.
         with timer.phase(Phase.STAGE2):
+            if stage2_loras != stage1_loras:  # no IC-LoRA / plus the distilled LoRA: a fresh load (pipeline/loras.py)
+                del transformer, stage, denoise
+                self.models.give_back(r.TRANSFORMER)  # borrowing under another key replaces it
+                with timer.loading():
+                    transformer = self._borrow(r.TRANSFORMER, (streaming, stage2_loras))
             video = s.video_state(high_res, request.fps, dtype)
             video = self._conditioned(video, request, images.get((request.height, request.width), []))
             video = noised(video, next(keys), DISTILLED_STAGE_2[0])

@@ -42,6 +42,17 @@ class Keyframe:
     strength: float = 1.0  # 1.0 keeps the image, 0.0 ignores it
 
 
+@dataclass(frozen=True)
+class ControlVideo:
+    """An IC-LoRA's control video (depth, canny, pose, ...) and how strongly it steers (ltx-pipelines
+    ``ICLoraPipeline``: ``video_conditioning`` (path, strength), ``conditioning_attention_mask`` / ``_strength``)."""
+
+    path: str
+    strength: float = 1.0  # the reference tokens' conditioning strength: 1.0 keeps them clean (denoise mask 0)
+    mask_path: str | None = None  # a grayscale video: per-region attention between the reference and the output
+    attention_strength: float = 1.0  # scales that attention (the mask's values, or all of it without a mask)
+
+
 MEMORY_MODES = ("auto", "low")
 
 
@@ -69,6 +80,7 @@ class GenerationRequest:
     round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
     min_seconds: float | None = None  # bounds of the duration head's choice (default 1 s and 20 s)
     max_seconds: float | None = None
+    control_video: ControlVideo | None = None  # needs an IC-LoRA among the engine's LoRAs
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -222,6 +234,8 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         read_image(keyframe.path, where + ".path")  # image_unreadable now (the cheap checks first), not after accepted
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
+    control = None if request.control_video is None else check_control_video(request.control_video, frames)
+
     named = "\0" not in request.output_path and not os.path.isdir(os.path.expanduser(request.output_path))
     if named and Path(request.output_path).suffix.lower() != ".mp4":
         name = Path(request.output_path).name
@@ -241,7 +255,45 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         num_frames=None if request.num_frames is None else frames,
         seed=seed,
         keyframes=tuple(keyframes),
+        control_video=control,
         output_path=str(output),
         audio_output_path=audio_output,
         warnings=tuple(warnings),
     )
+
+
+def _with_field(error: LtxError, field_name: str) -> LtxError:
+    error.details.setdefault("field", field_name)
+    return error
+
+
+def check_control_video(control: ControlVideo, frames: int) -> ControlVideo:
+    """The control video and its mask decodable (probed, nothing read yet), strengths in range, and the mask's frame
+    count one that pools onto the reference's latent frames (ICLoraPipeline ``_downsample_mask_to_latent``).
+    Returns it with absolute paths."""
+    from ltx_backend.media.control_video import encodable_frames, probe_control_video
+
+    for name in ("strength", "attention_strength"):
+        value = getattr(control, name)
+        if not 0.0 <= value <= 1.0:
+            raise _invalid(f"control_video.{name}", f"control_video {name} {value} is outside 0..1", "Use 0..1.")
+    try:
+        info = probe_control_video(control.path)
+    except LtxError as error:
+        raise _with_field(error, "control_video.path") from None
+    mask_path = None
+    if control.mask_path is not None:
+        try:
+            mask = probe_control_video(control.mask_path)
+        except LtxError as error:
+            raise _with_field(error, "control_video.mask_path") from None
+        latent = (encodable_frames(min(info.frames, frames)) - 1) // 8 + 1
+        used = encodable_frames(min(mask.frames, frames))
+        if used > 1 and latent > 1 and (used - 1) % (latent - 1):
+            raise _invalid(
+                "control_video.mask_path",
+                f"the mask's {used} frames do not pool onto the control video's {latent} latent frames",
+                "Give the mask as many frames as the control video.",
+            )
+        mask_path = str(mask.path.absolute())
+    return replace(control, path=str(info.path.absolute()), mask_path=mask_path)

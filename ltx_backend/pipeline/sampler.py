@@ -47,6 +47,7 @@ class LatentState:
     generated_tokens: int  # tokens that belong to the output (appended conditioning tokens follow them)
     unconditioned: bool = True  # the denoise mask is all ones (no token is conditioned)
     keyframes_mask: mx.array | None = None  # (1, T) video only: 1 = marked (first latent frame), 0 = not
+    attention_mask: mx.array | None = None  # (1, T, T) in [0, 1]: IC-LoRA reference attention (None: all attend)
 
     @property
     def output_latent(self) -> mx.array:
@@ -279,6 +280,7 @@ def _stream(state: LatentState, context: mx.array, rope, sigma: float, dtype: mx
         context_mask=None,
         rope=rope,
         keyframes_mask=state.keyframes_mask,
+        self_attention_mask=state.attention_mask,
     )
 
 

@@ -118,3 +118,27 @@ def _not_found(what: str, name: str, message: str, hint: str) -> LtxError:
 
 
 _PATH_HINT = "Check the path (a checkpoint directory or .safetensors file), give a repo id (org/name), or `tiny`."
+
+
+def lora_specs(request) -> tuple[list, object]:
+    """A `load`'s LoRAs as the engine takes them (paths made absolute, files checked to exist: `model_not_found`
+    naming the field)."""
+    from ltx_backend.weights.lora import LoraSpec
+
+    def spec(ref, field: str) -> LoraSpec:
+        path = Path(ref.path).expanduser()
+        if not path.is_file():
+            raise LtxError(ErrorCode.MODEL_NOT_FOUND, f"LoRA file not found: {ref.path}",
+                           "Give the path of a LoRA .safetensors file.", field=field, file=ref.path)  # fmt: skip
+        return LoraSpec(path.absolute(), float(ref.strength))
+
+    loras = [spec(ref, f"loras[{index}].path") for index, ref in enumerate(request.loras)]
+    distilled = None if request.distilled_lora is None else spec(request.distilled_lora, "distilled_lora.path")
+    return loras, distilled
+
+
+def loras_key(loras: list, distilled) -> tuple:
+    """What the loaded transformer's weights depend on among a `load`'s LoRAs (files by identity, strengths)."""
+    from ltx_backend.weights.lora import resident_key
+
+    return resident_key(loras), resident_key([distilled] if distilled is not None else [])

@@ -24,12 +24,19 @@ class ValidateEnv(Request, tag="validate-env"):
     text_encoder: str | None = None
 
 
+class LoraRef(msgspec.Struct, forbid_unknown_fields=False):
+    path: str  # a LoRA .safetensors file
+    strength: float = 1.0  # negative subtracts it
+
+
 class Load(Request, tag="load"):
     model: str = "tiny"
     text_encoder: str | None = None
     quantize: int | None = None
     residency: str = "auto"  # which models stay loaded between jobs: auto (what fits), all, none
     warmup: bool = False  # also run one tiny job now, so kernels are compiled before the first real job
+    loras: list[LoraRef] = []  # fused into the transformer: part of what is loaded, not of a job
+    distilled_lora: LoraRef | None = None  # dev checkpoints: fused for stage 2 (ltx-pipelines' two-stage flow)
 
 
 class Unload(Request, tag="unload"):
@@ -46,6 +53,13 @@ class PreviewSpec(msgspec.Struct, forbid_unknown_fields=False):
     every: int = 2  # denoising steps between previews (and the last step of each stage)
     max_side: int = 256  # the PNG's longer side at most
     folder: str | None = None  # default: beside the output, "<output without .mp4>.previews/"
+
+
+class ControlVideoSpec(msgspec.Struct, forbid_unknown_fields=False):
+    path: str  # the IC-LoRA's control video (depth, canny, pose, ...)
+    strength: float = 1.0  # 1.0 keeps the reference tokens clean
+    mask_path: str | None = None  # grayscale video: where the control applies
+    attention_strength: float = 1.0  # scales the attention between reference and output (0..1)
 
 
 class Generate(Request, tag="generate"):
@@ -75,6 +89,7 @@ class Generate(Request, tag="generate"):
     preview: PreviewSpec | None = None  # opt-in previews during denoising (`preview` messages)
     min_seconds: float | None = None
     max_seconds: float | None = None
+    control_video: ControlVideoSpec | None = None  # needs an IC-LoRA among the loaded `loras`
 
 
 class Cancel(Request, tag="cancel"):
@@ -147,6 +162,8 @@ class Loaded(Reply, tag="loaded"):
     memory_left_gb: float | None = None  # what the session may still use (None: unknown)
     load_s: float = 0.0  # seconds this load spent reading weights (0: all were resident already)
     warmup_s: float | None = None  # seconds the warm-up job took (None: no warm-up)
+    loras: list[LoraRef] = []  # as fused: absolute paths
+    distilled_lora: LoraRef | None = None
 
 
 class Unloaded(Reply, tag="unloaded"):

@@ -41,7 +41,7 @@ from ltx_backend.server.progress import ProgressTracker
 log = logging.getLogger(__name__)
 CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
                 "models", "download", "delete", "inspect", "job-logs",
-                "residency", "prompt-cache", "batch", "preview", "warmup"]  # fmt: skip
+                "residency", "prompt-cache", "batch", "preview", "warmup", "lora", "ic_lora"]  # fmt: skip
 STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
@@ -331,7 +331,7 @@ class Server:
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
-        from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+        from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe, validate
         from ltx_backend.server.batch import preview_options
 
         fields = msgspec.structs.asdict(request)
@@ -340,6 +340,8 @@ class Server:
         log_file = fields.pop("log_file")
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
+        if request.control_video is not None:
+            fields["control_video"] = ControlVideo(**msgspec.structs.asdict(request.control_video))
         if not request.output_path:
             raise LtxError(ErrorCode.INVALID_PARAMS, "output_path is required", "Give an absolute .mp4 path.",
                            field="output_path")  # fmt: skip
@@ -459,7 +461,8 @@ class Server:
 
         request = job.request
         policy = check_policy(request.residency)
-        key = (request.model, request.text_encoder, request.quantize)
+        loras, distilled = loading.lora_specs(request)
+        key = (request.model, request.text_encoder, request.quantize, loading.loras_key(loras, distilled))
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             tracker = ProgressTracker(None)
             with self._lock:
@@ -480,10 +483,13 @@ class Server:
                 emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
                                     f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
             if isinstance(self._engine, Engine) and self._engine_key[0] == request.model:
-                # Same model (one process): only the components the new text encoder or quantization changes reload.
-                self._engine.reconfigure(encoder_dir, request.quantize)
+                # Same model (one process): only the components the new text encoder, quantization or LoRAs change
+                # reload.
+                self._engine.reconfigure(encoder_dir, request.quantize, loras, distilled)
             else:
-                engine = self._wrap_engine(Engine(model_dir, encoder_dir, quantize=request.quantize))
+                engine = Engine(model_dir, encoder_dir, quantize=request.quantize, loras=loras,
+                                distilled_lora=distilled)  # fmt: skip
+                engine = self._wrap_engine(engine)
                 job.cancel.check()
                 self._unload()
                 self._engine = engine
@@ -511,7 +517,10 @@ class Server:
             memory_left_gb=left,
             load_s=load_s,
             warmup_s=warmup_s,
-        )
+            loras=[m.LoraRef(str(spec.path), spec.strength) for spec in engine.loras],
+            distilled_lora=None if engine.distilled_lora is None else m.LoraRef(
+                str(engine.distilled_lora.path), engine.distilled_lora.strength),
+        )  # fmt: skip
 
     def _unload(self) -> None:
         import gc

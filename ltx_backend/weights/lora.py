@@ -193,6 +193,15 @@ def read_lora(path: str | Path) -> LoraFile:
     return LoraFile(path, _spelling(spellings, prefixes, pairs), pairs, dict(st.metadata), st)
 
 
+def is_lora_file(path: str | Path) -> bool:
+    """A safetensors file whose tensors are all LoRA pairs (and alphas): a LoRA, not a checkpoint (header only)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".safetensors":
+        return False
+    names = SafetensorsFile(path).tensors
+    return bool(names) and all(name.endswith(tuple(SUFFIXES)) for name in names)
+
+
 def _strip_prefixes(name: str) -> tuple[str, str]:
     stripped = ""
     while True:
@@ -328,51 +337,78 @@ def _scale(lora: LoraFile, pair: LoraPair) -> float:
     return float(lora.file.array(pair.alpha).astype(mx.float32).item()) / pair.rank
 
 
-def lora_deltas(
-    model: nn.Module, loras: Sequence[LoraSpec]
-) -> dict[str, list[tuple[slice, mx.array]]]:  # module -> [(rows, delta)]
-    """The float32 weight change of every touched layer: ``sum_i strength_i * scale_i * B_i @ A_i`` (lazy)."""
-    summed: dict[tuple[str, int | None, int | None], tuple[Target, mx.array]] = {}
-    for spec, (lora, matched) in zip(loras, check_loras(model, loras), strict=True):
+@dataclass(frozen=True)
+class _Term:
+    """One LoRA's pair on one layer: ``scale * B @ A`` is its weight change."""
+
+    target: Target
+    down: mx.array  # A, float32 (lazy until evaluated)
+    up: mx.array  # B, float32
+    scale: float  # strength x alpha / rank
+
+
+def _terms(loras: Sequence[LoraSpec], checked: list[tuple[LoraFile, list[MatchedPair]]]) -> list[_Term]:
+    terms = []
+    for spec, (lora, matched) in zip(loras, checked, strict=True):
         for m in matched:
             down = lora.file.array(m.pair.down).astype(mx.float32)
             up = lora.file.array(m.pair.up).astype(mx.float32)
-            delta = (up * (spec.strength * _scale(lora, m.pair))) @ down
-            key = (m.target.module, m.target.rows.start, m.target.rows.stop)
-            if key in summed:
-                delta = summed[key][1] + delta
-            summed[key] = (m.target, delta)
+            terms.append(_Term(m.target, down, up, spec.strength * _scale(lora, m.pair)))
+    return terms
+
+
+def _summed(terms: Sequence[_Term]) -> dict[str, list[tuple[slice, mx.array]]]:  # module -> [(rows, delta)]
+    """The float32 weight change of every touched layer: ``sum_i scale_i * B_i @ A_i`` (lazy), in the LoRAs' order."""
+    summed: dict[tuple[str, int | None, int | None], tuple[Target, mx.array]] = {}
+    for term in terms:
+        delta = (term.up * term.scale) @ term.down
+        key = (term.target.module, term.target.rows.start, term.target.rows.stop)
+        if key in summed:
+            delta = summed[key][1] + delta
+        summed[key] = (term.target, delta)
     by_module: dict[str, list[tuple[slice, mx.array]]] = {}
     for target, delta in summed.values():
         by_module.setdefault(target.module, []).append((target.rows, delta))
     return by_module
 
 
-def _fused_rows(module: nn.Module, rows: slice, delta: mx.array) -> dict[str, mx.array]:
-    """The layer's arrays for `rows` with `delta` added (requantized with the layer's own bits and groups)."""
-    if isinstance(module, nn.QuantizedLinear):
-        biases = module.get("biases")
-        weight = mx.dequantize(
-            module.weight[rows], module.scales[rows], None if biases is None else biases[rows],
-            module.group_size, module.bits, mode=module.mode, dtype=mx.float32,
-        )  # fmt: skip
-        packed = mx.quantize(weight + delta, module.group_size, module.bits, mode=module.mode)
+def lora_deltas(model: nn.Module, loras: Sequence[LoraSpec]) -> dict[str, list[tuple[slice, mx.array]]]:
+    """The float32 weight change of every touched layer of `model`: ``sum_i strength_i * scale_i * B_i @ A_i``."""
+    return _summed(_terms(loras, check_loras(model, loras)))
+
+
+# (group size, bits, mode) of a quantized layer; None for a floating-point one.
+Quantization = tuple[int, int, str] | None
+
+
+def _layer_quantization(module: nn.Module) -> Quantization:
+    return (module.group_size, module.bits, module.mode) if isinstance(module, nn.QuantizedLinear) else None
+
+
+def _fuse(params: dict[str, mx.array], delta: mx.array, quantization: Quantization) -> dict[str, mx.array]:
+    """A layer's arrays (``weight`` [, ``scales``, ``biases``]) with `delta` added, requantized with the layer's own
+    bits and groups when it is quantized; each array keeps its dtype."""
+    if quantization is not None:
+        group_size, bits, mode = quantization
+        weight = mx.dequantize(params["weight"], params["scales"], params.get("biases"), group_size, bits,
+                               mode=mode, dtype=mx.float32)  # fmt: skip
+        packed = mx.quantize(weight + delta, group_size, bits, mode=mode)
         names = ("weight", "scales", "biases")
-        return {name: array.astype(module[name].dtype) for name, array in zip(names, packed, strict=False)}
-    weight = module.weight[rows]
+        return {name: array.astype(params[name].dtype) for name, array in zip(names, packed, strict=False)}
+    weight = params["weight"]
     return {"weight": (weight.astype(mx.float32) + delta).astype(weight.dtype)}
 
 
-def apply_loras(model: nn.Module, loras: Sequence[LoraSpec]) -> int:
-    """Fuse `loras` into `model`'s weights (ltx-core ``apply_loras``); returns how many layers changed.
+def _fused_rows(module: nn.Module, rows: slice, delta: mx.array) -> dict[str, mx.array]:
+    """The layer's arrays for `rows` with `delta` added (requantized with the layer's own bits and groups)."""
+    names = ("weight", "scales", "biases") if isinstance(module, nn.QuantizedLinear) else ("weight",)
+    params = {name: module[name][rows] for name in names if module.get(name) is not None}
+    return _fuse(params, delta, _layer_quantization(module))
 
-    All LoRAs are checked against the model before any weight changes. Layers are evaluated one at a time, so the
-    peak memory above the model is one layer's float32 weight and delta.
-    """
-    if not loras or all(spec.strength == 0 for spec in loras):  # as ltx-core: all-zero strengths load no LoRA
-        check_loras(model, loras)
-        return 0
-    deltas = lora_deltas(model, loras)
+
+def _fuse_into(model: nn.Module, deltas: dict[str, list[tuple[slice, mx.array]]]) -> int:
+    """Add `deltas` to `model`'s layers, one layer evaluated at a time (the peak above the model is one layer's
+    float32 weight and delta); returns how many layers changed."""
     modules = dict(model.named_modules())
     for path, changes in deltas.items():
         module = modules[path]
@@ -388,6 +424,79 @@ def apply_loras(model: nn.Module, loras: Sequence[LoraSpec]) -> int:
         mx.eval(arrays)
         module.update(arrays)
     return len(deltas)
+
+
+def _no_effect(loras: Sequence[LoraSpec]) -> bool:
+    return not loras or all(spec.strength == 0 for spec in loras)  # as ltx-core: all-zero strengths load no LoRA
+
+
+def apply_loras(model: nn.Module, loras: Sequence[LoraSpec]) -> int:
+    """Fuse `loras` into `model`'s weights (ltx-core ``apply_loras``); returns how many layers changed.
+
+    All LoRAs are checked against the model before any weight changes. Layers are evaluated one at a time, so the
+    peak memory above the model is one layer's float32 weight and delta.
+    """
+    if _no_effect(loras):
+        check_loras(model, loras)
+        return 0
+    return _fuse_into(model, lora_deltas(model, loras))
+
+
+BLOCK = re.compile(r"transformer_blocks\.(\d+)\.(.+)")
+BlockWeights = dict[str, mx.array]
+
+
+def streamed_loras(model: LTXModel, ckpt: Checkpoint, loras: Sequence[LoraSpec]):
+    """Fuse `loras` into a block-streamed transformer (weights/streaming.py): the resident non-block layers now,
+    and each block's layers as the block is read, through the stream's ``block_transform``, which this returns
+    (None when there is nothing to fuse).
+
+    The arithmetic is ``apply_loras``'s on the unstacked layers (the same products, sums and roundings in the same
+    order), so a streamed model computes the same bytes as a resident one with the same LoRAs. The LoRAs' own small
+    matrices stay in memory; each block's ``B @ A`` products are recomputed per read (rank / tokens of the block's
+    own matrix products: ~1% for a rank-64 LoRA on 6144 tokens)."""
+    checked = check_loras_for_checkpoint(ckpt, loras)  # the unstacked model of the config: every key checked
+    if _no_effect(loras):
+        return None
+    per_block: dict[int, list[_Term]] = {}
+    resident: list[_Term] = []
+    for term in _terms(loras, checked):
+        match = BLOCK.fullmatch(term.target.module)
+        if match is None:
+            resident.append(term)
+        else:
+            local = Target(match[2], term.target.rows, term.target.shape)
+            per_block.setdefault(int(match[1]), []).append(_Term(local, term.down, term.up, term.scale))
+    _fuse_into(model, _summed(resident))
+    mx.eval([array for terms in per_block.values() for term in terms for array in (term.down, term.up)])
+    shells = model.transformer_blocks
+
+    def transform(index: int, weights: BlockWeights) -> BlockWeights:
+        deltas = _summed(per_block.get(index, ()))
+        if not deltas:
+            return weights
+        modules = dict(shells[index].named_modules())
+        fused = dict(weights)
+        for path, changes in deltas.items():
+            ((_, delta),) = changes  # unstacked layers: one change of all rows
+            params = {name: weights[f"{path}.{name}"] for name in ("weight", "scales", "biases")
+                      if f"{path}.{name}" in weights}  # fmt: skip
+            quantization = _layer_quantization(_shell_layer(modules, path)) if "scales" in params else None
+            fused.update({f"{path}.{name}": array for name, array in _fuse(params, delta, quantization).items()})
+        return fused
+
+    return transform
+
+
+def _shell_layer(modules: dict[str, nn.Module], path: str) -> nn.Module:
+    """The shell's module holding `path` (an unstacked projection lives in its attention's to_qkv / to_kv)."""
+    if path in modules:
+        return modules[path]
+    parent, _, name = path.rpartition(".")
+    for stacked, parts in STACKED.items():
+        if name in parts and f"{parent}.{stacked}" in modules:
+            return modules[f"{parent}.{stacked}"]
+    raise KeyError(path)
 
 
 def reference_downscale_factor(loras: Sequence[LoraSpec]) -> int:

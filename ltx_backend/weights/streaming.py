@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, block_structure, sanitize_transformer_key
 from ltx_backend.weights.checkpoint import Checkpoint
 from ltx_backend.weights.load import build_from_config, plan_module
+from ltx_backend.weights.lora import LoraSpec, streamed_loras
 from ltx_backend.weights.mixed_quant import quantize_by_shapes
 from ltx_backend.weights.plan import LoadPlan, PlannedTensor
 from ltx_backend.weights.safetensors_file import TensorInfo
@@ -244,12 +245,20 @@ def _block_params(shell_keys: list[str], entries: dict[str, PlannedTensor], dtyp
 
 
 def load_streamed_transformer(
-    ckpt: Checkpoint, dtype: mx.Dtype | None = None, block_transform: BlockTransform | None = None
+    ckpt: Checkpoint,
+    dtype: mx.Dtype | None = None,
+    block_transform: BlockTransform | None = None,
+    loras: Sequence[LoraSpec] = (),
 ) -> LTXModel:
     """The denoiser with its non-block weights loaded and its blocks streamed from disk on every forward.
 
-    Checked as exactly as ``load_transformer`` (every key, shape and dtype planned before anything is read)."""
+    Checked as exactly as ``load_transformer`` (every key, shape and dtype planned before anything is read).
+    `loras` are fused as ``load_transformer`` fuses them: the non-block layers now, each block as it is read
+    (``lora.streamed_loras``; not together with a `block_transform` of the caller's)."""
     from ltx_backend.weights.transformer import transformer_section
+
+    if loras and block_transform is not None:
+        raise ValueError("pass either loras or a block_transform")
 
     section = transformer_section(ckpt)
     model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
@@ -281,4 +290,6 @@ def load_streamed_transformer(
         reads.append(_block_params(keys, by_block[index], dtype))
     model.transformer_blocks = blocks
     model.block_stream = BlockStream(reads, block_transform)
+    if loras:
+        model.block_stream.transform = streamed_loras(model, ckpt, loras)
     return model

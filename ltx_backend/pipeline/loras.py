@@ -1,0 +1,121 @@
+"""LoRAs in a job: which LoRAs each stage's transformer carries, and the IC-LoRA control video's conditioning.
+
+Which LoRAs per stage, as ltx-pipelines builds its stage ledgers:
+
+* every pipeline fuses the user's LoRAs into stage 1;
+* ``ICLoraPipeline`` (a control video): stage 2 refines the upsampled video with the plain model (``loras=[]``): no
+  IC-LoRA and no reference tokens;
+* the two-stage dev pipelines (``TI2VidTwoStagesPipeline``): stage 2 is stage 1's model plus the distilled LoRA
+  (``with_additional_loras(distilled_lora)``), which makes the dev model a distilled one for the 3 refinement steps.
+
+When the stages' LoRA sets differ the engine loads stage 2's transformer afresh from the checkpoint with its own
+set (as the reference's ledger builds a new one), rather than subtracting the IC-LoRA from the fused weights
+(``apply_loras`` with ``-strength``): that would re-round every touched bf16 weight and requantize quantized
+layers, so stage 2 would not run the weights the reference runs, and a resident transformer reused job after job
+would drift further from its checkpoint with every such round trip. A streamed transformer pays nothing for the
+swap: only its non-block layers (~1%) are loaded, its blocks are read and fused per forward anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import mlx.core as mx
+
+from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.control_video import read_control_video, read_mask_video
+from ltx_backend.models.transformer import LTXModel, TransformerConfig
+from ltx_backend.pipeline.conditioning_reference import condition_by_reference_with_attention, downsample_mask_to_latent
+from ltx_backend.pipeline.request import GenerationRequest
+from ltx_backend.pipeline.sampler import LatentState
+from ltx_backend.weights.checkpoint import Checkpoint
+from ltx_backend.weights.lora import LoraSpec, check_loras, reference_downscale_factor
+from ltx_backend.weights.transformer import transformer_section
+
+VAE_SPATIAL = 32  # the video VAE's spatial compression: the reference video's size must divide by it
+
+
+def check_loras_fit(ckpt: Checkpoint, loras: Sequence[LoraSpec], distilled: LoraSpec | None) -> None:
+    """Every LoRA against the checkpoint's transformer from the headers and the config alone (nothing is loaded):
+    ``lora_mismatch`` naming the request field (``loras[i]`` / ``distilled_lora``)."""
+    if not loras and distilled is None:
+        return
+    model = LTXModel(TransformerConfig.from_section(transformer_section(ckpt)))  # lazy arrays, never evaluated
+    named = [(f"loras[{index}]", spec) for index, spec in enumerate(loras)]
+    named += [("distilled_lora", distilled)] if distilled is not None else []
+    for field, spec in named:
+        try:
+            check_loras(model, [spec])
+        except LtxError as error:
+            error.details.setdefault("field", field)
+            raise
+
+
+def stage_loras(
+    loras: Sequence[LoraSpec], distilled: LoraSpec | None, variant: str, request: GenerationRequest
+) -> tuple[tuple[LoraSpec, ...], tuple[LoraSpec, ...]]:
+    """The LoRAs of stage 1 and of stage 2 (see the module docstring)."""
+    stage1 = tuple(loras)
+    stage2 = () if request.control_video is not None else stage1
+    if variant == "dev" and distilled is not None:
+        stage2 = (*stage2, distilled)
+    return stage1, stage2
+
+
+def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int:
+    """The reference video's downscale factor for a job with a control video (1 without one), checked before any
+    work: the control video needs an IC-LoRA, and the stage-1 size divided by the factor must still be a size the
+    video VAE encodes."""
+    if request.control_video is None:
+        return 1
+    if not loras:
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            "control_video needs an IC-LoRA: the model alone does not follow a control video",
+            "Load the IC-LoRA the control video is made for (--lora / load.loras).",
+            field="control_video",
+        )
+    factor = reference_downscale_factor(loras)
+    height, width = request.height // 2, request.width // 2
+    for name, size in (("height", height), ("width", width)):
+        if size % (factor * VAE_SPATIAL):
+            step = 2 * factor * VAE_SPATIAL
+            raise LtxError(
+                ErrorCode.INVALID_PARAMS,
+                f"{name} {size * 2}: the IC-LoRA encodes its control video at 1/{factor} of the stage-1 size "
+                f"({size} px), which is not a multiple of {VAE_SPATIAL}",
+                f"Use a {name} that is a multiple of {step}.",
+                field=name,
+            )
+    return factor
+
+
+def encode_control(encoder, request: GenerationRequest, factor: int, dtype: mx.Dtype) -> tuple[mx.array, object]:
+    """The control video encoded at the stage-1 size / `factor` (frame-capped at the output's frames), and the
+    reference tokens' attention weights (ICLoraPipeline ``_create_conditionings``): the mask video pooled onto the
+    reference latent times the attention strength; the strength alone when below 1; else None (no mask)."""
+    control = request.control_video
+    height, width = request.height // 2, request.width // 2
+    pixels = read_control_video(control.path, height // factor, width // factor, request.num_frames)
+    latent = encoder(mx.array(pixels).astype(dtype))
+    attention = None
+    if control.mask_path is not None:
+        mask = read_mask_video(control.mask_path, height, width, request.num_frames)  # at stage-1 size, as the CLI
+        _, _, frames, latent_h, latent_w = latent.shape
+        attention = mx.array(downsample_mask_to_latent(mask, frames, latent_h, latent_w)) * control.attention_strength
+    elif control.attention_strength < 1.0:
+        attention = control.attention_strength
+    mx.eval(latent)
+    return latent, attention
+
+
+def condition_on_control(
+    state: LatentState, latent: mx.array, attention: object, request: GenerationRequest, factor: int
+) -> LatentState:
+    """Stage 1's video state with the reference tokens appended (after the image conditionings) and the attention
+    mask the state carries into every forward."""
+    conditioned, mask = condition_by_reference_with_attention(
+        state, state.attention_mask, latent, request.fps, factor, request.control_video.strength, attention
+    )
+    return replace(conditioned, attention_mask=mask)
