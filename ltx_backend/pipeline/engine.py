@@ -1,9 +1,11 @@
 """The one entry point every front end uses: a request, a cancel token and an event sink in, an MP4 out.
 
-Two-stage sampling as ltx-pipelines does it: stage 1 at half resolution, x2 latent upsample, re-noise to the
-first stage-2 sigma, stage 2 at full resolution, video and audio latents denoised together. Memory is planned
-by phase: the text encoder is freed before denoising, the transformer before decoding; decoding streams video
-chunks straight into ffmpeg.
+Every mode and pipeline is a list of stages (pipeline/stage_plan.py, from pipeline/modes.py) run by the same code:
+e.g. two-stage sampling as ltx-pipelines does it: stage 1 at half resolution, x2 latent upsample, re-noise to the
+first stage-2 sigma, stage 2 at full resolution, video and audio latents denoised together; a2v holds the encoded
+soundtrack fixed; retake / extend keep the encoded source outside their window through the denoise mask. Memory is
+planned by phase: the text encoder is freed before denoising, the transformer before decoding; decoding streams
+video chunks straight into ffmpeg.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 
 from ltx_backend import events
+from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
+from ltx_backend.media.audio_in import DecodedAudio
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
 from ltx_backend.media.video import VideoWriter, to_uint8
@@ -30,11 +33,18 @@ from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import sampler as s
+from ltx_backend.pipeline import stage_plan as sp
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
-from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ignored_options, validate
-from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
+from ltx_backend.pipeline.request import (
+    DEFAULT_NEGATIVE_PROMPT,
+    SOURCE_MODES,
+    GenerationRequest,
+    ignored_options,
+    validate,
+)
+from ltx_backend.pipeline.source import encode_soundtrack, encode_source, read_soundtrack
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
-from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
+from ltx_backend.weights.audio import load_audio_decoder, load_audio_encoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
@@ -43,8 +53,8 @@ from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_v
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-bf16"
-DEV_STEPS = {"2.0": 40, "2.3": 30}  # ltx-pipelines' defaults
 STG_BLOCK = {"2.0": 29, "2.3": 28}
+STAGE_PHASES = {1: Phase.STAGE1, 2: Phase.STAGE2}
 
 
 class Cancelled(Exception):
@@ -194,10 +204,13 @@ class Engine:
         cancel.check()
         images = self._encode_images(request, timer)
         cancel.check()
+        encoded, soundtrack = self._encode_media(request, images, timer)
+        cancel.check()
         video_latent, audio_latent = self._denoise(
-            request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming
+            request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming
         )
-        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
+        del encoded, images
+        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
 
         return events.Result(
             video_path=request.output_path,
@@ -209,7 +222,7 @@ class Engine:
             fps=request.fps,
             has_audio=request.audio,
             sampler=self.variant,
-            steps=(self._stage1_sigmas(request).size - 1, len(DISTILLED_STAGE_2) - 1),
+            steps=tuple(len(stage.sigmas) - 1 for stage in sp.stage_layout(request, self.variant, self.version)),
             prompt=prompt,
             timings=timer.timings,
             peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
@@ -243,14 +256,16 @@ class Engine:
         return prompt, contexts[0][:2], negative
 
     def _encode_images(self, request: GenerationRequest, timer: Timer) -> dict[tuple[int, int], list[mx.array]]:
-        """Every keyframe encoded at both stage sizes: {(height, width): [latent per keyframe]}."""
+        """Every keyframe encoded at each stage's size: {(height, width): [latent per keyframe]}."""
         if not request.keyframes:
             return {}
         encoded: dict[tuple[int, int], list[mx.array]] = {}
+        layout = sp.stage_layout(request, self.variant, self.version)
+        sizes = dict.fromkeys((int(request.height * st.scale), int(request.width * st.scale)) for st in layout)
         with timer.phase(Phase.IMAGE_ENCODING):
             with timer.loading():
                 encoder = load_video_encoder(self.checkpoint, self.dtype)
-            for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
+            for size in sizes:
                 latents = []
                 for keyframe in request.keyframes:
                     pixels = mx.array(conditioning_frame(keyframe.path, *size)).astype(self.dtype)
@@ -261,18 +276,37 @@ class Engine:
             _free()
         return encoded
 
-    def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
-        if self.variant == "dev":
-            return ltx2_sigmas(request.steps or DEV_STEPS[self.version])
-        return np.array(DISTILLED_STAGE_1, dtype=np.float32)
-
-    def _conditioned(self, state: s.LatentState, request: GenerationRequest, latents: list[mx.array]):
-        for keyframe, latent in zip(request.keyframes, latents, strict=True):
-            if keyframe.frame_index == 0:
-                state = s.condition_by_latent_index(state, latent, keyframe.strength, 0)
+    def _encode_media(self, request: GenerationRequest, images, timer: Timer):
+        """a2v: the soundtrack read and encoded (the waveform is kept: the MP4 carries it); retake / extend: the source
+        clip's frames and sound encoded. (stage_plan.Encoded, soundtrack or None)."""
+        encoded = sp.Encoded(images)
+        if request.mode not in ("a2v", *SOURCE_MODES):
+            return encoded, None
+        soundtrack = None
+        with timer.phase(Phase.SOURCE_ENCODING, "soundtrack" if request.mode == "a2v" else "source clip"):
+            with timer.loading():
+                audio_encoder = load_audio_encoder(self.checkpoint) if request.audio else None
+            if request.mode == "a2v":
+                soundtrack = read_soundtrack(request.audio_input_path, request.audio_start, request.num_frames,
+                                             request.fps)  # fmt: skip
+                latent = encode_soundtrack(soundtrack, audio_encoder, request.num_frames, request.fps)
+                mx.eval(latent)
+                encoded = replace(encoded, soundtrack=latent)
             else:
-                state = s.condition_by_keyframe(state, latent, keyframe.frame_index, keyframe.strength, request.fps)
-        return state
+                with timer.loading():
+                    video_encoder = load_video_encoder(self.checkpoint, self.dtype)
+                source = encode_source(request.source_path, video_encoder, audio_encoder, request.height,
+                                       request.width, max_frames=request.source_frames)  # fmt: skip
+                mx.eval(source.video_latent, *([] if source.audio_latent is None else [source.audio_latent]))
+                if source.frames != request.source_frames:  # the file changed since it was validated
+                    raise LtxError(ErrorCode.MEDIA_TOO_SHORT, f"{request.source_path} now has {source.frames} usable "
+                                   f"frames, not {request.source_frames}", "Keep the source unchanged while the job "
+                                   "runs.", path=request.source_path, field="source_path")  # fmt: skip
+                encoded = replace(encoded, source=source)
+                del video_encoder
+            del audio_encoder
+            _free()
+        return encoded, soundtrack
 
     @property
     def _prequantized(self) -> bool:
@@ -284,19 +318,21 @@ class Engine:
         return load_transformer(self.checkpoint, self.dtype, self.quantize)
 
     def _denoise(
-        self, request, contexts, negative, images, keys, timer: Timer, emit: Emit, cancel: CancelToken, streaming=False
-    ):
+        self, request, encoded: sp.Encoded, contexts, negative, keys, timer: Timer, emit: Emit, cancel: CancelToken,
+        streaming=False,
+    ):  # fmt: skip
+        """Run the job's stages in order: each builds its states (from the previous stage's output, upsampled where
+        it refines one), applies its conditioning, noises them and runs its loop with its denoiser."""
         dtype = self.dtype
-        video_context, audio_context = contexts
-        if not request.audio:
-            audio_context = None
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
             transformer = self._load_transformer(streaming)
             if _dequantize_large_products():
                 dequantize_large_products(transformer)
-        channels = transformer.config.in_channels
-        audio_channels = transformer.config.audio_in_channels
-        f, h, w = request.latent_frames, request.height // 64, request.width // 64
+        config = transformer.config
+        audio_channels = config.audio_in_channels
+        stg_block = min(STG_BLOCK[self.version], config.num_layers - 1)
+        plans = sp.plan_stages(request, self.variant, self.version, stg_block, encoded, config.in_channels,
+                               audio_channels, dtype)  # fmt: skip
 
         def step_events(stage: int) -> Callable[[int, int], None]:
             def on_step(step: int, total: int) -> None:
@@ -308,61 +344,50 @@ class Engine:
         def noised(state: s.LatentState, key: mx.array, scale: float = 1.0) -> s.LatentState:
             return s.add_noise(state, mx.random.normal(state.latent.shape, key=key), scale)
 
-        # Stage 1 at half resolution.
-        with timer.phase(Phase.STAGE1):
-            video = s.video_state(mx.zeros((1, channels, f, h, w)), request.fps, dtype)
-            video = self._conditioned(video, request, images.get((request.height // 2, request.width // 2), []))
-            video = noised(video, next(keys))
-            audio = None
-            audio_frames = s.audio_latent_frames(request.num_frames, request.fps)
-            audio_key = next(keys)
-            if request.audio:
-                mel_bins = 16
-                audio = noised(s.audio_state(mx.zeros((1, audio_channels // mel_bins, audio_frames, mel_bins)), dtype),
-                               audio_key)  # fmt: skip
-            sigmas = self._stage1_sigmas(request)
-            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
-                                        compiled=_compile_blocks())  # fmt: skip
-            denoise = s.simple_denoiser(stage)
-            if self.variant == "dev":
-                denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            video, audio = s.euler_loop(sigmas, video, audio, denoise, step_events(1))
-        low_res = s.tokens_to_video(video.output_latent, f, h, w)
-
-        with timer.phase(Phase.UPSAMPLE):
-            with timer.loading():
-                upsampler = load_upsampler(self.checkpoint, "spatial_x2", dtype)
-                statistics = load_video_decoder(self.checkpoint, dtype).per_channel_statistics
-            high_res = upsample_latent(low_res.astype(dtype), upsampler, statistics)
-            mx.eval(high_res)
-            del upsampler
-            _free()
-
-        # Stage 2 at full resolution, re-noised to its first sigma.
-        with timer.phase(Phase.STAGE2):
-            video = s.video_state(high_res, request.fps, dtype)
-            video = self._conditioned(video, request, images.get((request.height, request.width), []))
-            video = noised(video, next(keys), DISTILLED_STAGE_2[0])
-            stage2_audio_key = next(keys)
-            if audio is not None:
-                audio = noised(s.audio_state(s.tokens_to_audio(audio.output_latent, audio_channels // 16), dtype),
-                               stage2_audio_key, DISTILLED_STAGE_2[0])  # fmt: skip
-            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
-                                        compiled=_compile_blocks())  # fmt: skip
-            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, s.simple_denoiser(stage), step_events(2))
-        del transformer, stage
+        video_latent = audio_latent = None
+        for plan in plans:
+            if plan.stage.upsample_before:
+                video_latent = self._upsample(video_latent, timer)
+            with timer.phase(STAGE_PHASES[plan.number]):
+                video = plan.video_state(video_latent)
+                for condition in plan.video_conditioning:
+                    video = condition(video)
+                video = noised(video, next(keys), plan.stage.noise_scale)
+                audio_key = next(keys)  # drawn with or without audio: the same seed gives the same video
+                audio = plan.audio_state(audio_latent)
+                if audio is not None:
+                    audio = noised(audio, audio_key, plan.stage.noise_scale)
+                video_context, audio_context = contexts if audio is not None else (contexts[0], None)
+                stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
+                                            compiled=_compile_blocks())  # fmt: skip
+                denoise = self._denoiser(plan, stage, negative)
+                loop = sp.LOOPS[plan.stage.stepper]
+                video, audio = loop(plan.stage.sigmas, video, audio, denoise, step_events(plan.number), request.seed)
+                del stage, denoise
+            video_latent = s.tokens_to_video(video.output_latent, *plan.latent_size)
+            audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
+        del transformer
         _free()
-        video_latent = s.tokens_to_video(video.output_latent, f, h * 2, w * 2)
-        audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
         return video_latent, audio_latent
 
-    def _guided(self, stage: s.StageInputs, negative, request: GenerationRequest, layers: int) -> s.DenoiseFn:
-        block = min(STG_BLOCK[self.version], layers - 1)
-        video_params = replace(s.VIDEO_GUIDANCE, stg_blocks=(block,))
-        if request.cfg_scale is not None:
-            video_params = replace(video_params, cfg_scale=request.cfg_scale)
-        audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
-        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params)
+    def _upsample(self, low_res: mx.array, timer: Timer) -> mx.array:
+        """The x2 spatial upsample between the stages (in the latent space, with the decoder's channel statistics)."""
+        with timer.phase(Phase.UPSAMPLE):
+            with timer.loading():
+                upsampler = load_upsampler(self.checkpoint, "spatial_x2", self.dtype)
+                statistics = load_video_decoder(self.checkpoint, self.dtype).per_channel_statistics
+            high_res = upsample_latent(low_res.astype(self.dtype), upsampler, statistics)
+            mx.eval(high_res)
+            del upsampler, statistics
+            _free()
+        return high_res
+
+    def _denoiser(self, plan: sp.StagePlan, stage: s.StageInputs, negative) -> s.DenoiseFn:
+        if plan.guidance is None:
+            return s.simple_denoiser(stage)
+        video_params, audio_params = plan.guidance
+        negative_audio = negative[1] if plan.negative_audio else None  # a2v: the positive context in both passes
+        return s.guided_denoiser(stage, negative[0], negative_audio, video_params, audio_params)
 
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
@@ -372,9 +397,13 @@ class Engine:
             return "none"
         return request.tiling
 
-    def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit):
+    def _decode(
+        self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit,
+        soundtrack: DecodedAudio | None = None,
+    ):  # fmt: skip
         """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass; both files
-        are written in the job's temporary folder and committed together (media/outputs.py).
+        are written in the job's temporary folder and committed together (media/outputs.py). a2v muxes the
+        `soundtrack` it was given, as read (not a VAE re-decode, as ltx-pipelines writes it; not peak-normalised).
 
         Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first."""
         audio_path = None
@@ -387,7 +416,11 @@ class Engine:
 
         with JobFolder(request.output_path) as folder:
             wav = None
-            if audio_latent is not None:
+            if soundtrack is not None:
+                seconds = request.num_frames / request.fps
+                wave = fit_to_duration(soundtrack.waveform, soundtrack.sample_rate, seconds)
+                wav = write_wav(folder.path("a.wav"), wave, soundtrack.sample_rate, normalize=False)
+            elif audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
                         decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)

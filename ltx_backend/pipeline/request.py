@@ -132,6 +132,9 @@ def ignored_options(
                            "steps and cfg_scale are ignored.")  # fmt: skip
         if request.negative_prompt:
             ignored.append("This is a distilled checkpoint: it uses no CFG, so the negative prompt is ignored.")
+        if request.pipeline == "hq":
+            ignored.append("pipeline hq guides a dev checkpoint: on this distilled one it runs the fixed distilled "
+                           "steps, unguided, with hq's res_2s sampler.")  # fmt: skip
     if quantize is not None and quantized:
         ignored.append(f"quantize {quantize} is ignored: the checkpoint's transformer is already "
                        f"{quantized.get('bits', '?')}-bit quantized.")  # fmt: skip

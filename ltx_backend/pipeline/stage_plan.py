@@ -18,6 +18,7 @@ import mlx.core as mx
 from ltx_backend.pipeline import modes
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.request import SOURCE_MODES, GenerationRequest
+from ltx_backend.pipeline.res2s import Res2sNoise, res2s_loop
 from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1
 from ltx_backend.pipeline.source import SourceClip
 
@@ -28,6 +29,17 @@ MEL_BINS = modes.AUDIO_MEL_BINS
 Conditioning = Callable[[s.LatentState], s.LatentState]
 # (previous stage's output latent, or None in the first stage) -> the stage's state before noising
 StateBuilder = Callable[[mx.array | None], s.LatentState | None]
+
+
+# A stage's denoising loop: (sigmas, video, audio, denoise, on_step, seed) -> (video, audio). `Stage.stepper` picks
+# one; every loop takes the same states and denoisers (another, e.g. an ancestral stage 1, is one more entry).
+Loop = Callable[..., tuple[s.LatentState, s.LatentState | None]]
+LOOPS: dict[str, Loop] = {
+    "euler": lambda sigmas, video, audio, denoise, on_step, seed: s.euler_loop(sigmas, video, audio, denoise, on_step),
+    "res2s": lambda sigmas, video, audio, denoise, on_step, seed: res2s_loop(
+        sigmas, video, audio, denoise, Res2sNoise(seed), on_step
+    ),
+}
 
 
 @dataclass(frozen=True)
