@@ -182,3 +182,33 @@ def test_cli_flag_mistakes_are_usage_errors(monkeypatch: pytest.MonkeyPatch, arg
     result, req = cli_request(monkeypatch, *args)
     assert result.exit_code == 2 and req is None, result.output
     assert message in result.output
+
+
+# ---------------------------------------------------------------------------------------------- memory plan
+
+
+def test_memory_plan_covers_the_encoders_and_extends_longer_tokens(tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    from ltx_backend.pipeline import memory
+    from ltx_backend.tiny import write_tiny_model
+    from ltx_backend.weights.checkpoint import open_checkpoint
+
+    root = write_tiny_model(tmp_path / "tiny")
+    ckpt = open_checkpoint(root)
+    source = make_clip(tmp_path / "src.mp4", 17, size="128x128")
+    plain = validate(request(tmp_path))
+    extend = validate(request(tmp_path, mode="extend", source_path=str(source), extend_seconds=1.0))
+    a2v = validate(request(tmp_path, mode="a2v", audio_input_path=str(make_wav(tmp_path / "a.wav", 1.0))))
+
+    def plan(req: GenerationRequest) -> memory.MemoryPlan:
+        return memory.estimate(ckpt, root / "text_encoder", req, mx.float32)
+
+    assert memory.SOURCE_ENCODING not in plan(plain).phases
+    assert plan(a2v).phases[memory.SOURCE_ENCODING].weights > 0  # the audio encoder
+    encode = plan(extend).phases[memory.SOURCE_ENCODING]
+    assert encode.weights > plan(a2v).phases[memory.SOURCE_ENCODING].weights  # + the video encoder
+    assert "17 source frames" in encode.detail
+    # 17 + 24 frames: 6 latent frames of 4 x 4 tokens, against 3 for the 17-frame t2v job
+    assert "96 video" in plan(extend).phases[memory.DENOISING].detail
+    assert "48 video" in plan(plain).phases[memory.DENOISING].detail

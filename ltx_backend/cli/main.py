@@ -293,7 +293,11 @@ class Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate(**options) -> None:  # fmt: skip
-    """Generate a video with sound from a prompt (and optional images)."""
+    """Generate a video with sound from a prompt (and optional images).
+
+    Modes: text-to-video (default); audio-to-video (--audio PATH); retake a span of a clip (--source PATH --retake
+    START:END); extend a clip (--source PATH --extend SECONDS); keyframe interpolation (--pipeline interpolate
+    with --keyframe images). --pipeline one-stage / hq pick text-to-video's stage layout."""
     import msgspec
 
     from ltx_backend.pipeline.engine import Cancelled, Engine
