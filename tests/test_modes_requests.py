@@ -212,3 +212,10 @@ def test_memory_plan_covers_the_encoders_and_extends_longer_tokens(tmp_path: Pat
     # 17 + 24 frames: 6 latent frames of 4 x 4 tokens, against 3 for the 17-frame t2v job
     assert "96 video" in plan(extend).phases[memory.DENOISING].detail
     assert "48 video" in plan(plain).phases[memory.DENOISING].detail
+
+
+def test_ready_lists_the_modes_and_pipelines() -> None:
+    from ltx_backend.pipeline.request import MODES, PIPELINES
+    from ltx_backend.server.server import CAPABILITIES
+
+    assert set(MODES) | set(PIPELINES) <= set(CAPABILITIES)
