@@ -41,7 +41,8 @@ class ErrorCode(str, Enum):
     MEDIA_NO_AUDIO = "media_no_audio"  # an input that must carry a soundtrack has none
     LORA_MISMATCH = "lora_mismatch"  # a LoRA whose layers or shapes do not fit the model
     IMAGE_UNREADABLE = "image_unreadable"  # a conditioning image that is missing, unreadable or not an image
-    DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing an output, a temporary file or the cache
+    DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing; or too little free space for a download (bytes named)
+    MODEL_IN_USE = "model_in_use"  # `delete` of a model that is loaded or used by a queued job
 
 
 class LtxError(Exception):

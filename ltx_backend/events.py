@@ -41,8 +41,10 @@ class DenoiseStep(msgspec.Struct, tag="denoise_step"):
 
 class DownloadProgress(msgspec.Struct, tag="download_progress"):
     repo: str
-    bytes: int
+    bytes: int  # on disk so far, including what earlier (interrupted) downloads left
     total: int | None
+    speed: float | None = None  # bytes per second over the last few seconds of this download
+    eta: float | None = None  # seconds left at that speed
 
 
 class DecodeProgress(msgspec.Struct, tag="decode_progress"):
@@ -85,11 +87,27 @@ class MemoryPlan(msgspec.Struct, tag="memory_plan"):
     reasons: list[str]
     suggestions: list[str] = msgspec.field(default_factory=list)  # what would lower it further (not applied)
 
+    def text(self) -> str:
+        """One line: ``memory plan: transformer streaming, tiling auto, peak ~6.1 GB: why``."""
+        line = f"memory plan: transformer {self.transformer}, tiling {self.tiling}, peak ~{self.peak_gb:.1f} GB"
+        return line + ": " + "; ".join(self.reasons)
+
 
 class ErrorEvent(msgspec.Struct, tag="error"):
     code: str
     message: str
     hint: str = ""
+
+
+class Preview(msgspec.Struct, tag="preview"):
+    """A PNG of the current x0 prediction of one latent frame (opt-in, see pipeline/preview.py)."""
+
+    path: str
+    stage: int
+    step: int
+    frame: int  # the latent frame previewed (0: the first)
+    width: int
+    height: int
 
 
 Event = (
@@ -101,6 +119,7 @@ Event = (
     | Warning
     | EnhancedPrompt
     | MemoryPlan
+    | Preview
     | Result
     | ErrorEvent
 )

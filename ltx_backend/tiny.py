@@ -157,16 +157,26 @@ def mixed_precision_layer(path: str, module: nn.Module) -> dict[str, int] | bool
     return {"bits": chosen, "group_size": group}
 
 
-def tiny_components(version: str = "2.0", seed: int = SEED, mixed: bool = False) -> dict[str, dict[str, mx.array]]:
+def tiny_components(
+    version: str = "2.0",
+    seed: int = SEED,
+    mixed: bool = False,
+    *,
+    sections: dict | None = None,
+    upsampler: UpsamplerConfig | None = None,
+    gemma: Gemma3Config | None = None,
+) -> dict[str, dict[str, mx.array]]:
     """component -> its tensors, keyed as the MLX conversions key them inside a component; seeded, random.
 
-    `mixed` (2.3 only): the transformer's block linears quantized with per-layer bits (``mixed_precision_layer``)."""
+    The arrays are lazy (evaluate them to draw the values). `mixed` (2.3 only): the transformer's block linears
+    quantized with per-layer bits (``mixed_precision_layer``). `sections`, `upsampler` and `gemma` give other sizes
+    (benchmarks write full-size checkpoints with them); by default the tiny ones."""
     if version not in VERSIONS:
         raise ValueError(f"tiny model version must be one of {VERSIONS}, not {version!r}")
     if mixed and version != "2.3":
         raise ValueError("only the 2.3 tiny model has a mixed-precision variant")
     mx.random.seed(seed)
-    sections = _sections(version)
+    sections = sections or _sections(version)
     components: dict[str, dict[str, mx.array]] = {}
 
     transformer = LTXModel(TransformerConfig.from_section(sections["transformer"]))
@@ -176,7 +186,7 @@ def tiny_components(version: str = "2.0", seed: int = SEED, mixed: bool = False)
         nn.quantize(transformer, QUANTIZATION["group_size"], QUANTIZATION["bits"], class_predicate=quantizable_layer)
     components["transformer"] = {_mlx_spelling(k): v for k, v in _params(transformer).items()}
 
-    gemma = Gemma3Config.from_dict(_text_encoder_config())
+    gemma = gemma or Gemma3Config.from_dict(_text_encoder_config())
     config = TextProcessorConfig.from_section(sections["transformer"], gemma.hidden_size, gemma.num_hidden_layers + 1)
     processor = _params(TextEmbeddingsProcessor(config))
     components["text_embedding_projection"] = {
@@ -201,7 +211,7 @@ def tiny_components(version: str = "2.0", seed: int = SEED, mixed: bool = False)
         components["vocoder"] = {k.removeprefix("vocoder."): v for k, v in vocoder.items()}
     else:
         components["vocoder"] = _params(Vocoder(VocoderConfig.from_section(sections["vocoder"])))
-    components["upsampler"] = _params(LatentUpsampler(UPSAMPLER))
+    components["upsampler"] = _params(LatentUpsampler(upsampler or UPSAMPLER))
     return components
 
 

@@ -21,7 +21,7 @@ from ltx_backend import events
 from ltx_backend.server import messages as m
 from ltx_backend.server.server import Server
 
-TERMINAL = {"result", "error", "cancelled", "loaded", "unloaded"}
+TERMINAL = {"result", "error", "cancelled", "loaded", "unloaded", "downloaded", "inspected"}
 JOB = {"prompt": "a fox", "width": 128, "height": 128, "num_frames": 9, "seed": 1}
 
 

@@ -25,12 +25,24 @@ def test_validate_env_reports_every_check_as_json() -> None:
     assert all(check["fix"] and check["code"] for check in failed)
 
 
-def test_inspect_summarises_a_split_checkpoint() -> None:
-    result = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "ltx23_split"), "--json"])
+def test_inspect_summarises_a_checkpoint_and_checks_it_would_load(tmp_path: Path) -> None:
+    from ltx_backend.tiny import write_tiny_model
+
+    result = CliRunner().invoke(cli, ["inspect", str(write_tiny_model(tmp_path / "t23", "2.3")), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
-    assert summary["layout"] == "split" and summary["model_version"] == "2.3.0"
-    assert summary["components"]["vocoder"]["tensors"] > 100
+    report = json.loads(result.output)
+    assert (report["layout"], report["model_version"], report["ok"]) == ("split", "2.3", True)
+    components = {c["name"]: c for c in report["components"]}
+    assert components["transformer"]["quantization"]["bits"] == 4 and components["transformer"]["dtypes"]["U32"]
+    assert all(c["ok"] for c in components.values()) and "text_encoder" in components
+
+    # The audio fixture holds only the audio components: a job could not load it.
+    result = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "ltx23_split"), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    components = {c["name"]: c for c in report["components"]}
+    assert components["vocoder"]["ok"] and components["vocoder"]["tensors"] > 100
+    assert components["transformer"]["error"]["code"] == "weights_missing_key" and not report["ok"]
 
 
 def test_errors_print_code_and_hint_and_exit_nonzero(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`ltx-backend models` and `ltx-backend download` on a fake Hugging Face hub cache; nothing touches the network."""
+"""`ltx-backend models`, `download` and `delete` on a fake hub cache and a loopback fake Hub; no network."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 import httpx2
-import huggingface_hub
 import pytest
 from click.testing import CliRunner
-from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+from fake_hub import FakeHub
+from huggingface_hub import HfApi
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from ltx_backend import events
 from ltx_backend.cli.main import cli
@@ -147,60 +148,44 @@ def test_models_lists_damaged_entries_with_their_error_code(cache: Path, tiny_mo
     assert text.exit_code == 0 and "error [checkpoint_corrupt]" in text.stdout and "hint:" in text.stdout
 
 
-def fake_hub(cache: Path, source: Path | None, chunk: int = 1 << 20, error: Exception | None = None):
-    """A stand-in for `snapshot_download` that drives the progress bars as huggingface_hub 2.x does."""
-    calls = []
-
-    def snapshot_download(repo_id, *, revision=None, cache_dir=None, tqdm_class=None, **kwargs):
-        calls.append((repo_id, revision, Path(cache_dir)))
-        files = sorted(p for p in source.rglob("*") if p.is_file()) if source else []
-        transfer = tqdm_class(desc="Downloading bytes", total=0, initial=0, unit="B", unit_scale=True)
-        disk = tqdm_class(desc="Reconstructing (incomplete total...)", total=0, initial=0, unit="B", unit_scale=True)
-        with tqdm_class(desc=f"Fetching {len(files)} files", total=len(files)) as counter:
-            for file in files:
-                size = file.stat().st_size
-                disk.total += size  # every file adds its size to the totals when it starts
-                transfer.total += size
-                disk.refresh()
-                for offset in range(0, size, chunk):
-                    disk.update(min(chunk, size - offset))
-                    transfer.update(1)  # network bytes are not disk bytes (xet dedup): ignored
-                counter.update(1)
-                if error is not None:
-                    raise error
-        return str(add_snapshot(cache, repo_id, source, commit=COMMIT))
-
-    return snapshot_download, calls
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch):
+    with FakeHub(commit=COMMIT) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        yield fake
 
 
-def test_download_model_reports_byte_progress_and_validates(
-    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake, calls = fake_hub(cache, tiny_model, chunk=256 << 10)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+def test_download_model_reports_byte_progress_and_validates(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
+    weights = (tiny_model / "model.safetensors").read_bytes()
+    hub.add_folder("test/tiny", tiny_model, {"copy/model.safetensors": weights, "card.png": b"png", "empty.txt": b""})
+    hub.piece_delay = 0.002  # so that progress has something to throttle
     seen: list[events.Event] = []
-    path = download_model("test/tiny", "v1", emit=seen.append, progress_interval=0)
+    path = download_model("test/tiny", "main", emit=seen.append, progress_interval=0)
     assert path == cache / "models--test--tiny" / "snapshots" / COMMIT
-    assert calls == [("test/tiny", "v1", cache)]
+    assert (cache / "models--test--tiny" / "refs" / "main").read_text() == COMMIT
+    assert resolve_model("test/tiny") == path
     total = unique_size(tiny_model)
     assert all(isinstance(e, events.DownloadProgress) and e.repo == "test/tiny" for e in seen)
     assert len(seen) > 10
     done = [e.bytes for e in seen]
-    assert done == sorted(done) and all(e.total is None or e.bytes <= e.total for e in seen)
-    assert (seen[-1].bytes, seen[-1].total) == (total, total)
+    assert done == sorted(done) and all(e.total == total for e in seen)  # the duplicate and the picture: not fetched
+    assert (seen[0].bytes, seen[-1].bytes) == (0, total)
+    assert any(e.speed and e.eta is not None for e in seen)
+    assert not (path / "copy").exists() and not (path / "card.png").exists()
+    gets = [p for method, p, _ in hub.requests if method == "GET" and "/resolve/" in p]
+    assert len(gets) == len(list(p for p in tiny_model.rglob("*") if p.is_file()))  # the empty file needs none
+    assert (path / "empty.txt").read_bytes() == b""
 
-    # Already cached: no bar moves, and the one event says the snapshot's size.
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(path))
+    # Already cached: nothing fetched, one event with the size.
+    hub.requests.clear()
     seen.clear()
     assert download_model("test/tiny", emit=seen.append) == path
     assert seen == [events.DownloadProgress("test/tiny", total, total)]
+    assert not [p for _, p, _ in hub.requests if "/resolve/" in p]
 
 
-def test_download_command_streams_json_events_and_a_result(
-    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake, _ = fake_hub(cache, tiny_model)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+def test_download_command_streams_json_events_and_a_result(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
+    hub.add_folder("test/tiny", tiny_model)
     result = run("download", "test/tiny", "--json")
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -238,33 +223,26 @@ def _response(status: int) -> httpx2.Response:
     ],
 )
 def test_download_errors_have_codes_and_hints(
-    cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, error, code, message, hint
+    cache: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch, error, code, message, hint
 ) -> None:
-    fake, _ = fake_hub(cache, tiny_model, error=error)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HfApi, "repo_info", fail)
     result = run("download", "test/x", "--json")
     assert result.exit_code == 1
     assert f"error [{code}]" in result.stderr and message in result.stderr
     assert "hint: " in result.stderr and hint in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines[0]["type"] == "download_progress" and lines[-1]["type"] == "error"
+    assert lines[-1]["type"] == "error"
     assert lines[-1]["code"] == code and message in lines[-1]["message"] and hint in lines[-1]["hint"]
 
 
-def test_download_offline_and_unreachable_hub(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # What snapshot_download raises when the Hub cannot be reached and nothing is cached.
-    try:
-        try:
-            raise httpx2.ConnectTimeout("timed out")
-        except httpx2.ConnectTimeout as cause:
-            raise LocalEntryNotFoundError("cannot find the requested files in the local cache") from cause
-    except LocalEntryNotFoundError as exc:
-        unreachable = exc
+def test_download_unknown_repo_unreachable_hub_and_bad_ids(cache: Path, hub: FakeHub, monkeypatch) -> None:
+    result = run("download", "test/missing")  # the fake Hub answers 404 RepoNotFound
+    assert result.exit_code == 1 and "error [model_not_found]" in result.stderr
 
-    def fail(*args, **kwargs):
-        raise unreachable
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     result = run("download", "test/x")
     assert result.exit_code == 1 and "error [network_unavailable]" in result.stderr
 
@@ -273,13 +251,80 @@ def test_download_offline_and_unreachable_hub(cache: Path, monkeypatch: pytest.M
     assert raised.value.code is ErrorCode.INVALID_PARAMS
 
 
-def test_download_rejects_a_damaged_checkpoint(cache: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_rejects_a_damaged_checkpoint(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
     damaged = cache.parent / "damaged"
     shutil.copytree(tiny_model, damaged)
     with (damaged / "model.safetensors").open("r+b") as handle:
         handle.truncate(1000)
-    fake, _ = fake_hub(cache, damaged)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    hub.add_folder("test/damaged", damaged)
     result = run("download", "test/damaged")
     assert result.exit_code == 1
     assert "error [checkpoint_corrupt]" in result.stderr and "hint:" in result.stderr
+
+
+def test_delete_a_revision_keeps_shared_blobs_and_a_repo_frees_everything(cache: Path, tiny_model: Path) -> None:
+    add_snapshot(cache, "test/tiny", tiny_model)
+    changed = cache.parent / "changed"
+    shutil.copytree(tiny_model, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text() + " ")  # one file differs
+    add_snapshot(cache, "test/tiny", changed, OTHER_COMMIT, ref="v2")
+    result = run("delete", "test/tiny", "--revision", "v2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["freed_bytes"] == (changed / "config.json").stat().st_size  # only its own blob
+    assert not (cache / "models--test--tiny" / "snapshots" / OTHER_COMMIT).exists()
+    assert not (cache / "models--test--tiny" / "refs" / "v2").exists()
+    assert resolve_model("test/tiny") == cache / "models--test--tiny" / "snapshots" / COMMIT  # still loads
+
+    assert "error [model_not_found]" in run("delete", "test/tiny", "--revision", "v2", "-y").stderr
+    result = run("delete", "test/tiny", "-y")
+    assert result.exit_code == 0 and "deleted test/tiny" in result.stdout
+    assert not (cache / "models--test--tiny").exists()
+    assert json.loads(run("models", "--json").stdout)["models"] == []
+    assert "error [invalid_params]" in run("delete", str(tiny_model), "-y").stderr
+    assert tiny_model.is_dir()  # folders outside the cache are never deleted
+
+
+def test_a_download_fetches_only_the_files_a_job_needs() -> None:
+    from ltx_backend.weights.download import RemoteFile, select_files
+
+    def listing(*names: str, same: dict[str, str] | None = None) -> list[RemoteFile]:
+        return [RemoteFile(name, 10, (same or {}).get(name, hashlib.sha1(name.encode()).hexdigest())) for name in names]
+
+    # Lightricks/LTX-2 as published: several full checkpoints, FP8/FP4 variants, LoRAs, upscalers, a card.
+    official = listing(
+        ".gitattributes", "README.md", "ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors",
+        "ltx-2-19b-dev-fp8.safetensors", "ltx-2-19b-dev-fp4.safetensors", "ltx-2-19b-distilled-lora-384.safetensors",
+        "ltx-2-spatial-upscaler-x2-1.0.safetensors", "ltx-2-temporal-upscaler-x2-1.0.safetensors", "assets/demo.mp4",
+        "pytorch_model.bin",
+    )  # fmt: skip
+    kept, skipped = select_files(official)
+    assert [f.path for f in kept] == [
+        ".gitattributes", "README.md", "ltx-2-19b-distilled.safetensors", "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+        "ltx-2-temporal-upscaler-x2-1.0.safetensors",
+    ]  # fmt: skip
+    assert skipped["ltx-2-19b-dev.safetensors"] == "another variant of the checkpoint"
+    assert skipped["ltx-2-19b-dev-fp8.safetensors"] == skipped["ltx-2-19b-distilled-lora-384.safetensors"]
+    assert (skipped["assets/demo.mp4"], skipped["pytorch_model.bin"]) == ("media", "not safetensors")
+
+    # A newer distilled checkpoint wins over the older one, as `open_checkpoint` would pick it.
+    kept, _ = select_files(listing("ltx-2.3-22b-distilled.safetensors", "ltx-2.3-22b-distilled-1.1.safetensors"))
+    assert [f.path for f in kept] == ["ltx-2.3-22b-distilled-1.1.safetensors"]
+
+    # The same weights stored twice (mlx-video-with-audio's repo layout): fetched once, the root copy.
+    kept, skipped = select_files(
+        listing(
+            "model.safetensors",
+            "config.json",
+            "unified/model.safetensors",
+            same={"model.safetensors": "x", "unified/model.safetensors": "x"},
+        )
+    )
+    assert [f.path for f in kept] == ["config.json", "model.safetensors"]
+    assert skipped == {"unified/model.safetensors": "same content as model.safetensors"}
+
+    # A split repo keeps every component; `files` patterns pick by hand.
+    split = listing("split_model.json", "transformer.safetensors", "vae_decoder.safetensors", "config.json")
+    assert len(select_files(split)[0]) == 4
+    kept, skipped = select_files(split, ["*.json"])
+    assert [f.path for f in kept] == ["config.json", "split_model.json"] and len(skipped) == 2

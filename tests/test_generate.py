@@ -176,8 +176,9 @@ def test_cli_generate_on_the_tiny_model(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("LTX_BACKEND_HOME", str(tmp_path / "home"))
     output = tmp_path / "cli.mp4"
     args = ["generate", "-p", "waves", "-W", "128", "-H", "128", "-n", "9", "-s", "3", "-o", str(output), "--json"]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, [*args, "--video-crf", "28", "--video-preset", "fast"])
     assert result.exit_code == 0, result.output
+    assert b"crf=28.0" in output.read_bytes()
     summary = msgspec.json.decode(result.stdout.strip().splitlines()[-1])
     assert summary["video_path"] == str(output) and summary["seed"] == 3
     assert probe(output).frames == 9
@@ -185,6 +186,19 @@ def test_cli_generate_on_the_tiny_model(tmp_path: Path, monkeypatch: pytest.Monk
     failed = CliRunner().invoke(cli, ["generate", "-p", "x", "-W", "100", "-o", str(tmp_path / "bad.mp4")])
     assert failed.exit_code == 1 and "error [invalid_params]" in failed.output and "hint:" in failed.output
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_video_quality_options_reach_the_encoder(engine: Engine, tmp_path: Path) -> None:
+    """CRF and preset change the H.264 stream (x264 writes its settings into it); bad values fail before work."""
+    default, _ = run(engine, tmp_path / "default")
+    tuned, _ = run(engine, tmp_path / "tuned", video_encoder="libx264", video_crf=35, video_preset="ultrafast")
+    data = Path(tuned.video_path).read_bytes()
+    assert b"crf=35.0" in data and b"subme=0" in data and b"crf=18.0" in Path(default.video_path).read_bytes()
+    assert probe(Path(tuned.video_path)).frames == 9
+    for field, value in (("video_crf", 52), ("video_preset", "warp"), ("video_encoder", "h265")):
+        with pytest.raises(LtxError) as error:
+            run(engine, tmp_path / "bad", **{field: value})
+        assert error.value.code is ErrorCode.INVALID_PARAMS and error.value.details["field"] == field
 
 
 def test_a_job_that_cannot_fit_is_refused_before_any_work(

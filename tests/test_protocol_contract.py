@@ -40,7 +40,7 @@ EXAMPLES = sorted((PROTOCOL / "examples").glob("*.ndjson"))
 EXAMPLE_TIMEOUT_S = 60.0  # per transcript, start to exit
 EXIT_TIMEOUT_S = 5.0  # after stdin closes (the protocol promises 2 s; slack for loaded CI machines)
 SKIPPABLE = {"progress", "heartbeat"}
-TERMINAL = {"result", "error", "cancelled"}
+TERMINAL = {"result", "error", "cancelled", "downloaded", "inspected"}
 KINDS = {
     "<string>": lambda v: isinstance(v, str),
     "<number>": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -166,8 +166,8 @@ def test_matcher_rules() -> None:
 class Backend:
     """`ltx-backend serve` as a subprocess, its stdout read by a thread into a queue of decoded lines."""
 
-    def __init__(self, home: Path, log: Path) -> None:
-        env = {**os.environ, "LTX_BACKEND_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "LTX_BACKEND_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log = log
         self._stderr = log.open("wb")
         self.process = subprocess.Popen(
@@ -258,17 +258,30 @@ def _load(path: Path) -> list[dict]:
 
 def test_examples_exist() -> None:
     names = {path.stem for path in EXAMPLES}
-    assert {"handshake", "errors", "generate", "cancel"} <= names
+    assert {"handshake", "errors", "generate", "cancel", "models", "download", "delete", "inspect"} <= names
+
+
+@pytest.fixture(scope="module")
+def fake_hub(tmp_path_factory: pytest.TempPathFactory):
+    """The Hub the transcripts download from: the tiny model as `test/tiny` (see PROTOCOL.md)."""
+    from fake_hub import FakeHub
+
+    from ltx_backend.tiny import write_tiny_model
+
+    with FakeHub() as hub:
+        hub.add_folder("test/tiny", write_tiny_model(tmp_path_factory.mktemp("hub-source") / "tiny"))
+        yield hub
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
-def test_example_transcript_replays(example: Path, tmp_path: Path) -> None:
+def test_example_transcript_replays(example: Path, tmp_path: Path, fake_hub) -> None:
     steps = _load(example)
     work = tmp_path / "work"
     work.mkdir()
     tmp = str(work)
     bound: dict[str, object] = {}
-    backend = Backend(tmp_path / "home", tmp_path / "stderr.log")
+    env = {"HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hub")}
+    backend = Backend(tmp_path / "home", tmp_path / "stderr.log", env)
     deadline = time.monotonic() + EXAMPLE_TIMEOUT_S
     try:
         for step in steps:

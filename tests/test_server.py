@@ -80,7 +80,7 @@ def test_generate_lifecycle_and_status(backend: Backend, tmp_path: Path) -> None
     assert backend.next()["type"] == "accepted"
     accepted = backend.next()
     assert accepted["type"] == "accepted" and accepted["id"] == "g" and accepted["queue_position"] == 1
-    assert backend.until(lambda msg: msg.get("id") == "l")["type"] == "loaded"
+    assert backend.until(lambda msg: msg.get("id") == "l" and msg["type"] != "heartbeat")["type"] == "loaded"
     backend.send(type="status", id="s")  # answered while the job runs
     status = backend.until(lambda msg: msg["type"] == "status")
     assert status["model"] == "tiny"

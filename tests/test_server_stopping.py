@@ -237,9 +237,10 @@ def test_a_running_load_is_cancelled_during_its_download(tmp_path: Path, monkeyp
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     stopped = threading.Event()
 
-    def slow_download(repo: str, revision: str = "main", emit=events.ignore, **_: object) -> Path:
-        for done in range(0, 10**9, 1000):  # a download that would take minutes; progress raises once cancelled
+    def slow_download(repo: str, revision: str = "main", emit=events.ignore, check=lambda: None, **_) -> Path:
+        for done in range(0, 10**9, 1000):  # a download that would take minutes; `check` raises once cancelled
             emit(events.DownloadProgress(repo, done, 10**9))
+            check()
             time.sleep(0.02)
         raise AssertionError("not cancelled")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 
 import click
 
@@ -98,51 +97,42 @@ def validate_env(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect(model: str, as_json: bool) -> None:
-    """Show a checkpoint's layout, components and configs (MODEL: directory, file or cached repo id)."""
-    from ltx_backend.weights.checkpoint import open_checkpoint
-    from ltx_backend.weights.resolve import resolve_model
+@click.option("--text-encoder", default=None, help="Also check this text encoder (default: the model's bundled one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(model: str, text_encoder: str | None, as_json: bool) -> None:
+    """Show a checkpoint's layout, components, dtypes and quantization, and check that every part would load
+    (MODEL: directory, file, cached repo id or tiny). Exits 1 when something would not load."""
+    from ltx_backend.weights.verify import ensure_loadable, inspect_model
 
     try:
-        ckpt = open_checkpoint(resolve_model(model))
+        report = inspect_model(model, text_encoder)
+        if report.layout is None:  # not a checkpoint at all: its error, as loading it would say
+            ensure_loadable(report)
     except LtxError as error:
         _fail(error)
-    summary = {
-        "path": str(ckpt.root),
-        "layout": ckpt.layout.value,
-        "model_version": ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version"),
-        "quantization": ckpt.quantization,
-        "config_sections": sorted(ckpt.config),
-        "components": {},
-    }
-    for name in ckpt.components:
-        component = ckpt.component(name)
-        dtypes = Counter(info.dtype for info in component.tensors.values())
-        summary["components"][name] = {"tensors": len(component.tensors), "dtypes": dict(dtypes)}
-    if ckpt.has("transformer") and ckpt.component("transformer").quantized_paths:
-        from ltx_backend.weights.mixed_quant import bit_histogram
-        from ltx_backend.weights.transformer import transformer_quantization
-
-        try:
-            summary["transformer_bits"] = bit_histogram(transformer_quantization(ckpt))
-        except LtxError as error:
-            _fail(error)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"{summary['path']}\n  layout: {summary['layout']}  version: {summary['model_version'] or '?'}")
-    if len(summary.get("transformer_bits", {})) > 1:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        sys.exit(0 if report.ok else 1)
+    version = report.model_version or "?"
+    click.echo(f"{report.path}\n  layout: {report.layout or '?'}  version: {version}  variant: {report.variant or '?'}")
+    if len(report.transformer_bits or {}) > 1:
         click.echo("  quantized: mixed precision (per-layer bits below)")
-    elif ckpt.quantization:
-        click.echo(f"  quantized: {ckpt.quantization['bits']}-bit, group {ckpt.quantization['group_size']}")
-    if "transformer_bits" in summary:
-        bits = ", ".join(f"{kind} x{count}" for kind, count in summary["transformer_bits"].items())
+    elif report.quantization:
+        click.echo(f"  quantized: {report.quantization['bits']}-bit, group {report.quantization['group_size']}")
+    if report.transformer_bits:
+        bits = ", ".join(f"{kind} x{count}" for kind, count in report.transformer_bits.items())
         click.echo(f"  transformer layers: {bits}")
-    click.echo(f"  config sections: {', '.join(summary['config_sections']) or 'none (LTX-2.0 defaults)'}")
-    for name, info in summary["components"].items():
-        dtypes = ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items())
-        click.echo(f"  {name:<28} {info['tensors']:>6} tensors  ({dtypes})")
+    click.echo(f"  config sections: {', '.join(report.config_sections) or 'none (LTX-2.0 defaults)'}")
+    for component in report.components:
+        dtypes = ", ".join(f"{k} x{v}" for k, v in component.dtypes.items())
+        mark = click.style("ok ", fg="green") if component.ok else click.style("BAD", fg="red")
+        size = _size(component.bytes)
+        click.echo(f"  {mark} {component.name:<22} {component.tensors:>6} tensors {size:>9}  ({dtypes})")
+        if component.error:
+            click.echo(f"      error [{component.error['code']}]: {component.error['message']}")
+            click.echo(f"      hint: {component.error['hint']}")
+    click.echo("loads" if report.ok else "would not load: see the components marked BAD")
+    sys.exit(0 if report.ok else 1)
 
 
 def _parse_keyframe(text: str) -> tuple[str, int, float]:
@@ -226,9 +216,9 @@ class Progress:
         elif isinstance(event, events.EnhancedPrompt):
             click.echo(f"  enhanced prompt: {event.prompt}", err=True)
         elif isinstance(event, events.MemoryPlan):
-            from ltx_backend.server.progress import memory_plan_text
-
-            click.echo(memory_plan_text(event), err=True)
+            click.echo(event.text(), err=True)
+        elif isinstance(event, events.Preview):
+            click.echo(f"\n  preview {event.path}", err=True, nl=False)
 
 
 @cli.command()
@@ -260,6 +250,27 @@ class Progress:
     is_flag=True,
     help="Stream the transformer's blocks from disk (the planner also does so when memory is short).",
 )
+@click.option(
+    "--video-encoder",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "libx264", "videotoolbox", "nvenc"]),
+    help="H.264 encoder; auto: the platform's hardware encoder where it works (VideoToolbox on macOS), else libx264.",
+)
+@click.option(
+    "--video-crf",
+    type=click.IntRange(0, 51),
+    default=18,
+    show_default=True,
+    help="Video quality (x264 CRF: lower is better).",
+)
+@click.option(
+    "--video-preset",
+    default="medium",
+    show_default=True,
+    type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]),
+    help="x264 speed preset (faster: larger files).",
+)
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
 @click.option(
     "--pipeline",
@@ -290,7 +301,23 @@ class Progress:
 )
 @click.option("--text-encoder", default=None, help="Gemma 3 repo or directory (default: the model's own).")
 @click.option("--quantize", type=click.Choice(["4", "8"]), default=None, help="Quantize the transformer on load.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--count",
+    default=1,
+    show_default=True,
+    help="Videos to make (seeds seed, seed+1, ...), numbered out_1.mp4, out_2.mp4, ...; models and the "
+    "prompt's encoding are reused.",
+)
+@click.option(
+    "--residency",
+    type=click.Choice(["auto", "all", "none"]),
+    default=None,
+    help="Which models stay loaded between the videos of --count: what fits in memory, all, or none "
+    "[default: auto with --count, else none].",
+)
+@click.option("--preview-dir", default=None, help="Write PNG previews of the denoising here (every --preview-every).")
+@click.option("--preview-every", default=2, show_default=True, help="Denoising steps between previews.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (one line per video).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate(**options) -> None:  # fmt: skip
     """Generate a video with sound from a prompt (and optional images).
@@ -298,9 +325,13 @@ def generate(**options) -> None:  # fmt: skip
     Modes: text-to-video (default); audio-to-video (--audio PATH); retake a span of a clip (--source PATH --retake
     START:END); extend a clip (--source PATH --extend SECONDS); keyframe interpolation (--pipeline interpolate
     with --keyframe images). --pipeline one-stage / hq pick text-to-video's stage layout."""
-    import msgspec
 
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ltx_backend.pipeline.batch import batch_seeds, numbered
     from ltx_backend.pipeline.engine import Cancelled, Engine
+    from ltx_backend.pipeline.preview import PreviewOptions
     from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
@@ -326,6 +357,9 @@ def generate(**options) -> None:  # fmt: skip
         audio=not options["no_audio"],
         tiling=options["tiling"],
         memory="low" if options["low_ram"] else "auto",
+        video_encoder=options["video_encoder"],
+        video_crf=options["video_crf"],
+        video_preset=options["video_preset"],
         audio_output_path=options["output_audio"],
         enhance_prompt=options["enhance_prompt"],
         round_dimensions=options["round_dimensions"],
@@ -343,9 +377,21 @@ def generate(**options) -> None:  # fmt: skip
     quantize = int(options["quantize"]) if options["quantize"] else None
     try:
         with StopSignals():
-            request = validate(request)  # before any model is opened: a bad path or image costs nothing
-            engine = Engine(options["model"], options["text_encoder"], quantize=quantize)
-            result = engine.generate(request, emit=Progress(options["quiet"]))
+            seeds = batch_seeds(options["seed"], options["count"])
+            jobs = []  # every video's request validated before any model is opened: a bad path costs nothing
+            for index, seed in enumerate(seeds):
+                one, preview_dir = request, options["preview_dir"]
+                if len(seeds) > 1:
+                    one = replace(request, seed=seed, output_path=numbered(request.output_path, index),
+                                  audio_output_path=numbered(request.audio_output_path, index))  # fmt: skip
+                    preview_dir = preview_dir and str(Path(preview_dir) / str(index + 1))
+                preview = PreviewOptions(preview_dir, options["preview_every"]) if preview_dir else None
+                jobs.append((validate(one), preview))
+            residency = options["residency"] or ("auto" if len(seeds) > 1 else "none")
+            engine = Engine(options["model"], options["text_encoder"], quantize=quantize, residency=residency)
+            for one, preview in jobs:
+                result = engine.generate(one, emit=Progress(options["quiet"]), preview=preview)
+                _report(result, options["as_json"])
     except LtxError as error:
         _fail(error)
     except (Cancelled, KeyboardInterrupt):
@@ -353,7 +399,12 @@ def generate(**options) -> None:  # fmt: skip
         sys.exit(130)
     except Exception as exc:  # a code and a line, never a traceback
         _fail(_as_error(exc))
-    if options["as_json"]:
+
+
+def _report(result, as_json: bool) -> None:
+    import msgspec
+
+    if as_json:
         click.echo(msgspec.json.encode(result).decode())
     else:
         seconds = sum(result.timings.values())
@@ -433,6 +484,30 @@ def models(as_json: bool) -> None:
         if entry["error"] and entry["error"]["hint"]:
             click.echo(f"      hint: {entry['error']['hint']}")
         click.echo(f"      {entry['path']}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--revision", default=None, help="Delete only this revision (commit, branch or tag) of the repo.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was deleted as JSON.")
+def delete(model: str, revision: str | None, yes: bool, as_json: bool) -> None:
+    """Delete a cached model (MODEL: a repo id as `models` lists it, or tiny / tiny-2.3) and report the bytes freed."""
+    from ltx_backend.weights.cache import delete_model, plan_deletion
+
+    try:
+        deletion = plan_deletion(model, revision)
+    except LtxError as error:
+        _fail(error)
+    if not yes and not as_json:
+        click.confirm(f"delete {model} ({_size(deletion.freed_bytes)}: {', '.join(map(str, deletion.paths[:3]))})?",
+                      abort=True, err=True)  # fmt: skip
+    freed = delete_model(deletion)
+    if as_json:
+        paths = [str(path) for path in deletion.paths]
+        click.echo(json.dumps({"model": model, "revision": revision, "paths": paths, "freed_bytes": freed}))
+    else:
+        click.echo(f"deleted {model}: {_size(freed)} freed")
 
 
 class DownloadBar:
@@ -534,11 +609,12 @@ def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float)
     callback=_positive_seconds,
     help="Seconds of silence during a job before a heartbeat event (0 < S <= 3600).",
 )
-def serve(log_file: str | None, heartbeat: float) -> None:
+@click.option("--log-dir", default=None, help="Write a log file per generate job into this folder.")
+def serve(log_file: str | None, heartbeat: float, log_dir: str | None) -> None:
     """Serve the NDJSON protocol on stdin/stdout (see protocol/PROTOCOL.md); logs go to stderr."""
     from ltx_backend.server.server import run_stdio
 
-    sys.exit(run_stdio(log_file, heartbeat))
+    sys.exit(run_stdio(log_file, heartbeat, log_dir))
 
 
 def main() -> None:

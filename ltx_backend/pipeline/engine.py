@@ -11,6 +11,7 @@ video chunks straight into ffmpeg.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
 from ltx_backend.media.audio_in import DecodedAudio
+from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
 from ltx_backend.media.video import VideoWriter, to_uint8
@@ -32,9 +34,12 @@ from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
 from ltx_backend.pipeline import memory
+from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline import stage_plan as sp
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
+from ltx_backend.pipeline.preview import Previewer, PreviewOptions
+from ltx_backend.pipeline.prompt_cache import EncodedText, PromptCache
 from ltx_backend.pipeline.request import (
     DEFAULT_NEGATIVE_PROMPT,
     SOURCE_MODES,
@@ -46,6 +51,7 @@ from ltx_backend.pipeline.source import encode_soundtrack, encode_source, read_s
 from ltx_backend.pipeline.text import TextEncoder, enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_audio_encoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
+from ltx_backend.weights.gemma import read_gemma_config
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_text_processor, load_transformer
@@ -128,6 +134,12 @@ class Timer:
         self.emit(events.PhaseFinished(phase, round(elapsed[0], 4)))
 
     @contextmanager
+    def part(self, key: str) -> Iterator[None]:
+        """Work inside a phase that is reported on its own (``preview``), without events."""
+        with self._measure(key):
+            yield
+
+    @contextmanager
     def loading(self) -> Iterator[None]:
         """Weights loaded inside another phase: counted under ``load``, without events of their own."""
         with self._measure(Phase.LOAD.value):
@@ -148,12 +160,6 @@ def _dequantize_large_products() -> bool:
     return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
 
 
-def _free() -> None:
-    """Return the memory of the models just dropped to the device. No garbage collection is needed (0.27 s per
-    call on the GPU host, six per job): no reference cycle holds model weights, which tests/test_generate.py checks."""
-    mx.clear_cache()
-
-
 class Engine:
     """Generates videos with one LTX-2 checkpoint and one Gemma 3 text encoder."""
 
@@ -163,22 +169,135 @@ class Engine:
         text_encoder: str | Path | None = None,
         dtype: mx.Dtype | None = None,
         quantize: int | None = None,
+        residency: str = "none",  # a session of one job keeps nothing; `serve` and batches pass "auto"
     ) -> None:
         self.checkpoint = open_checkpoint(resolve_model(str(model)))
-        bundled = self.checkpoint.root / "text_encoder"
-        if text_encoder is None and bundled.is_dir():
-            text_encoder = bundled
-        self.text_encoder_root = resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
         # bf16 where there is a GPU; float32 on CPUs, where MLX's bf16 kernels are slower than float32 ones.
         self.dtype = dtype or (mx.bfloat16 if "gpu" in str(mx.default_device()) else mx.float32)
         self.quantize = quantize
         self.variant = checkpoint_variant(self.checkpoint)
         self.version = model_version(self.checkpoint)
+        # The session's state: loaded components (kept between jobs as the planner allows) and encoded prompts.
+        self.models = r.ResidentSet(residency)
+        self.prompts = PromptCache()
+        self._previewer: Previewer | None = None  # the running job's, when it asked for previews
+
+    def _text_encoder_root(self, text_encoder: str | Path | None) -> Path:
+        bundled = self.checkpoint.root / "text_encoder"
+        if text_encoder is None and bundled.is_dir():
+            text_encoder = bundled
+        return resolve_model(str(text_encoder or DEFAULT_TEXT_ENCODER))
+
+    def reconfigure(self, text_encoder: str | Path | None = None, quantize: int | None = None) -> None:
+        """Another text encoder or transformer quantization for the same checkpoint: the resident components are
+        keyed on these, so only the ones they change are loaded again (the others stay)."""
+        self.text_encoder_root = self._text_encoder_root(text_encoder)
+        self.quantize = quantize
+
+    # --- the resident set -------------------------------------------------------------------------------------
+
+    def _borrow(self, name: str, extra: tuple = (), wait: bool = True):
+        """A component from the session's resident set, loaded now if it is not resident (under its key)."""
+        root, dtype = str(self.checkpoint.root), str(self.dtype)
+        loaders = {
+            r.TEXT_ENCODER: (lambda: TextEncoder(self.text_encoder_root, self.dtype), (str(self.text_encoder_root),)),
+            r.TEXT_PROCESSOR: (lambda: load_text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
+            r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
+            r.AUDIO_ENCODER: (lambda: load_audio_encoder(self.checkpoint), (root,)),
+            # extra: (streaming,); a streamed transformer is another component than a resident one. Later: + LoRAs.
+            r.TRANSFORMER: (lambda: self._load_transformer(*extra), (root, self.quantize, *(extra or (False,)))),
+            r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
+            r.VIDEO_DECODER: (lambda: load_video_decoder(self.checkpoint, self.dtype), (root,)),
+            r.AUDIO_DECODER: (lambda: load_audio_decoder(self.checkpoint), (root,)),
+            r.VOCODER: (lambda: load_vocoder(self.checkpoint), (root,)),
+        }
+        load, key = loaders[name]
+        return self.models.borrow(name, (*key, dtype), load, wait)
+
+    def _load_transformer(self, streaming: bool = False):
+        if streaming:  # LoRA hook: weights/lora.py passes block_transform= to fuse its deltas per block
+            transformer = load_streamed_transformer(self.checkpoint, self.dtype)
+        else:
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize)
+        if _dequantize_large_products():
+            dequantize_large_products(transformer)
+        return transformer
+
+    def choose_memory(self, request: GenerationRequest) -> memory.MemoryChoice:
+        """The planner's choice for `request` in the session's budget (free memory and what it holds), or the
+        refusal naming what would fit."""
+        budget = memory.session_budget(self.models.nbytes)
+        return memory.choose(self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, budget)
+
+    def plan_residency(
+        self, request: GenerationRequest, choice: memory.MemoryChoice | None = None
+    ) -> memory.MemoryPlan:
+        """Decide what stays resident after a job the planner accepted (`choice`, made now when not given)."""
+        choice = choice or self.choose_memory(request)
+        budget = memory.session_budget(self.models.nbytes)
+        plan = choice.plan
+        sizes = memory.component_bytes(self.checkpoint, self.text_encoder_root, self.dtype, self.quantize)
+        used = memory.used_components(plan) | set(self.models.names())
+        decoding = replace(request, tiling=self.decode_tiling(replace(request, tiling=choice.tiling)))
+        if decoding.tiling != choice.tiling:  # what stays resident beside that decode
+            plan = memory.estimate(
+                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, choice.streaming
+            )
+        self.models.plan(memory.plan_residency(plan, sizes, budget, used))
+        return plan
+
+    def preload(self, request: GenerationRequest | None = None) -> list[str]:
+        """Read now what the planner keeps resident for `request` (default: the default 768x512x121 job), so
+        the first job does not pay for it. Returns the components loaded."""
+        nominal = GenerationRequest(prompt="preload", output_path=str(Path(tempfile.gettempdir()) / "preload.mp4"))
+        request = validate(request or nominal)
+        self.plan_residency(request)
+        _, gemma = read_gemma_config(Path(self.text_encoder_root))
+        shapes = {r.TEXT_PROCESSOR: (gemma.hidden_size, gemma.num_hidden_layers + 1)}  # as _encode_text asks
+        loaded = []
+        for name in sorted(self.models.keep - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}):  # they serve some modes only
+            # Each component's reads start before the next one is built: building overlaps reading.
+            self._borrow(name, shapes.get(name, ()), wait=False)
+            loaded.append(name)
+        mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])
+        for name in loaded:
+            self.models.give_back(name)
+        return loaded
+
+    def unload(self) -> None:
+        """Free everything the session holds: the resident components and the cached prompts."""
+        self.models.clear()
+        self.prompts.clear()
+
+    def prompt_key(self, request: GenerationRequest) -> tuple:
+        """Everything the text phase's output depends on (enhancement samples with the job's seed)."""
+        negative = (request.negative_prompt or DEFAULT_NEGATIVE_PROMPT) if self.variant == "dev" else None
+        enhanced = (request.seed, bool(request.keyframes)) if request.enhance_prompt else None
+        return (request.prompt, negative, enhanced, str(self.text_encoder_root), str(self.checkpoint.root),
+                str(self.dtype))  # fmt: skip
+
+    def _text(self, request: GenerationRequest, timer: Timer, emit: Emit, cancel: CancelToken):
+        """The text phase, from the session's prompt cache when this prompt was encoded before."""
+        key = self.prompt_key(request)
+        cached = self.prompts.get(key)
+        if cached is None:
+            prompt, contexts, negative = self._encode_text(request, timer, emit, cancel)
+            self.prompts.put(key, EncodedText(prompt, contexts, negative))
+            return prompt, contexts, negative
+        with timer.phase(Phase.TEXT_ENCODING, "cached"):
+            if request.enhance_prompt:
+                emit(events.EnhancedPrompt(cached.prompt))
+        return cached.prompt, cached.contexts, cached.negative
 
     # --- the job ----------------------------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, cancel: CancelToken | None = None, emit: Emit = events.ignore
+        self,
+        request: GenerationRequest,
+        cancel: CancelToken | None = None,
+        emit: Emit = events.ignore,
+        preview: PreviewOptions | None = None,
     ) -> events.Result:
         cancel = cancel or CancelToken()
         request = validate(request)
@@ -186,31 +305,40 @@ class Engine:
             emit(events.Warning(warning))
         for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
             emit(events.Warning(warning))
+        self._check_encoders(request)
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
-        # loading anything, naming what would fit.
-        choice = memory.choose(
-            self.checkpoint, self.text_encoder_root, request, self.dtype, self.quantize, memory.available_memory()
-        )
+        # loading anything, naming what would fit; then decides what stays resident after the job.
+        choice = self.choose_memory(request)
+        log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:
             emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
                                 "used as stored"))  # fmt: skip
+        self.plan_residency(request, choice)
+        if preview is not None:
+            preview = preview.validate()
         mx.reset_peak_memory()
         timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
-        prompt, contexts, negative = self._encode_text(request, timer, emit, cancel)
-        cancel.check()
-        images = self._encode_images(request, timer)
-        cancel.check()
-        encoded, soundtrack = self._encode_media(request, images, timer)
-        cancel.check()
-        video_latent, audio_latent = self._denoise(
-            request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming
-        )
-        del encoded, images
-        audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
+        try:
+            if preview is not None:
+                self._previewer = Previewer(preview, lambda: self._borrow(r.VIDEO_DECODER), emit, self.dtype)
+            prompt, contexts, negative = self._text(request, timer, emit, cancel)
+            cancel.check()
+            images = self._encode_images(request, timer)
+            cancel.check()
+            encoded, soundtrack = self._encode_media(request, images, timer)
+            cancel.check()
+            video_latent, audio_latent = self._denoise(
+                request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming
+            )
+            del encoded, images
+            audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
+        finally:  # a failed or cancelled job leaves only what the plan keeps
+            self._previewer = None
+            self.models.settle()
 
         return events.Result(
             video_path=request.output_path,
@@ -234,7 +362,7 @@ class Engine:
         prompt = request.prompt
         with timer.phase(Phase.TEXT_ENCODING):
             with timer.loading():
-                encoder = TextEncoder(self.text_encoder_root, self.dtype)
+                encoder = self._borrow(r.TEXT_ENCODER)
             warn = lambda message: emit(events.Warning(message))  # noqa: E731
             if request.enhance_prompt:
                 with timer.phase(Phase.PROMPT_ENHANCEMENT):
@@ -245,13 +373,14 @@ class Engine:
                 negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
                 encoded.append(encoder.encode(negative_prompt, check=cancel.check, warn=warn))
             hidden_size, states = encoder.hidden_size, encoder.num_states
-            encoder.release()
+            del encoder
+            self.models.give_back(r.TEXT_ENCODER)
             with timer.loading():
-                processor = load_text_processor(self.checkpoint, self.dtype, hidden_size, states)
+                processor = self._borrow(r.TEXT_PROCESSOR, (hidden_size, states))
             contexts = [processor(e.hidden_states.astype(self.dtype), e.attention_mask) for e in encoded]
             mx.eval(contexts)
             del processor, encoded
-            _free()
+            self.models.give_back(r.TEXT_PROCESSOR)
         negative = contexts[1][:2] if len(contexts) > 1 else None
         return prompt, contexts[0][:2], negative
 
@@ -264,7 +393,7 @@ class Engine:
         sizes = dict.fromkeys((int(request.height * st.scale), int(request.width * st.scale)) for st in layout)
         with timer.phase(Phase.IMAGE_ENCODING):
             with timer.loading():
-                encoder = load_video_encoder(self.checkpoint, self.dtype)
+                encoder = self._borrow(r.VIDEO_ENCODER)
             for size in sizes:
                 latents = []
                 for keyframe in request.keyframes:
@@ -273,7 +402,7 @@ class Engine:
                 mx.eval(latents)
                 encoded[size] = latents
             del encoder
-            _free()
+            self.models.give_back(r.VIDEO_ENCODER)
         return encoded
 
     def _encode_media(self, request: GenerationRequest, images, timer: Timer):
@@ -285,7 +414,7 @@ class Engine:
         soundtrack = None
         with timer.phase(Phase.SOURCE_ENCODING, "soundtrack" if request.mode == "a2v" else "source clip"):
             with timer.loading():
-                audio_encoder = load_audio_encoder(self.checkpoint) if request.audio else None
+                audio_encoder = self._borrow(r.AUDIO_ENCODER) if request.audio else None
             if request.mode == "a2v":
                 soundtrack = read_soundtrack(request.audio_input_path, request.audio_start, request.num_frames,
                                              request.fps)  # fmt: skip
@@ -294,7 +423,7 @@ class Engine:
                 encoded = replace(encoded, soundtrack=latent)
             else:
                 with timer.loading():
-                    video_encoder = load_video_encoder(self.checkpoint, self.dtype)
+                    video_encoder = self._borrow(r.VIDEO_ENCODER)
                 source = encode_source(request.source_path, video_encoder, audio_encoder, request.height,
                                        request.width, max_frames=request.source_frames)  # fmt: skip
                 mx.eval(source.video_latent, *([] if source.audio_latent is None else [source.audio_latent]))
@@ -304,18 +433,34 @@ class Engine:
                                    "runs.", path=request.source_path, field="source_path")  # fmt: skip
                 encoded = replace(encoded, source=source)
                 del video_encoder
-            del audio_encoder
-            _free()
+                self.models.give_back(r.VIDEO_ENCODER)
+            if audio_encoder is not None:
+                del audio_encoder
+                self.models.give_back(r.AUDIO_ENCODER)
         return encoded, soundtrack
+
+    def _check_encoders(self, request: GenerationRequest) -> None:
+        """Before any work: a mode that encodes media needs the checkpoint's VAE encoders (some conversions ship the
+        decoders only)."""
+        from ltx_backend.models.audio_vae import sanitize_encoder_key as audio_key
+        from ltx_backend.models.video_vae import sanitize_encoder_key as video_key
+
+        needed = []
+        if request.mode in SOURCE_MODES or request.keyframes:
+            needed.append(("video VAE encoder", ("vae_encoder", "vae"), video_key))
+        if request.mode in ("a2v", *SOURCE_MODES) and request.audio:
+            needed.append(("audio VAE encoder", ("audio_vae",), audio_key))
+        for what, names, sanitize in needed:
+            components = [self.checkpoint.component(n) for n in names if self.checkpoint.has(n)]
+            if not any(sanitize(key) for c in components for key in c.tensors):
+                raise LtxError(ErrorCode.WEIGHTS_MISSING_KEY, f"{self.checkpoint.root} has no {what}, which "
+                               f"{request.mode if request.mode != 't2v' else 'image conditioning'} needs",
+                               "Use a checkpoint that ships its VAE encoders (the official files do).",
+                               component=names[0])  # fmt: skip
 
     @property
     def _prequantized(self) -> bool:
         return bool(self.checkpoint.component("transformer").quantized_paths)
-
-    def _load_transformer(self, streaming: bool):
-        if streaming:  # LoRA hook: weights/lora.py passes block_transform= to fuse its deltas per block
-            return load_streamed_transformer(self.checkpoint, self.dtype)
-        return load_transformer(self.checkpoint, self.dtype, self.quantize)
 
     def _denoise(
         self, request, encoded: sp.Encoded, contexts, negative, keys, timer: Timer, emit: Emit, cancel: CancelToken,
@@ -325,19 +470,22 @@ class Engine:
         it refines one), applies its conditioning, noises them and runs its loop with its denoiser."""
         dtype = self.dtype
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._load_transformer(streaming)
-            if _dequantize_large_products():
-                dequantize_large_products(transformer)
+            transformer = self._borrow(r.TRANSFORMER, (streaming,))
         config = transformer.config
         audio_channels = config.audio_in_channels
         stg_block = min(STG_BLOCK[self.version], config.num_layers - 1)
         plans = sp.plan_stages(request, self.variant, self.version, stg_block, encoded, config.in_channels,
                                audio_channels, dtype)  # fmt: skip
+        sizes = {plan.number: plan.latent_size for plan in plans}
 
         def step_events(stage: int) -> Callable[[int, int], None]:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
                 cancel.check()
+                if self._previewer is not None:
+                    f, h, w = sizes[stage]
+                    with timer.part("preview"):
+                        self._previewer.write(stage, step, total, f * h * w, (f, h, w))
 
             return on_step
 
@@ -360,26 +508,28 @@ class Engine:
                 video_context, audio_context = contexts if audio is not None else (contexts[0], None)
                 stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
                                             compiled=_compile_blocks())  # fmt: skip
-                denoise = self._denoiser(plan, stage, negative)
+                denoise = self._tap(self._denoiser(plan, stage, negative))
                 loop = sp.LOOPS[plan.stage.stepper]
                 video, audio = loop(plan.stage.sigmas, video, audio, denoise, step_events(plan.number), request.seed)
                 del stage, denoise
             video_latent = s.tokens_to_video(video.output_latent, *plan.latent_size)
             audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
         del transformer
-        _free()
+        self.models.give_back(r.TRANSFORMER)
         return video_latent, audio_latent
 
     def _upsample(self, low_res: mx.array, timer: Timer) -> mx.array:
         """The x2 spatial upsample between the stages (in the latent space, with the decoder's channel statistics)."""
         with timer.phase(Phase.UPSAMPLE):
             with timer.loading():
-                upsampler = load_upsampler(self.checkpoint, "spatial_x2", self.dtype)
-                statistics = load_video_decoder(self.checkpoint, self.dtype).per_channel_statistics
+                upsampler = self._borrow(r.UPSAMPLER)
+                statistics = self._borrow(r.VIDEO_DECODER).per_channel_statistics
             high_res = upsample_latent(low_res.astype(self.dtype), upsampler, statistics)
             mx.eval(high_res)
             del upsampler, statistics
-            _free()
+            self.models.give_back(r.UPSAMPLER)
+            if self._previewer is None:  # previews decode with it during stage 2
+                self.models.give_back(r.VIDEO_DECODER)
         return high_res
 
     def _denoiser(self, plan: sp.StagePlan, stage: s.StageInputs, negative) -> s.DenoiseFn:
@@ -389,11 +539,16 @@ class Engine:
         negative_audio = negative[1] if plan.negative_audio else None  # a2v: the positive context in both passes
         return s.guided_denoiser(stage, negative[0], negative_audio, video_params, audio_params)
 
+    def _tap(self, denoise: s.DenoiseFn) -> s.DenoiseFn:
+        return denoise if self._previewer is None else self._previewer.tap(denoise)
+
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
         once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
         tiles = request.tiling == "auto" and tiling_for("auto", request.height, request.width, request.num_frames)
-        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, memory.available_memory()):
+        # The session's memory, resident models included: the same choice whatever stays resident (same bytes).
+        budget = memory.session_budget(self.models.nbytes)
+        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, budget):
             return "none"
         return request.tiling
 
@@ -423,16 +578,17 @@ class Engine:
             elif audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
-                        decoder, vocoder = load_audio_decoder(self.checkpoint), load_vocoder(self.checkpoint)
+                        decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)
                     wave, rate = decode_audio(audio_latent, decoder, vocoder)
                     wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
                     del decoder, vocoder
-                    _free()
+                    self.models.give_back(r.AUDIO_DECODER)
+                    self.models.give_back(r.VOCODER)
                     wav = write_wav(folder.path("a.wav"), wave, rate)
             cancel.check()
             with timer.phase(Phase.VIDEO_DECODE, detail):
                 with timer.loading():
-                    decoder = load_video_decoder(self.checkpoint, self.dtype)
+                    decoder = self._borrow(r.VIDEO_DECODER)
                 tiling = tiling_for(mode, request.height, request.width, request.num_frames)
                 latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
                 noise = None
@@ -440,12 +596,15 @@ class Engine:
                     noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
                 video = folder.path("v.mp4")
                 size = (request.width, request.height, request.fps)
-                with VideoWriter(video, *size, wav, atomic=False, check=cancel.check) as writer:
+                quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
+                with VideoWriter(video, *size, wav, quality, atomic=False, check=cancel.check) as writer:
                     for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
+                if quality.encoder not in ("auto", writer.encoder):
+                    emit(events.Warning(f"The {quality.encoder} encoder does not work here; used {writer.encoder}."))
                 del decoder
-                _free()
+                self.models.give_back(r.VIDEO_DECODER)
             outputs = {video: Path(request.output_path)}
             if wav is not None and request.audio_output_path:
                 outputs[wav] = Path(request.audio_output_path)

@@ -766,3 +766,102 @@ def _refuse(choice: MemoryChoice) -> None:
         streaming=choice.streaming,
         tiling=choice.tiling,
     )
+
+
+# --- residency: what a session keeps loaded between jobs ----------------------------------------------------------
+
+# The components each phase uses (pipeline/resident.py names them). The x2 upsample reads the video decoder's
+# per-channel statistics, so denoising borrows the decoder too (previews decode with it as well).
+PHASE_COMPONENTS = {
+    TEXT_ENCODING: ("text_encoder",),
+    CONNECTORS: ("text_processor",),
+    IMAGE_ENCODING: ("video_encoder",),
+    SOURCE_ENCODING: ("video_encoder", "audio_encoder"),  # a2v borrows the audio encoder only (a superset is safe)
+    DENOISING: ("transformer", "upsampler", "video_decoder"),
+    AUDIO_DECODE: ("audio_decoder", "vocoder"),
+    VIDEO_DECODE: ("video_decoder",),
+}
+# The components whose weights a phase's estimate counts (the upsampler and the decoder's statistics sit in the
+# denoising phase's working memory).
+PHASE_WEIGHTS = {**PHASE_COMPONENTS, DENOISING: ("transformer",)}
+# Given up first when not everything fits: the text encoder (the prompt cache skips it for repeated prompts and
+# it is the largest after the transformer), then the rest largest first (each frees the most memory).
+FIRST_TO_FREE = ("text_encoder",)
+
+
+def component_bytes(
+    ckpt: Checkpoint, text_encoder_root: str | Path | None, dtype: mx.Dtype | None, quantize: int | None = None
+) -> dict[str, int]:
+    """Loaded bytes of every component a session may hold, from the headers (as the phase estimates count them)."""
+    from ltx_backend.models.audio_vae import sanitize_decoder_key as audio_key
+    from ltx_backend.models.audio_vae import sanitize_encoder_key as audio_encoder_key
+    from ltx_backend.models.gemma3 import sanitize_gemma_key
+    from ltx_backend.models.text_connector import sanitize_processor_key
+    from ltx_backend.weights.gemma import gemma_component
+    from ltx_backend.weights.transformer import _text_component
+    from ltx_backend.weights.video import find_upscaler
+
+    itemsize = _itemsize(dtype)
+    sizes = {"transformer": _transformer_weights(ckpt, itemsize, quantize)[0]}
+    if text_encoder_root is not None:
+        sizes["text_encoder"] = _weight_bytes(gemma_component(Path(text_encoder_root)).tensors, itemsize,
+                                              sanitize_gemma_key)[0]  # fmt: skip
+    if ckpt.has("connector") or ckpt.has("transformer") or ckpt.has("text_embedding_projection"):
+        sizes["text_processor"] = _weight_bytes(_text_component(ckpt).tensors, itemsize, sanitize_processor_key)[0]
+    sizes["video_decoder"] = _video_decoder(ckpt, itemsize)[0]
+    sizes["video_encoder"] = _video_encoder(ckpt, itemsize)[0]
+    try:
+        source = find_upscaler(ckpt, "spatial_x2")
+    except LtxError:
+        source = None
+    if source is not None:
+        sizes["upsampler"] = _weight_bytes(source.component.tensors, itemsize)[0]
+    decoder, vocoder = _component(ckpt, "audio_vae"), _component(ckpt, "vocoder")
+    if decoder is not None:
+        sizes["audio_decoder"] = _weight_bytes(decoder.tensors, None, audio_key)[0]
+        sizes["audio_encoder"] = _weight_bytes(decoder.tensors, None, audio_encoder_key)[0]
+    if vocoder is not None:
+        sizes["vocoder"] = _weight_bytes(vocoder.tensors, None)[0]
+    return sizes
+
+
+def residency_peak(plan: MemoryPlan, sizes: dict[str, int], keep: set[str]) -> int:
+    """The job's peak when `keep` stays loaded throughout: the kept weights plus, for each phase, its own needs
+    less the kept components it uses (they are already counted)."""
+    resident = sum(sizes.get(name, 0) for name in keep)
+    peaks = [
+        resident + phase.total - sum(sizes.get(c, 0) for c in set(PHASE_WEIGHTS.get(name, ())) & keep)
+        for name, phase in plan.phases.items()
+    ]
+    return max(peaks, default=resident)
+
+
+def plan_residency(plan: MemoryPlan, sizes: dict[str, int], budget: int, used: set[str]) -> set[str]:
+    """Which of the components this job `used` may stay loaded within `budget` bytes (0: unknown, keep all).
+
+    Starts from all of them and gives them up one at a time (`FIRST_TO_FREE`, then the largest) until the peak
+    with the rest resident fits; with nothing kept the peak is the plan's own (today's phase-by-phase)."""
+    keep = set(used)
+    if budget <= 0:
+        return keep
+    order = [n for n in FIRST_TO_FREE if n in keep] + sorted(keep - set(FIRST_TO_FREE), key=lambda n: -sizes.get(n, 0))
+    for name in order:
+        if residency_peak(plan, sizes, keep) <= budget:
+            break
+        keep.discard(name)
+    return keep
+
+
+def used_components(plan: MemoryPlan) -> set[str]:
+    """The components the phases of `plan` borrow."""
+    return {c for name in plan.phases for c in PHASE_COMPONENTS.get(name, ())}
+
+
+def session_budget(resident_bytes: int) -> int:
+    """Bytes a session may hold at a job's peak: ``LTX_BACKEND_MEMORY_LIMIT_GB`` if set (the whole session's
+    limit), else what is available now plus what the session already holds (free memory excludes it)."""
+    override = _limit_override()
+    if override is not None:
+        return override
+    available = available_memory()
+    return available + resident_bytes if available > 0 else 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media.encoders import DEFAULT_CRF, DEFAULT_PRESET, ENCODERS, PRESETS
 from ltx_backend.media.image import read_image
 from ltx_backend.media.outputs import check_distinct, check_output_path
 from ltx_backend.media.video import ffmpeg_exe
@@ -68,6 +69,9 @@ class GenerationRequest:
     audio: bool = True
     tiling: str = "auto"
     memory: str = "auto"  # "auto": the planner decides; "low": stream the transformer's blocks from disk
+    video_encoder: str = "auto"  # auto: the platform's hardware H.264 encoder where it works, else libx264
+    video_crf: int = DEFAULT_CRF  # x264's constant-quality scale (hardware encoders get the nearest equivalent)
+    video_preset: str = DEFAULT_PRESET  # x264's speed preset
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
@@ -323,6 +327,16 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     if request.memory not in MEMORY_MODES:
         raise _invalid(
             "memory", f"unknown memory mode {request.memory!r}", f"Use {' or '.join(MEMORY_MODES)} (low: --low-ram)."
+        )
+    if request.video_encoder not in ENCODERS:
+        raise _invalid(
+            "video_encoder", f"unknown video encoder {request.video_encoder!r}", f"Use {', '.join(ENCODERS)}."
+        )
+    if not 0 <= request.video_crf <= 51:
+        raise _invalid("video_crf", f"video_crf {request.video_crf} is outside 0..51", "Use 18 (default) to 28.")
+    if request.video_preset not in PRESETS:
+        raise _invalid(
+            "video_preset", f"unknown video preset {request.video_preset!r}", f"Use one of {', '.join(PRESETS)}."
         )
     if request.steps is not None and not 1 <= request.steps <= 200:
         raise _invalid("steps", f"steps {request.steps} is outside 1..200", "Use 20 to 40 for dev checkpoints.")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.pipeline.engine import Cancelled, CancelToken
+from ltx_backend.pipeline.engine import CancelToken
 from ltx_backend.weights import resolve
+from ltx_backend.weights.cache import record_use
 
 QUANTIZE_BITS = (4, 8)
 _POLL_S = 0.05
@@ -29,7 +30,9 @@ def locate(name: str, what: str, cancel: CancelToken, emit: events.Emit) -> Path
 
     `what` is the request field (`model` or `text_encoder`), named in errors."""
     if name in resolve.TINY_MODELS and not Path(name).exists():
-        return resolve.resolve_model(name)
+        found = resolve.resolve_model(name)
+        record_use(found)
+        return found
     if not name.strip():
         raise _not_found(what, name, f"{what} is empty", "Give a Hugging Face repo id, a local directory or `tiny`.")
     path = Path(name).expanduser()
@@ -44,6 +47,7 @@ def locate(name: str, what: str, cancel: CancelToken, emit: events.Emit) -> Path
                              _PATH_HINT)  # fmt: skip
         if kind == "dir" and what == "model" and not _holds_checkpoint(path):
             raise _not_found(what, name, f"no checkpoint in {path.absolute()} (no .safetensors files)", _PATH_HINT)
+        record_use(path.absolute())
         return path.absolute()
     if not resolve.REPO_ID.match(name):
         hint = _PATH_HINT
@@ -51,23 +55,20 @@ def locate(name: str, what: str, cancel: CancelToken, emit: events.Emit) -> Path
             hint = f"Model names are case-sensitive: did you mean {name.lower()!r}?"
         raise _not_found(what, name, f"{what} {name!r}: no such file or directory, and not a repo id (org/name)", hint)
     cached = resolve.find_local(name)
-    return cached if cached is not None else download(name, cancel, emit)
+    found = cached if cached is not None else download(name, cancel, emit)
+    record_use(found)
+    return found
 
 
 def download(repo: str, cancel: CancelToken, emit: events.Emit) -> Path:
     """`download_model` on its own thread: a cancel returns at once (the thread stops at its next chunk)."""
     from ltx_backend.weights import download as downloads
 
-    def progress(event: events.Event) -> None:
-        if cancel.cancelled:
-            raise Cancelled()  # unwinds huggingface_hub's download threads at their next chunk
-        emit(event)
-
     outcome: dict[str, object] = {}
 
     def run() -> None:
-        try:
-            outcome["path"] = downloads.download_model(repo, emit=progress)
+        try:  # a cancel stops the fetch at its next chunk; the partial file stays for the next download
+            outcome["path"] = downloads.download_model(repo, emit=emit, check=cancel.check)
         except BaseException as exc:  # handed to the job's thread
             outcome["error"] = exc
 

@@ -28,6 +28,8 @@ class Load(Request, tag="load"):
     model: str = "tiny"
     text_encoder: str | None = None
     quantize: int | None = None
+    residency: str = "auto"  # which models stay loaded between jobs: auto (what fits), all, none
+    warmup: bool = False  # also run one tiny job now, so kernels are compiled before the first real job
 
 
 class Unload(Request, tag="unload"):
@@ -38,6 +40,12 @@ class KeyframeSpec(msgspec.Struct, forbid_unknown_fields=False):
     path: str
     frame_idx: int = 0  # an output (pixel) frame: 0 is the first frame
     strength: float = 1.0  # 1.0 keeps the image
+
+
+class PreviewSpec(msgspec.Struct, forbid_unknown_fields=False):
+    every: int = 2  # denoising steps between previews (and the last step of each stage)
+    max_side: int = 256  # the PNG's longer side at most
+    folder: str | None = None  # default: beside the output, "<output without .mp4>.previews/"
 
 
 class Generate(Request, tag="generate"):
@@ -55,9 +63,16 @@ class Generate(Request, tag="generate"):
     audio: bool = True
     tiling: str = "auto"
     memory: str = "auto"  # "low": stream the transformer's blocks from disk (the planner may choose it itself)
+    video_encoder: str = "auto"  # auto | libx264 | videotoolbox | nvenc (auto: hardware where it works)
+    video_crf: int = 18  # 0..51, x264's scale
+    video_preset: str = "medium"  # x264 speed preset
     audio_output_path: str | None = None
     enhance_prompt: bool = False
     round_dimensions: bool = False
+    log_file: str | None = None  # write this job's log here (default: a file in `serve --log-dir`, if given)
+    count: int = 1  # a batch: this many videos, seeds seed, seed+1, ...; outputs numbered name_1.mp4, name_2.mp4, ...
+    seeds: list[int] | None = None  # a batch with these seeds (one video each; count, if given, must match)
+    preview: PreviewSpec | None = None  # opt-in previews during denoising (`preview` messages)
     mode: str = "t2v"  # t2v | a2v | retake | extend | interpolate
     pipeline: str = "two-stage"  # two-stage | one-stage | hq | interpolate (t2v and interpolate)
     audio_input_path: str | None = None  # a2v: the soundtrack
@@ -79,9 +94,6 @@ class Status(Request, tag="status"):
 
 class Shutdown(Request, tag="shutdown"):
     pass
-
-
-HostMessage = ValidateEnv | Load | Unload | Generate | Cancel | Status | Shutdown
 
 
 # --- backend -> host ------------------------------------------------------------------------------------------
@@ -121,6 +133,11 @@ class EnvReport(Reply, tag="env-report"):
     cached_at: float = 0.0  # unix time the report was made (reports are reused for 5 minutes)
 
 
+class ResidentComponent(msgspec.Struct):
+    name: str  # text_encoder, text_processor, video_encoder, transformer, upsampler, audio_decoder, ...
+    bytes: int
+
+
 class Loaded(Reply, tag="loaded"):
     id: str | None
     job_id: str
@@ -131,6 +148,12 @@ class Loaded(Reply, tag="loaded"):
     variant: str
     quantization: dict | None  # as applied: the checkpoint's own, or the load-time `quantize` bits
     text_encoder: str
+    residency: str = "auto"
+    resident: list[ResidentComponent] = []  # what stays loaded between jobs now
+    resident_bytes: int = 0
+    memory_left_gb: float | None = None  # what the session may still use (None: unknown)
+    load_s: float = 0.0  # seconds this load spent reading weights (0: all were resident already)
+    warmup_s: float | None = None  # seconds the warm-up job took (None: no warm-up)
 
 
 class Unloaded(Reply, tag="unloaded"):
@@ -142,6 +165,7 @@ class Accepted(Reply, tag="accepted"):
     id: str | None
     job_id: str
     queue_position: int  # 0: starts now
+    batch_index: int | None = None  # a batch's jobs: 0, 1, ... (each its own job, cancellable on its own)
 
 
 class Progress(Reply, tag="progress", omit_defaults=True):  # absent fields do not apply to this event
@@ -156,6 +180,7 @@ class Progress(Reply, tag="progress", omit_defaults=True):  # absent fields do n
     total: int | None = None
     bytes: int | None = None
     total_bytes: int | None = None
+    speed: float | None = None  # download bytes per second
     message: str | None = None  # warnings and the enhanced prompt
 
 
@@ -183,6 +208,18 @@ class Result(Reply, tag="result"):
     timings: dict[str, float]
     peak_memory_gb: float
     warnings: list[str]
+    log_path: str | None = None  # the job's log file, when it has one
+
+
+class Preview(Reply, tag="preview"):
+    id: str | None
+    job_id: str
+    path: str  # a PNG
+    stage: int
+    step: int
+    frame: int  # the latent frame shown (0: the first)
+    width: int
+    height: int
 
 
 class Cancelled(Reply, tag="cancelled"):
@@ -205,6 +242,10 @@ class StatusReport(Reply, tag="status"):
     running: QueuedJob | None
     progress: float | None
     queue: list[QueuedJob]
+    residency: str | None = None
+    resident: list[ResidentComponent] = []
+    resident_bytes: int = 0
+    memory_left_gb: float | None = None
 
 
 class Error(Reply, tag="error"):
@@ -214,10 +255,124 @@ class Error(Reply, tag="error"):
     hint: str = ""
     job_id: str | None = None
     field: str | None = None
+    log_path: str | None = None  # the job's log file (with the traceback), when it has one
 
 
 class Bye(Reply, tag="bye"):
     id: str | None
+
+
+# --- model management (host -> backend) ----------------------------------------------------------------------
+
+
+class Models(Request, tag="models"):
+    pass
+
+
+class Download(Request, tag="download"):
+    repo: str = ""  # a Hugging Face repo id (org/name): an LTX model or a Gemma 3 text encoder
+    revision: str = "main"
+    files: list[str] | None = None  # glob patterns to fetch instead of the files a job needs
+
+
+class Delete(Request, tag="delete"):
+    model: str = ""  # a cached repo id, or `tiny` / `tiny-2.3`
+    revision: str | None = None  # one snapshot (a commit hash or a branch); None: the whole repo
+
+
+class Inspect(Request, tag="inspect"):
+    model: str = ""  # a local path, a cached repo id, or `tiny`
+    text_encoder: str | None = None  # also check this text encoder (default: the model's bundled one)
+
+
+HostMessage = ValidateEnv | Load | Unload | Generate | Cancel | Status | Shutdown | Models | Download | Delete | Inspect
+
+
+# --- model management (backend -> host) ----------------------------------------------------------------------
+
+
+class ProblemInfo(msgspec.Struct):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class CachedModel(msgspec.Struct):
+    name: str  # the repo id, or `tiny` / `tiny-2.3`
+    path: str
+    kind: str  # "ltx", "text_encoder" or "other"
+    size_bytes: int
+    complete: bool  # false: damaged or partly downloaded (`error` says how)
+    repo: str | None
+    revision: str | None
+    refs: list[str]
+    layout: str | None
+    model_version: str | None
+    quantization: dict | None
+    components: list[str]
+    text_encoder: str | None
+    last_used: float | None  # unix time this backend last loaded it (None: never)
+    error: ProblemInfo | None
+
+
+class ModelsReport(Reply, tag="models"):
+    id: str | None
+    cache: str
+    models: list[CachedModel]
+    total_bytes: int
+    free_bytes: int  # free space on the cache's disk
+
+
+class Downloaded(Reply, tag="downloaded"):
+    id: str | None
+    job_id: str
+    repo: str
+    revision: str
+    commit: str
+    path: str
+    kind: str
+    size_bytes: int  # of the files fetched for jobs
+    downloaded_bytes: int  # fetched by this job (the rest was cached, or resumed from a partial file)
+    skipped: list[str]  # repo files not fetched (duplicates, other variants, media, FP8/FP4/LoRA)
+    layout: str | None
+    model_version: str | None
+    quantization: dict | None
+    text_encoder: str | None
+
+
+class Deleted(Reply, tag="deleted"):
+    id: str | None
+    model: str
+    revision: str | None
+    paths: list[str]
+    freed_bytes: int
+
+
+class ComponentInfo(msgspec.Struct):
+    name: str
+    tensors: int
+    bytes: int
+    dtypes: dict[str, int]
+    quantization: dict | None
+    ok: bool  # its config builds a module whose every parameter has a tensor of the right shape and dtype
+    error: ProblemInfo | None
+
+
+class Inspected(Reply, tag="inspected"):
+    id: str | None
+    job_id: str
+    model: str
+    path: str
+    layout: str | None
+    model_version: str | None
+    variant: str | None
+    quantization: dict | None
+    config_sections: list[str]
+    components: list[ComponentInfo]
+    text_encoder: str | None
+    ok: bool  # everything a job loads would load (the same checks the loader runs, without reading tensors)
+    problems: list[ProblemInfo]
+    transformer_bits: dict[str, int] | None = None  # quantized transformers: layers per "<bits>-bit g<group>"
 
 
 BackendMessage = (
@@ -229,8 +384,13 @@ BackendMessage = (
     | Progress
     | Heartbeat
     | Result
+    | Preview
     | Cancelled
     | StatusReport
     | Error
     | Bye
+    | ModelsReport
+    | Downloaded
+    | Deleted
+    | Inspected
 )

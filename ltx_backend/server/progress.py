@@ -55,12 +55,16 @@ class ProgressTracker:
         elif isinstance(event, events.DownloadProgress):
             self.phase = Phase.DOWNLOAD.value
             extra = {"bytes": event.bytes, "total_bytes": event.total}
+            if event.speed is not None:
+                extra["speed"] = event.speed
             if event.total:  # a load job's fraction is its download's
                 self._advance(self._total * event.bytes / event.total)
+            if event.eta is not None or event.speed is not None:  # measured: better than the elapsed-time guess
+                extra["eta"] = event.eta
         elif isinstance(event, (events.Warning, events.EnhancedPrompt)):
             extra = {"message": event.message if isinstance(event, events.Warning) else event.prompt}
         elif isinstance(event, events.MemoryPlan):
-            extra = {"message": memory_plan_text(event)}
+            extra = {"message": event.text()}
         else:
             return None
         elapsed = self.elapsed
@@ -70,9 +74,3 @@ class ProgressTracker:
 
     def _advance(self, done: float) -> None:
         self.fraction = max(self.fraction, min(done / self._total, 1.0))
-
-
-def memory_plan_text(plan: events.MemoryPlan) -> str:
-    """One line for the planner's choice: ``memory plan: transformer streaming, tiling auto, peak ~6.1 GB: why``."""
-    text = f"memory plan: transformer {plan.transformer}, tiling {plan.tiling}, peak ~{plan.peak_gb:.1f} GB"
-    return text + ": " + "; ".join(plan.reasons)

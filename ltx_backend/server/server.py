@@ -31,14 +31,17 @@ import msgspec
 from ltx_backend import __version__, events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.pipeline.engine import Cancelled, CancelToken
-from ltx_backend.server import loading
+from ltx_backend.server import loading, management
 from ltx_backend.server import messages as m
 from ltx_backend.server.environment import EnvironmentCache
+from ltx_backend.server.joblog import JobLog
 from ltx_backend.server.lines import MAX_DEPTH, MAX_LINE_BYTES, LineReader, Oversized, too_deep
 from ltx_backend.server.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
-CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model"]
+CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
+                "models", "download", "delete", "inspect", "job-logs",
+                "residency", "prompt-cache", "batch", "preview", "warmup"]  # fmt: skip
 MODE_CAPABILITIES = ["a2v", "retake", "extend", "interpolate", "one-stage", "two-stage", "hq"]  # generate's modes
 CAPABILITIES += MODE_CAPABILITIES
 STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
@@ -48,11 +51,16 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 @dataclass
 class Job:
     job_id: str
-    request: m.Load | m.Unload | m.Generate
+    request: m.Load | m.Unload | m.Generate | m.Inspect | m.Download
     cancel: CancelToken = field(default_factory=CancelToken)
     generation: object = None  # the validated GenerationRequest
     warnings: list[str] = field(default_factory=list)
     ended: bool = False  # its terminal message was sent (guarded by the server's lock): nothing more about it
+    log: JobLog | None = None  # the job's own log file (`generate.log_file`, `serve --log-dir`)
+    last_sent: float = field(default_factory=time.monotonic)  # its last line (downloads' heartbeats use it)
+    started: float = field(default_factory=time.monotonic)
+    preview: object = None  # the job's PreviewOptions, when it asked for previews
+    batch_index: int | None = None
 
     @property
     def kind(self) -> str:
@@ -66,6 +74,7 @@ class Server:
         heartbeat_s: float = 5.0,
         progress_interval_s: float = 0.1,
         grace_s: float = STOP_GRACE_S,
+        log_dir: str | None = None,
     ) -> None:
         self._output = output
         self._lock = threading.Lock()
@@ -89,6 +98,8 @@ class Server:
         self._wake_fd: int | None = None  # written to wake the reader when a stop is requested from elsewhere
         self._worker = threading.Thread(target=self._work, name="ltx-worker", daemon=True)
         self._heartbeat = threading.Thread(target=self._beat, name="ltx-heartbeat", daemon=True)
+        self._log_dir = log_dir
+        self._downloads = management.DownloadLane(self._run_download, self._finish)
 
     # --- output ---------------------------------------------------------------------------------------------
 
@@ -98,6 +109,8 @@ class Server:
         with self._lock:
             if job is None or not job.ended:
                 self._write_locked(line)
+                if job is not None:
+                    job.last_sent = self._last_sent
 
     def _write_locked(self, line: bytes) -> None:
         if self._closed:
@@ -120,6 +133,8 @@ class Server:
                 return
             job.ended = True
             self._write_locked(line)
+        if job.log is not None:  # every terminal message ends the job's log, a queued job's cancel too
+            job.log.close(terminal)
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -135,6 +150,11 @@ class Server:
     def serve(self, stdin: BinaryIO) -> int:
         """Read lines until `shutdown`, EOF, a signal or a broken stdout; every accepted job ends first."""
         import mlx.core as mx
+
+        # Imported here, not first in the worker: an import there holds the lock the reader then waits on to answer
+        # a `generate` (its `accepted` would come late).
+        import ltx_backend.pipeline.engine
+        import ltx_backend.server.batch  # noqa: F401
 
         wake_read, self._wake_fd = os.pipe()
         os.set_blocking(wake_read, False)
@@ -179,6 +199,9 @@ class Server:
         if running is not None:  # still inside a long kernel: answer for it, and drop what it sends later
             log.warning("job %s did not stop within %.1f s; reporting it cancelled", running.job_id, self._grace_s)
             self._finish(running, m.Cancelled(running.request.id, running.job_id))
+        downloading = self._downloads.join(deadline)
+        if downloading is not None:  # inside a blocking read: its partial file stays for the next download
+            self._finish(downloading, m.Cancelled(downloading.request.id, downloading.job_id))
         if bye is not None:
             self.send(bye)
         with self._lock:
@@ -192,6 +215,7 @@ class Server:
             self._finish(job, m.Cancelled(job.request.id, job.job_id))
         if running is not None:
             running.cancel.cancel()
+        self._downloads.cancel_all()
 
     def handle_line(self, line: bytes | str | Oversized) -> m.Shutdown | None:
         """Answer one line (never raises); a `shutdown` is returned for the caller to act on."""
@@ -270,11 +294,29 @@ class Server:
         elif isinstance(request, m.ValidateEnv):
             self.send(self._environment.report(request))
         elif isinstance(request, m.Generate):
-            self._enqueue(self._prepare_generation(request))
+            from ltx_backend.server.batch import expand
+
+            jobs = [self._prepare_generation(one) for one in expand(request)]  # all valid before any is queued
+            for index, job in enumerate(jobs):
+                job.batch_index = index if len(jobs) > 1 or request.count > 1 or request.seeds else None
+                self._enqueue(job)
         elif isinstance(request, m.Load):
+            from ltx_backend.pipeline.resident import check_policy
+
             loading.check_quantize(request.quantize)
+            check_policy(request.residency)
             self._enqueue(Job(self._new_job_id(), request))
-        else:  # unload
+        elif isinstance(request, m.Models):
+            self.send(management.models_report(request))
+        elif isinstance(request, m.Delete):
+            self.send(management.delete(request, self._paths_in_use))
+        elif isinstance(request, m.Download):
+            management.check_download(request)
+            job = Job(self._new_job_id(), request)
+            self.send(m.Accepted(request.id, job.job_id, self._downloads.enqueue(job)))
+        else:  # unload, inspect
+            if isinstance(request, m.Inspect):
+                management.check_inspect(request)
             self._enqueue(Job(self._new_job_id(), request))
 
     def _new_job_id(self) -> str:
@@ -284,15 +326,18 @@ class Server:
         with self._lock:
             position = len(self._pending) + (self._running is not None)
             self._pending.append(job)
-        self.send(m.Accepted(job.request.id, job.job_id, position))
+        self.send(m.Accepted(job.request.id, job.job_id, position, job.batch_index))
         self._queue.put(job)
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
         from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+        from ltx_backend.server.batch import preview_options
 
         fields = msgspec.structs.asdict(request)
-        fields.pop("id")
+        for name in ("id", "count", "seeds", "preview"):
+            fields.pop(name)
+        log_file = fields.pop("log_file")
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
         window = request.retake_window
@@ -309,9 +354,15 @@ class Server:
             if isinstance(error.details.get("field"), str):
                 error.details["field"] = error.details["field"].replace(".frame_index", ".frame_idx")
             raise
-        return Job(self._new_job_id(), request, generation=generation, warnings=list(generation.warnings))
+        job_id = self._new_job_id()
+        job_log = JobLog.for_job(job_id, request, log_file, self._log_dir)  # an unwritable log refuses the job now
+        job = Job(job_id, request, generation=generation, warnings=list(generation.warnings), log=job_log)
+        job.preview = preview_options(request)
+        return job
 
     def _cancel(self, request: m.Cancel) -> None:
+        if request.job_id is not None and self._downloads.cancel(request.job_id):
+            return
         with self._lock:
             running = self._running
             target = request.job_id or (running.job_id if running else None)
@@ -347,7 +398,20 @@ class Server:
             brief(running) if running else None,
             tracker.fraction if tracker and running else None,
             [brief(job) for job in pending],
+            *self._residency(),
         )
+
+    def _residency(self) -> tuple[str | None, list[m.ResidentComponent], int, float | None]:
+        """(policy, resident components, their bytes, GB the session may still use) for `loaded` and `status`."""
+        from ltx_backend.pipeline import memory
+
+        engine = self._engine
+        if engine is None:
+            return None, [], 0, None
+        resident = [m.ResidentComponent(info.name, info.bytes) for info in engine.models.report()]
+        held = sum(component.bytes for component in resident)
+        budget = memory.session_budget(held)
+        return engine.models.policy, resident, held, round((budget - held) / 1e9, 3) if budget else None
 
     # --- the worker -----------------------------------------------------------------------------------------
 
@@ -361,7 +425,11 @@ class Server:
                     continue  # cancelled while queued (a stop cancels every queued job)
                 self._pending.remove(job)
                 self._running = job
+            if job.log is not None:
+                job.log.start()
             terminal = self._run(job)
+            if job.log is not None and isinstance(terminal, (m.Result, m.Error)):
+                terminal.log_path = str(job.log.path)
             self._finish(job, terminal)
 
     def _run(self, job: Job) -> m.Reply:
@@ -373,10 +441,14 @@ class Server:
             if isinstance(request, m.Unload):
                 self._unload()
                 return m.Unloaded(request.id, job.job_id)
+            if isinstance(request, m.Inspect):
+                return management.inspect(request, job.job_id)
             return self._generate(job)
         except Cancelled:
             return m.Cancelled(request.id, job.job_id)
         except Exception as exc:
+            if job.log is not None:
+                job.log.failure()
             if job.cancel.cancelled and not isinstance(exc, LtxError):
                 return m.Cancelled(request.id, job.job_id)  # a cancel that surfaced as another exception
             return _error_reply(request.id, exc, job.job_id, f"job {job.job_id}")
@@ -385,9 +457,12 @@ class Server:
         """Find the model (downloading a missing repo id), check its layout, then the text encoder; the loaded
         model is replaced only once the new one opened, so a failed or cancelled load keeps it."""
         from ltx_backend.pipeline.engine import DEFAULT_TEXT_ENCODER, Engine
+        from ltx_backend.pipeline.resident import check_policy
+        from ltx_backend.pipeline.warmup import warmup
         from ltx_backend.weights.checkpoint import open_checkpoint
 
         request = job.request
+        policy = check_policy(request.residency)
         key = (request.model, request.text_encoder, request.quantize)
         if self._engine is None or self._engine_key != key:  # idempotent; another model replaces the old one
             tracker = ProgressTracker(None)
@@ -407,11 +482,22 @@ class Server:
             if request.quantize is not None and stored is not None:
                 emit(events.Warning(f"quantize {request.quantize} has no effect: {request.model} is stored "
                                     f"{stored['bits']}-bit quantized and loads as stored"))  # fmt: skip
-            engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
-            job.cancel.check()
-            self._unload()
-            self._engine, self._engine_key = engine, key
+            if self._engine is not None and self._engine_key[0] == request.model:
+                # Same model: only the components the new text encoder or quantization changes reload.
+                self._engine.reconfigure(encoder_dir, request.quantize)
+            else:
+                engine = Engine(model_dir, encoder_dir, quantize=request.quantize)
+                job.cancel.check()
+                self._unload()
+                self._engine = engine
+            self._engine_key = key
         engine = self._engine
+        engine.models.policy = policy
+        start = time.perf_counter()
+        engine.preload()  # `load` really loads: what the planner keeps resident is read now
+        load_s = round(time.perf_counter() - start, 3)
+        warmup_s = round(warmup(engine), 3) if request.warmup else None
+        _, resident, held, left = self._residency()
         return m.Loaded(
             id=request.id,
             job_id=job.job_id,
@@ -422,6 +508,12 @@ class Server:
             variant=engine.variant,
             quantization=loading.applied_quantization(engine.checkpoint, engine.quantize),
             text_encoder=str(engine.text_encoder_root),
+            residency=policy,
+            resident=resident,
+            resident_bytes=held,
+            memory_left_gb=left,
+            load_s=load_s,
+            warmup_s=warmup_s,
         )
 
     def _unload(self) -> None:
@@ -429,6 +521,8 @@ class Server:
 
         import mlx.core as mx
 
+        if self._engine is not None:
+            self._engine.unload()
         self._engine, self._engine_key = None, None
         gc.collect()
         mx.clear_cache()
@@ -442,7 +536,7 @@ class Server:
         emit = self._progress_sink(job, tracker)
         for warning in job.warnings:
             emit(events.Warning(warning))
-        result = self._engine.generate(job.generation, job.cancel, emit)
+        result = self._engine.generate(job.generation, job.cancel, emit, job.preview)
         self.send(m.Progress(job.request.id, job.job_id, "done", 1.0, round(tracker.elapsed, 2), 0.0), job)
         fields = {**msgspec.structs.asdict(result), "steps": list(result.steps)}
         return m.Result(id=job.request.id, job_id=job.job_id, warnings=job.warnings, **fields)
@@ -451,6 +545,11 @@ class Server:
         last = [0.0]
 
         def emit(event: events.Event) -> None:
+            if job.log is not None:
+                job.log.event(event)
+            if isinstance(event, events.Preview):
+                self.send(m.Preview(job.request.id, job.job_id, **msgspec.structs.asdict(event)), job)
+                return
             update = tracker.update(event)
             if update is None:
                 return
@@ -464,6 +563,47 @@ class Server:
 
         return emit
 
+    def _run_download(self, job: Job) -> m.Reply:
+        """A download job (on the download lane's thread); its terminal message."""
+        emit = self._progress_sink(job, ProgressTracker(None))
+        try:
+            return management.run_download(job.request, job.job_id, job.cancel.check, emit)
+        except Cancelled:
+            return m.Cancelled(job.request.id, job.job_id)
+        except Exception as exc:
+            if job.cancel.cancelled and not isinstance(exc, LtxError):
+                return m.Cancelled(job.request.id, job.job_id)
+            return _error_reply(job.request.id, exc, job.job_id, f"job {job.job_id}")
+
+    def _paths_in_use(self) -> dict[Path, str]:
+        """Model folders that `delete` must not remove: the loaded ones, and those of queued or running jobs."""
+        from ltx_backend.tiny import tiny_model_dir
+        from ltx_backend.weights.resolve import TINY_MODELS, find_local, hub_cache_dir
+
+        used: dict[Path, str] = {}
+        engine = self._engine
+        if engine is not None:
+            used[Path(engine.checkpoint.root).absolute()] = "loaded"
+            used[Path(engine.text_encoder_root).absolute()] = "loaded (its text encoder)"
+        with self._lock:
+            jobs = ([self._running] if self._running is not None else []) + list(self._pending)
+        for job in jobs + self._downloads.jobs():
+            request = job.request
+            if isinstance(request, m.Download):
+                repo_dir = hub_cache_dir() / ("models--" + request.repo.replace("/", "--"))
+                used[repo_dir] = f"being downloaded by job {job.job_id}"
+                continue
+            for name in (getattr(request, "model", None), getattr(request, "text_encoder", None)):
+                if not name:
+                    continue
+                if name in TINY_MODELS:
+                    path = tiny_model_dir("2.0" if name == "tiny" else name.removeprefix("tiny-"))
+                else:
+                    path = find_local(name)
+                if path is not None:
+                    used[Path(path).absolute()] = f"used by the queued {job.kind} job {job.job_id}"
+        return used
+
     def _beat(self) -> None:
         while not self._stop_requested.wait(self._heartbeat_s / 4):
             with self._lock:
@@ -472,6 +612,11 @@ class Server:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
                 self.send(m.Heartbeat(running.request.id, running.job_id, phase, round(elapsed, 2)), running)
+            download = self._downloads.running
+            if download is not None and time.monotonic() - download.last_sent >= self._heartbeat_s:
+                # A stalled download says so: no bytes came for a while, but the job is alive (and cancellable).
+                elapsed = time.monotonic() - download.started
+                self.send(m.Heartbeat(download.request.id, download.job_id, "download", round(elapsed, 2)), download)
 
 
 def _error_reply(request_id: str | None, exc: Exception, job_id: str | None, what: str) -> m.Error:
@@ -504,7 +649,8 @@ _PARSE_HINT = "Send one JSON object per line, UTF-8, terminated by a newline."
 _PARAMS_HINT = "Check the field types against protocol/PROTOCOL.md."
 _LIMITS_HINT = f"A line may hold at most {MAX_LINE_BYTES} bytes and nest at most {MAX_DEPTH} levels."
 _JSON_KINDS = {b"[": "an array", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
-_TYPES = ("validate-env", "load", "unload", "generate", "cancel", "status", "shutdown")
+_TYPES = ("validate-env", "load", "unload", "generate", "cancel", "status", "shutdown", "models", "download", "delete",
+          "inspect")  # fmt: skip
 
 
 def _main_thread() -> bool:
@@ -547,7 +693,19 @@ def open_log(log_file: str | None) -> list[logging.Handler]:
     return handlers
 
 
-def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
+def _check_log_dir(log_dir: str | None) -> None:
+    """`serve --log-dir`: created now, so an unusable folder stops the server before `ready`."""
+    if not log_dir:
+        return
+    try:
+        Path(log_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise LtxError(ErrorCode.OUTPUT_WRITE_FAILED, f"cannot create the job log folder {log_dir}: {exc}",
+                       "Pass a --log-dir in a writable place, or leave the option out.", field="--log-dir",
+                       path=log_dir) from exc  # fmt: skip
+
+
+def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0, log_dir: str | None = None) -> int:
     """Take over the process's stdio: protocol lines on the real stdout, everything else on stderr.
 
     A log file that cannot be opened is reported before `ready`: one `error` line, and exit status 2."""
@@ -558,6 +716,7 @@ def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
     sys.stdout = sys.stderr
     try:
         handlers = open_log(log_file)
+        _check_log_dir(log_dir)
     except LtxError as error:
         sys.stderr.write(f"error [{error.code.value}]: {error.message}\n  hint: {error.hint}\n")
         with contextlib.suppress(OSError):
@@ -565,7 +724,10 @@ def run_stdio(log_file: str | None = None, heartbeat_s: float = 5.0) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
-    code = Server(protocol_out, heartbeat_s=heartbeat_s).serve(stdin)
+    from ltx_backend.pipeline.warmup import use_persistent_kernel_cache
+
+    use_persistent_kernel_cache()  # before MLX compiles anything
+    code = Server(protocol_out, heartbeat_s=heartbeat_s, log_dir=log_dir).serve(stdin)
     # Leave without interpreter teardown: a worker still inside an MLX kernel cannot be joined, and MLX's
     # thread-local state from the worker aborts ("terminate called") in static destructors at normal exit.
     logging.shutdown()

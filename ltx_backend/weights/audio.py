@@ -13,7 +13,7 @@ from ltx_backend.models.audio_vae import (
 )
 from ltx_backend.models.bwe import BWEConfig, VocoderWithBWE, sanitize_bwe_key
 from ltx_backend.models.vocoder import LTX2_VOCODER_SECTION, Vocoder, VocoderConfig
-from ltx_backend.weights.checkpoint import Checkpoint
+from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.load import build_from_config, load_module
 
 
@@ -33,9 +33,14 @@ def build_vocoder(ckpt: Checkpoint) -> Vocoder | VocoderWithBWE:
     return build_from_config(ckpt, "vocoder", build)
 
 
-def load_audio_decoder(ckpt: Checkpoint, dtype: mx.Dtype | None = None) -> AudioDecoder:
+def prepare_audio_decoder(ckpt: Checkpoint) -> tuple[AudioDecoder, Component]:
     decoder = build_from_config(ckpt, "audio_vae", lambda: AudioDecoder(audio_vae_config(ckpt)))
-    load_module(decoder, ckpt.component("audio_vae"), sanitize_decoder_key, dtype)
+    return decoder, ckpt.component("audio_vae")
+
+
+def load_audio_decoder(ckpt: Checkpoint, dtype: mx.Dtype | None = None) -> AudioDecoder:
+    decoder, component = prepare_audio_decoder(ckpt)
+    load_module(decoder, component, sanitize_decoder_key, dtype)
     return decoder
 
 

@@ -40,9 +40,14 @@ class ModelEntry:
     components: list[str] = field(default_factory=list)  # LTX components
     text_encoder: str | None = None  # LTX: a bundled Gemma 3 text encoder folder, relative to `path`
     error: dict | None = None  # {"code", "message", "hint"} when the entry is damaged or unreadable
+    last_used: float | None = None  # unix time a job last loaded it (`record_use`); None: never
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "complete": self.complete}
 
 
 def repo_id_from_folder(name: str) -> str | None:
@@ -243,17 +248,141 @@ def scan_hub_cache(cache: Path | None = None) -> list[ModelEntry]:
     return entries
 
 
+def _usage_file() -> Path:
+    from ltx_backend.tiny import tiny_model_dir
+
+    return tiny_model_dir().parent / "usage.json"
+
+
+def _read_usage() -> dict[str, float]:
+    try:
+        value = json.loads(_usage_file().read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return (
+        {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else {}
+    )
+
+
+def record_use(path: str | Path) -> None:
+    """Note that a job loaded the model at `path` now (for the `last_used` of `models`); best effort."""
+    import time
+
+    usage = _read_usage()
+    usage[str(Path(path).absolute())] = round(time.time(), 3)
+    target = _usage_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(usage, indent=1, sort_keys=True))
+        os.replace(temporary, target)
+    except OSError:
+        pass  # a read-only home must not fail a job
+
+
+def tiny_entries() -> list[ModelEntry]:
+    """The built-in tiny models that were written (``tiny``, ``tiny-2.3``)."""
+    from ltx_backend.tiny import NAME, VERSIONS, tiny_model_dir
+
+    entries = []
+    for version in VERSIONS:
+        folder = tiny_model_dir(version)
+        if (folder / "config.json").exists():
+            entries.append(describe_model(folder, NAME if version == "2.0" else f"{NAME}-{version}"))
+    return entries
+
+
 def list_models() -> dict:
-    """The ``ltx-backend models`` report: the hub cache's models and the tiny models, if they were written."""
-    from ltx_backend.tiny import NAME, tiny_model_dir
+    """The ``ltx-backend models`` report: the hub cache's models and the tiny models that were written."""
     from ltx_backend.weights.resolve import hub_cache_dir
 
     cache = hub_cache_dir()
-    entries = scan_hub_cache(cache)
-    for version in ("2.0", "2.3"):  # tiny (unified layout) and tiny-2.3 (split layout), once written
-        tiny = tiny_model_dir(version)
-        if (tiny / "config.json").exists():
-            entries.append(describe_model(tiny, NAME if version == "2.0" else f"{NAME}-{version}"))
+    entries = scan_hub_cache(cache) + tiny_entries()
+    usage = _read_usage()
+    for entry in entries:
+        entry.last_used = usage.get(str(Path(entry.path).absolute()))
     seen: set[tuple[int, int]] = set()  # snapshots of one repo share blobs: the total counts each blob once
     total = sum(disk_size(Path(entry.path), seen) for entry in entries)
     return {"cache": str(cache), "models": [entry.to_dict() for entry in entries], "total_bytes": total}
+
+
+@dataclass
+class Deletion:
+    """What `delete_model` would remove (or removed): folders and files, and the bytes that frees."""
+
+    name: str
+    revision: str | None
+    paths: list[Path]
+    freed_bytes: int
+    snapshots: list[Path]  # the snapshot folders (or tiny model folder) that stop existing: jobs must not use them
+
+
+def plan_deletion(name: str, revision: str | None = None) -> Deletion:
+    """What deleting `name` (a cached repo id, or a tiny model) at `revision` (None: every revision) removes.
+
+    A snapshot's blobs that another snapshot of the repo still links to are kept (and not counted as freed)."""
+    from ltx_backend.tiny import NAME, tiny_model_dir
+    from ltx_backend.weights.resolve import COMMIT, REPO_ID, TINY_MODELS, hub_cache_dir
+
+    if name in TINY_MODELS:
+        folder = tiny_model_dir("2.0" if name == NAME else name.removeprefix(f"{NAME}-"))
+        if not folder.is_dir():
+            raise _not_cached(name, "it was never written (it is written on first use)")
+        return Deletion(name, None, [folder], disk_size(folder), [folder])
+    if not REPO_ID.match(name):
+        raise LtxError(
+            ErrorCode.INVALID_PARAMS,
+            f"{name!r} is not a cached model name: only repo ids (org/name) in the model cache and the tiny models "
+            "can be deleted",
+            "Give the repo id `models` lists; folders outside the cache are yours to remove.",
+            field="model",
+        )
+    repo_dir = hub_cache_dir() / ("models--" + name.replace("/", "--"))
+    if not repo_dir.is_dir():
+        raise _not_cached(name, f"it is not in the model cache {hub_cache_dir()}")
+    snapshots_dir = repo_dir / "snapshots"
+    every = sorted(p for p in snapshots_dir.iterdir() if p.is_dir()) if snapshots_dir.is_dir() else []
+    if revision is None:
+        return Deletion(name, None, [repo_dir], disk_size(repo_dir), every)
+    commit = revision if COMMIT.match(revision) else None
+    if commit is None:
+        try:
+            commit = (repo_dir / "refs" / revision).read_text().strip()
+        except OSError:
+            raise _not_cached(name, f"it has no revision {revision!r} in the cache") from None
+    doomed = snapshots_dir / commit
+    if not doomed.is_dir():
+        raise _not_cached(name, f"it has no snapshot {commit} in the cache")
+    kept: set[tuple[int, int]] = set()
+    for other in every:
+        if other != doomed:
+            disk_size(other, kept)  # marks the blobs the other snapshots use
+    blobs = []
+    for link in _files(doomed):
+        try:
+            target, stat = link.resolve(), link.stat()
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) not in kept:
+            kept.add((stat.st_dev, stat.st_ino))
+            blobs.append((target, stat.st_size))
+    refs = [path for path in _files(repo_dir / "refs") if path.read_text().strip() == commit]
+    paths = [doomed, *[target for target, _ in blobs], *refs]
+    return Deletion(name, revision, paths, sum(size for _, size in blobs), [doomed])
+
+
+def delete_model(deletion: Deletion) -> int:
+    """Remove what `plan_deletion` found; the bytes freed."""
+    import shutil
+
+    for path in deletion.paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return deletion.freed_bytes
+
+
+def _not_cached(name: str, why: str) -> LtxError:
+    return LtxError(ErrorCode.MODEL_NOT_FOUND, f"cannot delete {name}: {why}", "See `models` for what is cached.",
+                    field="model", model=name)  # fmt: skip

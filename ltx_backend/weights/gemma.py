@@ -66,6 +66,13 @@ def gemma_component(root: Path) -> Component:
 
 def load_gemma(root: str | Path, dtype: mx.Dtype | None = None) -> Gemma3TextModel:
     """The Gemma 3 language model of a repo directory, pre-quantized layers as stored."""
+    model, component = prepare_gemma(root)
+    load_module(model, component, sanitize_gemma_key, dtype)
+    return model
+
+
+def prepare_gemma(root: str | Path) -> tuple[Gemma3TextModel, Component]:
+    """The language model built from config.json (no weights yet), stored-quantized layers swapped, its tensors."""
     root = Path(root)
     raw, config = read_gemma_config(root)
     model = Gemma3TextModel(config)
@@ -74,5 +81,4 @@ def load_gemma(root: str | Path, dtype: mx.Dtype | None = None) -> Gemma3TextMod
         quantization = raw.get("quantization") or raw.get("quantization_config") or {}
         bits, group = int(quantization.get("bits", 4)), int(quantization.get("group_size", 64))
         quantize_like(model, component, sanitize_gemma_key, bits, group)
-    load_module(model, component, sanitize_gemma_key, dtype)
-    return model
+    return model, component

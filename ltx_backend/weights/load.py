@@ -59,4 +59,6 @@ def load_module(
     """
     plan = plan_module(module, component, sanitize)
     module.load_weights(plan.materialize(component.read, dtype), strict=True)
+    for file in component.files.values():
+        file.release()
     return plan

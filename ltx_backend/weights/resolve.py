@@ -14,6 +14,7 @@ from pathlib import Path
 from ltx_backend.errors import ErrorCode, LtxError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 TINY_MODELS = ("tiny", "tiny-2.3")  # the built-in random-weight models, written on demand
 
 
@@ -24,15 +25,27 @@ def hub_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
-def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
-    """The local snapshot directory of `repo_id` in the hub cache, or None if it was never downloaded."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def hub_endpoint() -> str:
+    """The Hub's URL: ``HF_ENDPOINT`` (a mirror, or a test's local server) read now, else huggingface.co."""
+    from huggingface_hub import constants
 
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        return None
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
+    """The local snapshot directory of `repo_id` in the hub cache, or None if it was never downloaded.
+
+    Read the way huggingface_hub reads its cache offline (``refs/<revision>`` names the commit, unless `revision`
+    is one), without its tree-listing check: a download that chose only the files a job needs is complete."""
+    repo_dir = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    commit = revision
+    if not COMMIT.match(revision):
+        try:
+            commit = (repo_dir / "refs" / revision).read_text().strip()
+        except (OSError, ValueError):
+            return None
+    snapshot = repo_dir / "snapshots" / commit
+    return snapshot if commit and snapshot.is_dir() else None
 
 
 def resolve_model(model: str, revision: str = "main") -> Path:

@@ -76,6 +76,11 @@ class SafetensorsFile:
                 raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, hint, file=str(self.path)) from exc
         return self._arrays[name]
 
+    def release(self) -> None:
+        """Forget the arrays handed out: once a module holds them, only the module keeps their bytes alive (this
+        file's dict would otherwise hold every tensor ever evaluated until the checkpoint itself is dropped)."""
+        self._arrays = None
+
 
 def _corrupt(path: Path, what: str) -> LtxError:
     return LtxError(ErrorCode.CHECKPOINT_CORRUPT, f"{path}: {what}", _corrupt_hint(path), file=str(path))

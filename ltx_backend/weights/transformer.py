@@ -62,6 +62,15 @@ def quantizable_layer(path: str, module: nn.Module) -> bool:
     return path.endswith(QUANTIZED_SUFFIXES) and module.weight.shape[1] % GROUP_SIZE == 0
 
 
+def prepare_transformer(ckpt: Checkpoint) -> tuple[LTXModel, Component]:
+    """The denoiser built from the config (no weights yet), stored-quantized layers swapped, and its tensors."""
+    section = transformer_section(ckpt)
+    model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
+    component = ckpt.component("transformer")
+    quantize_by_shapes(model, component, sanitize_transformer_key)  # each layer as stored: uniform or mixed bits
+    return model, component
+
+
 def load_transformer(
     ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None, loras: Sequence[LoraSpec] = ()
 ) -> LTXModel:
@@ -71,10 +80,7 @@ def load_transformer(
     layers) and before the q/k/v projections are stacked."""
     if quantize is not None and quantize not in QUANTIZATION_BITS:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"quantize must be 4 or 8, not {quantize}", "Use 4 or 8 (or none).")
-    section = transformer_section(ckpt)
-    model = build_from_config(ckpt, "transformer", lambda: LTXModel(TransformerConfig.from_section(section)))
-    component = ckpt.component("transformer")
-    quantize_by_shapes(model, component, sanitize_transformer_key)  # each layer as stored: uniform or mixed bits
+    model, component = prepare_transformer(ckpt)
     load_module(model, component, sanitize_transformer_key, dtype)
     apply_loras(model, loras)
     if quantize is not None and not component.quantized_paths:
@@ -128,7 +134,15 @@ def load_text_processor(
     gemma_layers: int = GEMMA_12B_LAYERS,
 ) -> TextEmbeddingsProcessor:
     """Feature extractor + video/audio connectors for a text encoder with that many layers of that width."""
+    processor, component = prepare_text_processor(ckpt, gemma_hidden, gemma_layers)
+    load_module(processor, component, sanitize_processor_key, dtype)
+    return processor
+
+
+def prepare_text_processor(
+    ckpt: Checkpoint, gemma_hidden: int = GEMMA_12B_HIDDEN, gemma_layers: int = GEMMA_12B_LAYERS
+) -> tuple[TextEmbeddingsProcessor, Component]:
+    """The connectors built from the config (no weights yet) and their tensors."""
     config = text_processor_config(ckpt, gemma_hidden, gemma_layers)
     processor = build_from_config(ckpt, "transformer", lambda: TextEmbeddingsProcessor(config))
-    load_module(processor, _text_component(ckpt), sanitize_processor_key, dtype)
-    return processor
+    return processor, _text_component(ckpt)

@@ -34,15 +34,25 @@ def _vae_component(ckpt: Checkpoint, name: str) -> Component:
     return ckpt.component(name if ckpt.has(name) else "vae")
 
 
-def load_video_decoder(ckpt: Checkpoint, dtype: mx.Dtype | None = None) -> VideoDecoder:
+def prepare_video_decoder(ckpt: Checkpoint) -> tuple[VideoDecoder, Component]:
     decoder = build_from_config(ckpt, "vae", lambda: VideoDecoder(video_vae_config(ckpt)))
-    load_module(decoder, _vae_component(ckpt, "vae_decoder"), _decoder_key, dtype)
+    return decoder, _vae_component(ckpt, "vae_decoder")
+
+
+def prepare_video_encoder(ckpt: Checkpoint) -> tuple[VideoEncoder, Component]:
+    encoder = build_from_config(ckpt, "vae", lambda: VideoEncoder(video_vae_config(ckpt)))
+    return encoder, _vae_component(ckpt, "vae_encoder")
+
+
+def load_video_decoder(ckpt: Checkpoint, dtype: mx.Dtype | None = None) -> VideoDecoder:
+    decoder, component = prepare_video_decoder(ckpt)
+    load_module(decoder, component, _decoder_key, dtype)
     return decoder
 
 
 def load_video_encoder(ckpt: Checkpoint, dtype: mx.Dtype | None = None) -> VideoEncoder:
-    encoder = build_from_config(ckpt, "vae", lambda: VideoEncoder(video_vae_config(ckpt)))
-    load_module(encoder, _vae_component(ckpt, "vae_encoder"), _encoder_key, dtype)
+    encoder, component = prepare_video_encoder(ckpt)
+    load_module(encoder, component, _encoder_key, dtype)
     return encoder
 
 
@@ -83,6 +93,12 @@ def _parse(raw: str | None, path: Path) -> dict | None:
 
 
 def load_upsampler(ckpt: Checkpoint, kind: str = "spatial_x2", dtype: mx.Dtype | None = None) -> LatentUpsampler:
+    upsampler, component = prepare_upsampler(ckpt, kind)
+    load_module(upsampler, component, dtype=dtype)
+    return upsampler
+
+
+def prepare_upsampler(ckpt: Checkpoint, kind: str = "spatial_x2") -> tuple[LatentUpsampler, Component]:
     source = find_upscaler(ckpt, kind)
     if source is None:
         raise LtxError(
@@ -97,6 +113,4 @@ def load_upsampler(ckpt: Checkpoint, kind: str = "spatial_x2", dtype: mx.Dtype |
         config = UpsamplerConfig.from_config(source.config) if source.config else UpsamplerConfig.from_weights(shapes)
         return LatentUpsampler(config)
 
-    upsampler = build_from_config(ckpt, f"{kind} upscaler", build)
-    load_module(upsampler, source.component, dtype=dtype)
-    return upsampler
+    return build_from_config(ckpt, f"{kind} upscaler", build), source.component

@@ -47,7 +47,8 @@ verbatim, and:
 * ``tensors`` (bf16) and ``tensors_4bit``: every key, with both layer stacks compressed to layers 0 and 1 exactly as
   the transformer blocks above (``GEMMA_LAYER_KEY`` tells the stacks' keys; `load_gemma_manifest` expands them).
 
-Run from the repository root (the manifests directory defaults to ``../shared/reference/manifests``):
+Run from the repository root. Provenance: the full manifests were handed to the project outside this repository
+(by default the script looks for them in ``../shared/reference/manifests``); only their extracts are committed:
 
     .venv/bin/python tests/reference/extract_manifests.py [MANIFEST_DIR]
 """

@@ -642,7 +642,8 @@ def make_references() -> tuple[dict[str, torch.Tensor], dict[str, tuple[LTXModel
 
 # ---------------------------------------------------------------------------
 # Self-checks: the official files load back into ltx-core and reproduce the references; the MLX files hold the same
-# tensors; key names follow the real manifests (when ../shared/reference/manifests is there).
+# tensors; key names follow the real manifests (provenance: the full manifests live outside this repository, see
+# MANIFEST_DIR; the check is skipped without them).
 # ---------------------------------------------------------------------------
 
 
