@@ -6,6 +6,10 @@ Per stage the engine: builds the video state (`StagePlan.video_state`, from the 
 where the stage refines one), applies `video_conditioning` in order (images / keyframes; more steps slot in here,
 e.g. an IC-LoRA reference video), noises it to the stage's first sigma, builds and noises the audio state, then
 runs `LOOPS[stage.stepper]` with a simple or a guided denoiser. What each mode builds is in pipeline/modes.py.
+
+Extension points: another conditioning item for some stages (e.g. IC-LoRA's reference video in stage 1) is one more
+function in that stage's `video_conditioning`, added in `plan_stages` from what `Encoded` carries; another stage
+loop (e.g. an ancestral stage 1) is a `LOOPS` entry named by `Stage.stepper`.
 """
 
 from __future__ import annotations
