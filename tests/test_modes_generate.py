@@ -273,3 +273,27 @@ def test_mode_errors_come_before_any_work(
         engine.generate(request, emit=seen.append)
     assert info.value.code is code and info.value.details.get("field") == field and info.value.hint
     assert seen == [] and not (tmp_path / "out.mp4").exists()
+
+
+# ------------------------------------------------------------------------------------------------ session
+
+
+def test_a_session_keeps_the_encoders_and_previews_follow_the_stage_sizes(
+    engine: Engine, media: dict, tmp_path: Path
+) -> None:
+    """A resident session borrows the audio / video encoders once for several retakes; previews of a one-stage
+    retake decode its full-size latents (the preview's size follows the stage plan, not a fixed half size)."""
+    from ltx_backend.pipeline import resident as r
+    from ltx_backend.pipeline.preview import PreviewOptions
+
+    session = Engine(engine.checkpoint.root, residency="all")
+    fields = {"mode": "retake", "source_path": str(media["source"]), "retake_window": (0.4, 0.7)}
+    first, _, _ = run(session, tmp_path / "1", **fields)
+    seen: list[events.Event] = []
+    request = GenerationRequest(prompt="a fox sings", seed=6, output_path=str(tmp_path / "2.mp4"), **SMALL, **fields)
+    options = PreviewOptions(str(tmp_path / "previews"), every=4, max_side=128)
+    session.generate(request, emit=seen.append, preview=options)
+    assert session.models.loads[r.AUDIO_ENCODER] == 1 and session.models.loads[r.VIDEO_ENCODER] == 1
+    previews = [e for e in seen if isinstance(e, events.Preview)]
+    assert previews and {(p.stage, p.width, p.height) for p in previews} == {(1, 128, 128)}
+    check_mp4(first.video_path, 17)
