@@ -297,3 +297,18 @@ def test_a_session_keeps_the_encoders_and_previews_follow_the_stage_sizes(
     previews = [e for e in seen if isinstance(e, events.Preview)]
     assert previews and {(p.stage, p.width, p.height) for p in previews} == {(1, 128, 128)}
     check_mp4(first.video_path, 17)
+
+
+def test_a_checkpoint_without_the_audio_encoder_is_refused_before_work(
+    engine: Engine, media: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some conversions ship the VAE decoders only: a2v / retake / extend say so before loading anything."""
+    has = engine.checkpoint.has
+    monkeypatch.setattr(engine.checkpoint, "has", lambda name: name != "audio_vae" and has(name))
+    seen: list[events.Event] = []
+    request = GenerationRequest(prompt="a fox", output_path=str(tmp_path / "out.mp4"), mode="a2v",
+                                audio_input_path=str(media["wav"]), **SMALL)  # fmt: skip
+    with pytest.raises(LtxError) as info:
+        engine.generate(request, emit=seen.append)
+    assert info.value.code is ErrorCode.WEIGHTS_MISSING_KEY and "audio VAE encoder" in info.value.message
+    assert not any(isinstance(e, events.PhaseStarted) for e in seen)
