@@ -20,6 +20,7 @@ class Phase(str, Enum):
     AUDIO_DECODE = "audio_decode"
     VIDEO_DECODE = "video_decode"
     MUX = "mux"
+    SOURCE_ENCODING = "source_encoding"  # a2v's soundtrack, retake / extend's source clip, through the VAE encoders
 
 
 class PhaseStarted(msgspec.Struct, tag="phase_started"):
@@ -85,7 +86,7 @@ class Result(msgspec.Struct, tag="result"):
     fps: float
     has_audio: bool
     sampler: str  # "distilled" or "dev"
-    steps: tuple[int, int]  # stage 1, stage 2
+    steps: tuple[int, ...]  # per stage (one-stage, retake and extend have one)
     prompt: str  # the prompt that was encoded (enhanced or not)
     timings: dict[str, float]
     peak_memory_gb: float

@@ -62,7 +62,7 @@ def reference(model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int
     engine = Engine(model, residency="none")
     digests = {seed: digest(engine.generate(request(folder, f"{seed}.mp4", seed)).video_path) for seed in (7, 8)}
     assert engine.models.names() == []  # nothing stays loaded
-    assert set(engine.models.loads) == set(r.COMPONENTS) - {r.VIDEO_ENCODER}
+    assert set(engine.models.loads) == set(r.COMPONENTS) - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}
     return digests
 
 
@@ -186,7 +186,7 @@ def test_policy_all_and_unknown_policy(model: Path) -> None:
 def test_preload_reads_what_stays_resident(model: Path, tmp_path: Path, reads: list[str]) -> None:
     engine = Engine(model, residency="auto")
     loaded = engine.preload()
-    assert set(loaded) == set(r.COMPONENTS) - {r.VIDEO_ENCODER} and reads
+    assert set(loaded) == set(r.COMPONENTS) - {r.VIDEO_ENCODER, r.AUDIO_ENCODER} and reads
     reads.clear()
     result = engine.generate(request(tmp_path, "a.mp4"))
     assert reads == [] and result.timings["load"] < 0.01

@@ -191,6 +191,47 @@ def _control_video(options: dict, control_video: type):
     )
 
 
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """``START:END`` seconds (``--retake``)."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use START:END in seconds, e.g. 1.5:3", param_hint="--retake") from None
+
+
+def _parse_streams(options: dict) -> tuple[bool, bool]:
+    """What a retake regenerates: ``--retake-streams video,audio`` or the two on/off flags (not both)."""
+    video, audio = options["retake_video"], options["retake_audio"]
+    if options["retake_streams"] is None:
+        return video is not False, audio is not False
+    if video is not None or audio is not None:
+        raise click.UsageError("give --retake-streams or --retake-video/--retake-audio, not both")
+    streams = {part.strip() for part in options["retake_streams"].split(",") if part.strip()}
+    if not streams or streams - {"video", "audio"}:
+        raise click.BadParameter(f"{options['retake_streams']!r}: use video, audio or video,audio",
+                                 param_hint="--retake-streams")  # fmt: skip
+    return "video" in streams, "audio" in streams
+
+
+def _mode(options: dict) -> str:
+    """The mode the flags ask for: --audio (a2v), --source with --retake or --extend, --pipeline interpolate."""
+    asked = [name for name, flag in (("a2v", "audio"), ("retake", "retake"), ("extend", "extend")) if options[flag]]
+    if len(asked) > 1:
+        raise click.UsageError(f"--{' and --'.join(asked)}: choose one mode (a2v: --audio, --retake or --extend)")
+    if options["source"] and not asked:
+        raise click.UsageError("--source needs --retake START:END or --extend SECONDS")
+    if asked and asked[0] != "a2v" and not options["source"]:
+        raise click.UsageError(f"--{asked[0]} needs --source PATH (the clip to {asked[0]})")
+    if asked:
+        return asked[0]
+    return "interpolate" if options["pipeline"] == "interpolate" else "t2v"
+
+
 class Progress:
     """Renders engine events on stderr: one line per phase, a counter for denoising steps."""
 
@@ -290,6 +331,22 @@ _PARALLEL = click.option(
     help="x264 speed preset (faster: larger files).",
 )
 @click.option("--no-audio", is_flag=True, help="Video only: skip the audio decode and mux.")
+@click.option(
+    "--pipeline",
+    type=click.Choice(["two-stage", "one-stage", "hq", "interpolate"]),
+    default="two-stage",
+    show_default=True,
+    help="Stage layout: two-stage (half size, then full), one-stage (full size), hq (res_2s sampler), "
+    "interpolate (video between --keyframe images).",
+)
+@click.option("--audio", default=None, metavar="PATH", help="Audio-to-video: generate the video for this soundtrack.")
+@click.option("--audio-start", type=float, default=0.0, show_default=True, help="Where --audio starts (seconds).")
+@click.option("--source", default=None, metavar="PATH", help="The clip to --retake or --extend.")
+@click.option("--retake", default=None, metavar="START:END", help="Regenerate these seconds of --source.")
+@click.option("--retake-video/--no-retake-video", default=None, help="Regenerate the window's video (default on).")
+@click.option("--retake-audio/--no-retake-audio", default=None, help="Regenerate the window's audio (default on).")
+@click.option("--retake-streams", default=None, metavar="video,audio", help="What --retake regenerates, at once.")
+@click.option("--extend", type=float, default=None, metavar="SECONDS", help="Continue --source by this long.")
 @click.option("--output-path", "-o", default="output.mp4", show_default=True, help="Where to write the MP4.")
 @click.option("--output-audio", default=None, help="Also write the audio to this WAV file.")
 @click.option("--enhance-prompt", is_flag=True, help="Rewrite the prompt with Gemma first.")
@@ -343,7 +400,11 @@ _PARALLEL = click.option(
 @_DISTRIBUTED
 @_PARALLEL
 def generate(**options) -> None:  # fmt: skip
-    """Generate a video with sound from a prompt (and optional images)."""
+    """Generate a video with sound from a prompt (and optional images).
+
+    Modes: text-to-video (default); audio-to-video (--audio PATH); retake a span of a clip (--source PATH --retake
+    START:END); extend a clip (--source PATH --extend SECONDS); keyframe interpolation (--pipeline interpolate
+    with --keyframe images). --pipeline one-stage / hq pick text-to-video's stage layout."""
 
     from dataclasses import replace
     from pathlib import Path
@@ -355,6 +416,8 @@ def generate(**options) -> None:  # fmt: skip
     from ltx_backend.weights.lora import parse_lora_arg
 
     keyframes = [Keyframe(*_parse_keyframe(text)) for text in options["keyframe"]]
+    mode = _mode(options)
+    retake_video, retake_audio = _parse_streams(options)
     warnings = []
     if options["image"] and not any(k.frame_index == 0 for k in keyframes):
         keyframes.insert(0, Keyframe(options["image"]))
@@ -384,6 +447,15 @@ def generate(**options) -> None:  # fmt: skip
         min_seconds=options["min_seconds"],
         max_seconds=options["max_seconds"],
         control_video=_control_video(options, ControlVideo),
+        mode=mode,
+        pipeline=options["pipeline"],
+        audio_input_path=options["audio"],
+        audio_start=options["audio_start"],
+        source_path=options["source"],
+        retake_window=_parse_window(options["retake"]),
+        retake_video=retake_video,
+        retake_audio=retake_audio,
+        extend_seconds=options["extend"],
         warnings=tuple(warnings),
     )
     quantize = int(options["quantize"]) if options["quantize"] else None

@@ -7,6 +7,7 @@ ltx-pipelines' ``decode_video_from_file``); `encoder_input` then resizes / centr
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,22 @@ def video_info(path: str | Path) -> MediaInfo:
     if info.video is None:
         raise unreadable(info.path, "it has no video stream")
     return info
+
+
+def frame_count(path: str | Path) -> int:
+    """The exact number of frames of the first video stream, counted by remuxing it to nowhere (no decode: fast, so
+    a request can be validated with it before any work)."""
+    info = video_info(path)
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(info.path), "-map", "0:v:0", "-c", "copy"]
+    try:
+        done = subprocess.run([*command, "-f", "null", "-"], capture_output=True, timeout=DECODE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise unreadable(info.path, f"reading its video took over {DECODE_TIMEOUT_S} s") from exc
+    report = done.stderr.decode(errors="replace")
+    counts = re.findall(r"frame=\s*(\d+)", report)
+    if done.returncode != 0 or not counts:
+        raise unreadable(info.path, ffmpeg_error_line(report))
+    return int(counts[-1])
 
 
 def read_video(

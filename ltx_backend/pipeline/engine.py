@@ -1,9 +1,11 @@
 """The one entry point every front end uses: a request, a cancel token and an event sink in, an MP4 out.
 
-Two-stage sampling as ltx-pipelines does it: stage 1 at half resolution, x2 latent upsample, re-noise to the
-first stage-2 sigma, stage 2 at full resolution, video and audio latents denoised together. Memory is planned
-by phase: the text encoder is freed before denoising, the transformer before decoding; decoding streams video
-chunks straight into ffmpeg.
+Every mode and pipeline is a list of stages (pipeline/stage_plan.py, from pipeline/modes.py) run by the same code:
+e.g. two-stage sampling as ltx-pipelines does it: stage 1 at half resolution, x2 latent upsample, re-noise to the
+first stage-2 sigma, stage 2 at full resolution, video and audio latents denoised together; a2v holds the encoded
+soundtrack fixed; retake / extend keep the encoded source outside their window through the denoise mask. Memory is
+planned by phase: the text encoder is freed before denoising, the transformer before decoding; decoding streams
+video chunks straight into ffmpeg.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 
 from ltx_backend import events
+from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
+from ltx_backend.media.audio_in import DecodedAudio
 from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
@@ -34,13 +37,20 @@ from ltx_backend.pipeline import loras as lora_stages
 from ltx_backend.pipeline import ltx25_flow, memory
 from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline import sampler as s
+from ltx_backend.pipeline import stage_plan as sp
 from ltx_backend.pipeline.audio import decode_audio, fit_to_duration
 from ltx_backend.pipeline.preview import Previewer, PreviewOptions
 from ltx_backend.pipeline.prompt_cache import EncodedText, PromptCache
-from ltx_backend.pipeline.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ignored_options, validate
-from ltx_backend.pipeline.schedules import DISTILLED_STAGE_1, DISTILLED_STAGE_2, ltx2_sigmas
+from ltx_backend.pipeline.request import (
+    DEFAULT_NEGATIVE_PROMPT,
+    SOURCE_MODES,
+    GenerationRequest,
+    ignored_options,
+    validate,
+)
+from ltx_backend.pipeline.source import encode_soundtrack, encode_source, read_soundtrack
 from ltx_backend.pipeline.text import enhance_or_keep
-from ltx_backend.weights.audio import load_audio_decoder, load_vocoder
+from ltx_backend.weights.audio import load_audio_decoder, load_audio_encoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
 from ltx_backend.weights.lora import LoraSpec, resident_key
 from ltx_backend.weights.resolve import resolve_model
@@ -50,8 +60,8 @@ from ltx_backend.weights.video import load_upsampler, load_video_decoder, load_v
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXT_ENCODER = "mlx-community/gemma-3-12b-it-bf16"
-DEV_STEPS = {"2.0": 40, "2.3": 30, "2.5": 30}  # ltx-pipelines' defaults (2.5: LTX_2_3_PARAMS, CRF apart)
 STG_BLOCK = {"2.0": 29, "2.3": 28, "2.5": 28}
+STAGE_PHASES = {1: Phase.STAGE1, 2: Phase.STAGE2}
 
 
 class Cancelled(Exception):
@@ -88,9 +98,9 @@ def checkpoint_variant(ckpt: Checkpoint) -> str:
 
 
 def model_version(ckpt: Checkpoint) -> str:
+    version = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if ltx25_flow.is_ltx25(ckpt):
         return "2.5"
-    version = str(ckpt.model_info.get("model_version") or ckpt.split_manifest.get("model_version") or "")
     if version.startswith("2.3") or ckpt.section("transformer").get("cross_attention_adaln"):
         return "2.3"
     return "2.0"
@@ -233,6 +243,7 @@ class Engine:
             # extra: ltx25_flow.processor_spec of the encoder whose states it reads
             r.TEXT_PROCESSOR: (lambda: ltx25_flow.text_processor(self.checkpoint, self.dtype, *extra), (root, *extra)),
             r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
+            r.AUDIO_ENCODER: (lambda: load_audio_encoder(self.checkpoint), (root,)),
             # A streamed transformer is another component than a resident one; each set of LoRAs another too.
             r.TRANSFORMER: (lambda: self._load_transformer(streaming, loras), (root, self.quantize, *extra)),
             r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
@@ -288,7 +299,7 @@ class Engine:
         self.plan_residency(_at_longest(request))
         shapes = {r.TEXT_PROCESSOR: ltx25_flow.processor_spec_of(self.checkpoint, Path(self.text_encoder_root))}
         loaded = []
-        for name in sorted(self.models.keep - {r.VIDEO_ENCODER}):  # the video encoder only serves keyframes
+        for name in sorted(self.models.keep - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}):  # they serve some modes only
             # Each component's reads start before the next one is built: building overlaps reading.
             self._borrow(name, shapes.get(name, ()), wait=False)
             loaded.append(name)
@@ -340,6 +351,7 @@ class Engine:
         if self.distilled_lora is not None and self.variant != "dev":
             emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
         factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
+        self._check_encoders(request)
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
         # num_frames is planned at the longest length its duration head may choose.
@@ -370,12 +382,15 @@ class Engine:
             self._check(cancel)
             images = self._encode_images(request, timer)
             self._check(cancel)
+            encoded, soundtrack = self._encode_media(request, images, timer)
+            self._check(cancel)
             control = self._encode_control(request, factor, timer)
             self._check(cancel)
             video_latent, audio_latent = self._denoise(
-                request, contexts, negative, images, keys, timer, emit, cancel, choice.streaming, control
+                request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming, control
             )
-            audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit)
+            del encoded, images
+            audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
         finally:  # a failed or cancelled job leaves only what the plan keeps
             self._previewer = None
             self.models.settle()
@@ -390,7 +405,7 @@ class Engine:
             fps=request.fps,
             has_audio=request.audio,
             sampler=self.variant,
-            steps=(self._stage1_sigmas(request).size - 1, len(DISTILLED_STAGE_2) - 1),
+            steps=tuple(len(stage.sigmas) - 1 for stage in sp.stage_layout(request, self.variant, self.version)),
             prompt=prompt,
             timings=timer.timings,
             peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
@@ -435,14 +450,16 @@ class Engine:
         return prompt, contexts[0][:2], negative
 
     def _encode_images(self, request: GenerationRequest, timer: Timer) -> dict[tuple[int, int], list[mx.array]]:
-        """Every keyframe encoded at both stage sizes: {(height, width): [latent per keyframe]}."""
+        """Every keyframe encoded at each stage's size: {(height, width): [latent per keyframe]}."""
         if not request.keyframes:
             return {}
         encoded: dict[tuple[int, int], list[mx.array]] = {}
+        layout = sp.stage_layout(request, self.variant, self.version)
+        sizes = dict.fromkeys((int(request.height * st.scale), int(request.width * st.scale)) for st in layout)
         with timer.phase(Phase.IMAGE_ENCODING):
             with timer.loading():
                 encoder = self._borrow(r.VIDEO_ENCODER)
-            for size in ((request.height // 2, request.width // 2), (request.height, request.width)):
+            for size in sizes:
                 latents = []
                 for keyframe in request.keyframes:
                     crf = ltx25_flow.image_crf(self.checkpoint)
@@ -453,6 +470,40 @@ class Engine:
             del encoder
             self.models.give_back(r.VIDEO_ENCODER)
         return encoded
+
+    def _encode_media(self, request: GenerationRequest, images, timer: Timer):
+        """a2v: the soundtrack read and encoded (the waveform is kept: the MP4 carries it); retake / extend: the source
+        clip's frames and sound encoded. (stage_plan.Encoded, soundtrack or None)."""
+        encoded = sp.Encoded(images)
+        if request.mode not in ("a2v", *SOURCE_MODES):
+            return encoded, None
+        soundtrack = None
+        with timer.phase(Phase.SOURCE_ENCODING, "soundtrack" if request.mode == "a2v" else "source clip"):
+            with timer.loading():
+                audio_encoder = self._borrow(r.AUDIO_ENCODER) if request.audio else None
+            if request.mode == "a2v":
+                soundtrack = read_soundtrack(request.audio_input_path, request.audio_start, request.num_frames,
+                                             request.fps)  # fmt: skip
+                latent = encode_soundtrack(soundtrack, audio_encoder, request.num_frames, request.fps)
+                mx.eval(latent)
+                encoded = replace(encoded, soundtrack=latent)
+            else:
+                with timer.loading():
+                    video_encoder = self._borrow(r.VIDEO_ENCODER)
+                source = encode_source(request.source_path, video_encoder, audio_encoder, request.height,
+                                       request.width, max_frames=request.source_frames)  # fmt: skip
+                mx.eval(source.video_latent, *([] if source.audio_latent is None else [source.audio_latent]))
+                if source.frames != request.source_frames:  # the file changed since it was validated
+                    raise LtxError(ErrorCode.MEDIA_TOO_SHORT, f"{request.source_path} now has {source.frames} usable "
+                                   f"frames, not {request.source_frames}", "Keep the source unchanged while the job "
+                                   "runs.", path=request.source_path, field="source_path")  # fmt: skip
+                encoded = replace(encoded, source=source)
+                del video_encoder
+                self.models.give_back(r.VIDEO_ENCODER)
+            if audio_encoder is not None:
+                del audio_encoder
+                self.models.give_back(r.AUDIO_ENCODER)
+        return encoded, soundtrack
 
     def _encode_control(self, request: GenerationRequest, factor: int, timer: Timer):
         """The IC-LoRA control video's latent and attention weights, with the factor (None without one)."""
@@ -466,131 +517,126 @@ class Engine:
             self.models.give_back(r.VIDEO_ENCODER)
         return latent, attention, factor
 
-    def _stage1_sigmas(self, request: GenerationRequest) -> np.ndarray:
-        if self.variant == "dev":
-            return ltx2_sigmas(request.steps or DEV_STEPS[self.version])
-        return np.array(DISTILLED_STAGE_1, dtype=np.float32)
+    def _check_encoders(self, request: GenerationRequest) -> None:
+        """Before any work: a mode that encodes media needs the checkpoint's VAE encoders (some conversions ship the
+        decoders only)."""
+        from ltx_backend.models.audio_vae import sanitize_encoder_key as audio_key
+        from ltx_backend.models.video_vae import sanitize_encoder_key as video_key
 
-    def _conditioned(self, state: s.LatentState, request: GenerationRequest, latents: list[mx.array]):
-        for keyframe, latent in zip(request.keyframes, latents, strict=True):
-            if keyframe.frame_index == 0:
-                state = s.condition_by_latent_index(state, latent, keyframe.strength, 0)
-            else:
-                state = s.condition_by_keyframe(state, latent, keyframe.frame_index, keyframe.strength, request.fps)
-        return state
+        needed = []
+        if request.mode in SOURCE_MODES or request.keyframes:
+            needed.append(("video VAE encoder", ("vae_encoder", "vae"), video_key))
+        if request.mode in ("a2v", *SOURCE_MODES) and request.audio:
+            needed.append(("audio VAE encoder", ("audio_vae",), audio_key))
+        for what, names, sanitize in needed:
+            components = [self.checkpoint.component(n) for n in names if self.checkpoint.has(n)]
+            if not any(sanitize(key) for c in components for key in c.tensors):
+                raise LtxError(ErrorCode.WEIGHTS_MISSING_KEY, f"{self.checkpoint.root} has no {what}, which "
+                               f"{request.mode if request.mode != 't2v' else 'image conditioning'} needs",
+                               "Use a checkpoint that ships its VAE encoders (the official files do).",
+                               component=names[0])  # fmt: skip
 
     @property
     def _prequantized(self) -> bool:
         return bool(self.checkpoint.component("transformer").quantized_paths)
 
     def _denoise(
-        self,
-        request,
-        contexts,
-        negative,
-        images,
-        keys,
-        timer: Timer,
-        emit: Emit,
-        cancel: CancelToken,
-        streaming=False,
-        control=None,
-    ):
+        self, request, encoded: sp.Encoded, contexts, negative, keys, timer: Timer, emit: Emit, cancel: CancelToken,
+        streaming=False, control=None,
+    ):  # fmt: skip
+        """Run the job's stages in order: each builds its states (from the previous stage's output, upsampled where
+        it refines one), applies its conditioning, noises them and runs its loop with its denoiser. A stage whose
+        LoRAs differ from the previous one's (IC-LoRA stage 2, the dev flow's distilled LoRA) loads its own
+        transformer (pipeline/loras.py)."""
         dtype = self.dtype
-        video_context, audio_context = contexts
-        if not request.audio:
-            audio_context = None
-        stage1_loras, stage2_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
+        stage_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
+        loaded_loras = stage_loras[0]
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._borrow(r.TRANSFORMER, (streaming, stage1_loras))
-        channels = transformer.config.in_channels
-        audio_channels = transformer.config.audio_in_channels
-        f, h, w = request.latent_frames, request.height // 64, request.width // 64
+            transformer = self._borrow(r.TRANSFORMER, (streaming, loaded_loras))
+        config = transformer.config
+        audio_channels = config.audio_in_channels
+        stg_block = min(STG_BLOCK[self.version], config.num_layers - 1)
+        plans = sp.plan_stages(request, self.variant, self.version, stg_block, encoded, config.in_channels,
+                               audio_channels, dtype)  # fmt: skip
+        sizes = {plan.number: plan.latent_size for plan in plans}
 
         def step_events(stage: int) -> Callable[[int, int], None]:
             def on_step(step: int, total: int) -> None:
                 emit(events.DenoiseStep(stage, step, total))
                 self._check(cancel)
                 if self._previewer is not None:
-                    scale = 1 if stage == 1 else 2
+                    f, h, w = sizes[stage]
                     with timer.part("preview"):
-                        self._previewer.write(stage, step, total, f * h * w * scale**2, (f, h * scale, w * scale))
+                        self._previewer.write(stage, step, total, f * h * w, (f, h, w))
 
             return on_step
 
         def noised(state: s.LatentState, key: mx.array, scale: float = 1.0) -> s.LatentState:
             return s.add_noise(state, mx.random.normal(state.latent.shape, key=key), scale)
 
-        # Stage 1 at half resolution.
-        with timer.phase(Phase.STAGE1):
-            video = s.video_state(mx.zeros((1, channels, f, h, w)), request.fps, dtype)
-            video = self._conditioned(video, request, images.get((request.height // 2, request.width // 2), []))
-            if control is not None:  # IC-LoRA: the reference tokens follow the image conditionings
-                video = lora_stages.condition_on_control(video, *control[:2], request, control[2])
-            video = noised(video, next(keys))
-            audio = None
-            audio_frames = s.audio_latent_frames(request.num_frames, request.fps)
-            audio_key = next(keys)
-            if request.audio:
-                mel_bins = 16
-                audio = noised(s.audio_state(mx.zeros((1, audio_channels // mel_bins, audio_frames, mel_bins)), dtype),
-                               audio_key)  # fmt: skip
-            sigmas = self._stage1_sigmas(request)
-            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
-                                        compiled=_compile_blocks())  # fmt: skip
-            denoise = s.simple_denoiser(stage)
-            if self.variant == "dev":
-                denoise = self._guided(stage, negative, request, transformer.config.num_layers)
-            loop = ltx25_flow.stage1_loop(self.checkpoint, self.variant, request.seed)  # 2.5: Euler-ancestral
-            video, audio = loop(sigmas, video, audio, self._tap(denoise), step_events(1))
-        low_res = s.tokens_to_video(video.output_latent, f, h, w)
+        video_latent = audio_latent = None
+        for plan in plans:
+            if plan.stage.upsample_before:
+                video_latent = self._upsample(video_latent, timer)
+            wanted = stage_loras[min(plan.number, len(stage_loras)) - 1]
+            if wanted != loaded_loras:  # e.g. no IC-LoRA in stage 2, or the distilled LoRA added: a fresh load
+                del transformer
+                self.models.give_back(r.TRANSFORMER)  # borrowing under another key replaces it
+                with timer.loading():
+                    transformer = self._borrow(r.TRANSFORMER, (streaming, wanted))
+                loaded_loras = wanted
+            with timer.phase(STAGE_PHASES[plan.number]):
+                video = plan.video_state(video_latent)
+                for condition in plan.video_conditioning:
+                    video = condition(video)
+                if control is not None and plan.number == 1:  # IC-LoRA: the reference tokens follow the images
+                    video = lora_stages.condition_on_control(video, *control[:2], request, control[2])
+                video = noised(video, next(keys), plan.stage.noise_scale)
+                audio_key = next(keys)  # drawn with or without audio: the same seed gives the same video
+                audio = plan.audio_state(audio_latent)
+                if audio is not None:
+                    audio = noised(audio, audio_key, plan.stage.noise_scale)
+                video_context, audio_context = contexts if audio is not None else (contexts[0], None)
+                stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
+                                            compiled=_compile_blocks())  # fmt: skip
+                denoise = self._tap(self._denoiser(plan, stage, negative))
+                loop = sp.LOOPS[plan.stage.stepper]
+                if plan.number == 1 and plan.stage.stepper == "euler":  # LTX-2.5 distilled: Euler-ancestral
+                    loop = ltx25_flow.stage1_loop(self.checkpoint, self.variant, request.seed, loop)
+                video, audio = loop(plan.stage.sigmas, video, audio, denoise, step_events(plan.number), request.seed)
+                del stage, denoise
+            video_latent = s.tokens_to_video(video.output_latent, *plan.latent_size)
+            audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
+        del transformer
+        self.models.give_back(r.TRANSFORMER)
+        return video_latent, audio_latent
 
+    def _upsample(self, low_res: mx.array, timer: Timer) -> mx.array:
+        """The x2 spatial upsample between the stages (in the latent space, with the decoder's channel statistics)."""
         with timer.phase(Phase.UPSAMPLE):
             with timer.loading():
                 upsampler = self._borrow(r.UPSAMPLER)
                 statistics = self._borrow(r.VIDEO_DECODER).per_channel_statistics
-            high_res = upsample_latent(low_res.astype(dtype), upsampler, statistics)
+            high_res = upsample_latent(low_res.astype(self.dtype), upsampler, statistics)
             mx.eval(high_res)
             del upsampler, statistics
             self.models.give_back(r.UPSAMPLER)
             if self._previewer is None:  # previews decode with it during stage 2
                 self.models.give_back(r.VIDEO_DECODER)
+        return high_res
 
-        # Stage 2 at full resolution, re-noised to its first sigma.
-        with timer.phase(Phase.STAGE2):
-            if stage2_loras != stage1_loras:  # no IC-LoRA / plus the distilled LoRA: a fresh load (pipeline/loras.py)
-                del transformer, stage, denoise
-                self.models.give_back(r.TRANSFORMER)  # borrowing under another key replaces it
-                with timer.loading():
-                    transformer = self._borrow(r.TRANSFORMER, (streaming, stage2_loras))
-            video = s.video_state(high_res, request.fps, dtype)
-            video = self._conditioned(video, request, images.get((request.height, request.width), []))
-            video = noised(video, next(keys), DISTILLED_STAGE_2[0])
-            stage2_audio_key = next(keys)
-            if audio is not None:
-                audio = noised(s.audio_state(s.tokens_to_audio(audio.output_latent, audio_channels // 16), dtype),
-                               stage2_audio_key, DISTILLED_STAGE_2[0])  # fmt: skip
-            stage = s.StageInputs.build(transformer, video, audio, video_context, audio_context, dtype,
-                                        compiled=_compile_blocks())  # fmt: skip
-            denoise = self._tap(s.simple_denoiser(stage))
-            video, audio = s.euler_loop(DISTILLED_STAGE_2, video, audio, denoise, step_events(2))
-        del transformer, stage, denoise
-        self.models.give_back(r.TRANSFORMER)
-        video_latent = s.tokens_to_video(video.output_latent, f, h * 2, w * 2)
-        audio_latent = None if audio is None else s.tokens_to_audio(audio.output_latent, audio_channels // 16)
-        return video_latent, audio_latent
+    def _denoiser(self, plan: sp.StagePlan, stage: s.StageInputs, negative) -> s.DenoiseFn:
+        if plan.guidance is None:
+            return s.simple_denoiser(stage)
+        video_params, audio_params = plan.guidance
+        negative_audio = negative[1] if plan.negative_audio else None  # a2v: the positive context in both passes
+        runner = self.parallel.pass_runner() if self.parallel is not None else None
+        return s.guided_denoiser(
+            stage, negative[0], negative_audio, video_params, audio_params, runner or s.run_together
+        )
 
     def _tap(self, denoise: s.DenoiseFn) -> s.DenoiseFn:
         return denoise if self._previewer is None else self._previewer.tap(denoise)
-
-    def _guided(self, stage: s.StageInputs, negative, request: GenerationRequest, layers: int) -> s.DenoiseFn:
-        block = min(STG_BLOCK[self.version], layers - 1)
-        video_params = replace(s.VIDEO_GUIDANCE, stg_blocks=(block,))
-        if request.cfg_scale is not None:
-            video_params = replace(video_params, cfg_scale=request.cfg_scale)
-        audio_params = replace(s.AUDIO_GUIDANCE, stg_blocks=(block,))
-        runner = self.parallel.pass_runner() if self.parallel is not None else None
-        return s.guided_denoiser(stage, negative[0], negative[1], video_params, audio_params, runner or s.run_together)
 
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
@@ -602,9 +648,13 @@ class Engine:
             return "none"
         return request.tiling
 
-    def _decode(self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit):
+    def _decode(
+        self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit,
+        soundtrack: DecodedAudio | None = None,
+    ):  # fmt: skip
         """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass; both files
-        are written in the job's temporary folder and committed together (media/outputs.py).
+        are written in the job's temporary folder and committed together (media/outputs.py). a2v muxes the
+        `soundtrack` it was given, as read (not a VAE re-decode, as ltx-pipelines writes it; not peak-normalised).
 
         Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
         Of several ranks, the first alone decodes and writes."""
@@ -620,7 +670,11 @@ class Engine:
 
         with JobFolder(request.output_path) as folder:
             wav = None
-            if audio_latent is not None:
+            if soundtrack is not None:
+                seconds = request.num_frames / request.fps
+                wave = fit_to_duration(soundtrack.waveform, soundtrack.sample_rate, seconds)
+                wav = write_wav(folder.path("a.wav"), wave, soundtrack.sample_rate, normalize=False)
+            elif audio_latent is not None:
                 with timer.phase(Phase.AUDIO_DECODE, detail):
                     with timer.loading():
                         decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)

@@ -27,7 +27,6 @@ from ltx_backend.media.image import CONDITIONING_CRF
 from ltx_backend.models.duration_head import MAX_SECONDS, MIN_SECONDS, frame_bounds, predict_num_frames
 from ltx_backend.pipeline.ancestral import ANCESTRAL_NOISE_SEED_OFFSET, SeededNoise, euler_ancestral_loop
 from ltx_backend.pipeline.request import GenerationRequest
-from ltx_backend.pipeline.sampler import euler_loop
 from ltx_backend.pipeline.text import TextEncoder
 from ltx_backend.pipeline.text_gemma4 import Gemma4TextEncoder
 from ltx_backend.weights.checkpoint import Checkpoint
@@ -105,14 +104,14 @@ def text_processor(ckpt: Checkpoint, dtype: mx.Dtype, *spec):
 # --- sampling ----------------------------------------------------------------------------------------------
 
 
-def stage1_loop(ckpt: Checkpoint, variant: str, seed: int):
-    """The stage-1 loop, with ``sampler.euler_loop``'s signature: Euler-ancestral for a distilled 2.5 model (its
-    noise stream seeded ``seed + 10000``, drawn video first, then audio), else Euler."""
+def stage1_loop(ckpt: Checkpoint, variant: str, seed: int, default):
+    """The stage-1 loop (``stage_plan.LOOPS``' signature): Euler-ancestral for a distilled 2.5 model (its noise
+    stream seeded ``seed + 10000``, drawn video first, then audio), else `default`."""
     if not (variant == "distilled" and uses_ancestral_stage_1(ckpt)):
-        return euler_loop
+        return default
     noise = SeededNoise(seed % (2**64 - ANCESTRAL_NOISE_SEED_OFFSET))
 
-    def loop(sigmas, video, audio, denoise, on_step=lambda step, total: None):
+    def loop(sigmas, video, audio, denoise, on_step, _seed):
         return euler_ancestral_loop(sigmas, video, audio, denoise, noise, on_step=on_step)
 
     return loop

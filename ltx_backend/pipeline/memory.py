@@ -33,6 +33,13 @@ Working memory (all figures at bf16 compute; float32 doubles them):
 * **audio_decode**: ``AUDIO_BYTES_PER_SECOND`` of audio (audio VAE decoder + vocoder activations, an upper
   bound derived from the HiFi-GAN widths: at most ~768 K values per second per stage, a few alive at once).
 * **image_encoding** (keyframes only): the VAE encoder on one full-size frame, with the decode coefficients.
+* **source_encoding** (a2v, retake, extend): the video VAE encoder on the whole source clip at once (retake,
+  extend; the reference encodes it in one call), with the decode coefficients, and the audio VAE encoder (stored
+  dtype) with ``AUDIO_BYTES_PER_SECOND`` of the soundtrack. Derived, not measured.
+* A stage at full size with guidance (one-stage, retake and extend on a dev checkpoint) runs its guided passes
+  (up to ``GUIDED_PASSES``) through each block together, so its token term counts once per pass; the two-stage
+  layouts guide at half size only (a quarter of the tokens), below stage 2's single pass. extend counts the joined
+  clip's tokens (the request's frames are the joined count after validation).
 
 Weights: floating-point tensors at the compute dtype (the engine casts them), packed quantized tensors at their
 stored size; with ``quantize`` (load-time quantization of a bf16 checkpoint) the transformer's block linears
@@ -78,10 +85,13 @@ FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
 
 TEXT_ENCODING, CONNECTORS, IMAGE_ENCODING = "text_encoding", "connectors", "image_encoding"
 DENOISING, AUDIO_DECODE, VIDEO_DECODE = "denoising", "audio_decode", "video_decode"
+SOURCE_ENCODING = "source_encoding"
+GUIDED_PASSES = 4  # conditional, unconditional, STG-perturbed, modality-isolated
 PHASE_LABELS = {
     TEXT_ENCODING: "text encoding",
     CONNECTORS: "text connectors",
     IMAGE_ENCODING: "image encoding",
+    SOURCE_ENCODING: "source encoding",
     DENOISING: "denoising",
     AUDIO_DECODE: "audio decode",
     VIDEO_DECODE: "video decode",
@@ -375,12 +385,17 @@ def _denoise_phase(
     params = _logical_params(_component(ckpt, "transformer"), q["bits"] if q else None)
     video_dim, audio_dim = _transformer_dims(ckpt)
     cells = (request.height // SPACE_SCALE) * (request.width // SPACE_SCALE)
-    appended = sum(1 for keyframe in request.keyframes if keyframe.frame_index != 0)  # keyframes add tokens
+    appending = request.mode == "interpolate"  # keyframe interpolation appends every keyframe, frame 0 too
+    appended = sum(1 for keyframe in request.keyframes if appending or keyframe.frame_index != 0)
     video_tokens = (request.latent_frames + appended) * cells
     audio_tokens = audio_latent_frames(request.num_frames, request.fps) if request.audio else 0
+    from ltx_backend.pipeline.engine import checkpoint_variant
+    from ltx_backend.pipeline.request import SINGLE_STAGE
+
+    passes = GUIDED_PASSES if request.layout in SINGLE_STAGE and checkpoint_variant(ckpt) == "dev" else 1
     stage2 = scale * (
         TRANSFORMER_BYTES_PER_PARAM * params
-        + TRANSFORMER_BYTES_PER_TOKEN_CHANNEL * (video_tokens * video_dim + audio_tokens * audio_dim)
+        + TRANSFORMER_BYTES_PER_TOKEN_CHANNEL * passes * (video_tokens * video_dim + audio_tokens * audio_dim)
     )
     # Between the stages the x2 upsampler sits beside the transformer (its own activations are a few MB).
     upsampler = 0
@@ -391,7 +406,8 @@ def _denoise_phase(
     if source is not None:
         upsampler = _weight_bytes(source.component.tensors, itemsize)[0]
     activations = max(stage2, upsampler)
-    detail = f"stage 2: {video_tokens} video + {audio_tokens} audio tokens" + (", blocks streamed" if streaming else "")
+    which = "full size" + (f", {passes} guided passes" if passes > 1 else "")
+    detail = f"{which}: {video_tokens} video + {audio_tokens} audio tokens" + (", blocks streamed" if streaming else "")
     return PhaseMemory(DENOISING, weights, int(activations), detail)
 
 
@@ -399,6 +415,27 @@ def _image_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | N
     weights, params = _video_encoder(ckpt, itemsize)
     activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * request.height * request.width)
     return PhaseMemory(IMAGE_ENCODING, weights, int(activations), f"{len(request.keyframes)} keyframe(s)")
+
+
+def _source_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
+    """a2v: the audio encoder on the soundtrack; retake / extend: the video encoder on the whole source clip too."""
+    from ltx_backend.models.audio_vae import sanitize_encoder_key
+
+    weights, activations, detail = 0, 0.0, []
+    if request.mode in ("retake", "extend"):
+        frames = request.source_frames or request.num_frames
+        encoder_weights, params = _video_encoder(ckpt, itemsize)
+        weights += encoder_weights
+        voxels = frames * request.height * request.width
+        activations += scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * voxels)
+        detail.append(f"{frames} source frames")
+    audio = _component(ckpt, "audio_vae")
+    if audio is not None:
+        weights += _weight_bytes(audio.tensors, None, sanitize_encoder_key)[0]
+        seconds = (request.source_frames or request.num_frames) / request.fps
+        activations += AUDIO_BYTES_PER_SECOND * seconds
+        detail.append(f"{seconds:.1f} s of sound")
+    return PhaseMemory(SOURCE_ENCODING, weights, int(activations), ", ".join(detail))
 
 
 def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> dict[str, PhaseMemory]:
@@ -410,6 +447,8 @@ def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> di
     phases = [*_text_phases(root, itemsize, prompts), _connector_phase(ckpt, root, itemsize, prompts)]
     if request.keyframes:
         phases.append(_image_phase(ckpt, request, itemsize, scale))
+    if request.mode in ("a2v", "retake", "extend"):
+        phases.append(_source_phase(ckpt, request, itemsize, scale))
     phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale, streaming))
     if request.audio:
         phases.append(_audio_phase(ckpt, request))
@@ -756,6 +795,7 @@ PHASE_COMPONENTS = {
     TEXT_ENCODING: ("text_encoder",),
     CONNECTORS: ("text_processor",),
     IMAGE_ENCODING: ("video_encoder",),
+    SOURCE_ENCODING: ("video_encoder", "audio_encoder"),  # a2v borrows the audio encoder only (a superset is safe)
     DENOISING: ("transformer", "upsampler", "video_decoder"),
     AUDIO_DECODE: ("audio_decoder", "vocoder"),
     VIDEO_DECODE: ("video_decoder",),
@@ -773,6 +813,7 @@ def component_bytes(
 ) -> dict[str, int]:
     """Loaded bytes of every component a session may hold, from the headers (as the phase estimates count them)."""
     from ltx_backend.models.audio_vae import sanitize_decoder_key as audio_key
+    from ltx_backend.models.audio_vae import sanitize_encoder_key as audio_encoder_key
     from ltx_backend.models.text_connector import sanitize_processor_key
     from ltx_backend.weights.transformer import _text_component
     from ltx_backend.weights.video import find_upscaler
@@ -795,6 +836,7 @@ def component_bytes(
     decoder, vocoder = _component(ckpt, "audio_vae"), _component(ckpt, "vocoder")
     if decoder is not None:
         sizes["audio_decoder"] = _weight_bytes(decoder.tensors, None, audio_key)[0]
+        sizes["audio_encoder"] = _weight_bytes(decoder.tensors, None, audio_encoder_key)[0]
     if vocoder is not None:
         sizes["vocoder"] = _weight_bytes(vocoder.tensors, None)[0]
     return sizes

@@ -121,7 +121,7 @@ def check_retake_window(start: float, end: float, duration: float) -> None:
             ErrorCode.INVALID_PARAMS,
             f"--retake {start:g}:{end:g} is not a window inside the {duration:.3f} s source clip",
             f"Give START:END seconds with 0 <= START < END and START < {duration:.3f}.",
-            field="retake",
+            field="retake_window",
         )
 
 
@@ -132,7 +132,7 @@ def check_extend_seconds(seconds: float, fps: float) -> None:
             ErrorCode.INVALID_PARAMS,
             f"--extend {seconds:g}: the extension must be longer than 0 s",
             f"Give the seconds to add (at {fps:g} fps, every 8 frames = {8 / fps:.3f} s make one latent frame).",
-            field="extend",
+            field="extend_seconds",
         )
 
 

@@ -54,6 +54,14 @@ class ControlVideo:
 
 
 MEMORY_MODES = ("auto", "low")
+# What to generate: from text (and images), video for a soundtrack, a span of a source clip again, a source clip
+# continued, or video between keyframes (the keyframe-interpolation pipeline).
+MODES = ("t2v", "a2v", "retake", "extend", "interpolate")
+# How the t2v / interpolate stages run (pipeline/modes.py `stages`); a2v, retake and extend have their own layout.
+PIPELINES = ("two-stage", "one-stage", "hq", "interpolate")
+SOURCE_MODES = ("retake", "extend")  # modes that read a source clip
+SINGLE_STAGE = ("one-stage", "retake", "extend")  # full size only: sizes need a multiple of the VAE's 32
+VAE_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -81,11 +89,26 @@ class GenerationRequest:
     min_seconds: float | None = None  # bounds of the duration head's choice (default 1 s and 20 s)
     max_seconds: float | None = None
     control_video: ControlVideo | None = None  # needs an IC-LoRA among the engine's LoRAs
+    mode: str = "t2v"  # MODES
+    pipeline: str = "two-stage"  # PIPELINES ("interpolate" and mode "interpolate" are the same thing)
+    audio_input_path: str | None = None  # a2v: the soundtrack (an audio file or a video with sound)
+    audio_start: float = 0.0  # a2v: where in it the clip's soundtrack starts, seconds
+    source_path: str | None = None  # retake / extend: the source clip
+    retake_window: tuple[float, float] | None = None  # retake: [start, end) seconds of the source to regenerate
+    retake_video: bool = True  # retake: regenerate the window's video
+    retake_audio: bool = True  # retake: regenerate the window's audio
+    extend_seconds: float | None = None  # extend: seconds to add after the source
+    source_frames: int | None = None  # retake / extend: the source's frames used (8k+1), set by `validate`
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def latent_frames(self) -> int:
         return (self.num_frames - 1) // 8 + 1
+
+    @property
+    def layout(self) -> str:
+        """The stage layout `modes.stages` runs: the mode's own for a2v / retake / extend, else the pipeline."""
+        return self.mode if self.mode in ("a2v", *SOURCE_MODES) else self.pipeline
 
 
 def _invalid(field_name: str, message: str, hint: str) -> LtxError:
@@ -127,6 +150,9 @@ def ignored_options(
                            "steps and cfg_scale are ignored.")  # fmt: skip
         if request.negative_prompt:
             ignored.append("This is a distilled checkpoint: it uses no CFG, so the negative prompt is ignored.")
+        if request.pipeline == "hq":
+            ignored.append("pipeline hq guides a dev checkpoint: on this distilled one it runs the fixed distilled "
+                           "steps, unguided, with hq's res_2s sampler.")  # fmt: skip
     if quantize is not None and quantized:
         ignored.append(f"quantize {quantize} is ignored: the checkpoint's transformer is already "
                        f"{quantized.get('bits', '?')}-bit quantized.")  # fmt: skip
@@ -154,6 +180,138 @@ def _shortest_automatic_length(request: GenerationRequest) -> int:
     return (first - 1 + 7) // 8 * 8 + 1
 
 
+def _media_field(error: LtxError, name: str) -> LtxError:
+    """A media error (media/*: it names the path) with the request field it came from."""
+    error.details.setdefault("field", name)
+    return error
+
+
+def _mode_and_pipeline(request: GenerationRequest, warnings: list[str]) -> GenerationRequest:
+    """Known mode and pipeline; the inputs of other modes dropped with a warning; each mode's required input there."""
+    mode, pipeline = request.mode, request.pipeline
+    if mode not in MODES:
+        raise _invalid("mode", f"unknown mode {mode!r}", f"Use one of {', '.join(MODES)}.")
+    if pipeline not in PIPELINES:
+        raise _invalid("pipeline", f"unknown pipeline {pipeline!r}", f"Use one of {', '.join(PIPELINES)}.")
+    if pipeline == "interpolate" and mode == "t2v":
+        mode = "interpolate"
+    if mode == "interpolate":
+        if pipeline not in ("interpolate", "two-stage"):
+            _warn(warnings, f"pipeline {pipeline} is ignored: keyframe interpolation is its own two-stage pipeline")
+        pipeline = "interpolate"
+    elif pipeline == "interpolate":
+        raise _invalid("pipeline", f"pipeline interpolate is keyframe interpolation, not mode {mode}",
+                       f"Drop --pipeline interpolate, or drop the {mode} inputs.")  # fmt: skip
+    elif mode != "t2v" and pipeline != "two-stage":
+        _warn(warnings, f"pipeline {pipeline} is ignored: {mode} runs its own stage layout")
+        pipeline = "two-stage"
+    request = replace(request, mode=mode, pipeline=pipeline)
+
+    unused = {
+        "audio_input_path": (request.audio_input_path is not None and mode != "a2v", None),
+        "audio_start": (request.audio_start != 0.0 and mode != "a2v", 0.0),
+        "source_path": (request.source_path is not None and mode not in SOURCE_MODES, None),
+        "retake_window": (request.retake_window is not None and mode != "retake", None),
+        "retake_video": (not request.retake_video and mode != "retake", True),
+        "retake_audio": (not request.retake_audio and mode != "retake", True),
+        "extend_seconds": (request.extend_seconds is not None and mode != "extend", None),
+    }
+    for name, (ignored, default) in unused.items():
+        if ignored:
+            _warn(warnings, f"{name} is ignored: mode {mode} does not use it")
+            request = replace(request, **{name: default})
+
+    needed = {
+        "a2v": (
+            "audio_input_path",
+            "a2v needs a soundtrack",
+            "Give --audio PATH (a sound or video file).",
+        ),
+        "retake": ("source_path", "retake needs a source clip", "Give --source PATH with --retake START:END."),
+        "extend": ("source_path", "extend needs a source clip", "Give --source PATH with --extend SECONDS."),
+    }
+    if mode in needed and getattr(request, needed[mode][0]) is None:
+        raise _invalid(*needed[mode])
+    if mode == "retake" and request.retake_window is None:
+        raise _invalid("retake_window", "retake needs the window to regenerate",
+                       "Give --retake START:END in seconds of the source clip.")  # fmt: skip
+    if mode == "retake" and not (request.retake_video or request.retake_audio):
+        raise _invalid("retake_video", "retake regenerates neither video nor audio",
+                       "Keep --retake-video or --retake-audio (or both: --retake-streams video,audio).")  # fmt: skip
+    if mode == "extend" and request.extend_seconds is None:
+        raise _invalid("extend_seconds", "extend needs the seconds to add", "Give --extend SECONDS.")
+    if mode == "a2v" and not request.audio:
+        _warn(warnings, "audio=False is ignored: a2v writes the given soundtrack into the video")
+        request = replace(request, audio=True)
+    return request
+
+
+def _source_clip(request: GenerationRequest, warnings: list[str]) -> GenerationRequest:
+    """retake / extend: the source opens, is long enough, and sets the output's size, rate and frame count (the
+    reference generates at the source's size and rate). The frames are counted exactly (no decode)."""
+    from ltx_backend.media.video_in import frame_count, video_info
+    from ltx_backend.pipeline import modes
+    from ltx_backend.pipeline.source import usable_frames
+
+    try:
+        info = video_info(request.source_path)
+        count = frame_count(info.path)
+    except LtxError as error:
+        raise _media_field(error, "source_path") from None
+    frames = usable_frames(count)
+    if frames < 9:
+        raise LtxError(ErrorCode.MEDIA_TOO_SHORT, f"{info.path} has {count} video frames; at least 9 are needed",
+                       "Use a longer source clip.", path=str(info.path), field="source_path")  # fmt: skip
+    if frames != count:
+        _warn(warnings, f"the source's last {count - frames} frame(s) are left out (the model takes 8k+1 frames)")
+    fps = info.video.fps
+    sizes = {}
+    for name, value in (("width", info.video.width), ("height", info.video.height)):
+        fitted = min(MAX_SIZE, value // VAE_MULTIPLE * VAE_MULTIPLE)
+        if fitted < MIN_SIZE:
+            raise _invalid("source_path", f"{info.path} is {value} px in {name}; at least {MIN_SIZE} are needed",
+                           "Use a larger source clip.")  # fmt: skip
+        if fitted != value:
+            _warn(warnings, f"the source's {name} {value} is cropped to {fitted} (a multiple of {VAE_MULTIPLE})")
+        sizes[name] = fitted
+    if request.mode == "retake":
+        start, end = request.retake_window
+        modes.check_retake_window(start, end, frames / fps)
+        total = frames
+        if request.retake_audio and info.audio is None:
+            _warn(warnings, "the source has no sound: its whole soundtrack is generated")
+    else:
+        seconds = request.extend_seconds
+        modes.check_extend_seconds(seconds, fps)
+        total = modes.extended_frames(frames, seconds, fps)
+        longest = int(MAX_SECONDS * fps) + 1
+        if total > longest:
+            room = max(0.0, (longest - frames) / fps)
+            raise _invalid("extend_seconds", f"{frames} + {total - frames} frames at {fps:g} fps is longer than "
+                           f"the {MAX_SECONDS} s the model supports", f"Extend by at most {room:.2f} s.")  # fmt: skip
+    given = {"width": request.width, "height": request.height, "num_frames": request.num_frames, "fps": request.fps}
+    wanted = {**sizes, "num_frames": total, "fps": fps}
+    for name, value in given.items():
+        default = GenerationRequest.__dataclass_fields__[name].default
+        if value not in (default, wanted[name]):
+            _warn(warnings, f"{name} {value:g} is ignored: {request.mode} keeps the source's ({wanted[name]:g})")
+    return replace(request, **wanted, source_path=str(info.path), source_frames=frames)
+
+
+def _soundtrack(request: GenerationRequest, frames: int, warnings: list[str]) -> GenerationRequest:
+    """a2v: the soundtrack decodes and lasts the clip's duration from its start (read now, as the job will)."""
+    from ltx_backend.pipeline.source import read_soundtrack
+
+    if not (0 <= request.audio_start < 86400):
+        raise _invalid("audio_start", f"audio_start {request.audio_start:g} is not a time in the soundtrack",
+                       "Give the start in seconds, 0 or more (--audio-start).")  # fmt: skip
+    try:
+        read_soundtrack(request.audio_input_path, request.audio_start, frames, request.fps)
+    except LtxError as error:
+        raise _media_field(error, "audio_input_path") from None
+    return replace(request, audio_input_path=str(Path(request.audio_input_path).expanduser().absolute()))
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
     """The request with frame counts rounded, a seed chosen and paths made absolute; every rounding is a warning.
 
@@ -162,13 +320,16 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     warnings = list(request.warnings)
     if not request.prompt or not request.prompt.strip():
         raise _invalid("prompt", "The prompt is empty", "Describe the video to generate.")
+    request = _mode_and_pipeline(request, warnings)
+    if request.mode in SOURCE_MODES:  # the source clip decides size, rate and length
+        request = _source_clip(request, warnings)
 
     sizes = {}
     for name in ("width", "height"):
         value = int(getattr(request, name))
         if not MIN_SIZE <= value <= MAX_SIZE:
             raise _invalid(name, f"{name} {value} is outside {MIN_SIZE}..{MAX_SIZE}", size_hint(name, value))
-        if value % SIZE_MULTIPLE:
+        if value % (VAE_MULTIPLE if request.layout in SINGLE_STAGE else SIZE_MULTIPLE):
             if not request.round_dimensions:
                 raise _invalid(name, f"{name} {value} is not a multiple of {SIZE_MULTIPLE}", size_hint(name, value))
             rounded = nearest_size(value)
@@ -222,6 +383,14 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         raise _invalid("cfg_scale", f"cfg_scale {request.cfg_scale} is outside (0, 30]", "Use about 3.")
 
     ffmpeg_exe()  # every job ends in ffmpeg: a missing or broken one is found now
+    if request.mode == "a2v":
+        request = _soundtrack(request, frames, warnings)
+    if request.mode in SOURCE_MODES and request.keyframes:
+        _warn(warnings, f"keyframes are ignored: {request.mode} conditions on the source clip, not on images")
+        request = replace(request, keyframes=())
+    if request.mode == "interpolate" and not request.keyframes:
+        raise _invalid("keyframes", "keyframe interpolation needs at least one keyframe",
+                       "Give keyframes (--keyframe PATH|FRAME), e.g. the first and the last frame.")  # fmt: skip
     keyframes = []
     for index, keyframe in enumerate(request.keyframes):
         where = f"keyframes[{index}]"

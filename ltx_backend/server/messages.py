@@ -90,6 +90,15 @@ class Generate(Request, tag="generate"):
     min_seconds: float | None = None
     max_seconds: float | None = None
     control_video: ControlVideoSpec | None = None  # needs an IC-LoRA among the loaded `loras`
+    mode: str = "t2v"  # t2v | a2v | retake | extend | interpolate
+    pipeline: str = "two-stage"  # two-stage | one-stage | hq | interpolate (t2v and interpolate)
+    audio_input_path: str | None = None  # a2v: the soundtrack
+    audio_start: float = 0.0  # a2v: seconds into the soundtrack
+    source_path: str | None = None  # retake / extend: the source clip
+    retake_window: list[float] | None = None  # retake: [start, end] seconds
+    retake_video: bool = True
+    retake_audio: bool = True
+    extend_seconds: float | None = None  # extend: seconds to add
 
 
 class Cancel(Request, tag="cancel"):

@@ -6,13 +6,13 @@ import time
 
 from ltx_backend import events
 from ltx_backend.events import Phase
-from ltx_backend.pipeline.request import GenerationRequest
+from ltx_backend.pipeline.request import SINGLE_STAGE, GenerationRequest
 
 # Share of a typical distilled job's time per phase (H100 and M-series profiles are alike within a few %).
 PHASE_WEIGHTS = {
     Phase.DOWNLOAD: 0.0, Phase.TEXT_ENCODING: 0.08, Phase.PROMPT_ENHANCEMENT: 0.0, Phase.IMAGE_ENCODING: 0.02,
     Phase.LOAD: 0.04, Phase.STAGE1: 0.36, Phase.UPSAMPLE: 0.03, Phase.STAGE2: 0.22, Phase.AUDIO_DECODE: 0.05,
-    Phase.VIDEO_DECODE: 0.20, Phase.MUX: 0.0,
+    Phase.VIDEO_DECODE: 0.20, Phase.MUX: 0.0, Phase.SOURCE_ENCODING: 0.03,
 }  # fmt: skip
 STAGE_PHASES = {1: Phase.STAGE1, 2: Phase.STAGE2}
 
@@ -26,6 +26,9 @@ class ProgressTracker:
         self._done = 0.0  # weight of finished phases
         skipped = {Phase.IMAGE_ENCODING} if request is None or not request.keyframes else set()
         skipped |= {Phase.AUDIO_DECODE} if request is not None and not request.audio else set()
+        encodes_media = request is not None and request.mode in ("a2v", "retake", "extend")
+        skipped |= set() if encodes_media else {Phase.SOURCE_ENCODING}
+        skipped |= {Phase.UPSAMPLE, Phase.STAGE2} if request is not None and request.layout in SINGLE_STAGE else set()
         self._total = sum(weight for phase, weight in PHASE_WEIGHTS.items() if phase not in skipped)
 
     @property

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 CAPABILITIES = ["t2v", "i2v", "keyframes", "audio", "cancel", "queue", "dev-guidance", "quantize", "tiny-model",
                 "models", "download", "delete", "inspect", "job-logs",
                 "residency", "prompt-cache", "batch", "preview", "warmup", "lora", "ic_lora"]  # fmt: skip
+MODE_CAPABILITIES = ["a2v", "retake", "extend", "interpolate", "one-stage", "two-stage", "hq"]  # generate's modes
+CAPABILITIES += MODE_CAPABILITIES
 STOP_GRACE_S = 1.5  # how long a stop waits for the running job to unwind: the process is gone within 2 s
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
@@ -342,6 +344,11 @@ class Server:
         fields["keyframes"] = keyframes
         if request.control_video is not None:
             fields["control_video"] = ControlVideo(**msgspec.structs.asdict(request.control_video))
+        window = request.retake_window
+        if window is not None and len(window) != 2:
+            raise LtxError(ErrorCode.INVALID_PARAMS, f"retake_window has {len(window)} values", "Give [start, end].",
+                           field="retake_window")  # fmt: skip
+        fields["retake_window"] = None if window is None else (float(window[0]), float(window[1]))
         if not request.output_path:
             raise LtxError(ErrorCode.INVALID_PARAMS, "output_path is required", "Give an absolute .mp4 path.",
                            field="output_path")  # fmt: skip
