@@ -158,7 +158,7 @@ def hub(monkeypatch: pytest.MonkeyPatch):
 def test_download_model_reports_byte_progress_and_validates(cache: Path, tiny_model: Path, hub: FakeHub) -> None:
     weights = (tiny_model / "model.safetensors").read_bytes()
     hub.add_folder("test/tiny", tiny_model, {"copy/model.safetensors": weights, "card.png": b"png", "empty.txt": b""})
-    hub.piece_delay = 0.002  # so that progress has something to throttle
+    hub.piece_delay = 0.01  # so that progress has something to throttle and a speed to measure (>= 0.2 s in all)
     seen: list[events.Event] = []
     path = download_model("test/tiny", "main", emit=seen.append, progress_interval=0)
     assert path == cache / "models--test--tiny" / "snapshots" / COMMIT
