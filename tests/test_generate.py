@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,12 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from cycles import cyclic_garbage_after
-from media_probe import frames, probe
+from media_probe import frames, probe, write_image
 
 from ltx_backend import events
 from ltx_backend.cli.main import cli
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.media.video import ffmpeg_exe
 from ltx_backend.pipeline.engine import Cancelled, CancelToken, Engine
 from ltx_backend.pipeline.request import GenerationRequest, Keyframe
 from ltx_backend.tiny import write_tiny_model
@@ -45,12 +43,7 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 160x96 PNG gradient (another aspect ratio than the video: it gets resized and centre-cropped)."""
-    path = tmp_path_factory.mktemp("images") / "start.png"
-    y, x = np.mgrid[0:96, 0:160]
-    pixels = np.stack([x * 255 // 159, y * 255 // 95, np.full_like(x, 128)], -1).astype(np.uint8)
-    command = [ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "160x96", "-i", "-", str(path)]
-    subprocess.run(command, input=pixels.tobytes(), check=True)
-    return path
+    return write_image(tmp_path_factory.mktemp("images") / "start.png", 160, 96)
 
 
 def run(engine: Engine, tmp_path: Path, **fields) -> tuple[events.Result, list[events.Event]]:

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from media_probe import frames, probe
+from media_probe import frames, probe, write_image
 from safetensors.numpy import save_file
 
 from ltx_backend import events
 from ltx_backend.cli.main import cli
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.media.video import ffmpeg_exe
 from ltx_backend.pipeline import ancestral, ltx25_flow
 from ltx_backend.pipeline import engine as engines
 from ltx_backend.pipeline.engine import Engine
@@ -45,12 +44,7 @@ def engine(tiny25: Path) -> Engine:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("images") / "start.png"
-    y, x = np.mgrid[0:96, 0:160]
-    pixels = np.stack([x * 255 // 159, y * 255 // 95, np.full_like(x, 128)], -1).astype(np.uint8)
-    command = [ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "160x96", "-i", "-", str(path)]
-    subprocess.run(command, input=pixels.tobytes(), check=True)
-    return path
+    return write_image(tmp_path_factory.mktemp("images") / "start.png", 160, 96)
 
 
 def run(engine: Engine, tmp_path: Path, **fields) -> tuple[events.Result, list[events.Event]]:
