@@ -16,7 +16,7 @@ it computes nothing:
   ``e_euler_ancestral_loop`` the states, masks, recorded noise and model outputs of the loop;
   ``e2_euler_ancestral_step_cases`` whole.
 
-    /work/main/.venv/bin/python tests/reference/copy_ltx25_fixtures.py FIXTURES_DIR   # from the repository root
+    .venv/bin/python tests/reference/copy_ltx25_fixtures.py FIXTURES_DIR   # from the repository root
 """
 
 from __future__ import annotations
