@@ -31,7 +31,7 @@ from text_encode import gemma_config  # benchmarks/ is on sys.path when this scr
 
 from ltx_backend import events
 from ltx_backend.media.video import VideoWriter
-from ltx_backend.models.audio_vae import AudioDecoder, AudioVAEConfig
+from ltx_backend.models.audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
 from ltx_backend.models.gemma3 import Gemma3TextModel
 from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProcessorConfig
 from ltx_backend.models.transformer import LTXModel, TransformerConfig
@@ -39,7 +39,7 @@ from ltx_backend.models.upsampler import LatentUpsampler, UpsamplerConfig
 from ltx_backend.models.video_vae import LTX2_VAE_SECTION, VideoDecoder, VideoEncoder, VideoVAEConfig
 from ltx_backend.models.vocoder import LTX2_VOCODER_SECTION, Vocoder, VocoderConfig
 from ltx_backend.pipeline import engine as engine_module
-from ltx_backend.pipeline import sampler
+from ltx_backend.pipeline import ltx25_flow, sampler
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.pipeline.text import TextEncoder
 from ltx_backend.pipeline.tokenizer import PromptTokenizer
@@ -56,7 +56,10 @@ def _ready(module: nn.Module, dtype: mx.Dtype | None) -> nn.Module:
 
 
 def install_random_loaders(tokenizer_root: Path) -> None:
-    """Replace the engine's checkpoint loaders with builders of full-size random-weight modules."""
+    """Replace the engine's checkpoint loaders with builders of full-size random-weight modules (LTX-2.0 shapes).
+
+    The engine loads the text encoder and its processor through pipeline/ltx25_flow.py (Gemma 3 or 4 by the
+    checkpoint's version), everything else through the loaders it imports: both are patched."""
     e = engine_module
 
     class RandomGemma(TextEncoder):
@@ -65,7 +68,7 @@ def install_random_loaders(tokenizer_root: Path) -> None:
             self.tokenizer = PromptTokenizer(tokenizer_dir(tokenizer_root))
             self.model = _ready(Gemma3TextModel(gemma_config("12b")), dtype)
 
-    def transformer(ckpt, dtype=None, quantize=None):
+    def transformer(ckpt, dtype=None, quantize=None, loras=()):
         model = _ready(LTXModel(TransformerConfig.from_section(LTX2_TRANSFORMER_SECTION)), dtype)
         if quantize:
             nn.quantize(model, group_size=64, bits=quantize, class_predicate=quantizable_layer)
@@ -77,12 +80,13 @@ def install_random_loaders(tokenizer_root: Path) -> None:
         return _ready(TextEmbeddingsProcessor(config), dtype)
 
     vae = VideoVAEConfig.from_config({"vae": LTX2_VAE_SECTION})
-    e.TextEncoder = RandomGemma
+    ltx25_flow.TextEncoder = RandomGemma
+    ltx25_flow.load_text_processor = processor
     e.load_transformer = transformer
-    e.load_text_processor = processor
     e.load_upsampler = lambda ckpt, kind="spatial_x2", dtype=None: _ready(LatentUpsampler(UpsamplerConfig()), dtype)
     e.load_video_decoder = lambda ckpt, dtype=None: _ready(VideoDecoder(vae), dtype)
     e.load_video_encoder = lambda ckpt, dtype=None: _ready(VideoEncoder(vae), dtype)
+    e.load_audio_encoder = lambda ckpt, dtype=None: _ready(AudioEncoder(AudioVAEConfig.from_config({})), dtype)
     e.load_audio_decoder = lambda ckpt, dtype=None: _ready(AudioDecoder(AudioVAEConfig.from_config({})), dtype)
     e.load_vocoder = lambda ckpt, dtype=None: _ready(Vocoder(VocoderConfig.from_section(LTX2_VOCODER_SECTION)), dtype)
 
