@@ -149,6 +149,8 @@ def condition_by_keyframe(
     bounds = (np.stack([starts, starts + 1], axis=-1) * np.array(VIDEO_SCALE).reshape(3, 1, 1)).astype(np.float64)
     if frame_index == 0:  # the causal fix applies to a keyframe at the very first frame only
         bounds[0] = np.clip(bounds[0] + 1 - VIDEO_SCALE[0], 0, None)
+    if f == 1:  # ltx-core 1.2.0: an (unmarked) single-pixel-frame keyframe spans RoPE time [idx, idx + 1) / fps
+        bounds[0, :, 1] = bounds[0, :, 0] + 1
     bounds[0] += frame_index
     positions = bounds.astype(np.float32)
     positions[0] = positions[0] / np.float32(fps)

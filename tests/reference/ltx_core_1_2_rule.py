@@ -1,4 +1,4 @@
-"""ltx-core 1.2.0's audio<->video cross-attention AdaLN timestep rule, patched into ltx-core 1.0.0 (PyPI).
+"""ltx-core 1.2.0's audio<->video cross-attention AdaLN timestep rule and keyframe RoPE time, patched into 1.0.0 (PyPI).
 
 Since ltx-core 1.1.4 each stream's A<->V cross-attention scale/shift AdaLN takes the stream's *own* per-token
 timesteps (``Modality.timesteps`` x ``timestep_scale_multiplier``), while the output gate keeps the *other* stream's
@@ -12,6 +12,13 @@ version of that function is only given the other stream's sigma, so the patch wr
 ``MultiModalTransformerArgsPreprocessor.prepare``: the gate is kept as computed, the scale/shift is recomputed from
 the stream's own timesteps with the same AdaLN module.
 
+The second change is conditioning: 1.2.0's ``VideoConditionByKeyframeIndex`` gives an unmarked keyframe of a single
+pixel frame (new ``num_pixel_frames`` argument, default 1) the RoPE time range ``[idx, idx + 1) / fps``; 1.0.0 gives
+its one latent frame the full latent-frame span ``[idx, idx + 8) / fps`` when idx > 0 (at idx 0 the causal fix already
+yields ``[0, 1) / fps``). Spatial bounds, multi-frame keyframes and everything else are unchanged. The patch wraps
+``VideoConditionByKeyframeIndex.apply_to`` and rewrites the time end of the tokens it appended (no 1.2.0 fixture covers
+this; its source is a reading of the 1.2.0 code, and make_sampler_refs.py checks the positions by hand).
+
 Use in a generator script (reference venv, ltx-core / ltx-pipelines 1.0.0), before running any model::
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,7 +28,8 @@ Use in a generator script (reference venv, ltx-core / ltx-pipelines 1.0.0), befo
     ltx_core_1_2_rule.check_against_fixture()      # patched 1.0.0 == 1.2.0 on fixture b (raises otherwise)
 
 ``patched()`` is a context manager for a limited scope (e.g. to also compute 1.0.0 outputs for comparison).
-Generators that use it: make_transformer_refs.py, make_sampler_refs.py; the A2V / retake / IC-LoRA fixtures must too.
+Generators that use it: make_transformer_refs.py, make_sampler_refs.py, make_pipeline_refs.py --rule 1.2 (the keyframe
+patch matters to the last two only: make_transformer_refs.py appends no keyframe).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from ltx_core.conditioning.types.keyframe_cond import VideoConditionByKeyframeIndex
 from ltx_core.model.transformer.transformer_args import MultiModalTransformerArgsPreprocessor
 
 FIXTURE_B = Path(__file__).resolve().parents[1] / "fixtures" / "ltx_core_1_2"
@@ -53,16 +62,44 @@ def _prepare_with_1_2_rule(self: MultiModalTransformerArgsPreprocessor, modality
     return replace(args, cross_scale_shift_timestep=scale_shift)  # the gate keeps the other stream's sigma
 
 
+_ORIGINAL_KEYFRAME_INIT = VideoConditionByKeyframeIndex.__init__
+_ORIGINAL_KEYFRAME_APPLY = VideoConditionByKeyframeIndex.apply_to
+
+
+def _keyframe_init_1_2(self, keyframes, frame_idx: int, strength: float, num_pixel_frames: int = 1) -> None:
+    _ORIGINAL_KEYFRAME_INIT(self, keyframes, frame_idx, strength)
+    self.num_pixel_frames = num_pixel_frames
+
+
+def _keyframe_apply_1_2(self, latent_state, latent_tools):
+    state = _ORIGINAL_KEYFRAME_APPLY(self, latent_state, latent_tools)
+    if getattr(self, "num_pixel_frames", 1) != 1 or self.keyframes.shape[2] != 1:
+        return state  # a multi-frame keyframe keeps 1.0.0's positions
+    appended = state.positions.shape[2] - latent_state.positions.shape[2]
+    positions = state.positions.clone()
+    end = torch.full_like(positions[:, 0, -appended:, 1], float(self.frame_idx + 1))
+    end /= latent_tools.fps  # the same float32 division 1.0.0 applies to the start
+    positions[:, 0, -appended:, 1] = end
+    return replace(state, positions=positions)
+
+
 def apply() -> None:
     MultiModalTransformerArgsPreprocessor.prepare = _prepare_with_1_2_rule
+    VideoConditionByKeyframeIndex.__init__ = _keyframe_init_1_2
+    VideoConditionByKeyframeIndex.apply_to = _keyframe_apply_1_2
 
 
 def remove() -> None:
     MultiModalTransformerArgsPreprocessor.prepare = _ORIGINAL_PREPARE
+    VideoConditionByKeyframeIndex.__init__ = _ORIGINAL_KEYFRAME_INIT
+    VideoConditionByKeyframeIndex.apply_to = _ORIGINAL_KEYFRAME_APPLY
 
 
 def is_applied() -> bool:
-    return MultiModalTransformerArgsPreprocessor.prepare is _prepare_with_1_2_rule
+    return (
+        MultiModalTransformerArgsPreprocessor.prepare is _prepare_with_1_2_rule
+        and VideoConditionByKeyframeIndex.apply_to is _keyframe_apply_1_2
+    )
 
 
 @contextlib.contextmanager

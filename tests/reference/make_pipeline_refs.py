@@ -30,8 +30,8 @@ torch from torchaudio 2.x's formulas (``functional.resample`` sinc_interp_hann; 
 ``torch.stft`` magnitude @ ``melscale_fbanks``, Slaney scale and norm); everything else is ltx-core's own code.
 
 ``--rule 1.0`` runs ltx-core 1.0.0 as installed; ``--rule 1.2`` first applies ``ltx_core_1_2_rule.py`` (beside this
-script: ltx-core 1.2.0's cross-attention timestep rule patched into 1.0.0). The rule used is stored as
-``meta.rule`` (10 or 12). Run from the repository root, after ``make_transformer_refs.py``:
+script: ltx-core 1.2.0's cross-attention timestep rule and single-pixel-frame keyframe time range patched into 1.0.0).
+The rule used is stored as ``meta.rule`` (10 or 12). Run from the repository root, after ``make_transformer_refs.py``:
 
     /tmp/ltx-ref-venv/bin/python tests/reference/make_pipeline_refs.py --rule 1.2
 """
@@ -386,7 +386,7 @@ def retake_processor(encoder):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rule", choices=("1.0", "1.2"), required=True, help="cross-attention timestep rule")
+    parser.add_argument("--rule", choices=("1.0", "1.2"), required=True, help="ltx-core numerics")
     args = parser.parse_args()
     if args.rule == "1.2":
         import ltx_core_1_2_rule  # beside this script (tests/reference)

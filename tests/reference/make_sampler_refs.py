@@ -21,7 +21,8 @@ byte for byte. The script also re-implements the sampler by hand (state construc
 multi-modal guidance) from the README's description and checks it against the pipeline run.
 
 The transformer follows ltx-core 1.2.0's audio<->video cross-attention AdaLN timestep rule (``ltx_core_1_2_rule``,
-patched into 1.0.0 and checked against ltx-core 1.2.0's fixture b first). 1.2.0's other changes leave these runs
+patched into 1.0.0 and checked against ltx-core 1.2.0's fixture b first), and the keyframe follows 1.2.0's
+single-pixel-frame RoPE time range ``[idx, idx + 1) / fps`` (same module). 1.2.0's other changes leave these runs
 unchanged: its lerp noiser equals 1.0.0's for masks of 0 / 1 or noise scale 1 (every state here), and the
 float32 guider math is what a float32 run computes anyway.
 
@@ -414,23 +415,26 @@ def schedule_references() -> dict[str, torch.Tensor]:
 
 
 def expected_video_positions() -> np.ndarray:
-    """(1, 3, 24, 2) float32: the 18 target tokens (causal time fix) + the 6 keyframe tokens (no fix, + frame_idx)."""
+    """(1, 3, 24, 2) float32: the 18 target tokens (causal time fix) + the 6 keyframe tokens (+ frame_idx; one pixel
+    frame, so ltx-core 1.2.0's time range [idx, idx + 1))."""
     shape = video_latent_shape()
     fps = np.float32(OUTPUT_SHAPE.fps)
 
-    def bounds(frames: int, causal: bool, offset: int) -> np.ndarray:
+    def bounds(frames: int, causal: bool, offset: int, one_pixel_frame: bool = False) -> np.ndarray:
         f, h, w = np.meshgrid(np.arange(frames), np.arange(shape.height), np.arange(shape.width), indexing="ij")
         start = np.stack([f.ravel() * 8, h.ravel() * 32, w.ravel() * 32]).astype(np.int64)
         out = np.stack([start, start + np.array([[8], [32], [32]])], axis=-1)  # (3, T, 2)
         if causal:
             out[0] = np.maximum(out[0] + 1 - 8, 0)
+        if one_pixel_frame:
+            out[0, :, 1] = out[0, :, 0] + 1
         out[0] += offset
         out = out.astype(np.float32)
         out[0] /= fps
         return out
 
     main = bounds(shape.frames, causal=True, offset=0)
-    key = bounds(1, causal=False, offset=KEYFRAME_IDX)
+    key = bounds(1, causal=False, offset=KEYFRAME_IDX, one_pixel_frame=True)
     return np.concatenate([main, key], axis=1)[None]
 
 
