@@ -6,6 +6,9 @@
 - A guidance-parallel job (tiny dev checkpoint) writes the same MP4 and WAV bytes over 2 ranks as on 1.
 - A tensor-parallel job over 2 ranks writes a valid video and nearly the same audio (see the test for why not the
   same bytes).
+- LoRAs reach every rank: a guidance-parallel dev job with a LoRA, the distilled LoRA and an IC-LoRA control video
+  writes the same MP4 bytes over 2 ranks as on 1; the tensor-parallel transformer with a LoRA fused (then sharded)
+  computes the single-process fused forward within float32 tolerance, and a tensor-parallel LoRA job runs.
 - Failure paths: a rank killed during a job fails it with ``distributed_failed`` (no hang, no output); a cancel
   over ``serve --distributed 2`` stops every rank and the next job still runs.
 Every process has a timeout and is killed when the test fails.
@@ -23,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from lora_files import write_lora
 
+from ltx_backend.media.video import ffmpeg_exe
 from ltx_backend.parallel.launch import run_ranks
 from ltx_backend.tiny import ensure_tiny_model
 
@@ -89,6 +94,66 @@ def test_tensor_parallel_job_over_two_ranks(tmp_path: Path) -> None:
         waves.append(sf.read(audio)[0])
     assert waves[0].shape == waves[1].shape
     assert np.abs(waves[0] - waves[1]).max() < 1e-3
+
+
+def _control_clip(path: Path) -> Path:
+    pixels = np.random.default_rng(5).integers(0, 256, (12, 80, 96, 3), dtype=np.uint8)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "96x80", "-r", "24",
+         "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
+        input=pixels.tobytes(), check=True, capture_output=True,
+    )  # fmt: skip
+    return path
+
+
+def test_guidance_parallel_lora_job_writes_the_same_bytes_as_one_rank(tmp_path: Path, tiny_dev: Path) -> None:
+    """The dev flow with every kind of LoRA: an IC-LoRA (stage 1, with its control video, which every rank encodes
+    from the same file), the distilled LoRA (stage 2). Followers without the LoRAs would run other weights and
+    change the bytes; the LoRAs themselves change them too (checked against the job without)."""
+    ic = write_lora(tmp_path / "ic.safetensors", tiny_dev, rank=3, seed=2, every=2,
+                    metadata={"reference_downscale_factor": "2"})  # fmt: skip
+    distilled = write_lora(tmp_path / "distilled.safetensors", tiny_dev, seed=1)
+    loras = ["--lora", f"{ic}:0.9", "--distilled-lora", f"{distilled}:0.6"]
+    control = ["--control-video", str(_control_clip(tmp_path / "depth.mp4"))]
+    outputs = []
+    for ranks, extra in ((1, [*loras, *control]), (2, [*loras, *control]), (1, [])):
+        video = tmp_path / f"{ranks}-{len(extra)}.mp4"
+        args = ["-m", str(tiny_dev), *JOB, "--steps", "2", "-o", str(video), *extra]
+        done = _cli(*args, "--distributed", str(ranks), "--parallel", "guidance")
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(video.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0] != outputs[2]
+
+
+def test_tensor_parallel_lora_forward_equals_the_single_process_fused_forward(tmp_path: Path) -> None:
+    """The engine's tensor-parallel transformer (LoRA fused into the whole model, then sharded) on the tiny float
+    2.0 checkpoint (the tiny 2.3 one is stored Q4 in groups of 64, which 2 ranks cannot split)."""
+    model = ensure_tiny_model("2.0")
+    lora = write_lora(tmp_path / "style.safetensors", model, seed=3, every=2)
+    script = str(ROOT / "tests" / "distributed" / "lora_forward_rank.py")
+    ranks = run_ranks([sys.executable, script, str(model), str(lora)], 2, tmp_path, timeout_s=90)
+    assert [r.returncode for r in ranks] == [0, 0], [r.stderr[-2000:] for r in ranks]
+    errors = json.loads(ranks[0].stdout.strip().splitlines()[-1])
+    assert errors["max_abs"] <= FP32_RELATIVE * errors["max_ref"], errors
+    assert errors["lora_effect"] > 1e3 * FP32_RELATIVE * errors["max_ref"], errors  # the LoRA changed the output
+
+
+def test_tensor_parallel_lora_job_over_two_ranks(tmp_path: Path) -> None:
+    """A whole tensor-parallel job with a LoRA: it runs, and its audio nearly equals the one-rank LoRA job's (as in
+    the job test above, not the same bytes) and differs from the job without the LoRA."""
+    lora = write_lora(tmp_path / "style.safetensors", ensure_tiny_model("2.0"), seed=3, every=2)
+    waves = []
+    for ranks, extra in ((1, ["--lora", f"{lora}:0.8"]), (2, ["--lora", f"{lora}:0.8"]), (1, [])):
+        video, audio = tmp_path / f"{ranks}-{len(extra)}.mp4", tmp_path / f"{ranks}-{len(extra)}.wav"
+        args = [*JOB, "--steps", "2", "-o", str(video), "--output-audio", str(audio), *extra]
+        done = _cli(*args, "--distributed", str(ranks))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert video.stat().st_size > 1000
+        waves.append(sf.read(audio)[0])
+    assert waves[0].shape == waves[1].shape == waves[2].shape
+    assert np.abs(waves[0] - waves[1]).max() < 1e-3
+    assert np.abs(waves[0] - waves[2]).max() > 1e-2
 
 
 def test_guidance_parallel_refuses_a_distilled_checkpoint_before_starting_ranks(tmp_path: Path) -> None:
@@ -191,3 +256,18 @@ def test_splits_that_do_not_divide_are_refused_with_the_layer_named() -> None:
     with pytest.raises(LtxError) as error:
         RowParallelLinear(layer, _TwoRanks(), "transformer_blocks.0.attn1.to_out")
     assert "groups of 64" in error.value.message and "to_out" in error.value.message
+
+
+def test_requests_and_lora_options_reach_the_followers_intact(tmp_path: Path) -> None:
+    """What rank 0 sends as JSON is what the followers rebuild: nested keyframes and control video, LoRA specs."""
+    from ltx_backend.parallel.run import engine_options_from_json, lora_to_json, request_from_json, request_to_json
+    from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe
+    from ltx_backend.weights.lora import LoraSpec
+
+    request = GenerationRequest("a fox", str(tmp_path / "x.mp4"), keyframes=(Keyframe("k.png", 8, 0.5),),
+                                control_video=ControlVideo("depth.mp4", 0.9, "mask.mp4", 0.5))  # fmt: skip
+    assert request_from_json(json.loads(json.dumps(request_to_json(request)))) == request
+    style, distilled = LoraSpec(tmp_path / "style.safetensors", -0.4), LoraSpec(tmp_path / "d.safetensors")
+    sent = {"dtype": "float32", "loras": [lora_to_json(style)], "distilled_lora": lora_to_json(distilled)}
+    options = engine_options_from_json(json.loads(json.dumps(sent)))
+    assert options["loras"] == [style] and options["distilled_lora"] == distilled

@@ -12,11 +12,9 @@ import json
 import logging
 import sys
 
-import mlx.core as mx
-
 from ltx_backend.errors import LtxError
 from ltx_backend.parallel.launch import init_group
-from ltx_backend.parallel.run import RankRole, request_from_json
+from ltx_backend.parallel.run import RankRole, engine_options_from_json, request_from_json
 from ltx_backend.pipeline.engine import Cancelled, Engine
 
 
@@ -39,8 +37,7 @@ def main() -> int:
         message = json.loads(line)
         try:
             if "engine" in message:
-                options = dict(message["engine"])
-                options["dtype"] = getattr(mx, options["dtype"])
+                options = engine_options_from_json(message["engine"])
                 engine = Engine(**options, parallel=RankRole(group, message["mode"]))
             else:
                 engine.generate(request_from_json(message["request"]))

@@ -2,7 +2,9 @@
 
 Every rank runs the same job through the same ``Engine`` code with the same request and seed (so noise, image
 conditioning and scheduling agree without communication), except that rank 0 alone encodes the text and shares
-the contexts (``RankRole.share_text``); the transformer work is split:
+the contexts (``RankRole.share_text``). Rank 0's LoRAs (and a dev checkpoint's distilled LoRA) go to every rank
+with the engine's options: each fuses them into its whole transformer before taking its shard, and reads and
+encodes the request's keyframes, source clip or IC-LoRA control video itself. The transformer work is split:
 
 - ``tensor`` mode: every rank holds its shard of the blocks and every forward is computed together;
 - ``guidance`` mode (dev checkpoints): every rank holds the whole model and a guided step's passes are split.
@@ -34,8 +36,9 @@ from ltx_backend.parallel.launch import Followers, failed
 from ltx_backend.parallel.tensor import shard_transformer
 from ltx_backend.pipeline import memory
 from ltx_backend.pipeline.engine import Cancelled, CancelToken, Engine
-from ltx_backend.pipeline.request import GenerationRequest, Keyframe, validate
+from ltx_backend.pipeline.request import ControlVideo, GenerationRequest, Keyframe, validate
 from ltx_backend.pipeline.sampler import PassRunner
+from ltx_backend.weights.lora import LoraSpec
 
 log = logging.getLogger(__name__)
 MODES = ("tensor", "guidance")
@@ -109,8 +112,29 @@ def request_to_json(request: GenerationRequest) -> dict:
 
 
 def request_from_json(data: dict) -> GenerationRequest:
+    """The request rank 0 sent (``request_to_json``), nested dataclasses rebuilt: every rank reads and encodes the
+    same keyframes and IC-LoRA control video itself (deterministic; no latents cross the wire)."""
     keyframes = tuple(Keyframe(**k) for k in data.pop("keyframes", ()))
-    return GenerationRequest(**{**data, "warnings": tuple(data.get("warnings", ()))}, keyframes=keyframes)
+    control = data.pop("control_video", None)
+    control = None if control is None else ControlVideo(**control)
+    return GenerationRequest(
+        **{**data, "warnings": tuple(data.get("warnings", ()))}, keyframes=keyframes, control_video=control
+    )
+
+
+def lora_to_json(spec: LoraSpec) -> list:
+    """``[path, strength]``, the path absolute (followers may resolve relative paths elsewhere)."""
+    return [str(Path(spec.path).expanduser().absolute()), spec.strength]
+
+
+def engine_options_from_json(options: dict) -> dict:
+    """The follower's ``Engine`` keyword arguments from rank 0's ``engine`` message."""
+    options = dict(options)
+    options["dtype"] = getattr(mx, options["dtype"])
+    options["loras"] = [LoraSpec(Path(path), strength) for path, strength in options.get("loras", ())]
+    distilled = options.get("distilled_lora")
+    options["distilled_lora"] = None if distilled is None else LoraSpec(Path(distilled[0]), distilled[1])
+    return options
 
 
 def check_mode(engine: Engine, mode: str, ranks: int) -> None:
@@ -118,13 +142,6 @@ def check_mode(engine: Engine, mode: str, ranks: int) -> None:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"unknown parallel mode {mode!r}", "Use tensor or guidance.")
     if ranks < 1:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"--distributed must be at least 1, not {ranks}", "Use 2 or more.")
-    if ranks > 1 and (getattr(engine, "loras", ()) or getattr(engine, "distilled_lora", None)):
-        raise LtxError(
-            ErrorCode.INVALID_PARAMS,
-            "LoRAs are not supported with --distributed yet (the other ranks would run the model without them)",
-            "Run LoRA jobs on one process (drop --distributed).",
-            field="loras",
-        )
     if mode == "guidance" and engine.variant != "dev":
         raise LtxError(
             ErrorCode.INVALID_PARAMS,
@@ -191,6 +208,9 @@ class DistributedEngine:
             "text_encoder": str(engine.text_encoder_root),
             "quantize": engine.quantize,
             "dtype": str(engine.dtype).split(".")[-1],
+            # Every rank fuses the same LoRAs into its whole transformer before sharding it (tensor mode).
+            "loras": [lora_to_json(spec) for spec in engine.loras],
+            "distilled_lora": None if engine.distilled_lora is None else lora_to_json(engine.distilled_lora),
         }
         ranks.send({"engine": options, "mode": mode})
         ranks.expect_ok("opening the model")
