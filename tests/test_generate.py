@@ -18,26 +18,8 @@ from ltx_backend.cli.main import cli
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.pipeline.engine import Cancelled, CancelToken, Engine
 from ltx_backend.pipeline.request import GenerationRequest, Keyframe
-from ltx_backend.tiny import write_tiny_model
 
 SMALL = {"width": 128, "height": 128, "num_frames": 9, "fps": 24.0}  # 2 latent frames; stage 1 at 64x64
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """LTX-2.0 in the unified layout."""
-    return Engine(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
-
-
-@pytest.fixture(scope="module")
-def engine23(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """LTX-2.3 in the split layout, 4-bit transformer."""
-    return Engine(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-2.3", "2.3"))
-
-
-@pytest.fixture(params=["2.0 unified", "2.3 split q4"])
-def any_engine(request: pytest.FixtureRequest) -> Engine:
-    return request.getfixturevalue("engine" if request.param.startswith("2.0") else "engine23")
 
 
 @pytest.fixture(scope="module")

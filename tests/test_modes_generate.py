@@ -21,25 +21,9 @@ from ltx_backend.models.rope import audio_positions
 from ltx_backend.pipeline import sampler as s
 from ltx_backend.pipeline.engine import Engine
 from ltx_backend.pipeline.request import GenerationRequest, Keyframe
-from ltx_backend.tiny import write_tiny_model
 
 SMALL = {"width": 128, "height": 128, "num_frames": 17, "fps": 24.0}
 DURATION = 17 / 24
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
-
-
-@pytest.fixture(scope="module")
-def engine23(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine(write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-2.3", "2.3"))
-
-
-@pytest.fixture(params=["2.0", "2.3"])
-def any_engine(request: pytest.FixtureRequest) -> Engine:
-    return request.getfixturevalue("engine" if request.param == "2.0" else "engine23")
 
 
 @pytest.fixture
