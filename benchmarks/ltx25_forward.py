@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, flops, section  # noqa: E402
+from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, engine_inputs, flops, section  # noqa: E402
 
 GEMMA_TOKENS = 1024
 TINY_GRIDS = {96: (2, 6, 8), 384: (4, 8, 12)}  # --tiny: video token counts and their (frames, h, w)
@@ -41,36 +42,6 @@ def ltx25_section(tiny: bool) -> dict:
 
         cfg = dict(_sections()["transformer"])
     return cfg
-
-
-def _inputs(model, grid: tuple[int, int, int], context_tokens: int, rng: np.random.Generator):
-    import mlx.core as mx
-
-    from ltx_backend.models.rope import audio_positions, video_positions
-    from ltx_backend.models.transformer import StreamInput
-    from ltx_backend.pipeline.sampler import first_frame_keyframes_mask
-
-    c = model.config
-    f, h, w = grid
-    audio_tokens = AUDIO_TOKENS if context_tokens == TEXT_TOKENS else 9
-
-    def stream(tokens: int, channels: int, width: int, rope, marker=None) -> StreamInput:
-        return StreamInput(
-            latent=mx.array(rng.standard_normal((1, tokens, channels)), dtype=mx.bfloat16),
-            timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
-            sigma=mx.array([0.9], dtype=mx.bfloat16),
-            context=mx.array(rng.standard_normal((1, context_tokens, width)), dtype=mx.bfloat16),
-            context_mask=None,
-            rope=rope,
-            keyframes_mask=marker,
-        )
-
-    video_rope = model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16)
-    audio_rope = model.rope(audio_positions(audio_tokens), "audio", mx.bfloat16)
-    marker = first_frame_keyframes_mask(f, h, w)
-    video = stream(f * h * w, c.in_channels, c.video_dim, video_rope, marker)
-    audio = stream(audio_tokens, c.audio_in_channels, c.audio_dim, audio_rope)
-    return video, audio
 
 
 def run_dit(tiny: bool, repeat: int, compiled: bool) -> dict:
@@ -90,7 +61,9 @@ def run_dit(tiny: bool, repeat: int, compiled: bool) -> dict:
     grids = TINY_GRIDS if tiny else VIDEO_GRIDS
     results = []
     for count, grid in grids.items():
-        video, audio = _inputs(model, grid, 128 if tiny else TEXT_TOKENS, rng)
+        context = 128 if tiny else TEXT_TOKENS
+        audio_tokens = AUDIO_TOKENS if context == TEXT_TOKENS else 9
+        video, audio = engine_inputs(model, math.prod(grid), rng, grid, context, audio_tokens, marked=True)
         blocks = model.compiled_blocks() if compiled else None
 
         def forward(video=video, audio=audio, blocks=blocks):

@@ -62,31 +62,43 @@ def flops(cfg: dict, video: int, audio: int = AUDIO_TOKENS, text: int = TEXT_TOK
     return float(total)
 
 
-def engine_inputs(model, count: int, rng: np.random.Generator) -> tuple:
+def engine_inputs(
+    model,
+    count: int,
+    rng: np.random.Generator,
+    grid: tuple[int, int, int] | None = None,
+    context_tokens: int = TEXT_TOKENS,
+    audio_tokens: int = AUDIO_TOKENS,
+    marked: bool = False,
+) -> tuple:
     """(video, audio) ``StreamInput`` of an unconditioned job as the engine passes them: random bf16 latents and
-    contexts, one timestep for all tokens, no text mask, RoPE tables for `count` video tokens."""
+    contexts, one timestep for all tokens, no text mask, RoPE tables for `count` video tokens (laid out as `grid`,
+    default ``VIDEO_GRIDS[count]``). `marked`: LTX-2.5's keyframe marker on the first latent frame."""
     import mlx.core as mx
 
     from ltx_backend.models.rope import audio_positions, video_positions
     from ltx_backend.models.transformer import StreamInput
+    from ltx_backend.pipeline.sampler import first_frame_keyframes_mask
 
     config = model.config
 
-    def stream(tokens: int, channels: int, context_width: int, rope) -> StreamInput:
+    def stream(tokens: int, channels: int, context_width: int, rope, marker=None) -> StreamInput:
         return StreamInput(
             latent=mx.array(rng.standard_normal((1, tokens, channels)), dtype=mx.bfloat16),
             timesteps=mx.full((1, 1), 0.9, dtype=mx.bfloat16),
             sigma=mx.array([0.9], dtype=mx.bfloat16),
-            context=mx.array(rng.standard_normal((1, TEXT_TOKENS, context_width)), dtype=mx.bfloat16),
+            context=mx.array(rng.standard_normal((1, context_tokens, context_width)), dtype=mx.bfloat16),
             context_mask=None,
             rope=rope,
+            keyframes_mask=marker,
         )
 
-    f, h, w = VIDEO_GRIDS[count]
+    f, h, w = grid or VIDEO_GRIDS[count]
     video_rope = model.rope(video_positions(f, h, w, 24.0), "video", mx.bfloat16)
-    audio_rope = model.rope(audio_positions(AUDIO_TOKENS), "audio", mx.bfloat16)
-    video = stream(count, config.in_channels, config.caption_channels or config.video_dim, video_rope)
-    audio = stream(AUDIO_TOKENS, config.audio_in_channels, config.caption_channels or config.audio_dim, audio_rope)
+    audio_rope = model.rope(audio_positions(audio_tokens), "audio", mx.bfloat16)
+    marker = first_frame_keyframes_mask(f, h, w) if marked else None
+    video = stream(count, config.in_channels, config.caption_channels or config.video_dim, video_rope, marker)
+    audio = stream(audio_tokens, config.audio_in_channels, config.caption_channels or config.audio_dim, audio_rope)
     return video, audio
 
 
