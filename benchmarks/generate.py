@@ -7,8 +7,11 @@ Every model has its real size and config but random weights (no real checkpoint 
 loaders are swapped for builders of random-weight modules, everything else (tokenisation, the two stages, the
 upsampler, tiled decoding, ffmpeg muxing) is the code a user runs. Load time is therefore not representative
 (``wall_excluding_load_s`` leaves it out); every other phase is, except that random weights decode to noise,
-x264's worst case: ``x264_on_test_pattern`` times the encoder on moving content of the same size. Prints one
-JSON document: per-phase seconds (each phase's own; all weight loading under ``load``), total, peak memory.
+x264's worst case. So by default (``--content pattern``) every decoded chunk is computed in full and then replaced
+by the same frames of ffmpeg's moving testsrc2 pattern, which x264 encodes like real video; ``--content noise``
+encodes what the random decoder produced. ``x264_on_test_pattern`` also times the encoder alone on that pattern.
+Prints one JSON document: per-phase seconds (each phase's own; all weight loading under ``load``), total, peak
+memory.
 """
 
 from __future__ import annotations
@@ -91,14 +94,35 @@ def install_random_loaders(tokenizer_root: Path) -> None:
     e.load_vocoder = lambda ckpt, dtype=None: _ready(Vocoder(VocoderConfig.from_section(LTX2_VOCODER_SECTION)), dtype)
 
 
-def encode_test_pattern(folder: Path, width: int, height: int, frames: int, fps: float = 24.0) -> dict:
-    """x264 on moving content (ffmpeg's testsrc2 pattern) instead of the noise random weights decode to, which is
-    x264's worst case: seconds to encode the clip the way the engine hands it over (all frames after decoding)."""
+def test_pattern(width: int, height: int, frames: int, fps: float = 24.0) -> np.ndarray:
+    """(frames, height, width, 3) uint8 of ffmpeg's moving testsrc2 pattern: content x264 encodes like video."""
     source = imageio_ffmpeg.read_frames(
         f"testsrc2=size={width}x{height}:rate={fps}:duration={frames / fps}", input_params=["-f", "lavfi"]
     )
     next(source)  # metadata
-    clip = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in source][:frames])
+    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in source][:frames])
+
+
+def decode_to_pattern(width: int, height: int, frames: int) -> None:
+    """Make the engine's decode compute every chunk in full, then hand over the pattern's frames in its place."""
+    pattern = mx.array(test_pattern(width, height, frames).astype(np.float32) / 127.5 - 1.0)[None]
+    real = engine_module.decode_tiled
+
+    def decode_tiled(*args, **kwargs):
+        start = 0
+        for chunk in real(*args, **kwargs):
+            mx.eval(chunk)
+            count = chunk.shape[1]
+            yield pattern[:, start : start + count]
+            start += count
+
+    engine_module.decode_tiled = decode_tiled
+
+
+def encode_test_pattern(folder: Path, width: int, height: int, frames: int, fps: float = 24.0) -> dict:
+    """x264 alone on the test pattern: seconds to encode the clip the way the engine hands it over (all frames
+    after an untiled decode)."""
+    clip = test_pattern(width, height, frames, fps)
     path = folder / "pattern.mp4"
     start = time.perf_counter()
     with VideoWriter(path, width, height, fps) as writer:
@@ -112,6 +136,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--frames", type=int, default=121)
     parser.add_argument("--tiling", default="auto")
+    parser.add_argument(
+        "--content",
+        choices=("pattern", "noise"),
+        default="pattern",
+        help="what ffmpeg encodes: a moving test pattern (like video) or the random decoder's noise",
+    )
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--runs", type=int, default=2, help="the first run warms up kernels; the last is reported")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the last run (by cumulative time)")
@@ -122,6 +152,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tiny = write_tiny_model(Path(folder) / "tiny")  # a real checkpoint directory for the engine to open
         install_random_loaders(tiny / "text_encoder")
+        if args.content == "pattern":
+            decode_to_pattern(args.width, args.height, args.frames)
         engine = engine_module.Engine(tiny, quantize=args.quantize)
         runs = []
         for run in range(args.runs):
@@ -157,7 +189,7 @@ def main() -> None:
         "benchmark": "generate", "model": "LTX-2.0 distilled (random weights) + Gemma 3 12B", "device":
         str(mx.default_device()), "machine": platform.machine(), "dtype": str(engine.dtype),
         "quantize": args.quantize, "in_flight": args.in_flight, "size": [args.width, args.height, args.frames],
-        "tiling": args.tiling,
+        "tiling": args.tiling, "content": args.content,
         "note": "load phases build random modules: not representative of checkpoint loading",
         "runs": runs, "x264_on_test_pattern": x264,
     }, indent=2))  # fmt: skip

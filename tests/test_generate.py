@@ -52,7 +52,8 @@ def test_text_to_video_with_audio(any_engine: Engine, tmp_path: Path) -> None:
     assert result.sampler == "distilled" and result.steps == (8, 3) and result.has_audio
     phases = [e.phase for e in seen if isinstance(e, events.PhaseFinished)]
     assert phases == [events.Phase.TEXT_ENCODING, events.Phase.LOAD, events.Phase.STAGE1, events.Phase.UPSAMPLE,
-                      events.Phase.STAGE2, events.Phase.AUDIO_DECODE, events.Phase.VIDEO_DECODE]  # fmt: skip
+                      events.Phase.STAGE2, events.Phase.VIDEO_DECODE, events.Phase.AUDIO_DECODE,
+                      events.Phase.MUX]  # fmt: skip
     # Each phase's own seconds, every weight load under "load": together they are the job's wall time.
     assert set(result.timings) == {phase.value for phase in phases}
     assert 0.9 * wall <= sum(result.timings.values()) <= wall

@@ -36,7 +36,7 @@ def plan_for(tiny, dtype=mx.bfloat16, quantize=None, **fields) -> memory.MemoryP
 
 def test_phases_and_peak(tiny) -> None:
     plan = plan_for(tiny)
-    assert list(plan.phases) == ["text_encoding", "connectors", "denoising", "audio_decode", "video_decode"]
+    assert list(plan.phases) == ["text_encoding", "connectors", "denoising", "video_decode", "audio_decode"]
     assert plan.peak == max(phase.total for phase in plan.phases.values())
     assert plan.peak_phase.total == plan.peak
     assert all(phase.weights > 0 and phase.activations > 0 for phase in plan.phases.values())

@@ -49,6 +49,7 @@ STOPS = [  # every phase once, every way to stop at least once (each case runs a
     ("audio_decode", "eof"),
     ("video_decode", "shutdown"),
     ("video_decode", "SIGTERM"),
+    ("mux", "SIGINT"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import mlx.core as mx
@@ -11,7 +12,8 @@ import pytest
 from media_probe import probe
 
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.media.video import VideoWriter, to_uint8
+from ltx_backend.media.audio import write_wav
+from ltx_backend.media.video import VideoWriter, ffmpeg_exe, mux_audio, to_uint8
 
 
 def chunks(count: int, frames: int = 8) -> list[np.ndarray]:
@@ -108,3 +110,61 @@ def test_a_hardware_encoder_that_does_not_work_here_falls_back_to_libx264(tmp_pa
         with VideoWriter(tmp_path / "v.mp4", 96, 64, 24, quality=VideoQuality("videotoolbox")) as writer:
             writer.write(chunks(1)[0])
         assert writer.encoder == "libx264" and probe(tmp_path / "v.mp4").frames == 8
+
+
+def _video_stream_md5(path: Path) -> str:
+    """The MD5 of the file's H.264 packets, as ffmpeg's md5 muxer reports them (container bytes aside)."""
+    command = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(command, capture_output=True, check=True, text=True).stdout.strip()
+
+
+def _tone(folder: Path, seconds: float) -> Path:
+    t = np.arange(int(48000 * seconds)) / 48000
+    wave = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    return write_wav(folder / "a.wav", wave, 48000)
+
+
+def test_audio_muxed_afterwards_keeps_the_video_stream_as_encoded(tmp_path: Path) -> None:
+    """The engine encodes the video while it decodes the audio, then muxes: the H.264 packets are copied as they
+    were encoded, and the track is the same AAC 48 kHz stereo as the single pass writes, cut to the video."""
+    with VideoWriter(tmp_path / "v.h264.mp4", 96, 64, 24, atomic=False) as writer:
+        for chunk in chunks(3):
+            writer.write(chunk)
+        writer.finish()  # non-atomic: the file is complete inside the block; leaving it does not wait again
+        assert probe(tmp_path / "v.h264.mp4").frames == 24
+    mux_audio(tmp_path / "v.h264.mp4", _tone(tmp_path, 1.5), tmp_path / "v.mp4")
+    info = probe(tmp_path / "v.mp4")
+    assert (info.video_codec, info.frames, info.audio_codec, info.sample_rate, info.channels) == (
+        "h264", 24, "aac", 48000, "stereo",
+    )  # fmt: skip
+    assert info.duration == pytest.approx(1.0, abs=0.06)  # -shortest: the longer audio is cut to the video
+    assert _video_stream_md5(tmp_path / "v.mp4") == _video_stream_md5(tmp_path / "v.h264.mp4")
+
+
+def test_a_mux_that_fails_names_its_output(tmp_path: Path) -> None:
+    with VideoWriter(tmp_path / "v.h264.mp4", 96, 64, 24) as writer:
+        writer.write(chunks(1)[0])
+    with pytest.raises(LtxError) as error:
+        mux_audio(tmp_path / "v.h264.mp4", tmp_path / "missing.wav", tmp_path / "v.mp4")
+    assert error.value.code is ErrorCode.OUTPUT_WRITE_FAILED and error.value.details["path"] == str(tmp_path / "v.mp4")
+
+
+def test_a_cancel_during_the_mux_stops_ffmpeg(tmp_path: Path, monkeypatch) -> None:
+    with VideoWriter(tmp_path / "v.h264.mp4", 96, 64, 24) as writer:
+        writer.write(chunks(1)[0])
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def cancel() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    slow = tmp_path / "fifo.wav"
+    os.mkfifo(slow)  # ffmpeg blocks reading it: the mux is still running when the cancel comes
+    with pytest.raises(KeyboardInterrupt):
+        mux_audio(tmp_path / "v.h264.mp4", slow, tmp_path / "v.mp4", cancel)
+    assert started and started[0].returncode is not None  # killed and reaped, not left running

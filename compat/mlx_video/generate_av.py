@@ -455,8 +455,8 @@ class _Renderer:
             elif phase is Phase.STAGE2:
                 console.out(f"⚡ Stage 2: Refining at {r.width}x{r.height} ({STAGE_2_STEPS} steps)...", C.YELLOW)
             elif phase in (Phase.AUDIO_DECODE, Phase.VIDEO_DECODE) and not self.decoding:
-                # ltx-backend decodes the (small) audio first and streams the video into ffmpeg with the audio
-                # muxed in the same pass; the lines keep 0.1.37's order (see README.md).
+                # ltx-backend decodes the audio while ffmpeg encodes the video and muxes it in at the end; the
+                # lines keep 0.1.37's order (see README.md).
                 self.decoding = True
                 console.out("🎞️  Decoding video...", C.BLUE)
                 console.out(self.tiling_line(event.detail), C.DIM)

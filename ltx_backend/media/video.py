@@ -1,8 +1,9 @@
 """MP4 output through imageio-ffmpeg's ffmpeg binary: frames are streamed in as they are decoded.
 
 H.264 (libx264, or the platform's hardware encoder: media/encoders.py; yuv420p, ``+faststart``) with an optional
-AAC 48 kHz stereo track muxed in the same pass. The file is written beside the target under a temporary name and
-renamed into place only when ffmpeg succeeds.
+AAC 48 kHz stereo track, muxed in the same pass (`VideoWriter` given a WAV) or afterwards (`mux_audio`, when the
+audio is decoded while ffmpeg encodes). The file is written beside the target under a temporary name and renamed
+into place only when ffmpeg succeeds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.encoders import VideoQuality, choose_encoder, encoder_arguments
 
 POLL_SECONDS = 0.05  # how often a wait for ffmpeg checks for a cancel
+AAC_ARGUMENTS = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
 
 
 def ffmpeg_exe() -> str:
@@ -106,6 +108,7 @@ class VideoWriter:
         self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
         self._feeder = threading.Thread(target=self._feed, name="ffmpeg-feeder", daemon=True)
         self._feed_error: OSError | None = None
+        self._finished = False
 
     def __enter__(self) -> VideoWriter:
         temporary = self._output.__enter__()
@@ -120,7 +123,7 @@ class VideoWriter:
             command += ["-i", str(self.audio_wav)]
         command += [*encoder_arguments(self.encoder, self.quality), "-movflags", "+faststart"]
         if self.audio_wav is not None:
-            command += ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
+            command += AAC_ARGUMENTS
         command += ["-f", "mp4", str(temporary)]
         try:
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -157,11 +160,16 @@ class VideoWriter:
         if self._feed_error is not None:
             raise self._failure() from self._feed_error
         self._process.stdin.close()
-        while True:
-            try:
-                return self._process.wait(POLL_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.check()
+        return _wait(self._process, self.check)
+
+    def finish(self) -> None:
+        """Wait for ffmpeg to encode every frame written so far and check it succeeded (leaving the ``with``
+        block does this too). Call it to time the wait on its own, or (``atomic=False``) to use the file inside
+        the block."""
+        if not self._finished:
+            self._finished = True
+            if self._finish() != 0:  # ffmpeg's stderr is small (-loglevel error): read after it exits
+                raise _encoding_failed(self.path, self._process.stderr.read().decode(errors="replace"))
 
     def write(self, frames: np.ndarray) -> None:
         """Queue (T, H, W, 3) uint8 frames; they go to ffmpeg without a copy, so do not modify them afterwards."""
@@ -181,8 +189,7 @@ class VideoWriter:
         process = self._process
         try:
             if error is None:
-                if self._finish() != 0:  # ffmpeg's stderr is small (-loglevel error): read after it exits
-                    raise _encoding_failed(self.path, process.stderr.read().decode(errors="replace"))
+                self.finish()
             else:
                 process.kill()
                 self._drain()
@@ -196,3 +203,35 @@ class VideoWriter:
             self._output.__exit__(type(failure), failure, failure.__traceback__)
             raise
         self._output.__exit__(kind, error, trace)
+
+
+def _wait(process: subprocess.Popen, check: Callable[[], None]) -> int:
+    """ffmpeg's exit status, running `check` every POLL_SECONDS while it works (a cancel raises out of it)."""
+    while True:
+        try:
+            return process.wait(POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            check()
+
+
+def mux_audio(video: Path, wav: Path, target: Path, check: Callable[[], None] | None = None) -> None:
+    """Write `target`: the H.264 stream of `video` as is, with `wav` encoded as the same AAC track `VideoWriter`
+    muxes in its single pass. ffmpeg is killed if `check` raises (a cancel); a failure names `target`."""
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-i", str(wav),
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *AAC_ARGUMENTS, "-movflags", "+faststart",
+        "-f", "mp4", str(target),
+    ]  # fmt: skip
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        hint = "Reinstall imageio-ffmpeg: pip install -U imageio-ffmpeg"
+        raise LtxError(ErrorCode.FFMPEG_MISSING, f"ffmpeg does not run: {exc}", hint) from exc
+    try:
+        status = _wait(process, check or (lambda: None))
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    if status != 0:
+        raise _encoding_failed(target, process.stderr.read().decode(errors="replace"))

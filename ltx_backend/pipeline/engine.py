@@ -29,7 +29,7 @@ from ltx_backend.media.audio_in import DecodedAudio
 from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
-from ltx_backend.media.video import VideoWriter, to_uint8
+from ltx_backend.media.video import VideoWriter, mux_audio, to_uint8
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
@@ -652,17 +652,19 @@ class Engine:
         self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit,
         soundtrack: DecodedAudio | None = None,
     ):  # fmt: skip
-        """Audio first (small), then video streamed into ffmpeg with the audio muxed in the same pass; both files
-        are written in the job's temporary folder and committed together (media/outputs.py). a2v muxes the
-        `soundtrack` it was given, as read (not a VAE re-decode, as ltx-pipelines writes it; not peak-normalised).
+        """The video streamed into ffmpeg as it is decoded, then the audio decoded while ffmpeg encodes the last
+        frames in its own process, then the audio muxed in (the H.264 stream copied as is). Both files are written
+        in the job's temporary folder and committed together (media/outputs.py). a2v muxes the `soundtrack` it was
+        given, as read (not a VAE re-decode, as ltx-pipelines writes it; not peak-normalised), in the encode pass.
 
-        Both phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
+        Both decode phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
         Of several ranks, the first alone decodes and writes."""
         if self.parallel is not None and not self.parallel.leader:
             return None
         audio_path = None
         mode = self.decode_tiling(request)  # every other model is freed by now
         detail = f"tiling {mode}"
+        seconds = request.num_frames / request.fps
 
         def on_tile(fraction: float) -> None:
             emit(events.DecodeProgress(round(fraction, 4)))
@@ -671,39 +673,43 @@ class Engine:
         with JobFolder(request.output_path) as folder:
             wav = None
             if soundtrack is not None:
-                seconds = request.num_frames / request.fps
                 wave = fit_to_duration(soundtrack.waveform, soundtrack.sample_rate, seconds)
                 wav = write_wav(folder.path("a.wav"), wave, soundtrack.sample_rate, normalize=False)
-            elif audio_latent is not None:
-                with timer.phase(Phase.AUDIO_DECODE, detail):
+            decodes_audio = soundtrack is None and audio_latent is not None
+            video = folder.path("v.mp4")
+            encoded = folder.path("v.h264.mp4") if decodes_audio else video
+            size = (request.width, request.height, request.fps)
+            quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
+            with VideoWriter(encoded, *size, wav, quality, atomic=False, check=cancel.check) as writer:
+                with timer.phase(Phase.VIDEO_DECODE, detail):
                     with timer.loading():
-                        decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)
-                    wave, rate = decode_audio(audio_latent, decoder, vocoder)
-                    wave = fit_to_duration(wave, rate, request.num_frames / request.fps)
-                    del decoder, vocoder
-                    self.models.give_back(r.AUDIO_DECODER)
-                    self.models.give_back(r.VOCODER)
-                    wav = write_wav(folder.path("a.wav"), wave, rate)
-            cancel.check()
-            with timer.phase(Phase.VIDEO_DECODE, detail):
-                with timer.loading():
-                    decoder = self._borrow(r.VIDEO_DECODER)
-                tiling = tiling_for(mode, request.height, request.width, request.num_frames)
-                latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
-                noise = None
-                if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
-                    noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
-                video = folder.path("v.mp4")
-                size = (request.width, request.height, request.fps)
-                quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
-                with VideoWriter(video, *size, wav, quality, atomic=False, check=cancel.check) as writer:
+                        decoder = self._borrow(r.VIDEO_DECODER)
+                    tiling = tiling_for(mode, request.height, request.width, request.num_frames)
+                    latent = video_latent.astype(self.dtype).transpose(0, 2, 3, 4, 1)
+                    noise = None
+                    if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
+                        noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
                     for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                         cancel.check()
                         writer.write(to_uint8(chunk[0]))
-                if quality.encoder not in ("auto", writer.encoder):
-                    emit(events.Warning(f"The {quality.encoder} encoder does not work here; used {writer.encoder}."))
-                del decoder
-                self.models.give_back(r.VIDEO_DECODER)
+                    del decoder, latent, noise, chunk
+                    self.models.give_back(r.VIDEO_DECODER)
+                if decodes_audio:  # on the device, while ffmpeg encodes on the CPU
+                    with timer.phase(Phase.AUDIO_DECODE, detail):
+                        with timer.loading():
+                            decoder, vocoder = self._borrow(r.AUDIO_DECODER), self._borrow(r.VOCODER)
+                        wave, rate = decode_audio(audio_latent, decoder, vocoder)
+                        wave = fit_to_duration(wave, rate, seconds)
+                        del decoder, vocoder
+                        self.models.give_back(r.AUDIO_DECODER)
+                        self.models.give_back(r.VOCODER)
+                        wav = write_wav(folder.path("a.wav"), wave, rate)
+                with timer.phase(Phase.MUX):
+                    writer.finish()
+                    if decodes_audio:
+                        mux_audio(encoded, wav, video, cancel.check)
+            if quality.encoder not in ("auto", writer.encoder):
+                emit(events.Warning(f"The {quality.encoder} encoder does not work here; used {writer.encoder}."))
             outputs = {video: Path(request.output_path)}
             if wav is not None and request.audio_output_path:
                 outputs[wav] = Path(request.audio_output_path)

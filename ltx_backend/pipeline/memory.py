@@ -450,9 +450,9 @@ def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> di
     if request.mode in ("a2v", "retake", "extend"):
         phases.append(_source_phase(ckpt, request, itemsize, scale))
     phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale, streaming))
-    if request.audio:
-        phases.append(_audio_phase(ckpt, request))
     phases.append(_video_decode_phase(ckpt, request, itemsize, scale))
+    if request.audio:  # after the video: it runs while ffmpeg encodes
+        phases.append(_audio_phase(ckpt, request))
     return {phase.name: phase for phase in phases}
 
 
