@@ -12,7 +12,6 @@ The work itself is the CLI's (`weights/cache.py`, `weights/download.py`, `weight
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.pipeline.engine import Cancelled
 from ltx_backend.server import messages as m
+from ltx_backend.server.job_lane import JobLane
 
 log = logging.getLogger(__name__)
 
@@ -142,71 +142,36 @@ class DownloadLane:
     def __init__(self, run: Callable[[object], m.Reply], finish: Callable[[object, m.Reply], None]) -> None:
         self._run = run
         self._finish = finish
-        self._lock = threading.Lock()
-        self._pending: list = []
-        self.running = None
-        self._queue: queue.Queue = queue.Queue()
+        self.lane = JobLane(threading.Lock(), finish)
         self._thread = threading.Thread(target=self._work, name="ltx-downloads", daemon=True)
+        self._start_once = threading.Lock()
+
+    @property
+    def running(self):
+        return self.lane.running
 
     def enqueue(self, job) -> int:
-        """Queue `job`; its position in this lane (0: starts now). The lane's thread starts with its first job."""
-        with self._lock:
-            position = len(self._pending) + (self.running is not None)
-            self._pending.append(job)
-            if not self._thread.is_alive() and self._thread.ident is None:
+        """Queue `job`; its position in this lane (0: starts now). It starts only after `release(job)`: answer
+        `accepted` in between. The lane's thread starts with its first job."""
+        position = self.lane.add(job)
+        with self._start_once:
+            if self._thread.ident is None:
                 self._thread.start()
-        self._queue.put(job)
         return position
-
-    def jobs(self) -> list:
-        with self._lock:
-            return ([self.running] if self.running is not None else []) + list(self._pending)
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a queued (answered now) or running (answered when it stops) download; False: not here."""
-        with self._lock:
-            queued = next((job for job in self._pending if job.job_id == job_id), None)
-            if queued is not None:
-                self._pending.remove(queued)
-            running = self.running if self.running is not None and self.running.job_id == job_id else None
-        if queued is not None:
-            self._finish(queued, m.Cancelled(queued.request.id, queued.job_id))
-        if running is not None:
-            running.cancel.cancel()
-        return queued is not None or running is not None
-
-    def cancel_all(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            running = self.running
-        for job in pending:
-            self._finish(job, m.Cancelled(job.request.id, job.job_id))
-        if running is not None:
-            running.cancel.cancel()
-        self._queue.put(None)
 
     def join(self, deadline: float):
         """Wait for the running download to stop until `deadline` (monotonic); the job still running, if any."""
         if self._thread.ident is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            return self.running
+        return self.lane.running
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            with self._lock:
-                if job not in self._pending:
-                    continue  # cancelled while queued
-                self._pending.remove(job)
-                job.started = job.last_sent = time.monotonic()
-                self.running = job
+        while (job := self.lane.next()) is not None:
+            job.started = job.last_sent = time.monotonic()
             try:
                 terminal = self._run(job)
             except Cancelled:
                 terminal = m.Cancelled(job.request.id, job.job_id)
-            with self._lock:
-                self.running = None
+            with self.lane.lock:
+                self.lane.running = None
             self._finish(job, terminal)

@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -34,6 +33,7 @@ from ltx_backend.pipeline.engine import Cancelled, CancelToken
 from ltx_backend.server import loading, management
 from ltx_backend.server import messages as m
 from ltx_backend.server.environment import EnvironmentCache
+from ltx_backend.server.job_lane import JobLane
 from ltx_backend.server.joblog import JobLog
 from ltx_backend.server.lines import MAX_DEPTH, MAX_LINE_BYTES, LineReader, Oversized, too_deep
 from ltx_backend.server.progress import ProgressTracker
@@ -82,9 +82,8 @@ class Server:
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(m.HostMessage)
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._pending: list[Job] = []  # queued, not started (guarded by _lock)
-        self._running: Job | None = None  # until its terminal message is written (guarded by _lock)
+        # The model worker's jobs; `running` until its terminal message is written (see `_finish`).
+        self._jobs = JobLane(self._lock, self._finish)
         self._tracker: ProgressTracker | None = None
         self._ids = itertools.count(1)
         self._engine = None
@@ -129,8 +128,8 @@ class Server:
         """A job's terminal message; it stops counting as running in the same step (queue positions stay exact)."""
         line = self._encoder.encode(terminal) + b"\n"
         with self._lock:
-            if self._running is job:
-                self._running, self._tracker = None, None
+            if self._jobs.running is job:
+                self._jobs.running, self._tracker = None, None
             if job.ended:
                 return
             job.ended = True
@@ -193,11 +192,11 @@ class Server:
         grace period, else `cancelled` sent here); then `bye` if asked; then nothing more is written."""
         deadline = time.monotonic() + self._grace_s
         self._stop_requested.set()
-        self._cancel_all()
-        self._queue.put(None)
+        self._jobs.stop()
+        self._downloads.lane.stop()
         self._worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            running = self._running
+            running = self._jobs.running
         if running is not None:  # still inside a long kernel: answer for it, and drop what it sends later
             log.warning("job %s did not stop within %.1f s; reporting it cancelled", running.job_id, self._grace_s)
             self._finish(running, m.Cancelled(running.request.id, running.job_id))
@@ -208,16 +207,6 @@ class Server:
             self.send(bye)
         with self._lock:
             self._closed = True
-
-    def _cancel_all(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            running = self._running
-        for job in pending:
-            self._finish(job, m.Cancelled(job.request.id, job.job_id))
-        if running is not None:
-            running.cancel.cancel()
-        self._downloads.cancel_all()
 
     def handle_line(self, line: bytes | str | Oversized) -> m.Shutdown | None:
         """Answer one line (never raises); a `shutdown` is returned for the caller to act on."""
@@ -316,6 +305,7 @@ class Server:
             management.check_download(request)
             job = Job(self._new_job_id(), request)
             self.send(m.Accepted(request.id, job.job_id, self._downloads.enqueue(job)))
+            self._downloads.lane.release(job)
         else:  # unload, inspect
             if isinstance(request, m.Inspect):
                 management.check_inspect(request)
@@ -325,11 +315,9 @@ class Server:
         return f"job-{next(self._ids)}"
 
     def _enqueue(self, job: Job) -> None:
-        with self._lock:
-            position = len(self._pending) + (self._running is not None)
-            self._pending.append(job)
+        position = self._jobs.add(job)
         self.send(m.Accepted(job.request.id, job.job_id, position, job.batch_index))
-        self._queue.put(job)
+        self._jobs.release(job)
 
     def _prepare_generation(self, request: m.Generate) -> Job:
         """Validate now, so a bad request is answered at once rather than after the queue."""
@@ -365,19 +353,11 @@ class Server:
         return job
 
     def _cancel(self, request: m.Cancel) -> None:
-        if request.job_id is not None and self._downloads.cancel(request.job_id):
+        """A queued job is answered `cancelled` now; a running one when it stops. No job id: the running one."""
+        target = request.job_id
+        if target is not None and self._downloads.lane.cancel(target):
             return
-        with self._lock:
-            running = self._running
-            target = request.job_id or (running.job_id if running else None)
-            queued = next((job for job in self._pending if job.job_id == target), None)
-            if queued is not None:
-                self._pending.remove(queued)
-        if queued is not None:
-            self._finish(queued, m.Cancelled(queued.request.id, queued.job_id))
-        elif running is not None and running.job_id == target:
-            running.cancel.cancel()  # the worker sends `cancelled` when the job stops
-        else:
+        if not self._jobs.cancel(target):
             what = f"no queued or running job {target!r:.200}" if target else "no job is running or queued"
             self.send(m.Error(request.id, ErrorCode.JOB_NOT_FOUND.value, what,
                               "Jobs that already finished cannot be cancelled; see `status`.", target))  # fmt: skip
@@ -386,8 +366,8 @@ class Server:
         import mlx.core as mx
 
         with self._lock:
-            running = self._running
-            pending = list(self._pending)
+            running = self._jobs.running
+            pending = list(self._jobs.pending)
             tracker = self._tracker
 
         def brief(job: Job) -> m.QueuedJob:
@@ -420,15 +400,7 @@ class Server:
     # --- the worker -----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            with self._lock:
-                if job not in self._pending or self._stop_requested.is_set():
-                    continue  # cancelled while queued (a stop cancels every queued job)
-                self._pending.remove(job)
-                self._running = job
+        while (job := self._jobs.next(refuse=self._stop_requested.is_set)) is not None:
             if job.log is not None:
                 job.log.start()
             terminal = self._run(job)
@@ -598,9 +570,7 @@ class Server:
         if engine is not None:
             used[Path(engine.checkpoint.root).absolute()] = "loaded"
             used[Path(engine.text_encoder_root).absolute()] = "loaded (its text encoder)"
-        with self._lock:
-            jobs = ([self._running] if self._running is not None else []) + list(self._pending)
-        for job in jobs + self._downloads.jobs():
+        for job in self._jobs.jobs() + self._downloads.lane.jobs():
             request = job.request
             if isinstance(request, m.Download):
                 repo_dir = hub_cache_dir() / ("models--" + request.repo.replace("/", "--"))
@@ -620,7 +590,7 @@ class Server:
     def _beat(self) -> None:
         while not self._stop_requested.wait(self._heartbeat_s / 4):
             with self._lock:
-                running, tracker, quiet = self._running, self._tracker, time.monotonic() - self._last_sent
+                running, tracker, quiet = self._jobs.running, self._tracker, time.monotonic() - self._last_sent
             if running is not None and quiet >= self._heartbeat_s:
                 phase = tracker.phase if tracker else running.kind
                 elapsed = tracker.elapsed if tracker else 0.0
