@@ -4,7 +4,8 @@
     python benchmarks/transformer_profile.py --video 1536  # stage-1 shapes
 
 Times the matrix products at the block's shapes (with TFLOP/s), the four attentions (``mx.fast``
-scaled_dot_product_attention, fed as the block feeds it), RoPE and the norms, then one block eager and through
+scaled_dot_product_attention, fed as the block feeds it; with the scratch memory each needs against its score
+matrix, which tells a fused kernel from a materialising fallback), RoPE and the norms, then one block eager and through
 ``CompiledBlocks``; ``x48`` is what 48 such blocks cost. Prints one JSON document.
 """
 
@@ -69,10 +70,24 @@ def attentions(tokens: int) -> dict:
     }.items():
         for layout in ("from (B,T,H,D)", "contiguous"):
             q, k, v = qkv(q_len, kv_len, heads, head_dim, layout != "contiguous")
-            t = seconds(lambda q=q, k=k, v=v, d=head_dim: mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5))
+            attend = lambda q=q, k=k, v=v, d=head_dim: mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5)  # noqa: E731
+            t = seconds(attend)
             flop = 4 * heads * q_len * kv_len * head_dim
-            out[f"{name} {layout}"] = {"ms": round(t * 1e3, 3), "tflop_per_s": round(flop / t / 1e12, 1)}
+            out[f"{name} {layout}"] = {"ms": round(t * 1e3, 3), "tflop_per_s": round(flop / t / 1e12, 1),
+                                       **scratch(attend, heads * q_len * kv_len * 2)}  # fmt: skip
     return out
+
+
+def scratch(fn: Callable[[], mx.array], scores_bytes: int) -> dict:
+    """Memory one call needs beyond its inputs and output, against the size of its bf16 score matrix: about equal
+    means the attention is computed by materialising the scores (a fallback), far less means a fused kernel."""
+    mx.synchronize()
+    before = mx.get_active_memory()
+    mx.reset_peak_memory()
+    result = fn()
+    mx.eval(result)
+    extra = mx.get_peak_memory() - before - result.nbytes
+    return {"scratch_mb": round(extra / 1e6, 1), "scores_mb": round(scores_bytes / 1e6, 1)}
 
 
 def elementwise(model: LTXModel, tokens: int) -> dict:
