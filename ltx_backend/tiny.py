@@ -144,6 +144,27 @@ def _sections(version: str) -> dict:
     return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
 
 
+def random_lora(
+    model: LTXModel, rank: int = 2, seed: int = 0, every: int = 3, scale: float = 0.2
+) -> dict[str, mx.array]:
+    """A random rank-`rank` LoRA on every `every`-th linear layer of `model` (blocks and the layers outside them),
+    keyed ``diffusion_model.<layer>.lora_A/B.weight`` in ltx-core's spelling, as LTX-2 trainer files are: the tiny
+    dev release's distilled LoRA, and the tests' LoRA files."""
+    from ltx_backend.weights.lora import model_targets, our_layer
+
+    tensors = {}
+    key = mx.random.key(seed)
+    for index, (ours, target) in enumerate(sorted(model_targets(model).items())):
+        name = _mlx_spelling(f"{ours}.weight").removesuffix(".weight")
+        if index % every or our_layer(name) != ours:
+            continue
+        key, a_key, b_key = mx.random.split(key, 3)
+        out, inp = target.shape
+        tensors[f"diffusion_model.{name}.lora_A.weight"] = mx.random.normal((rank, inp), key=a_key) * scale
+        tensors[f"diffusion_model.{name}.lora_B.weight"] = mx.random.normal((out, rank), key=b_key) * scale
+    return tensors
+
+
 def mixed_precision_layer(path: str, module: nn.Module) -> dict[str, int] | bool:
     """The tiny mixed-precision pack's per-layer choice: every bit width MLX supports, two group sizes, q apart
     from k/v (so that only k/v stack) and blocks of two structures (k/v bits alternate between blocks)."""
