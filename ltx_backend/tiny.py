@@ -239,22 +239,26 @@ def tiny_components(
     return components
 
 
-def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED, mixed: bool = False) -> Path:
+def write_tiny_model(
+    path: str | Path, version: str = "2.0", seed: int = SEED, mixed: bool = False, variant: str = "distilled"
+) -> Path:
     """Write the tiny checkpoint to ``path`` (replacing it), atomically; returns ``path``.
 
     2.0: mlx-video-with-audio's unified layout (about 5 MB). 2.3: the split layout of mlx-forge with a 4-bit
     transformer stored as ``transformer-distilled.safetensors`` (`mixed`: per-layer 2-8 bits instead). Both carry the
     tiny Gemma 3 in ``text_encoder/``. 2.5: Lightricks' official split release layout with a tiny Gemma 4 and the
-    duration head (``tiny_ltx25.py``).
+    duration head (``tiny_ltx25.py``); its `variant` ``dev`` is the dev release with its distilled LoRA.
     """
     path = Path(path)
+    if variant != "distilled" and version != "2.5":
+        raise ValueError("only the 2.5 tiny model has a dev variant")
     if version == "2.5":
         if mixed:
             raise ValueError("only the 2.3 tiny model has a mixed-precision variant")
         from ltx_backend.tiny_ltx25 import write_tiny_ltx25
 
         with atomic_directory(path) as folder:
-            write_tiny_ltx25(folder, seed)
+            write_tiny_ltx25(folder, seed, variant)
         return path
     components = tiny_components(version, seed, mixed)
     mx.eval(components)
