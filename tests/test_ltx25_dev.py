@@ -231,6 +231,18 @@ def test_the_guided_step_is_the_1_2_0_guider_formula(t2v: dict) -> None:
             assert np.abs(np.array(passes[name][index]) - cond).max() > 100 * GUIDED_ATOL, name
 
 
+def test_hq_runs_the_distilled_lora_in_both_stages(engine: Engine, tmp_path: Path, monkeypatch) -> None:
+    """``TI2VidTwoStagesHQPipeline``: the distilled LoRA at 0.25 in stage 1 and 0.5 in stage 2 (the CLI's defaults,
+    not the file's strength), res_2s in both stages."""
+    loads, real_load = [], engines.load_transformer
+    monkeypatch.setattr(engines, "load_transformer", lambda ckpt, dtype=None, quantize=None, loras=():
+                        loads.append(tuple(loras)) or real_load(ckpt, dtype, quantize, loras=loras))  # fmt: skip
+    result, _ = run(engine, tmp_path / "hq.mp4", num_frames=9, audio=False, pipeline="hq", steps=2)
+    path = engine.distilled_lora.path
+    assert loads == [(LoraSpec(path, 0.25),), (LoraSpec(path, 0.5),)]
+    assert result.steps == (2, 3) and probe(result.video_path).frames == 9
+
+
 # --- I2V, automatic length, determinism ----------------------------------------------------------------------------
 
 
