@@ -12,6 +12,7 @@ the 1.2.0 formula computed here from the step's own cond / uncond / perturbed / 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from media_probe import frames, probe, write_image
 from mlx.utils import tree_flatten
+from safetensors.numpy import save_file
 
 from ltx_backend import events
 from ltx_backend.cli.main import cli
@@ -159,6 +161,20 @@ def test_the_dev_transformer_of_a_release_with_both(tiny25dev: Path, tmp_path: P
     assert chosen.variant == "dev" and chosen.distilled_lora.path.parent == release / "loras"
     assert Path(chosen.text_encoder_root).parent == release / "text_encoders"
     assert ltx25_flow.duration_head_path(ckpt).parent == release / "model_patches"
+
+
+def test_a_full_single_file_checkpoint_in_a_diffusion_models_folder_opens_alone(tmp_path: Path) -> None:
+    """ComfyUI keeps full single-file checkpoints in ``models/diffusion_models/`` beside ``models/vae/``: such a file
+    (its config has a VAE section) is a checkpoint of its own, not a release tree's transformer."""
+    models = tmp_path / "models"
+    for folder in ("vae", "diffusion_models"):
+        (models / folder).mkdir(parents=True)
+    path = models / "diffusion_models" / "ltx-2.3-22b-dev.safetensors"
+    sections = json.dumps({"transformer": {"num_layers": 2}, "vae": {}, "audio_vae": {}})
+    save_file({"x": np.zeros(1, np.float32)}, str(path), metadata={"config": sections})
+    save_file({"x": np.zeros(1, np.float32)}, str(models / "vae" / "other.safetensors"))
+    ckpt = open_checkpoint(path)
+    assert ckpt.root == path.parent and [f.path for f in ckpt.files] == [path]
 
 
 # --- T2V with audio: guided stage 1, stage 2 with the distilled LoRA ----------------------------------------------

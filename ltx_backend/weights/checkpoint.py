@@ -220,12 +220,13 @@ def _official_config(file: SafetensorsFile) -> dict | None:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint directory (or an official single ``.safetensors`` file) and detect its layout. A transformer
-    file inside an official release tree (``diffusion_models/``) opens that tree with this transformer: how the dev
-    transformer is chosen when the distilled one lies beside it."""
+    """Open a checkpoint directory (or an official single ``.safetensors`` file) and detect its layout. A split
+    transformer file (no VAE section: not a full single-file checkpoint) in a release tree's ``diffusion_models/``
+    opens that tree with this transformer: how the dev transformer is chosen when the distilled one lies beside it."""
     root = Path(path).expanduser()
     if root.is_file():
-        if root.parent.name == OFFICIAL_TREE:
+        sections = (_official_config(SafetensorsFile(root)) or {}) if root.parent.name == OFFICIAL_TREE else {}
+        if "transformer" in sections and "vae" not in sections:
             return _open_official_tree(root.parent.parent, root)
         return _open_official(root.parent, [root])
     if not root.is_dir():
