@@ -371,7 +371,8 @@ _PARALLEL = click.option(
     "--distilled-lora",
     default=None,
     metavar="PATH[:STRENGTH]",
-    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline).",
+    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline; an LTX-2.5 "
+    "dev release: its loras/ file by default).",
 )
 @click.option("--control-video", default=None, help="IC-LoRA control video (depth, canny, pose, ...); needs --lora.")
 @click.option("--control-strength", type=float, default=1.0, show_default=True,
