@@ -26,7 +26,7 @@ from safetensors.numpy import save_file
 
 from ltx_backend import events
 from ltx_backend.cli.main import cli
-from ltx_backend.models.transformer import Perturbations
+from ltx_backend.models.transformer import LTXModel, Perturbations, TransformerConfig
 from ltx_backend.pipeline import ancestral, ltx25_flow
 from ltx_backend.pipeline import engine as engines
 from ltx_backend.pipeline import sampler as s
@@ -37,6 +37,7 @@ from ltx_backend.pipeline.schedules import DISTILLED_STAGE_2, ltx2_sigmas
 from ltx_backend.tiny import random_lora, write_tiny_model
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.lora import LoraSpec, model_targets, our_layer
+from ltx_backend.weights.transformer import transformer_section
 
 SMALL = {"width": 128, "height": 128, "fps": 24.0}
 GUIDED_ATOL = 1e-6  # float32 (measured 2.4e-7): the guided output vs the formula on its passes run one by one
@@ -50,9 +51,6 @@ def tiny25dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def style(tiny25dev: Path, tmp_path_factory: pytest.TempPathFactory) -> LoraSpec:
     """A user LoRA: stage 1 carries it alone, stage 2 carries it and the distilled LoRA."""
-    from ltx_backend.models.transformer import LTXModel, TransformerConfig
-    from ltx_backend.weights.transformer import transformer_section
-
     model = LTXModel(TransformerConfig.from_section(transformer_section(open_checkpoint(tiny25dev))))
     path = tmp_path_factory.mktemp("loras") / "style.safetensors"
     mx.save_safetensors(str(path), random_lora(model, rank=2, seed=5, every=3))
