@@ -144,6 +144,27 @@ def _sections(version: str) -> dict:
     return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
 
 
+def random_lora(
+    model: LTXModel, rank: int = 2, seed: int = 0, every: int = 3, scale: float = 0.2
+) -> dict[str, mx.array]:
+    """A random rank-`rank` LoRA on every `every`-th linear layer of `model` (blocks and the layers outside them),
+    keyed ``diffusion_model.<layer>.lora_A/B.weight`` in ltx-core's spelling, as LTX-2 trainer files are: the tiny
+    dev release's distilled LoRA, and the tests' LoRA files."""
+    from ltx_backend.weights.lora import model_targets, our_layer
+
+    tensors = {}
+    key = mx.random.key(seed)
+    for index, (ours, target) in enumerate(sorted(model_targets(model).items())):
+        name = _mlx_spelling(f"{ours}.weight").removesuffix(".weight")
+        if index % every or our_layer(name) != ours:
+            continue
+        key, a_key, b_key = mx.random.split(key, 3)
+        out, inp = target.shape
+        tensors[f"diffusion_model.{name}.lora_A.weight"] = mx.random.normal((rank, inp), key=a_key) * scale
+        tensors[f"diffusion_model.{name}.lora_B.weight"] = mx.random.normal((out, rank), key=b_key) * scale
+    return tensors
+
+
 def mixed_precision_layer(path: str, module: nn.Module) -> dict[str, int] | bool:
     """The tiny mixed-precision pack's per-layer choice: every bit width MLX supports, two group sizes, q apart
     from k/v (so that only k/v stack) and blocks of two structures (k/v bits alternate between blocks)."""
@@ -218,22 +239,26 @@ def tiny_components(
     return components
 
 
-def write_tiny_model(path: str | Path, version: str = "2.0", seed: int = SEED, mixed: bool = False) -> Path:
+def write_tiny_model(
+    path: str | Path, version: str = "2.0", seed: int = SEED, mixed: bool = False, variant: str = "distilled"
+) -> Path:
     """Write the tiny checkpoint to ``path`` (replacing it), atomically; returns ``path``.
 
     2.0: mlx-video-with-audio's unified layout (about 5 MB). 2.3: the split layout of mlx-forge with a 4-bit
     transformer stored as ``transformer-distilled.safetensors`` (`mixed`: per-layer 2-8 bits instead). Both carry the
     tiny Gemma 3 in ``text_encoder/``. 2.5: Lightricks' official split release layout with a tiny Gemma 4 and the
-    duration head (``tiny_ltx25.py``).
+    duration head (``tiny_ltx25.py``); its `variant` ``dev`` is the dev release with its distilled LoRA.
     """
     path = Path(path)
+    if variant != "distilled" and version != "2.5":
+        raise ValueError("only the 2.5 tiny model has a dev variant")
     if version == "2.5":
         if mixed:
             raise ValueError("only the 2.3 tiny model has a mixed-precision variant")
         from ltx_backend.tiny_ltx25 import write_tiny_ltx25
 
         with atomic_directory(path) as folder:
-            write_tiny_ltx25(folder, seed)
+            write_tiny_ltx25(folder, seed, variant)
         return path
     components = tiny_components(version, seed, mixed)
     mx.eval(components)

@@ -4,15 +4,21 @@ One file per part, as ``Lightricks/LTX-2.5`` ships them (PyTorch key names and l
 metadata; ``ltx25-facts`` section 7):
 
     diffusion_models/ltx-2.5-tiny-distilled-transformer-f32.safetensors   model.diffusion_model.* (+ connectors)
+                    (dev variant: ltx-2.5-tiny-dev-transformer-f32.safetensors)
     text_encoders/gemma4-tiny-with-proj-ltx-2.5-f32.safetensors           Gemma 4 (Comfy-flat), projection, tokenizer
     vae/ltx-2.5-tiny-video-vae-conv-f32.safetensors                       vae.{encoder,decoder,per_channel_statistics}
     vae/ltx-2.5-tiny-audio-vae-f32.safetensors                            audio_vae.*, vocoder.*
     latent_upscale_models/ltx-2.5-tiny-latent-spatial-upscaler-x2-f32-1.0.safetensors
     model_patches/ltx-2.5-tiny-duration-head-f32.safetensors              duration_head.*
+    loras/ltx-2.5-tiny-distilled-lora-f32.safetensors                     dev variant only: the stage-2 LoRA
 
 The transformer has the 2.5 flags (no video feed-forward biases, the keyframe marker), the text encoder is a tiny
 Gemma 4 unified (5 sliding + 1 full layer, values from keys on the full layer) whose tokenizer adds no BOS, as
 Gemma 4's does not. The VAEs, vocoder and upsampler are the tiny 2.3 ones (2.5 keeps their architecture).
+
+The dev variant is the same release with the dev transformer's name (the variant is read from it) and the distilled
+LoRA the two-stage dev flow fuses for stage 2 (``loras/``, as ``ltx-2.5-22b-distilled-lora-450-bf16`` ships), so
+the guided two-stage path runs offline. Its weights are as random as the distilled model's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ltx_backend.models.text_connector import TextEmbeddingsProcessor, TextProce
 from ltx_backend.models.transformer import LTXModel, TransformerConfig
 from ltx_backend.models.upsampler import LatentUpsampler
 from ltx_backend.models.video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
+from ltx_backend.tiny import random_lora
 from ltx_backend.weights.plan import TORCH_TO_MLX, expected_params
 
 MODEL_VERSION = "2.5.0"
@@ -47,6 +54,12 @@ FILES = {
     "upsampler": "latent_upscale_models/ltx-2.5-tiny-latent-spatial-upscaler-x2-f32-1.0.safetensors",
     "duration_head": "model_patches/ltx-2.5-tiny-duration-head-f32.safetensors",
 }
+DEV_FILES = {
+    "transformer": "diffusion_models/ltx-2.5-tiny-dev-transformer-f32.safetensors",
+    "distilled_lora": "loras/ltx-2.5-tiny-distilled-lora-f32.safetensors",
+}
+VARIANTS = ("distilled", "dev")
+LORA_RANK, LORA_SCALE = 4, 0.2
 DURATION_HEAD = {"pooler_hidden_dim": 16, "num_queries": 1, "num_pooler_heads": 4, "mlp_hidden": 16}
 DURATION_SECONDS = 1.5  # the head's output bias: random weights then predict about a second (short test videos)
 TOKENIZER_CONFIG = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -111,8 +124,12 @@ def _blob(text: str) -> mx.array:
     return mx.array(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))
 
 
-def tiny_ltx25_files(seed: int) -> dict[str, tuple[dict[str, mx.array], dict[str, str]]]:
-    """file name -> (tensors, metadata) of the tiny 2.5 release; seeded, random."""
+def tiny_ltx25_files(seed: int, variant: str = "distilled") -> dict[str, tuple[dict[str, mx.array], dict[str, str]]]:
+    """file name -> (tensors, metadata) of the tiny 2.5 release (`variant` ``distilled`` or ``dev``); seeded,
+    random."""
+    if variant not in VARIANTS:
+        raise ValueError(f"tiny 2.5 variant must be one of {VARIANTS}, not {variant!r}")
+    names = {**FILES, **(DEV_FILES if variant == "dev" else {})}
     mx.random.seed(seed)
     sections = _sections()
     version = {"model_version": MODEL_VERSION}
@@ -137,7 +154,10 @@ def tiny_ltx25_files(seed: int) -> dict[str, tuple[dict[str, mx.array], dict[str
     source = {"ltx_version": MODEL_VERSION, "gemma_version": GEMMA_VERSION}
     metadata = {**version, "config": json.dumps({"transformer": sections["transformer"]}),
                 "gemma_source_checkpoint": json.dumps(source)}  # fmt: skip
-    files[FILES["transformer"]] = (tensors, metadata)
+    files[names["transformer"]] = (tensors, metadata)
+    if variant == "dev":  # its own key: the other files' values do not depend on the variant
+        lora = random_lora(transformer, LORA_RANK, seed + 2, every=2, scale=LORA_SCALE)
+        files[names["distilled_lora"]] = (lora, {})
 
     te = {"model." + k: v for k, v in tree_flatten(Gemma4TextModel(gemma).parameters())}
     te.update(projection)
@@ -190,9 +210,9 @@ def _official_statistics(tensors: dict[str, mx.array], prefix: str) -> dict[str,
     return out
 
 
-def write_tiny_ltx25(folder: Path, seed: int) -> None:
-    """Write the tiny 2.5 release into `folder` (an empty directory)."""
-    files = tiny_ltx25_files(seed)
+def write_tiny_ltx25(folder: Path, seed: int, variant: str = "distilled") -> None:
+    """Write the tiny 2.5 release (`variant` ``distilled`` or ``dev``) into `folder` (an empty directory)."""
+    files = tiny_ltx25_files(seed, variant)
     for name, (tensors, metadata) in files.items():
         mx.eval(tensors)
         path = folder / name

@@ -371,7 +371,8 @@ _PARALLEL = click.option(
     "--distilled-lora",
     default=None,
     metavar="PATH[:STRENGTH]",
-    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline).",
+    help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline; an LTX-2.5 "
+    "dev release: its loras/ file by default).",
 )
 @click.option("--control-video", default=None, help="IC-LoRA control video (depth, canny, pose, ...); needs --lora.")
 @click.option("--control-strength", type=float, default=1.0, show_default=True,
@@ -517,14 +518,18 @@ def _report(result, as_json: bool) -> None:
                    "split release layout with Gemma 4 and the duration head.")  # fmt: skip
 @click.option("--mixed-precision", "mixed", is_flag=True,
               help="2.3 only: quantize the transformer's block layers with per-layer 2-8 bits.")  # fmt: skip
-def make_tiny(path: str | None, version: str, mixed: bool) -> None:
+@click.option("--variant", type=click.Choice(["distilled", "dev"]), default="distilled", show_default=True,
+              help="2.5 only: dev writes the dev release (guided two-stage flow) with its distilled LoRA.")  # fmt: skip
+def make_tiny(path: str | None, version: str, mixed: bool, variant: str) -> None:
     """Write the built-in tiny random-weight model (default: where --model tiny / tiny-2.3 looks for it)."""
     from ltx_backend.tiny import tiny_model_dir, write_tiny_model
 
     if mixed and (version != "2.3" or path is None):
         raise click.UsageError("--mixed-precision needs --version 2.3 and a PATH (the built-in tiny stays 4-bit)")
+    if variant == "dev" and (version != "2.5" or path is None):
+        raise click.UsageError("--variant dev needs --version 2.5 and a PATH (the built-in tiny-2.5 stays distilled)")
     try:
-        written = write_tiny_model(path or tiny_model_dir(version), version, mixed=mixed)
+        written = write_tiny_model(path or tiny_model_dir(version), version, mixed=mixed, variant=variant)
     except LtxError as error:
         _fail(error)
     click.echo(f"wrote the tiny model to {written} (random weights: its videos are noise)")

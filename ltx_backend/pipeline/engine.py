@@ -192,7 +192,9 @@ class Engine:
         self.variant = checkpoint_variant(self.checkpoint)
         self.version = model_version(self.checkpoint)
         # Fused into the transformer's weights (stage 2 may carry another set: pipeline/loras.py); checked now, from
-        # the headers, so a LoRA for another model is refused before anything is loaded.
+        # the headers, so a LoRA for another model is refused before anything is loaded. A 2.5 dev release brings
+        # its own distilled LoRA.
+        distilled_lora = distilled_lora or ltx25_flow.bundled_distilled_lora(self.checkpoint, self.variant)
         lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
         self.loras, self.distilled_lora = tuple(loras), distilled_lora
         # The session's state: loaded components (kept between jobs as the planner allows) and encoded prompts.
@@ -221,6 +223,7 @@ class Engine:
         """Another text encoder, transformer quantization or LoRAs for the same checkpoint: the resident components
         are keyed on these, so only the ones they change are loaded again (the others stay). Nothing changes when
         a LoRA does not fit."""
+        distilled_lora = distilled_lora or ltx25_flow.bundled_distilled_lora(self.checkpoint, self.variant)
         lora_stages.check_loras_fit(self.checkpoint, loras, distilled_lora)
         self.text_encoder_root = self._text_encoder_root(text_encoder)
         self.quantize = quantize

@@ -5,8 +5,11 @@ Which LoRAs per stage, as ltx-pipelines builds its stage ledgers:
 * every pipeline fuses the user's LoRAs into stage 1;
 * ``ICLoraPipeline`` (a control video): stage 2 refines the upsampled video with the plain model (``loras=[]``): no
   IC-LoRA and no reference tokens;
-* the two-stage dev pipelines (``TI2VidTwoStagesPipeline``): stage 2 is stage 1's model plus the distilled LoRA
-  (``with_additional_loras(distilled_lora)``), which makes the dev model a distilled one for the 3 refinement steps.
+* the two-stage dev pipelines (``TI2VidTwoStagesPipeline``, keyframe interpolation, a2v): stage 2 is stage 1's
+  model plus the distilled LoRA (``with_additional_loras(distilled_lora)``), which makes the dev model a distilled one
+  for the 3 refinement steps;
+* ``TI2VidTwoStagesHQPipeline`` (``hq``): the distilled LoRA in both stages, at its own strengths per stage (the
+  CLI's ``--distilled-lora-strength-stage-1/-2``, defaults 0.25 and 0.5) instead of the file's.
 
 When the stages' LoRA sets differ the engine loads stage 2's transformer afresh from the checkpoint with its own
 set (as the reference's ledger builds a new one), rather than subtracting the IC-LoRA from the fused weights
@@ -34,6 +37,7 @@ from ltx_backend.weights.lora import LoraSpec, check_loras, reference_downscale_
 from ltx_backend.weights.transformer import transformer_section
 
 VAE_SPATIAL = 32  # the video VAE's spatial compression: the reference video's size must divide by it
+HQ_DISTILLED_STRENGTHS = (0.25, 0.5)  # ti2vid_two_stages_hq: the distilled LoRA's strength in stage 1, stage 2
 
 
 def check_loras_fit(ckpt: Checkpoint, loras: Sequence[LoraSpec], distilled: LoraSpec | None) -> None:
@@ -58,9 +62,12 @@ def stage_loras(
     """The LoRAs of stage 1 and of stage 2 (see the module docstring)."""
     stage1 = tuple(loras)
     stage2 = () if request.control_video is not None else stage1
-    if variant == "dev" and distilled is not None:
-        stage2 = (*stage2, distilled)
-    return stage1, stage2
+    if variant != "dev" or distilled is None:
+        return stage1, stage2
+    if request.layout == "hq":
+        first, second = (replace(distilled, strength=strength) for strength in HQ_DISTILLED_STRENGTHS)
+        return (*stage1, first), (*stage2, second)
+    return stage1, (*stage2, distilled)
 
 
 def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int:

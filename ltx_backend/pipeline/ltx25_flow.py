@@ -7,6 +7,8 @@ What changes with a 2.5 checkpoint (``ltx25-facts``), each decided from what the
   its text projection lives in the encoder's file, the connectors in the transformer's;
 * the distilled stage 1 is Euler-ancestral (eta 1) with its own noise stream seeded ``seed + 10000``; stage 2 and
   the dev stages stay deterministic Euler;
+* a dev release's stage 2 fuses the distilled LoRA it ships in ``loras/`` (ltx-pipelines' two-stage dev flow
+  requires one) unless the caller names another;
 * conditioning images are re-encoded through H.264 at CRF 18 (the video-VAE file's ``model_version`` >= 2.4);
 * without ``num_frames`` the duration head picks the length from the prompt's connector outputs, bounded by
   ``min_seconds`` / ``max_seconds`` and snapped to 8k+1 frames;
@@ -32,6 +34,7 @@ from ltx_backend.pipeline.text_gemma4 import Gemma4TextEncoder
 from ltx_backend.weights.checkpoint import Checkpoint
 from ltx_backend.weights.gemma import read_gemma_config
 from ltx_backend.weights.gemma4 import open_gemma4
+from ltx_backend.weights.lora import LoraSpec
 from ltx_backend.weights.ltx25 import (
     GEMMA4,
     GEMMA_SOURCE_REQUIRED,
@@ -48,6 +51,7 @@ from ltx_backend.weights.transformer import load_text_processor
 
 TEXT_ENCODER_FOLDER = "text_encoders"  # the official release's folder (one Gemma 4 file)
 DURATION_HEAD_FOLDER = "model_patches"
+LORA_FOLDER = "loras"  # ltx-2.5-22b-distilled-lora-450-bf16.safetensors: the dev flow's stage-2 LoRA
 DEFAULT_FRAMES = 121  # what a request without num_frames gets on models without a duration head
 
 
@@ -59,6 +63,17 @@ def bundled_text_encoder(ckpt: Checkpoint) -> Path | None:
     folder = ckpt.root / TEXT_ENCODER_FOLDER
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     return files[0] if len(files) == 1 else None
+
+
+def bundled_distilled_lora(ckpt: Checkpoint, variant: str) -> LoraSpec | None:
+    """The distilled LoRA of an official 2.5 dev release (``loras/*distilled-lora*.safetensors``, one file) at
+    ltx-pipelines' default strength 1.0, for the dev flow's stage 2; None for distilled models, other layouts and
+    releases without one (or with several: the caller names one)."""
+    folder = ckpt.root / LORA_FOLDER
+    if variant != "dev" or not is_ltx25(ckpt) or not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*distilled-lora*.safetensors"))
+    return LoraSpec(files[0]) if len(files) == 1 else None
 
 
 def check_pairing(ckpt: Checkpoint, text_encoder: Path) -> None:

@@ -220,9 +220,14 @@ def _official_config(file: SafetensorsFile) -> dict | None:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint directory (or an official single ``.safetensors`` file) and detect its layout."""
+    """Open a checkpoint directory (or an official single ``.safetensors`` file) and detect its layout. A split
+    transformer file (no VAE section: not a full single-file checkpoint) in a release tree's ``diffusion_models/``
+    opens that tree with this transformer: how the dev transformer is chosen when the distilled one lies beside it."""
     root = Path(path).expanduser()
     if root.is_file():
+        sections = (_official_config(SafetensorsFile(root)) or {}) if root.parent.name == OFFICIAL_TREE else {}
+        if "transformer" in sections and "vae" not in sections:
+            return _open_official_tree(root.parent.parent, root)
         return _open_official(root.parent, [root])
     if not root.is_dir():
         raise LtxError(
@@ -355,8 +360,8 @@ def official_tree_vae_files(root: Path) -> tuple[list[Path], list[Path], list[Pa
     return conv, audio, diffusion
 
 
-def _open_official_tree(root: Path) -> Checkpoint:
-    transformers = sorted((root / OFFICIAL_TREE).glob("*.safetensors"))
+def _open_official_tree(root: Path, transformer: Path | None = None) -> Checkpoint:
+    transformers = [transformer] if transformer else sorted((root / OFFICIAL_TREE).glob("*.safetensors"))
     if not transformers:
         raise LtxError(
             ErrorCode.WEIGHTS_MISSING_KEY,
