@@ -5,9 +5,10 @@
     python benchmarks/serve_session.py --layers 1 --width 128 --height 128 --frames 9   # the full-size layout,
                                                                                           # one block (smoke test)
 
-The checkpoint (~43.5 GB + Gemma ~24.4 GB) is written once under ``--dir`` and reused by later runs; MLX's CUDA
-kernel cache goes to ``--dir``/home (so a second run starts with compiled kernels; ``--warmup`` loads with
-``warmup: true``).
+The checkpoint (~43.5 GB + Gemma ~24.4 GB) is written once under ``--dir`` and reused by later runs; with
+``--gemma-bits 4`` Gemma is stored as mlx-community's 4-bit repos store it (~7 GB), so the whole layout (~51 GB)
+fits a 64 GiB disk. MLX's CUDA kernel cache goes to ``--dir``/home (so a second run starts with compiled
+kernels; ``--warmup`` loads with ``warmup: true``).
 
 A checkpoint of the real architecture with random bf16 weights is written to disk in mlx-video-with-audio's
 unified layout (``model.safetensors`` + configs, Gemma in ``text_encoder/``), tensor by tensor (never all in
@@ -41,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
@@ -98,8 +100,9 @@ def gemma_raw_config(size: str) -> dict:
     return raw
 
 
-def write_checkpoint(folder: Path, size: str, layers: int | None = None) -> dict:
-    """The unified layout of mlx-video-with-audio, random weights: ``size`` ``full`` (LTX-2.0) or ``tiny``."""
+def write_checkpoint(folder: Path, size: str, layers: int | None = None, gemma_bits: int | None = None) -> dict:
+    """The unified layout of mlx-video-with-audio, random weights: ``size`` ``full`` (LTX-2.0) or ``tiny``; Gemma
+    quantized to `gemma_bits` (group size 64, as mlx-community's repos) when given."""
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     raw = gemma_raw_config(size)
@@ -130,9 +133,13 @@ def write_checkpoint(folder: Path, size: str, layers: int | None = None) -> dict
     for asset in resources.files("ltx_backend.assets").joinpath(TEXT_ENCODER_ASSETS).iterdir():
         with resources.as_file(asset) as source:
             shutil.copyfile(source, encoder / asset.name)
+    if gemma_bits:
+        raw = {**raw, "quantization": {"group_size": 64, "bits": gemma_bits}}
     (encoder / "config.json").write_text(json.dumps(raw, indent=2))
     mx.random.seed(2)
     model = Gemma3TextModel(config)
+    if gemma_bits:
+        nn.quantize(model, group_size=64, bits=gemma_bits)
     weights = {"language_model.model." + _mlx_spelling(k): v for k, v in tree_flatten(model.parameters())}
     del model
     files["text_encoder/model.safetensors"] = write_safetensors(encoder / "model.safetensors", weights)
@@ -278,24 +285,29 @@ def main() -> None:
     parser.add_argument("--policies", default="auto,none")
     parser.add_argument("--warmup", action="store_true", help="load with warmup (compile kernels on tiny shapes)")
     parser.add_argument("--layers", type=int, default=None, help="fewer transformer/Gemma blocks (a smoke test)")
+    parser.add_argument("--gemma-bits", type=int, choices=(4, 8), default=None,
+                        help="store Gemma quantized (~7 GB at 4 bits): the layout then fits a 64 GiB disk")  # fmt: skip
     args = parser.parse_args()
     size = "tiny" if args.small else "full"
     default = (128, 128, 9) if args.small else (768, 512, 121)
     shape = {"width": args.width or default[0], "height": args.height or default[1],
              "num_frames": args.frames or default[2]}  # fmt: skip
 
-    model = args.dir / (f"ltx2-{size}" + (f"-{args.layers}layers" if args.layers else ""))
+    suffix = f"-{args.layers}layers" if args.layers else ""
+    suffix += f"-gemma{args.gemma_bits}bit" if args.gemma_bits else ""
+    model = args.dir / f"ltx2-{size}{suffix}"
     marker = model / "WRITTEN"
     if marker.is_file():
         written = {**json.loads(marker.read_text()), "reused": True}
     else:
         args.dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(args.dir).free
-        needed = 0.1e9 if size == "tiny" or args.layers else 68e9  # LTX-2.0 bf16 ~43.5 GB + Gemma 3 12B ~24.4 GB
+        gemma = 24.4e9 * (args.gemma_bits or 16) / 16 * (1.15 if args.gemma_bits else 1)  # + scales and biases
+        needed = 0.1e9 if size == "tiny" or args.layers else 43.5e9 + gemma  # LTX-2.0 bf16 + Gemma 3 12B
         if free < needed:
             sys.exit(f"{args.dir} has {free / 1e9:.0f} GB free; the checkpoint needs {needed / 1e9:.0f} GB "
-                     "(use --dir on a larger disk)")  # fmt: skip
-        written = write_checkpoint(model, size, args.layers)
+                     "(use --dir on a larger disk, or --gemma-bits 4)")  # fmt: skip
+        written = write_checkpoint(model, size, args.layers, args.gemma_bits)
     files = [model / "model.safetensors", model / "text_encoder" / "model.safetensors"]
 
     cold = evict(files)
