@@ -328,3 +328,43 @@ def test_a_download_fetches_only_the_files_a_job_needs() -> None:
     assert len(select_files(split)[0]) == 4
     kept, skipped = select_files(split, ["*.json"])
     assert [f.path for f in kept] == ["config.json", "split_model.json"] and len(skipped) == 2
+
+
+def test_a_download_picks_one_variant_of_an_official_release() -> None:
+    """Of the two transformers an LTX-2.5 release ships in diffusion_models/, only the one `load` uses; `variant`
+    dev fetches the dev one and the distilled LoRA its two-stage flow fuses in stage 2 (root layouts too)."""
+    from ltx_backend.errors import ErrorCode, LtxError
+    from ltx_backend.weights.download import RemoteFile, select_files
+
+    def listing(*names: str) -> list[RemoteFile]:
+        return [RemoteFile(name, 10, hashlib.sha1(name.encode()).hexdigest()) for name in names]
+
+    release = listing(
+        "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors",
+        "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors",
+        "loras/ltx-2.5-22b-distilled-lora-bf16.safetensors", "text_encoders/gemma-4-12b-unified.safetensors",
+        "vae/ltx-2.5-video-vae.safetensors", "latent_upscale_models/ltx-2.5-spatial-upscaler-x2.safetensors",
+    )  # fmt: skip
+    kept, skipped = select_files(release)
+    assert [f.path for f in kept] == [
+        "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors",
+        "latent_upscale_models/ltx-2.5-spatial-upscaler-x2.safetensors",
+        "text_encoders/gemma-4-12b-unified.safetensors", "vae/ltx-2.5-video-vae.safetensors",
+    ]  # fmt: skip
+    dev = "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors"
+    assert skipped[dev] == "another variant of the checkpoint"
+    assert skipped["loras/ltx-2.5-22b-distilled-lora-bf16.safetensors"] == "FP8/FP4 or LoRA weights"
+
+    kept, skipped = select_files(release, variant="dev")
+    paths = [f.path for f in kept]
+    assert "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors" in paths
+    assert "loras/ltx-2.5-22b-distilled-lora-bf16.safetensors" in paths
+    assert "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors" in skipped
+
+    root = listing("ltx-2.3-22b-dev.safetensors", "ltx-2.3-22b-distilled.safetensors",
+                   "ltx-2.3-22b-distilled-lora-384.safetensors", "ltx-2.3-22b-dev-fp8.safetensors")  # fmt: skip
+    kept, _ = select_files(root, variant="dev")
+    assert [f.path for f in kept] == ["ltx-2.3-22b-dev.safetensors", "ltx-2.3-22b-distilled-lora-384.safetensors"]
+    with pytest.raises(LtxError) as error:
+        select_files(root, variant="pro")
+    assert error.value.code is ErrorCode.INVALID_PARAMS and error.value.details["field"] == "variant"

@@ -109,6 +109,7 @@ def test_download_refuses_when_the_disk_is_too_small(cache: Path, tiny_model: Pa
         host.send(type="download", id="d", repo="test/tiny")
         _end(sink, "d")
         host.send(type="download", id="bad", repo="not a repo")
+        host.send(type="download", id="variant", repo="test/tiny", variant="pro")
         host.send(type="models", id="m")
         _end(sink, "m")
         host.stop("shutdown")
@@ -122,6 +123,7 @@ def test_download_refuses_when_the_disk_is_too_small(cache: Path, tiny_model: Pa
     assert "HF_HUB_CACHE" in error["hint"]
     assert not list((cache / "models--test--tiny").rglob("*.incomplete"))  # nothing was written
     assert (by_id["bad"]["code"], by_id["bad"]["field"], by_id["bad"]["job_id"]) == ("invalid_params", "repo", None)
+    assert (by_id["variant"]["code"], by_id["variant"]["field"]) == ("invalid_params", "variant")
     assert by_id["m"]["free_bytes"] == 4096 and by_id["m"]["models"] == []
 
 

@@ -643,8 +643,11 @@ class DownloadBar:
 @cli.command()
 @click.argument("repo")
 @click.option("--revision", default="main", show_default=True, help="Branch, tag or commit to download.")
+@click.option("--variant", type=click.Choice(["distilled", "dev"]), default="distilled", show_default=True,
+              help="Of an official repo's checkpoints: the distilled one, or the dev one with the distilled LoRA "
+              "its two-stage flow uses.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Newline-delimited JSON events and result on stdout.")
-def download(repo: str, revision: str, as_json: bool) -> None:
+def download(repo: str, revision: str, variant: str, as_json: bool) -> None:
     """Download a model repo (org/name) into the local Hugging Face cache and check that it loads."""
     import threading
 
@@ -663,7 +666,7 @@ def download(repo: str, revision: str, as_json: bool) -> None:
     bar = None if as_json else DownloadBar(repo)
     try:
         try:
-            path = download_model(repo, revision, emit=write_line if as_json else bar)
+            path = download_model(repo, revision, emit=write_line if as_json else bar, variant=variant)
         finally:
             if bar is not None:
                 bar.close()

@@ -101,6 +101,7 @@ def inspect(request: m.Inspect, job_id: str) -> m.Inspected:
 
 def check_download(request: m.Download) -> None:
     """Refuse a malformed request before it is queued."""
+    from ltx_backend.weights import download as downloads
     from ltx_backend.weights.resolve import REPO_ID
 
     if not REPO_ID.match(request.repo):
@@ -109,6 +110,10 @@ def check_download(request: m.Download) -> None:
                        field="repo")  # fmt: skip
     if not request.revision.strip():
         raise LtxError(ErrorCode.INVALID_PARAMS, "revision is empty", "Leave it out for main.", field="revision")
+    if request.variant not in downloads.VARIANTS:
+        raise LtxError(ErrorCode.INVALID_PARAMS, f"variant {request.variant!r:.50} is not one of "
+                       f"{', '.join(downloads.VARIANTS)}", "Leave it out for distilled, or use dev.",
+                       field="variant")  # fmt: skip
     if request.files is not None and not all(pattern.strip() for pattern in request.files):
         raise LtxError(ErrorCode.INVALID_PARAMS, "files holds an empty pattern", "Give glob patterns such as "
                        "*.safetensors, or leave `files` out.", field="files")  # fmt: skip
@@ -120,7 +125,7 @@ def run_download(request: m.Download, job_id: str, check: Callable[[], None], em
     from ltx_backend.weights.cache import describe_model
 
     emit(events.PhaseStarted(events.Phase.DOWNLOAD, request.repo))
-    plan = downloads.plan_download(request.repo, request.revision, request.files)
+    plan = downloads.plan_download(request.repo, request.revision, request.files, request.variant)
     check()
     downloads.check_disk_space(plan)
     before = plan.cached_bytes

@@ -292,6 +292,7 @@ class Download(Request, tag="download"):
     repo: str = ""  # a Hugging Face repo id (org/name): an LTX model or a Gemma 3 text encoder
     revision: str = "main"
     files: list[str] | None = None  # glob patterns to fetch instead of the files a job needs
+    variant: str = "distilled"  # of an official repo's checkpoints: distilled, or dev (+ its distilled LoRA)
 
 
 class Delete(Request, tag="delete"):

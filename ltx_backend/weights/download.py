@@ -98,13 +98,23 @@ class DownloadPlan:
         return self.repo_dir / "snapshots" / self.commit
 
 
-def select_files(files: list[RemoteFile], patterns: list[str] | None = None) -> tuple[list[RemoteFile], dict]:
+VARIANTS = ("distilled", "dev")
+
+
+def select_files(
+    files: list[RemoteFile], patterns: list[str] | None = None, variant: str = "distilled"
+) -> tuple[list[RemoteFile], dict]:
     """The files a job needs, and why each other file is left out.
 
     `patterns` (fnmatch, as huggingface_hub's ``allow_patterns``) picks files by hand. Otherwise: no media, no
     pickled/ONNX/GGUF weights beside safetensors, no FP8/FP4/LoRA files, one file per content (a repo that
-    stores the same weights twice is fetched once), and of an official repo's several full checkpoints only the
-    one `open_checkpoint` would load (the distilled one, newest name first)."""
+    stores the same weights twice is fetched once), and of an official repo's several full checkpoints (at its
+    root, or transformers in an LTX-2.5 release's ``diffusion_models/``) only one: for `variant` ``distilled``
+    the one `open_checkpoint` would load (the distilled one, newest name first); for ``dev`` the dev one and the
+    distilled LoRA its two-stage flow fuses in stage 2."""
+    if variant not in VARIANTS:
+        raise LtxError(ErrorCode.INVALID_PARAMS, f"variant {variant!r} is not one of {', '.join(VARIANTS)}",
+                       "Use distilled (the default) or dev.", field="variant")  # fmt: skip
     kept: list[RemoteFile] = []
     skipped: dict[str, str] = {}
     has_safetensors = any(file.path.endswith(".safetensors") for file in files)
@@ -121,7 +131,11 @@ def select_files(files: list[RemoteFile], patterns: list[str] | None = None) -> 
         elif has_safetensors and name.endswith(OTHER_WEIGHT_SUFFIXES):
             skipped[file.path] = "not safetensors"
             continue
-        elif name.endswith(".safetensors") and any(word in name for word in UNLOADABLE_WORDS):
+        elif (
+            name.endswith(".safetensors")
+            and any(word in name for word in UNLOADABLE_WORDS)
+            and not (variant == "dev" and _is_distilled_lora(name))
+        ):
             skipped[file.path] = "FP8/FP4 or LoRA weights"
             continue
         if file.etag in seen:
@@ -130,28 +144,39 @@ def select_files(files: list[RemoteFile], patterns: list[str] | None = None) -> 
         seen[file.etag] = file.path
         kept.append(file)
     if patterns is None:
-        for path in _other_official_checkpoints([file.path for file in kept]):
+        for path in _other_official_checkpoints([file.path for file in kept], variant):
             skipped[path] = "another variant of the checkpoint"
         kept = [file for file in kept if file.path not in skipped]
     return sorted(kept, key=lambda f: f.path), skipped
 
 
-def _other_official_checkpoints(paths: list[str]) -> list[str]:
-    """Of several official full checkpoints at the repo root, all but the one `open_checkpoint` picks."""
-    from ltx_backend.weights.checkpoint import OFFICIAL_FILE_EXCLUDES
+def _is_distilled_lora(name: str) -> bool:
+    return "distilled-lora" in name and not any(word in name for word in ("fp8", "fp4"))
+
+
+def _other_official_checkpoints(paths: list[str], variant: str = "distilled") -> list[str]:
+    """Of several official full checkpoints at the repo root (or transformers in a release's
+    ``diffusion_models/``), all but the `variant` one (``distilled``: the one `open_checkpoint` picks)."""
+    from ltx_backend.weights.checkpoint import OFFICIAL_FILE_EXCLUDES, OFFICIAL_TREE
 
     root = {path for path in paths if "/" not in path}
     if "split_model.json" in root or "model.safetensors" in root or "transformer.safetensors" in root:
         return []
-    candidates = sorted(
-        (p for p in root if p.endswith(".safetensors") and not any(word in p for word in OFFICIAL_FILE_EXCLUDES)),
-        key=lambda p: p.removesuffix(".safetensors"),
-        reverse=True,  # newest version first: ...-distilled-1.1 before ...-distilled
-    )
-    if len(candidates) < 2:
-        return []
-    chosen = next((p for p in candidates if "distilled" in p), candidates[0])
-    return [p for p in candidates if p != chosen]
+    others: list[str] = []
+    for folder in ("", f"{OFFICIAL_TREE}/"):
+        names = [p.removeprefix(folder) for p in paths if p.startswith(folder)]
+        candidates = sorted(
+            (folder + n for n in names if "/" not in n and n.endswith(".safetensors")
+             and not any(word in n for word in OFFICIAL_FILE_EXCLUDES)),
+            key=lambda p: p.removesuffix(".safetensors"),
+            reverse=True,  # newest version first: ...-distilled-1.1 before ...-distilled
+        )  # fmt: skip
+        if len(candidates) < 2:
+            continue
+        wanted = [p for p in candidates if ("distilled" in p) == (variant == "distilled")]
+        chosen = wanted[0] if wanted else candidates[0]
+        others += [p for p in candidates if p != chosen]
+    return others
 
 
 class _Meter:
@@ -330,7 +355,9 @@ def _check_repo_id(repo_id: str) -> None:
         )
 
 
-def plan_download(repo_id: str, revision: str = "main", patterns: list[str] | None = None) -> DownloadPlan:
+def plan_download(
+    repo_id: str, revision: str = "main", patterns: list[str] | None = None, variant: str = "distilled"
+) -> DownloadPlan:
     """Ask the Hub for the commit of `revision` and its files; choose the ones to fetch (`select_files`)."""
     from huggingface_hub import HfApi
     from huggingface_hub.file_download import repo_folder_name
@@ -347,7 +374,7 @@ def plan_download(repo_id: str, revision: str = "main", patterns: list[str] | No
         ]
     except Exception as exc:
         raise map_download_error(exc, repo_id, revision) from exc
-    files, skipped = select_files(listing, patterns)
+    files, skipped = select_files(listing, patterns, variant)
     if patterns is not None and not files:
         raise LtxError(
             ErrorCode.INVALID_PARAMS,
@@ -483,6 +510,7 @@ def download_model(
     progress_interval: float | None = None,
     check: Callable[[], None] = lambda: None,
     patterns: list[str] | None = None,
+    variant: str = "distilled",
 ) -> Path:
     """Download what a job needs of `repo_id` at `revision` into the hub cache; returns its snapshot directory.
 
@@ -493,7 +521,7 @@ def download_model(
     (``model_not_found``, ``model_access_denied``, ``network_unavailable``, ``disk_full``,
     ``output_write_failed``, ``download_failed``, or the checkpoint's own code); `check` may raise anything.
     """
-    plan = plan_download(repo_id, revision, patterns)
+    plan = plan_download(repo_id, revision, patterns, variant)
     check_disk_space(plan)
     interval = PROGRESS_INTERVAL_S if progress_interval is None else progress_interval
     path = fetch(plan, emit, check, interval)
