@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -183,6 +184,38 @@ def test_control_video_stages_and_tokens(models, loras, control, monkeypatch, tm
     np.testing.assert_array_equal(stage1.positions[0, 1:, :2, 1], [[32, 32], [32, 64]])  # output cells: 32 px
     np.testing.assert_array_equal(stage1.positions[0, 1:, output_tokens:, 1], [[64, 64], [64, 64]])  # 2 x 32 px
     assert stage2.latent.shape[1] == stage2.generated_tokens == 2 * 4 * 4 and stage2.attention_mask is None
+
+
+def test_control_video_in_a_single_stage_layout_covers_the_full_grid(models, loras, control, monkeypatch, tmp_path):
+    """One-stage: the only stage is full size, so the control video is encoded at the output size / factor and the
+    reference tokens span the same grid as the video's (not a quarter of it); the plan counts them."""
+    from ltx_backend.pipeline import memory
+
+    states = []
+    real_loop = s.euler_loop
+
+    def loop(sigmas, video, audio, denoise, on_step=lambda *_: None):
+        states.append(video)
+        return real_loop(sigmas, video, audio, denoise, on_step)
+
+    monkeypatch.setattr(s, "euler_loop", loop)
+    spec = ControlVideo(str(control["video"]))
+    result, _, _ = _job(models["2.0"], tmp_path, "one", [LoraSpec(loras["2.0-ic"])], control_video=spec,
+                        pipeline="one-stage", steps=2)  # fmt: skip
+    assert probe(result.video_path).frames == 9
+    (state,) = states
+    output_tokens = 2 * 4 * 4  # 2 latent frames of 4x4 at 128 px
+    assert state.generated_tokens == output_tokens and state.latent.shape[1] == output_tokens + 2 * 2 * 2
+    spatial = state.positions[0, 1:, :, 1]  # the [start, end) of each token's rows, in pixels
+    assert spatial[:, output_tokens:].max() == spatial[:, :output_tokens].max() == 128
+
+    request = GenerationRequest("a fox", str(tmp_path / "p.mp4"), pipeline="one-stage", **SMALL)
+    ckpt = open_checkpoint(models["2.0"])
+    text_encoder = Engine(models["2.0"]).text_encoder_root
+    plain = memory.estimate(ckpt, text_encoder, request, mx.float32, None).phases["denoising"]
+    controlled = memory.estimate(ckpt, text_encoder, replace(request, control_video=spec), mx.float32, None)
+    assert f"{output_tokens} video" in plain.detail  # the tiny upsampler's weights dominate the activations here
+    assert f"{2 * output_tokens} video" in controlled.phases["denoising"].detail  # factor 1: an upper bound
 
 
 def test_distilled_lora_is_fused_for_stage_2_of_a_dev_checkpoint(models, loras, monkeypatch, tmp_path) -> None:

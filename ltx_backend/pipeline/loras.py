@@ -30,7 +30,7 @@ from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.control_video import read_control_video, read_mask_video
 from ltx_backend.models.transformer import LTXModel, TransformerConfig
 from ltx_backend.pipeline.conditioning_reference import condition_by_reference_with_attention, downsample_mask_to_latent
-from ltx_backend.pipeline.request import GenerationRequest
+from ltx_backend.pipeline.request import SINGLE_STAGE, GenerationRequest
 from ltx_backend.pipeline.sampler import LatentState
 from ltx_backend.weights.checkpoint import Checkpoint
 from ltx_backend.weights.lora import LoraSpec, check_loras, reference_downscale_factor
@@ -70,6 +70,13 @@ def stage_loras(
     return stage1, (*stage2, distilled)
 
 
+def stage_one_size(request: GenerationRequest) -> tuple[int, int]:
+    """(height, width) of the first stage, the one that takes the reference tokens: half the output in two-stage
+    layouts (ICLoraPipeline's), the output itself in single-stage ones (one-stage, retake, extend)."""
+    halves = 1 if request.layout in SINGLE_STAGE else 2
+    return request.height // halves, request.width // halves
+
+
 def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int:
     """The reference video's downscale factor for a job with a control video (1 without one), checked before any
     work: the control video needs an IC-LoRA, and the stage-1 size divided by the factor must still be a size the
@@ -84,13 +91,13 @@ def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int
             field="control_video",
         )
     factor = reference_downscale_factor(loras)
-    height, width = request.height // 2, request.width // 2
-    for name, size in (("height", height), ("width", width)):
+    height, width = stage_one_size(request)
+    for name, size, output in (("height", height, request.height), ("width", width, request.width)):
         if size % (factor * VAE_SPATIAL):
-            step = 2 * factor * VAE_SPATIAL
+            step = output // size * factor * VAE_SPATIAL
             raise LtxError(
                 ErrorCode.INVALID_PARAMS,
-                f"{name} {size * 2}: the IC-LoRA encodes its control video at 1/{factor} of the stage-1 size "
+                f"{name} {output}: the IC-LoRA encodes its control video at 1/{factor} of the stage-1 size "
                 f"({size} px), which is not a multiple of {VAE_SPATIAL}",
                 f"Use a {name} that is a multiple of {step}.",
                 field=name,
@@ -103,7 +110,7 @@ def encode_control(encoder, request: GenerationRequest, factor: int, dtype: mx.D
     reference tokens' attention weights (ICLoraPipeline ``_create_conditionings``): the mask video pooled onto the
     reference latent times the attention strength; the strength alone when below 1; else None (no mask)."""
     control = request.control_video
-    height, width = request.height // 2, request.width // 2
+    height, width = stage_one_size(request)
     pixels = read_control_video(control.path, height // factor, width // factor, request.num_frames)
     latent = encoder(mx.array(pixels).astype(dtype))
     attention = None

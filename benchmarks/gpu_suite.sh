@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The open GPU measurements of issues 15-20, in groups that each fit one device call (at most 10 minutes).
+#
+#   usage (from the repository root, after the install line of scripts/gpu-wheels.sh):
+#     benchmarks/gpu_suite.sh dit       # DiT forward (2.0, 2.3 Q4, ltx-core), block profile, LTX-2.5 + Gemma 4
+#     benchmarks/gpu_suite.sh job       # vocoder + BWE, every tiling mode, the whole job, A2V / retake vs T2V
+#     benchmarks/gpu_suite.sh session   # one serve session on a full-size checkpoint written to disk (~51 GB)
+#     benchmarks/gpu_suite.sh weights   # LoRA fuse and forward, bf16 and Q4; low-RAM block streaming, Q4 pack
+#
+# Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), its stderr to <name>.log, and a
+# line "<name> rc=<status> <seconds>s" to summary.txt; a failure or timeout of one does not stop the others.
+# MLX's CUDA kernels compile once per machine (~40 s): the processes of a group share the cache.
+set -uo pipefail
+out=${OUT:-$PWD/gpu-results}
+mkdir -p "$out"
+export LTX_BACKEND_HOME=${LTX_BACKEND_HOME:-/tmp/ltx-home}
+cd "$(dirname "$0")"
+
+bench() {  # NAME SECONDS SCRIPT [ARGS...]
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  timeout "$limit" python3 "$@" >"$out/$name.json" 2>"$out/$name.log"
+  echo "$name rc=$? $((SECONDS - start))s" | tee -a "$out/summary.txt"
+}
+
+case ${1:-} in
+  dit)
+    bench dit_compiled 150 transformer_forward.py --compile
+    bench dit_q4_23 120 transformer_forward.py --compile --version 2.3 --quantize 4
+    bench dit_ltx_core 120 transformer_forward.py --backend ltx-core
+    bench dit_profile 60 transformer_profile.py
+    bench ltx25_forward 120 ltx25_forward.py --compile
+    ;;
+  job)
+    bench audio_decode 60 audio_decode.py --versions 2.3 --reference --repeat 3
+    bench vae_decode 150 vae_decode.py --reference --repeat 2
+    bench generate 150 generate.py --tiling none
+    bench modes 200 modes.py --runs 2
+    ;;
+  session)
+    bench serve_session 570 serve_session.py --warmup --gemma-bits 4 --dir /tmp/ltx-serve-session
+    ;;
+  weights)
+    bench lora 200 lora.py --version 2.3 --tokens 1536,6144 --precisions bf16,4 --repeat 3
+    bench low_ram 360 low_ram.py --workdir /tmp/lowram --packs q4 --sizes 768x512x121
+    ;;
+  *)
+    echo "usage: $0 dit|job|session|weights" >&2
+    exit 2
+    ;;
+esac
