@@ -120,6 +120,19 @@ def _job(model: Path, tmp_path: Path, name: str, loras=(), memory: str = "auto",
     return result, seen, (tmp_path / f"{name}.mp4").read_bytes()
 
 
+def _record_stage_states(monkeypatch) -> list:
+    """The video state each stage's sampler loop starts from, in order."""
+    states = []
+    real_loop = s.euler_loop
+
+    def loop(sigmas, video, audio, denoise, on_step=lambda *_: None):
+        states.append(video)
+        return real_loop(sigmas, video, audio, denoise, on_step)
+
+    monkeypatch.setattr(s, "euler_loop", loop)
+    return states
+
+
 def test_lora_job_writes_a_valid_mp4_and_changes_the_video(models, loras, tmp_path: Path) -> None:
     _, _, plain = _job(models["2.3"], tmp_path, "plain")
     result, seen, styled = _job(models["2.3"], tmp_path, "lora", [LoraSpec(loras["2.3"], 0.8)])
@@ -160,19 +173,15 @@ def test_control_video_stages_and_tokens(models, loras, control, monkeypatch, tm
     2x2, positions scaled by the factor; stage 2 runs the plain model on the output's tokens only."""
     from ltx_backend.pipeline import engine as engine_module
 
-    loaded, states = [], []
-    real_load, real_loop = engine_module.load_transformer, s.euler_loop
+    loaded = []
+    real_load = engine_module.load_transformer
 
     def load(ckpt, dtype=None, quantize=None, loras=()):
         loaded.append(tuple(loras))
         return real_load(ckpt, dtype, quantize, loras=loras)
 
-    def loop(sigmas, video, audio, denoise, on_step=lambda *_: None):
-        states.append(video)
-        return real_loop(sigmas, video, audio, denoise, on_step)
-
     monkeypatch.setattr(engine_module, "load_transformer", load)
-    monkeypatch.setattr(s, "euler_loop", loop)
+    states = _record_stage_states(monkeypatch)
     spec = LoraSpec(loras["2.0-ic"])
     mask = ControlVideo(str(control["video"]), mask_path=str(control["mask"]))
     _job(models["2.0"], tmp_path, "stages", [spec], control_video=mask)
@@ -191,14 +200,7 @@ def test_control_video_in_a_single_stage_layout_covers_the_full_grid(models, lor
     reference tokens span the same grid as the video's (not a quarter of it); the plan counts them."""
     from ltx_backend.pipeline import memory
 
-    states = []
-    real_loop = s.euler_loop
-
-    def loop(sigmas, video, audio, denoise, on_step=lambda *_: None):
-        states.append(video)
-        return real_loop(sigmas, video, audio, denoise, on_step)
-
-    monkeypatch.setattr(s, "euler_loop", loop)
+    states = _record_stage_states(monkeypatch)
     spec = ControlVideo(str(control["video"]))
     result, _, _ = _job(models["2.0"], tmp_path, "one", [LoraSpec(loras["2.0-ic"])], control_video=spec,
                         pipeline="one-stage", steps=2)  # fmt: skip
@@ -216,6 +218,36 @@ def test_control_video_in_a_single_stage_layout_covers_the_full_grid(models, lor
     controlled = memory.estimate(ckpt, text_encoder, replace(request, control_video=spec), mx.float32, None)
     assert f"{output_tokens} video" in plain.detail  # the tiny upsampler's weights dominate the activations here
     assert f"{2 * output_tokens} video" in controlled.phases["denoising"].detail  # factor 1: an upper bound
+
+
+def test_several_control_videos_append_their_tokens_in_order(models, loras, control, monkeypatch, tmp_path) -> None:
+    """ltx-pipelines' video_conditioning list: each control video is encoded and appended after the others, with its
+    own strength (its tokens' denoise mask) and the shared attention weights; a second one changes the video."""
+    states = _record_stage_states(monkeypatch)
+    ic = [LoraSpec(loras["2.0-ic"])]
+    depth = ControlVideo(str(control["video"]), 1.0, attention_strength=0.5)
+    pose = ControlVideo(str(control["mask"]), 0.6, attention_strength=0.5)
+    _, _, one = _job(models["2.0"], tmp_path, "one", ic, control_video=depth)
+    _, _, two = _job(models["2.0"], tmp_path, "two", ic, control_video=(depth, pose))
+    assert two != one
+    single, _, double, _ = states  # stage 1 and stage 2 of each job
+    output_tokens, reference = 2 * 2 * 2, 2 * 1 * 1
+    assert single.latent.shape[1] == output_tokens + reference
+    assert double.latent.shape[1] == output_tokens + 2 * reference
+    np.testing.assert_array_equal(double.positions[:, :, : output_tokens + reference], single.positions)
+    np.testing.assert_array_equal(double.positions[:, :, output_tokens + reference :], single.positions[:, :, -2:])
+    mask = np.array(double.denoise_mask).reshape(-1)
+    np.testing.assert_allclose(mask[output_tokens:], [0.0, 0.0, 0.4, 0.4], atol=1e-6)  # 1 - strength per video
+    assert double.attention_mask.shape == (1, 12, 12)
+
+
+def test_each_control_video_is_checked_before_any_work(models, loras, control, tmp_path: Path) -> None:
+    engine = Engine(models["2.0"], loras=[LoraSpec(loras["2.0-ic"])])
+    controls = (ControlVideo(str(control["video"])), ControlVideo(str(tmp_path / "none.mp4")))
+    with pytest.raises(LtxError) as info:
+        engine.generate(GenerationRequest("a fox", str(tmp_path / "x.mp4"), control_video=controls, **SMALL))
+    assert info.value.code is ErrorCode.MEDIA_UNREADABLE and info.value.details["field"] == "control_video[1].path"
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_distilled_lora_is_fused_for_stage_2_of_a_dev_checkpoint(models, loras, monkeypatch, tmp_path) -> None:
@@ -284,6 +316,35 @@ def test_cli_lora_control_video_and_mismatch(models, loras, control, tmp_path: P
     assert result.exit_code == 1 and "error [lora_mismatch]" in result.output and not bad.exists()
     result = CliRunner().invoke(cli, [*base, "-o", str(bad), "--control-mask", str(control["mask"])])
     assert result.exit_code == 2 and "--control-mask needs --control-video" in result.output
+    two = tmp_path / "two.mp4"
+    several = [*ic, "--control-video", f"{control['mask']}:0.5"]  # repeatable, PATH[:STRENGTH]
+    result = CliRunner().invoke(cli, [*base, "-o", str(two), *several])
+    assert result.exit_code == 0, result.output
+    assert probe(two).frames == 9 and two.read_bytes() != output.read_bytes()
+
+
+def test_protocol_control_video_is_one_object_or_a_list(control, tmp_path: Path) -> None:
+    import io
+
+    import msgspec
+
+    from ltx_backend.server import messages as m
+    from ltx_backend.server.server import Server
+
+    server = Server(io.BytesIO())
+
+    def prepare(control_video: object):
+        line = json.dumps({"type": "generate", "prompt": "a fox", "output_path": str(tmp_path / "o.mp4"),
+                           "width": 128, "height": 128, "num_frames": 9, "control_video": control_video})  # fmt: skip
+        return server._prepare_generation(msgspec.json.decode(line, type=m.HostMessage)).generation
+
+    one = prepare({"path": str(control["video"]), "strength": 0.7})
+    assert [c.strength for c in one.controls] == [0.7]
+    two = prepare([{"path": str(control["video"])}, {"path": str(control["mask"]), "attention_strength": 0.5}])
+    assert [(Path(c.path).name, c.attention_strength) for c in two.controls] == [("depth.mp4", 1.0), ("mask.mp4", 0.5)]
+    with pytest.raises(LtxError) as info:
+        prepare([{"path": str(control["video"])}, {"path": str(control["video"]), "strength": 2}])
+    assert info.value.details["field"] == "control_video[1].strength"
 
 
 def test_inspect_a_lora(loras) -> None:

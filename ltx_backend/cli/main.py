@@ -176,19 +176,21 @@ def _parse_keyframe(text: str) -> tuple[str, int, float]:
 
 
 def _control_video(options: dict, control_video: type):
-    """The IC-LoRA control options as a request's ControlVideo (None without --control-video)."""
-    if options["control_video"] is None:
+    """The IC-LoRA control options as a request's ControlVideos (None without --control-video): each
+    ``PATH[:STRENGTH]`` (default --control-strength), the mask and attention strength shared, as ICLoraPipeline."""
+    from ltx_backend.weights.lora import split_strength
+
+    if not options["control_video"]:
         for flag in ("control_mask", "control_strength", "control_attention"):
             default = None if flag == "control_mask" else 1.0
             if options[flag] != default:
                 raise click.UsageError(f"--{flag.replace('_', '-')} needs --control-video")
         return None
-    return control_video(
-        options["control_video"],
-        options["control_strength"],
-        options["control_mask"],
-        options["control_attention"],
-    )
+    controls = []
+    for text in options["control_video"]:
+        path, strength = split_strength(text, options["control_strength"])
+        controls.append(control_video(path, strength, options["control_mask"], options["control_attention"]))
+    return tuple(controls)
 
 
 def _parse_window(text: str | None) -> tuple[float, float] | None:
@@ -374,9 +376,14 @@ _PARALLEL = click.option(
     help="Dev checkpoints: the distilled LoRA fused for stage 2 (as ltx-pipelines' two-stage pipeline; an LTX-2.5 "
     "dev release: its loras/ file by default).",
 )
-@click.option("--control-video", default=None, help="IC-LoRA control video (depth, canny, pose, ...); needs --lora.")
+@click.option(
+    "--control-video",
+    multiple=True,
+    metavar="PATH[:STRENGTH]",
+    help="IC-LoRA control video (depth, canny, pose, ...; repeatable, appended in order); needs --lora.",
+)
 @click.option("--control-strength", type=float, default=1.0, show_default=True,
-              help="How strictly the control video's tokens are kept (0..1).")  # fmt: skip
+              help="How strictly the control videos' tokens are kept (0..1) where PATH has no STRENGTH.")  # fmt: skip
 @click.option("--control-mask", default=None, help="Grayscale mask video: where the control video applies.")
 @click.option("--control-attention", type=float, default=1.0, show_default=True,
               help="Attention strength between the control video and the output (0..1; scales the mask).")  # fmt: skip

@@ -116,7 +116,8 @@ def request_from_json(data: dict) -> GenerationRequest:
     same keyframes and IC-LoRA control video itself (deterministic; no latents cross the wire)."""
     keyframes = tuple(Keyframe(**k) for k in data.pop("keyframes", ()))
     control = data.pop("control_video", None)
-    control = None if control is None else ControlVideo(**control)
+    if control is not None:  # one, or several (a list)
+        control = ControlVideo(**control) if isinstance(control, dict) else tuple(ControlVideo(**c) for c in control)
     return GenerationRequest(
         **{**data, "warnings": tuple(data.get("warnings", ()))}, keyframes=keyframes, control_video=control
     )

@@ -509,16 +509,16 @@ class Engine:
         return encoded, soundtrack
 
     def _encode_control(self, request: GenerationRequest, factor: int, timer: Timer):
-        """The IC-LoRA control video's latent and attention weights, with the factor (None without one)."""
-        if request.control_video is None:
+        """The IC-LoRA control videos encoded (`lora_stages.encode_controls`), with the factor (None without)."""
+        if not request.controls:
             return None
         with timer.phase(Phase.IMAGE_ENCODING, "control video"):
             with timer.loading():
                 encoder = self._borrow(r.VIDEO_ENCODER)
-            latent, attention = lora_stages.encode_control(encoder, request, factor, self.dtype)
+            encoded = lora_stages.encode_controls(encoder, request, factor, self.dtype)
             del encoder
             self.models.give_back(r.VIDEO_ENCODER)
-        return latent, attention, factor
+        return encoded, factor
 
     def _check_encoders(self, request: GenerationRequest) -> None:
         """Before any work: a mode that encodes media needs the checkpoint's VAE encoders (some conversions ship the
@@ -593,7 +593,7 @@ class Engine:
                 for condition in plan.video_conditioning:
                     video = condition(video)
                 if control is not None and plan.number == 1:  # IC-LoRA: the reference tokens follow the images
-                    video = lora_stages.condition_on_control(video, *control[:2], request, control[2])
+                    video = lora_stages.condition_on_controls(video, control[0], request, control[1])
                 video = noised(video, next(keys), plan.stage.noise_scale)
                 audio_key = next(keys)  # drawn with or without audio: the same seed gives the same video
                 audio = plan.audio_state(audio_latent)

@@ -61,7 +61,7 @@ def stage_loras(
 ) -> tuple[tuple[LoraSpec, ...], tuple[LoraSpec, ...]]:
     """The LoRAs of stage 1 and of stage 2 (see the module docstring)."""
     stage1 = tuple(loras)
-    stage2 = () if request.control_video is not None else stage1
+    stage2 = () if request.controls else stage1
     if variant != "dev" or distilled is None:
         return stage1, stage2
     if request.layout == "hq":
@@ -81,7 +81,7 @@ def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int
     """The reference video's downscale factor for a job with a control video (1 without one), checked before any
     work: the control video needs an IC-LoRA, and the stage-1 size divided by the factor must still be a size the
     video VAE encodes."""
-    if request.control_video is None:
+    if not request.controls:
         return 1
     if not loras:
         raise LtxError(
@@ -105,31 +105,34 @@ def control_factor(request: GenerationRequest, loras: Sequence[LoraSpec]) -> int
     return factor
 
 
-def encode_control(encoder, request: GenerationRequest, factor: int, dtype: mx.Dtype) -> tuple[mx.array, object]:
-    """The control video encoded at the stage-1 size / `factor` (frame-capped at the output's frames), and the
-    reference tokens' attention weights (ICLoraPipeline ``_create_conditionings``): the mask video pooled onto the
-    reference latent times the attention strength; the strength alone when below 1; else None (no mask)."""
-    control = request.control_video
+def encode_controls(encoder, request: GenerationRequest, factor: int, dtype: mx.Dtype) -> list[tuple]:
+    """Each control video encoded at the stage-1 size / `factor` (frame-capped at the output's frames), with its
+    reference tokens' attention weights (ICLoraPipeline ``_create_conditionings``: the mask video pooled onto the
+    reference latent times the attention strength; the strength alone when below 1; else None) and its strength."""
     height, width = stage_one_size(request)
-    pixels = read_control_video(control.path, height // factor, width // factor, request.num_frames)
-    latent = encoder(mx.array(pixels).astype(dtype))
-    attention = None
-    if control.mask_path is not None:
-        mask = read_mask_video(control.mask_path, height, width, request.num_frames)  # at stage-1 size, as the CLI
-        _, _, frames, latent_h, latent_w = latent.shape
-        attention = mx.array(downsample_mask_to_latent(mask, frames, latent_h, latent_w)) * control.attention_strength
-    elif control.attention_strength < 1.0:
-        attention = control.attention_strength
-    mx.eval(latent)
-    return latent, attention
+    encoded = []
+    for control in request.controls:
+        pixels = read_control_video(control.path, height // factor, width // factor, request.num_frames)
+        latent = encoder(mx.array(pixels).astype(dtype))
+        attention = None
+        if control.mask_path is not None:
+            mask = read_mask_video(control.mask_path, height, width, request.num_frames)  # at stage-1 size
+            _, _, frames, latent_h, latent_w = latent.shape
+            attention = mx.array(downsample_mask_to_latent(mask, frames, latent_h, latent_w))
+            attention = attention * control.attention_strength
+        elif control.attention_strength < 1.0:
+            attention = control.attention_strength
+        mx.eval(latent)
+        encoded.append((latent, attention, control.strength))
+    return encoded
 
 
-def condition_on_control(
-    state: LatentState, latent: mx.array, attention: object, request: GenerationRequest, factor: int
-) -> LatentState:
-    """Stage 1's video state with the reference tokens appended (after the image conditionings) and the attention
-    mask the state carries into every forward."""
-    conditioned, mask = condition_by_reference_with_attention(
-        state, state.attention_mask, latent, request.fps, factor, request.control_video.strength, attention
-    )
-    return replace(conditioned, attention_mask=mask)
+def condition_on_controls(state: LatentState, encoded: list[tuple], request: GenerationRequest, factor: int):
+    """Stage 1's video state with each control video's reference tokens appended in order (after the image
+    conditionings, as ICLoraPipeline appends them) and the attention mask the state carries into every forward."""
+    for latent, attention, strength in encoded:
+        conditioned, mask = condition_by_reference_with_attention(
+            state, state.attention_mask, latent, request.fps, factor, strength, attention
+        )
+        state = replace(conditioned, attention_mask=mask)
+    return state

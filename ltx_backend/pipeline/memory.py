@@ -392,10 +392,13 @@ def _denoise_phase(
     from ltx_backend.pipeline.engine import checkpoint_variant
     from ltx_backend.pipeline.request import SINGLE_STAGE
 
-    if request.control_video is not None and request.layout in SINGLE_STAGE:
-        # IC-LoRA reference tokens join the full-size stage (in two-stage layouts the half-size stage 1, which
-        # stays below stage 2 even with them); counted at downscale factor 1, an upper bound.
-        video_tokens += request.latent_frames * cells
+    # IC-LoRA reference tokens join stage 1, counted at downscale factor 1 (an upper bound): the full-size stage of
+    # single-stage layouts; the half-size stage 1 of two-stage layouts, which outgrows stage 2 only with 4 or more.
+    references = len(request.controls) * request.latent_frames * cells
+    if request.layout in SINGLE_STAGE:
+        video_tokens += references
+    else:
+        video_tokens = max(video_tokens, (video_tokens + references) // 4)
 
     passes = GUIDED_PASSES if request.layout in SINGLE_STAGE and checkpoint_variant(ckpt) == "dev" else 1
     stage2 = scale * (

@@ -88,7 +88,8 @@ class GenerationRequest:
     round_dimensions: bool = False  # round width/height to multiples of 64 instead of refusing them
     min_seconds: float | None = None  # bounds of the duration head's choice (default 1 s and 20 s)
     max_seconds: float | None = None
-    control_video: ControlVideo | None = None  # needs an IC-LoRA among the engine's LoRAs
+    # One or several (ltx-pipelines' video_conditioning list); needs an IC-LoRA among the engine's LoRAs.
+    control_video: ControlVideo | tuple[ControlVideo, ...] | None = None
     mode: str = "t2v"  # MODES
     pipeline: str = "two-stage"  # PIPELINES ("interpolate" and mode "interpolate" are the same thing)
     audio_input_path: str | None = None  # a2v: the soundtrack (an audio file or a video with sound)
@@ -104,6 +105,12 @@ class GenerationRequest:
     @property
     def latent_frames(self) -> int:
         return (self.num_frames - 1) // 8 + 1
+
+    @property
+    def controls(self) -> tuple[ControlVideo, ...]:
+        """The control videos, none, one or several."""
+        control = self.control_video
+        return () if control is None else (control,) if isinstance(control, ControlVideo) else tuple(control)
 
     @property
     def layout(self) -> str:
@@ -403,7 +410,9 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         read_image(keyframe.path, where + ".path")  # image_unreadable now (the cheap checks first), not after accepted
         keyframes.append(replace(keyframe, path=str(Path(keyframe.path).expanduser().absolute())))
 
-    control = None if request.control_video is None else check_control_video(request.control_video, frames)
+    controls = request.controls
+    names = [f"control_video[{index}]" if len(controls) > 1 else "control_video" for index in range(len(controls))]
+    control = tuple(check_control_video(c, frames, name) for c, name in zip(controls, names, strict=True)) or None
 
     named = "\0" not in request.output_path and not os.path.isdir(os.path.expanduser(request.output_path))
     if named and Path(request.output_path).suffix.lower() != ".mp4":
@@ -436,7 +445,7 @@ def _with_field(error: LtxError, field_name: str) -> LtxError:
     return error
 
 
-def check_control_video(control: ControlVideo, frames: int) -> ControlVideo:
+def check_control_video(control: ControlVideo, frames: int, where: str = "control_video") -> ControlVideo:
     """The control video and its mask decodable (probed, nothing read yet), strengths in range, and the mask's frame
     count one that pools onto the reference's latent frames (ICLoraPipeline ``_downsample_mask_to_latent``).
     Returns it with absolute paths."""
@@ -445,22 +454,22 @@ def check_control_video(control: ControlVideo, frames: int) -> ControlVideo:
     for name in ("strength", "attention_strength"):
         value = getattr(control, name)
         if not 0.0 <= value <= 1.0:
-            raise _invalid(f"control_video.{name}", f"control_video {name} {value} is outside 0..1", "Use 0..1.")
+            raise _invalid(f"{where}.{name}", f"{where} {name} {value} is outside 0..1", "Use 0..1.")
     try:
         info = probe_control_video(control.path)
     except LtxError as error:
-        raise _with_field(error, "control_video.path") from None
+        raise _with_field(error, f"{where}.path") from None
     mask_path = None
     if control.mask_path is not None:
         try:
             mask = probe_control_video(control.mask_path)
         except LtxError as error:
-            raise _with_field(error, "control_video.mask_path") from None
+            raise _with_field(error, f"{where}.mask_path") from None
         latent = (encodable_frames(min(info.frames, frames)) - 1) // 8 + 1
         used = encodable_frames(min(mask.frames, frames))
         if used > 1 and latent > 1 and (used - 1) % (latent - 1):
             raise _invalid(
-                "control_video.mask_path",
+                f"{where}.mask_path",
                 f"the mask's {used} frames do not pool onto the control video's {latent} latent frames",
                 "Give the mask as many frames as the control video.",
             )

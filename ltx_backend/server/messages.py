@@ -89,7 +89,8 @@ class Generate(Request, tag="generate"):
     preview: PreviewSpec | None = None  # opt-in previews during denoising (`preview` messages)
     min_seconds: float | None = None
     max_seconds: float | None = None
-    control_video: ControlVideoSpec | None = None  # needs an IC-LoRA among the loaded `loras`
+    # One control video, or a list (appended in order); needs an IC-LoRA among the loaded `loras`.
+    control_video: ControlVideoSpec | list[ControlVideoSpec] | None = None
     mode: str = "t2v"  # t2v | a2v | retake | extend | interpolate
     pipeline: str = "two-stage"  # two-stage | one-stage | hq | interpolate (t2v and interpolate)
     audio_input_path: str | None = None  # a2v: the soundtrack

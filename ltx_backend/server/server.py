@@ -331,7 +331,8 @@ class Server:
         keyframes = tuple(Keyframe(k.path, k.frame_idx, k.strength) for k in request.keyframes)
         fields["keyframes"] = keyframes
         if request.control_video is not None:
-            fields["control_video"] = ControlVideo(**msgspec.structs.asdict(request.control_video))
+            specs = request.control_video if isinstance(request.control_video, list) else [request.control_video]
+            fields["control_video"] = tuple(ControlVideo(**msgspec.structs.asdict(spec)) for spec in specs)
         window = request.retake_window
         if window is not None and len(window) != 2:
             raise LtxError(ErrorCode.INVALID_PARAMS, f"retake_window has {len(window)} values", "Give [start, end].",

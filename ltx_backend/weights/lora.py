@@ -81,15 +81,21 @@ class LoraSpec:
     strength: float = 1.0
 
 
-def parse_lora_arg(text: str) -> LoraSpec:
-    """``PATH[:STRENGTH]`` (the CLI's ``--lora``): a trailing ``:number`` is the strength (default 1.0)."""
+def split_strength(text: str, default: float = 1.0) -> tuple[str, float]:
+    """``PATH[:STRENGTH]`` (the CLI's ``--lora``, ``--control-video``): a trailing ``:number`` is the strength."""
     path, sep, strength = text.rpartition(":")
     if sep:
         try:
-            return LoraSpec(Path(path).expanduser(), float(strength))
+            return path, float(strength)
         except ValueError:
             pass  # a colon inside the path
-    return LoraSpec(Path(text).expanduser(), 1.0)
+    return text, default
+
+
+def parse_lora_arg(text: str) -> LoraSpec:
+    """``PATH[:STRENGTH]`` (the CLI's ``--lora``), strength 1.0 by default."""
+    path, strength = split_strength(text)
+    return LoraSpec(Path(path).expanduser(), strength)
 
 
 def resident_key(loras: Sequence[LoraSpec]) -> tuple:
