@@ -152,6 +152,40 @@ def _whole(length: int, scale: int, first_frame: bool = False) -> list[AxisTile]
     return [AxisTile(slice(0, length), slice(0, out), None)]
 
 
+@dataclass(frozen=True)
+class TileLayout:
+    """The tiles of one decode: temporal windows in order, and the rows and columns of every window."""
+
+    times: list[AxisTile]
+    rows: list[AxisTile]
+    cols: list[AxisTile]
+
+    @property
+    def count(self) -> int:
+        return len(self.times) * len(self.rows) * len(self.cols)
+
+    def voxels(self) -> int:
+        """Output voxels (frames x pixels) the tiles decode in all, overlaps counted as often as decoded."""
+
+        def total(tiles: list[AxisTile]) -> int:
+            return sum(tile.target.stop - tile.target.start for tile in tiles)
+
+        return total(self.times) * total(self.rows) * total(self.cols)
+
+
+def tile_layout(frames: int, height: int, width: int, tiling: TilingConfig | None) -> TileLayout:
+    """The tile layout of a latent of `frames` x `height` x `width` cells (one whole tile without tiling)."""
+    if tiling is None:
+        return TileLayout(_whole(frames, TIME_SCALE, True), _whole(height, SPACE_SCALE), _whole(width, SPACE_SCALE))
+    long_side = max(height, width)
+    spatial = tiling.spatial_tile_px is not None
+    rows = _spatial_tiles(height, long_side, tiling) if spatial else _whole(height, SPACE_SCALE)
+    cols = _spatial_tiles(width, long_side, tiling) if spatial else _whole(width, SPACE_SCALE)
+    temporal = tiling.temporal_tile_frames is not None
+    times = _temporal_tiles(frames, tiling) if temporal else _whole(frames, TIME_SCALE, True)
+    return TileLayout(times, rows, cols)
+
+
 def decode_tiled(
     decoder: VideoDecoder,
     latent: mx.array,
@@ -174,11 +208,8 @@ def decode_tiled(
         yield frames
         return
     _, f, h, w, _ = latent.shape
-    long_side = max(h, w)
-    spatial = tiling.spatial_tile_px is not None
-    rows = _spatial_tiles(h, long_side, tiling) if spatial else _whole(h, SPACE_SCALE)
-    cols = _spatial_tiles(w, long_side, tiling) if spatial else _whole(w, SPACE_SCALE)
-    times = _temporal_tiles(f, tiling) if tiling.temporal_tile_frames is not None else _whole(f, TIME_SCALE, True)
+    layout = tile_layout(f, h, w, tiling)
+    times, rows, cols = layout.times, layout.rows, layout.cols
 
     previous: tuple[mx.array, mx.array, slice] | None = None
     tiles, done = len(times) * len(rows) * len(cols), 0

@@ -59,7 +59,7 @@ import mlx.core as mx
 
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.models.vae_tiling import TilingConfig, _spatial_tiles, _temporal_tiles, _whole, tiling_for
+from ltx_backend.models.vae_tiling import TilingConfig, tile_layout, tiling_for
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.weights.checkpoint import Checkpoint, Component
@@ -322,20 +322,12 @@ def _video_encoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
 
 def largest_tile(tiling: TilingConfig | None, height: int, width: int, frames: int) -> tuple[int, int, int]:
     """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once."""
-    f, h, w = (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE
+    layout = tile_layout((frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE, tiling)
 
     def extent(tiles) -> int:
         return max(tile.target.stop - tile.target.start for tile in tiles)
 
-    if tiling is None:
-        return 1 + (f - 1) * TIME_SCALE, height, width
-    long_side = max(h, w)
-    spatial = tiling.spatial_tile_px is not None
-    rows = _spatial_tiles(h, long_side, tiling) if spatial else _whole(h, SPACE_SCALE)
-    cols = _spatial_tiles(w, long_side, tiling) if spatial else _whole(w, SPACE_SCALE)
-    temporal = tiling.temporal_tile_frames is not None
-    times = _temporal_tiles(f, tiling) if temporal else _whole(f, TIME_SCALE, True)
-    return extent(times), extent(rows), extent(cols)
+    return extent(layout.times), extent(layout.rows), extent(layout.cols)
 
 
 def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
