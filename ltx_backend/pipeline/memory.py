@@ -321,13 +321,9 @@ def _video_encoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
 
 
 def largest_tile(tiling: TilingConfig | None, height: int, width: int, frames: int) -> tuple[int, int, int]:
-    """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once."""
-    layout = tile_layout((frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE, tiling)
-
-    def extent(tiles) -> int:
-        return max(tile.target.stop - tile.target.start for tile in tiles)
-
-    return extent(layout.times), extent(layout.rows), extent(layout.cols)
+    """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once (its batches of
+    same-shape tiles stay within that many voxels)."""
+    return tile_layout((frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE, tiling).largest
 
 
 def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
