@@ -234,8 +234,8 @@ def decode_tiled(
 
     Tiles of one shape in a temporal window go through the decoder together (batched) while their output voxels
     stay within `batch_voxels` (default: the largest tile's, so the peak memory stays that of the largest tile, as
-    the memory planner estimates). Each call's graph is traced while the device runs the one before (`Pipeline`),
-    and a chunk is handed out once the next call is running, so the caller's writing overlaps the decode.
+    the memory planner estimates). Each call's graph is traced while the device runs the one before (`Pipeline`):
+    one host wait per call, and the device never waits for Python to trace the next tile.
     """
     if tiling is None:
         hooks = {} if progress is None else {"after_block": lambda block, blocks: progress(block / blocks)}
@@ -249,7 +249,6 @@ def decode_tiled(
     max_voxels = batch_voxels or largest[0] * largest[1] * largest[2]
     pipeline = Pipeline()
     previous: tuple[mx.array, mx.array, slice] | None = None
-    ready: mx.array | None = None  # a finished chunk, handed out once the next decoder call runs
     tiles, done = layout.count, 0
     for time in layout.times:
         length = _length(time.target)
@@ -272,9 +271,6 @@ def decode_tiled(
                 buffer[target] = buffer[target] + tile * _blend_mask(time, row, col)
             pipeline.submit(buffer)
             done += len(group)
-            if ready is not None:
-                yield ready
-                ready = None
         if previous is not None:
             prev_buffer, prev_weights, prev_time = previous
             overlap = prev_time.stop - time.target.start
@@ -285,11 +281,10 @@ def decode_tiled(
                 buffer[:, :overlap] = prev_buffer[:, offset:]
                 weights[:, :overlap] = prev_weights[:, offset:]
             finished = time.target.start - prev_time.start
-            ready = prev_buffer[:, :finished] / mx.maximum(prev_weights[:, :finished], 1e-8)
-            pipeline.submit(ready, buffer, weights)
+            chunk = prev_buffer[:, :finished] / mx.maximum(prev_weights[:, :finished], 1e-8)
+            pipeline.submit(chunk, buffer, weights)
+            yield chunk  # submitted: what the caller does with it queues right behind it
         previous = (buffer, weights, time.target)
-    if ready is not None:
-        yield ready
     chunk = previous[0] / mx.maximum(previous[1], 1e-8)
     mx.eval(chunk)
     yield chunk
