@@ -23,7 +23,8 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   checked against a measured peak: ``benchmarks/low_ram.py`` measures it.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
   a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
-  layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
+  layout (a decoder call that batches same-shape tiles stays within the largest tile's voxels; one call runs
+  at a time). A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
   528 M parameters, 1.06 GB): untiled 13.7 GB, default tiling 5.42 GB, auto 4.05 GB, aggressive 3.32 GB; the
   fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%).
 * **text_encoding**: the hidden states of every layer for every prompt (``(layers + 1) x 1024 x hidden``), once
