@@ -118,14 +118,14 @@ def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
         return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
     if mode == "replicate":
         return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge")
-    for axis in (2, 3):  # slices (views), not gathers: fewer kernels per convolution
-        n, lead = x.shape[axis], (slice(None),) * axis
+    for axis in (2, 3):
+        n = x.shape[axis]
         if mode == "reflect":
-            before = x[(*lead, slice(pad, 0, -1))]
-            after = x[(*lead, slice(n - 2, (n - 2 - pad) if n - 2 - pad >= 0 else None, -1))]
+            before = mx.take(x, mx.arange(pad, 0, -1), axis=axis)
+            after = mx.take(x, mx.arange(n - 2, n - 2 - pad, -1), axis=axis)
         else:  # circular
-            before = x[(*lead, slice(n - pad, n))]
-            after = x[(*lead, slice(0, pad))]
+            before = mx.take(x, mx.arange(n - pad, n), axis=axis)
+            after = mx.take(x, mx.arange(0, pad), axis=axis)
         x = mx.concatenate([before, x, after], axis=axis)
     return x
 
@@ -207,10 +207,10 @@ class CausalConv3d(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
         if causal:
-            x = mx.concatenate([x[:, :1]] * (self.kernel - 1) + [x], axis=1)
+            x = mx.concatenate([mx.repeat(x[:, :1], self.kernel - 1, axis=1), x], axis=1)
         else:
             side = (self.kernel - 1) // 2
-            x = mx.concatenate([x[:, :1]] * side + [x] + [x[:, -1:]] * side, axis=1)
+            x = mx.concatenate([mx.repeat(x[:, :1], side, axis=1), x, mx.repeat(x[:, -1:], side, axis=1)], axis=1)
         return self.conv(spatial_pad(x, self.kernel // 2, self.padding_mode))
 
 
