@@ -116,8 +116,8 @@ def tiny_decoder():
 )
 @pytest.mark.parametrize("progress", [False, True])
 def test_pipelined_decode_is_the_tile_by_tile_decode_bit_for_bit(tiling: TilingConfig, progress: bool) -> None:
-    """fp32 on the CPU: the pipelined decode (traced ahead, evaluated asynchronously, weights precomputed, chunks
-    handed out late) gives the same bytes as the tile-by-tile loop."""
+    """fp32 on the CPU: the pipelined decode (each call or block traced while the one before runs, evaluated
+    asynchronously) gives the same bytes as the tile-by-tile loop."""
     decoder = tiny_decoder()
     latent = mx.random.normal((1, 5, 5, 6, 8), key=mx.random.key(4))
     noise = mx.random.normal(latent.shape, key=mx.random.key(5))

@@ -234,8 +234,9 @@ def decode_tiled(
 
     Tiles of one shape in a temporal window go through the decoder together (batched) while their output voxels
     stay within `batch_voxels` (default: the largest tile's, so the peak memory stays that of the largest tile, as
-    the memory planner estimates). Each call's graph is traced while the device runs the one before (`Pipeline`):
-    one host wait per call, and the device never waits for Python to trace the next tile.
+    the memory planner estimates). Calls run one at a time through a `Pipeline`, each traced while the device runs
+    the one before (with `progress`, each up block of a call is traced while the block before runs), so the device
+    does not sit idle while Python traces the next tile, and the peak stays that of one call.
     """
     if tiling is None:
         hooks = {} if progress is None else {"after_block": lambda block, blocks: progress(block / blocks)}
