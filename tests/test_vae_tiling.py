@@ -12,7 +12,15 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from ltx_backend.models.vae_tiling import TILING_MODES, TilingConfig, decode_tiled, tiling_for
+from ltx_backend.models.vae_tiling import (
+    TILING_MODES,
+    TilingConfig,
+    _blend_mask,
+    decode_tiled,
+    spatial_batches,
+    tile_layout,
+    tiling_for,
+)
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.video import load_video_decoder
@@ -64,6 +72,93 @@ def test_random_weight_decoder_tiling_error_is_bounded() -> None:
     peak = float(mx.abs(untiled).max())
     assert float(error.mean()) / peak < 0.15
     assert float(error.max()) / peak < 1.0
+
+
+def tile_by_tile(decoder, latent: mx.array, tiling: TilingConfig, noise: mx.array | None = None) -> mx.array:
+    """The plain tiled decode (one decoder call per tile, blended and evaluated before the next; ltx-core's order):
+    the reference the batched, pipelined `decode_tiled` must reproduce."""
+    layout = tile_layout(*latent.shape[1:4], tiling)
+    chunks, previous = [], None
+    for time in layout.times:
+        length = time.target.stop - time.target.start
+        shape = (latent.shape[0], length, latent.shape[2] * SPACE_SCALE, latent.shape[3] * SPACE_SCALE)
+        buffer, weights = mx.zeros((*shape, 3)), mx.zeros((1, *shape[1:], 1))
+        for row in layout.rows:
+            for col in layout.cols:
+                index = (slice(None), time.source, row.source, col.source)
+                decoded = decoder.decode(latent[index], None, None if noise is None else noise[index])
+                mask = _blend_mask(time, row, col)
+                target = (slice(None), slice(None), row.target, col.target)
+                buffer[target] = buffer[target] + decoded.astype(mx.float32) * mask
+                weights[target] = weights[target] + mx.broadcast_to(mask, weights[target].shape)
+                mx.eval(buffer, weights)
+        if previous is not None:
+            prev_buffer, prev_weights, prev_time = previous
+            overlap, offset = prev_time.stop - time.target.start, time.target.start - prev_time.start
+            if overlap > 0:
+                prev_buffer[:, offset:] = prev_buffer[:, offset:] + buffer[:, :overlap]
+                prev_weights[:, offset:] = prev_weights[:, offset:] + weights[:, :overlap]
+                buffer[:, :overlap] = prev_buffer[:, offset:]
+                weights[:, :overlap] = prev_weights[:, offset:]
+            chunks.append(prev_buffer[:, :offset] / mx.maximum(prev_weights[:, :offset], 1e-8))
+        previous = (buffer, weights, time.target)
+    chunks.append(previous[0] / mx.maximum(previous[1], 1e-8))
+    return mx.concatenate(chunks, axis=1)
+
+
+def tiny_decoder():
+    return load_video_decoder(open_checkpoint(FIXTURES / "v23_split"), mx.float32)
+
+
+@pytest.mark.parametrize(
+    "tiling",
+    [TilingConfig(64, 32, 16, 8), TilingConfig(96, 32, 24, 8), TilingConfig(None, 0, 16, 8), TilingConfig(64, 32)],
+)
+@pytest.mark.parametrize("progress", [False, True])
+def test_pipelined_decode_is_the_tile_by_tile_decode_bit_for_bit(tiling: TilingConfig, progress: bool) -> None:
+    """fp32 on the CPU: the pipelined decode (each call or block traced while the one before runs, evaluated
+    asynchronously) gives the same bytes as the tile-by-tile loop."""
+    decoder = tiny_decoder()
+    latent = mx.random.normal((1, 5, 5, 6, 8), key=mx.random.key(4))
+    noise = mx.random.normal(latent.shape, key=mx.random.key(5))
+    expected = tile_by_tile(decoder, latent, tiling, noise)
+    hooks = {"progress": lambda fraction: None} if progress else {}
+    chunks = list(decode_tiled(decoder, latent, tiling, noise=noise, **hooks))
+    assert mx.array_equal(mx.concatenate(chunks, axis=1), expected)
+
+
+def test_batched_tiles_are_the_tile_by_tile_decode_bit_for_bit() -> None:
+    """Same-shape tiles stacked along the batch through one decoder call, blended in the same order: the same bytes
+    as one call per tile (fp32, CPU)."""
+    decoder = tiny_decoder()
+    latent = mx.random.normal((1, 4, 5, 9, 8), key=mx.random.key(6))
+    noise = mx.random.normal(latent.shape, key=mx.random.key(7))
+    tiling = TilingConfig(96, 32, 16, 8)  # 4 rows x 4 columns of 2x3 latents
+    layout = tile_layout(4, 5, 9, tiling)
+    assert [len(batch) for batch in spatial_batches(layout.times[1], layout, 10**9)] == [16]
+    assert [len(batch) for batch in spatial_batches(layout.times[1], layout, 2 * 17 * 64 * 96)] == [2] * 8
+    expected = tile_by_tile(decoder, latent, tiling, noise)
+    for batch_voxels in (10**9, 2 * 17 * 64 * 96):
+        chunks = list(decode_tiled(decoder, latent, tiling, noise=noise, batch_voxels=batch_voxels))
+        assert len(chunks) == 3  # still streamed window by window
+        assert mx.array_equal(mx.concatenate(chunks, axis=1), expected), batch_voxels
+
+
+def test_default_batches_stay_within_the_largest_tile() -> None:
+    """Without `batch_voxels`, a decoder call never holds more output voxels than the largest tile (the memory
+    planner's unit), so batching never raises the peak the planner estimates."""
+    for shape in ((16, 16, 24), (16, 24, 40), (8, 9, 9)):
+        for mode in ("aggressive", "default", "auto", "spatial"):
+            tiling = tiling_for(mode, shape[1] * 32, shape[2] * 32, (shape[0] - 1) * 8 + 1)
+            if tiling is None:
+                continue
+            layout = tile_layout(*shape, tiling)
+            t, h, w = layout.largest
+            for time in layout.times:
+                for batch in spatial_batches(time, layout, t * h * w):
+                    voxels = sum((time.target.stop - time.target.start) * (r.target.stop - r.target.start)
+                                 * (c.target.stop - c.target.start) for r, c in batch)  # fmt: skip
+                    assert voxels <= t * h * w
 
 
 def test_tiled_decode_lowers_peak_memory() -> None:

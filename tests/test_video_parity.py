@@ -129,3 +129,13 @@ def test_encode_decode_round_trip_shapes(name: str) -> None:
     assert decoder(latent).shape == video.shape
     with pytest.raises(ValueError, match="8k\\+1"):
         encoder(video[:, :, :16])
+
+
+@pytest.mark.parametrize(("mode", "numpy_mode"), [("reflect", "reflect"), ("circular", "wrap"), ("replicate", "edge")])
+@pytest.mark.parametrize("pad", [1, 2])
+def test_spatial_padding_is_numpys_exactly(mode: str, numpy_mode: str, pad: int) -> None:
+    from ltx_backend.models.video_vae import spatial_pad
+
+    x = mx.random.normal((1, 2, 3, 6, 3), key=mx.random.key(0))  # 3 rows: reflect pad 2 reaches the first
+    expected = np.pad(np.array(x), [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode=numpy_mode)
+    assert np.array_equal(np.array(spatial_pad(x, pad, mode)), expected)

@@ -161,6 +161,29 @@ def unpatchify(x: mx.array, patch: int) -> mx.array:
     return x.reshape(b, f, h * patch, w * patch, c)
 
 
+class Pipeline:
+    """Runs lazily built graphs one at a time, each submitted once the one before has finished.
+
+    The host builds the next graph while the device runs the current one (no idle device while Python traces),
+    yet at most one submitted graph holds memory at a time, as with an ``mx.eval`` per graph.
+    """
+
+    def __init__(self) -> None:
+        self._running: list[mx.array] = []
+
+    def wait(self) -> None:
+        """Block until the last submitted graph has finished."""
+        if self._running:
+            mx.eval(*self._running)  # already submitted: this only waits
+            self._running = []
+
+    def submit(self, *arrays: mx.array) -> None:
+        """Wait for the running graph, then start computing `arrays` without waiting for them."""
+        self.wait()
+        mx.async_eval(*arrays)
+        self._running = list(arrays)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Layers
 
@@ -333,13 +356,16 @@ class VideoDecoder(nn.Module):
         timestep: float | mx.array | None = None,
         noise: mx.array | None = None,
         after_block: Callable[[int, int], None] | None = None,
+        pipeline: Pipeline | None = None,
     ) -> mx.array:
         """Channels-last decode: latent (B, F', H', W', C) -> frames (B, F, H, W, 3).
 
         With timestep conditioning, `noise` (same shape as the latent, standard normal) is blended in at
         ``decode_noise_scale``; pass it explicitly (e.g. from ``mx.random.normal(shape, key=...)``) to make
         the decode reproducible. `after_block(done, total)`, if given, runs after each up block is evaluated
-        (progress and cancel checks within one decode: it may raise to stop it).
+        (progress and cancel checks within one decode: it may raise to stop it); the blocks then run through
+        `pipeline` (a caller's, to chain several decodes, or a new one), each traced while the one before runs.
+        The returned frames are lazy: without `after_block` nothing has been computed yet.
         """
         causal = self.config.causal_decoder
         conditioned = self.config.timestep_conditioning
@@ -352,21 +378,28 @@ class VideoDecoder(nn.Module):
                 timestep = self.decode_timestep
             timestep = mx.broadcast_to(mx.array(timestep, dtype=latent.dtype), (batch,))
             timestep = timestep * self.timestep_scale_multiplier.astype(latent.dtype)
+        if after_block is not None and pipeline is None:
+            pipeline = Pipeline()
+        blocks = len(self.up_blocks)
         x = self.conv_in(self.per_channel_statistics.un_normalize(latent), causal)
         for index, block in enumerate(self.up_blocks):
             if isinstance(block, ResBlockGroup):
                 x = block(x, causal, timestep if conditioned else None)
             else:
                 x = block(x, causal)
-            if after_block is not None:
-                mx.eval(x)
-                after_block(index + 1, len(self.up_blocks))
+            if after_block is not None:  # block `index` is traced: start it once the one before is done, report that
+                pipeline.submit(x)
+                if index:
+                    after_block(index, blocks)
         x = self.conv_norm_out(x)
         if conditioned:
             shift, scale = _modulation(self.last_scale_shift_table, self.last_time_embedder(timestep, x.dtype))
             x = x * (1 + scale) + shift
-        x = self.conv_out(nn.silu(x), causal)
-        return unpatchify(x, self.config.patch_size)
+        x = unpatchify(self.conv_out(nn.silu(x), causal), self.config.patch_size)
+        if after_block is not None and blocks:
+            pipeline.wait()
+            after_block(blocks, blocks)
+        return x
 
     def __call__(
         self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None

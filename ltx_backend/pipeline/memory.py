@@ -23,7 +23,8 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   checked against a measured peak: ``benchmarks/low_ram.py`` measures it.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
   a tile's voxels are its output frames x pixels (the whole video untiled), from `vae_tiling`'s own tile
-  layout. A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
+  layout (a decoder call that batches same-shape tiles stays within the largest tile's voxels; one call runs
+  at a time). A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
   528 M parameters, 1.06 GB): untiled 13.7 GB, default tiling 5.42 GB, auto 4.05 GB, aggressive 3.32 GB; the
   fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%).
 * **text_encoding**: the hidden states of every layer for every prompt (``(layers + 1) x 1024 x hidden``), once
@@ -59,7 +60,7 @@ import mlx.core as mx
 
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.models.vae_tiling import TilingConfig, _spatial_tiles, _temporal_tiles, _whole, tiling_for
+from ltx_backend.models.vae_tiling import TilingConfig, tile_layout, tiling_for
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.weights.checkpoint import Checkpoint, Component
@@ -321,21 +322,9 @@ def _video_encoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
 
 
 def largest_tile(tiling: TilingConfig | None, height: int, width: int, frames: int) -> tuple[int, int, int]:
-    """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once."""
-    f, h, w = (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE
-
-    def extent(tiles) -> int:
-        return max(tile.target.stop - tile.target.start for tile in tiles)
-
-    if tiling is None:
-        return 1 + (f - 1) * TIME_SCALE, height, width
-    long_side = max(h, w)
-    spatial = tiling.spatial_tile_px is not None
-    rows = _spatial_tiles(h, long_side, tiling) if spatial else _whole(h, SPACE_SCALE)
-    cols = _spatial_tiles(w, long_side, tiling) if spatial else _whole(w, SPACE_SCALE)
-    temporal = tiling.temporal_tile_frames is not None
-    times = _temporal_tiles(f, tiling) if temporal else _whole(f, TIME_SCALE, True)
-    return extent(times), extent(rows), extent(cols)
+    """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once (its batches of
+    same-shape tiles stay within that many voxels)."""
+    return tile_layout((frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE, tiling).largest
 
 
 def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
