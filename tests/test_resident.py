@@ -269,3 +269,19 @@ def test_another_quantization_reloads_only_the_transformer(model: Path, tmp_path
     engine.generate(request(tmp_path, "b.mp4", prompt="another prompt"))
     changed = {name for name, count in engine.models.loads.items() if count != loads.get(name)}
     assert changed == {r.TRANSFORMER}
+
+
+def test_importing_the_package_turns_off_mlx_cuda_cache_thrashing_aborts() -> None:
+    """A long-lived session meets more convolution / SDPA / graph shapes than MLX's CUDA caches hold; MLX's lifetime
+    miss check would then raise inside a job. The package turns it off on import unless the user set it."""
+    import subprocess
+    import sys
+
+    names = "MLX_ENABLE_CACHE_THRASHING_CHECK", "MLX_CUDA_CONV_CACHE_SIZE"
+    code = f"import os, ltx_backend; print(*(os.environ[name] for name in {names}))"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLX_")}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["0", "1024"]
+    env |= {"MLX_ENABLE_CACHE_THRASHING_CHECK": "1", "MLX_CUDA_CONV_CACHE_SIZE": "64"}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["1", "64"]  # the user's choice wins
