@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from ltx_backend.models.resample import kaiser_sinc_filter, lowpass_of_upsampled
 
@@ -80,13 +81,83 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
     return (kernel_size * dilation - dilation) // 2
 
 
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+class DilatedConv1d(nn.Conv1d):
+    """A stride-1 ``Conv1d`` whose dilation MLX's CPU backend would run through its naive loop (~100x slower than
+    its GEMM path, measured on the LTX-2.3 vocoder): on the CPU only, a dilation-d convolution is computed as one
+    undilated convolution over the input's d interleaved phases stacked in the batch. GPUs dilate natively."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        d = self.dilation
+        if d == 1 or self.stride != 1 or not _on_cpu():
+            return super().__call__(x)
+        b, length, channels = x.shape
+        taps = self.weight.shape[1]
+        padded = length + 2 * self.padding
+        out_length = padded - d * (taps - 1)
+        steps = -(-padded // d)
+        x = mx.pad(x, [(0, 0), (self.padding, self.padding + steps * d - padded), (0, 0)])
+        x = x.reshape(b, steps, d, channels).transpose(0, 2, 1, 3).reshape(b * d, steps, channels)
+        y = mx.conv1d(x, self.weight)  # output m of phase r is output d * m + r of the dilated convolution
+        y = y.reshape(b, d, -1, y.shape[-1]).transpose(0, 2, 1, 3).reshape(b, -1, y.shape[-1])[:, :out_length]
+        return y + self.bias if "bias" in self else y
+
+
+def _subpixel_taps(kernel: int, stride: int, padding: int) -> tuple[np.ndarray, int, int]:
+    """Which tap of a transposed convolution output phase ``p`` applies to input ``t + shift`` for output
+    ``stride * t + p``: a (stride, shifts) table of tap indices (``kernel`` where none), and the input shifts' range."""
+    reads = {}
+    for phase in range(stride):
+        first, offset = (phase + padding) % stride, (phase + padding) // stride
+        for j in range(-(-(kernel - first) // stride)):
+            reads[phase, offset - j] = first + stride * j
+    lo, hi = min(shift for _, shift in reads), max(shift for _, shift in reads)
+    table = np.full((stride, hi - lo + 1), kernel, dtype=np.int32)
+    for (phase, shift), tap in reads.items():
+        table[phase, shift - lo] = tap
+    return table, lo, hi
+
+
+class UpsampleConv1d(nn.ConvTranspose1d):
+    """``ConvTranspose1d`` (same parameters and checkpoint layout) computed as a sub-pixel convolution: one ordinary
+    convolution with ``stride x out_channels`` outputs over ~``kernel / stride`` input taps, whose channels-last output
+    reshapes for free into the ``stride``-times-longer signal. The transposed form multiplies the zeros of a
+    stride-dilated input on backends that lower it to a GEMM (``stride`` times the work) or a naive loop (MLX's CPU)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+        self._taps, lo, self._hi = _subpixel_taps(kernel_size, stride, padding)
+        self._left = -lo  # zero padding before the input; lo > 0 cannot happen with padding <= kernel - 1
+
+    def __call__(self, x: mx.array) -> mx.array:
+        out_channels, kernel, in_channels = self.weight.shape
+        stride, length = self.stride, x.shape[1]
+        out_length = (length - 1) * stride - 2 * self.padding + kernel
+        steps = -(-out_length // stride)
+        if self._left < 0:
+            return super().__call__(x)
+        # (O, K, I) -> (stride * O, shifts, I), phase-major, with a zero tap where a phase has no tap at a shift.
+        weight = mx.concatenate([self.weight, mx.zeros((out_channels, 1, in_channels), self.weight.dtype)], axis=1)
+        weight = mx.take(weight, mx.array(self._taps.reshape(-1)), axis=1)
+        weight = weight.reshape(out_channels, stride, -1, in_channels).transpose(1, 0, 2, 3)
+        weight = weight.reshape(stride * out_channels, -1, in_channels)
+        right = max(0, steps - length + self._hi)
+        y = mx.conv_general(x, weight, padding=([self._left], [right]))[:, :steps]
+        if "bias" in self:
+            y = y + mx.tile(self.bias, stride)
+        return y.reshape(x.shape[0], steps * stride, out_channels)[:, :out_length]
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block: three (LeakyReLU, dilated conv, LeakyReLU, conv) pairs."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.convs1 = [
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            DilatedConv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
             for d in dilations
         ]
         self.convs2 = [
@@ -187,7 +258,7 @@ class AMPBlock1(nn.Module):
         super().__init__()
         with_beta = activation == "snakebeta"
         self.convs1 = [
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            DilatedConv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
             for d in dilations
         ]
         self.convs2 = [
@@ -212,7 +283,7 @@ class Vocoder(nn.Module):
         base = config.upsample_initial_channel
         self.conv_pre = nn.Conv1d(MEL_CHANNELS, base, 7, padding=3)
         self.ups = [
-            nn.ConvTranspose1d(base // 2**i, base // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
+            UpsampleConv1d(base // 2**i, base // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
             for i, (s, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         ]
         resblocks = []
