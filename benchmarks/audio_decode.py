@@ -179,14 +179,22 @@ def breakdown_mlx(vocoder: Vocoder | VocoderWithBWE, mel: mx.array) -> dict:
     timer = PartTimer(mx.eval)
     patches = [
         (nn.Conv1d, "__call__", _mlx_conv_part, _mlx_conv_gflop),
+        (getattr(vocoder_module, "DilatedConv1d", None), "__call__", _mlx_conv_part, _mlx_conv_gflop),
         (nn.ConvTranspose1d, "__call__", lambda *_: "conv_transpose (ups)", _mlx_conv_gflop),
+        (
+            getattr(vocoder_module, "UpsampleConv1d", None),
+            "__call__",
+            lambda *_: "conv_transpose (ups)",
+            _mlx_conv_gflop,
+        ),
         (vocoder_module.Activation1d, "__call__", lambda *_: "anti-aliased snake (Activation1d)", None),
         (bwe_module.MelSTFT, "__call__", lambda *_: "BWE mel STFT", None),
         (bwe_module.VocoderWithBWE, "resample", lambda *_: "BWE skip resampler", None),
     ]
     with contextlib.ExitStack() as stack:
         for owner, method, part, gflop in patches:
-            stack.enter_context(timer.patch(owner, method, part, gflop))
+            if owner is not None:
+                stack.enter_context(timer.patch(owner, method, part, gflop))
         mx.eval(vocoder(mel))  # warm-up (compilation) under the same patches
         timer.seconds.clear(), timer.calls.clear(), timer.gflop.clear()
         start = time.perf_counter()
@@ -252,6 +260,7 @@ def time_reference(version: str, latent_np: np.ndarray, mel_np: np.ndarray, args
         compute = torch.float32 if isinstance(vocoder, core_vocoder.VocoderWithBWE) else dtype
         vocoder = vocoder.to(compute)
         mel = torch.from_numpy(mel_np).to(device, compute)
+        result["audio_vae_decoder_seconds"] = timed(lambda: decoder(latent))
         result["vocoder_seconds"] = timed(lambda: vocoder(mel))
         result["vocoder_dtype"] = str(compute).removeprefix("torch.")
         if args.breakdown:
@@ -335,6 +344,7 @@ def main() -> None:
         result["vocoder"] = {
             "mel": list(mel.shape),
             "ltx_backend_seconds": _mean_seconds(lambda: mx.eval(vocoder(mel_in)), args.repeat),  # noqa: B023
+            "ltx_backend_audio_vae_decoder_seconds": _mean_seconds(lambda: mx.eval(decoder(latent)), args.repeat),  # noqa: B023
         }
         if args.breakdown:
             result["vocoder"]["ltx_backend_breakdown"] = breakdown_mlx(vocoder, mel_in)
@@ -345,6 +355,7 @@ def main() -> None:
             first = runs[0]
             if "vocoder_seconds" in first:
                 result["vocoder"]["ltx_core_seconds"] = first["vocoder_seconds"]
+                result["vocoder"]["ltx_core_audio_vae_decoder_seconds"] = first["audio_vae_decoder_seconds"]
                 result["vocoder"]["ours_over_ltx_core"] = round(
                     result["vocoder"]["ltx_backend_seconds"] / first["vocoder_seconds"], 3
                 )
