@@ -11,13 +11,14 @@ Internally signals are channels-last (batch, samples, channels).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ltx_backend.models.resample import kaiser_sinc_filter, lowpass_of_upsampled
+from ltx_backend.models.resample import edge_masks, kaiser_sinc_filter, lowpass_of_upsampled, lowpass_reads
 
 LRELU_SLOPE = 0.1
 MEL_CHANNELS = 128  # conv_pre input: 2 stereo channels x 64 mel bins, in every production checkpoint
@@ -226,15 +227,26 @@ class DownSample1d(nn.Module):
         self.lowpass = LowPassFilter1d()
 
 
+# How far past each end of the input the low-pass reads the upsampled signal's phases.
+_READS = lowpass_reads(TAPS, RATIO, DOWN_PAD[0])
+READ_EXTENT = (max(0, -min(m for _, m in _READS)), max(0, max(m for _, m in _READS)))
+
+
 @mx.compile
 def _anti_aliased_snake(
-    x: mx.array, up_taps: mx.array, down_taps: mx.array, log_alpha: mx.array, log_scale: mx.array
+    x: mx.array,
+    up_taps: mx.array,
+    down_taps: mx.array,
+    log_alpha: mx.array,
+    log_scale: mx.array,
+    is_before: mx.array,
+    inside: mx.array,
 ) -> mx.array:
     """x2 Kaiser-sinc upsample, Snake, low-pass and decimate x2 (BigVGAN's 12-tap filters), in polyphase form and
     fused by compilation: this runs ~200 times per second of LTX-2.3 audio, and unfused every tap is its own kernel."""
-    return lowpass_of_upsampled(
-        x, up_taps, down_taps, RATIO, UP_PAD, UP_CROP[0], DOWN_PAD[0], lambda u: _snake(u, log_alpha, log_scale)
-    )
+    snake = functools.partial(_snake, log_alpha=log_alpha, log_scale=log_scale)
+    masks = (is_before, inside)
+    return lowpass_of_upsampled(x, up_taps, down_taps, RATIO, UP_PAD, UP_CROP[0], DOWN_PAD[0], snake, masks)
 
 
 class Activation1d(nn.Module):
@@ -248,7 +260,8 @@ class Activation1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         taps_up, taps_down = self.upsample.filter, self.downsample.lowpass.filter
-        return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale)
+        masks = edge_masks(x.shape[1], *READ_EXTENT)
+        return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale, *masks)
 
 
 class AMPBlock1(nn.Module):
