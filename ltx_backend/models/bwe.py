@@ -71,7 +71,7 @@ class STFT(nn.Module):
         windows = mx.as_strided(y, (n, frames, self.n_fft), (length, self.hop_length, 1))
         spec = windows @ self.forward_basis.reshape(-1, self.n_fft).T
         bins = spec.shape[-1] // 2
-        return mx.sqrt(spec[..., :bins] ** 2 + spec[..., bins:] ** 2)
+        return mx.sqrt(mx.square(spec[..., :bins]) + mx.square(spec[..., bins:]))
 
 
 class MelSTFT(nn.Module):
