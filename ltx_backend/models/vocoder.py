@@ -335,6 +335,9 @@ class Vocoder(nn.Module):
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / kernels
+            # Start computing this stage while Python builds the next one's graph (~100 ops a stage; without it
+            # the device waits for the whole graph): a scheduling hint, not a synchronisation.
+            mx.async_eval(x)
         x = self.act_post(x) if self.is_amp else nn.leaky_relu(x, 0.01)
         x = self.conv_post(x)
         if self.config.apply_final_activation:
