@@ -88,7 +88,7 @@ def upsample_phases(
     phase is a short FIR over ``x`` itself: no zero-stuffed signal is formed and no multiply-add is spent on zeros.
     """
     length, kernel = x.shape[1], taps.shape[-1]
-    taps = taps.reshape(-1) * ratio  # scaled once here rather than per output sample (one op less in every FIR)
+    taps = taps.reshape(-1).astype(x.dtype) * ratio  # scaled once here, not per output sample (one op less a FIR)
     plans = []  # (phase taps in correlation order, x index read first for m = start, tap count)
     for phase, start, stop in spans:
         first_tap, offset = (phase + crop_left) % ratio, (phase + crop_left) // ratio

@@ -174,7 +174,9 @@ class ResBlock1(nn.Module):
 
 def _snake(x: mx.array, log_alpha: mx.array, log_scale: mx.array) -> mx.array:
     """``x + sin^2(a x) / b`` with ``a = e^log_alpha`` and ``b = e^log_scale`` (Snake: b = a; SnakeBeta: its own)."""
-    # square, not ** 2: a power is a libm pow per element on MLX's CPU (~2x the whole activation's time there).
+    # The parameters in x's dtype first (bf16 weights in a float32 BWE call); square, not ** 2: a power is a libm
+    # pow per element on MLX's CPU (~2x the whole activation's time there).
+    log_alpha, log_scale = log_alpha.astype(x.dtype), log_scale.astype(x.dtype)
     return x + (1.0 / (mx.exp(log_scale) + 1e-9)) * mx.square(mx.sin(x * mx.exp(log_alpha)))
 
 
