@@ -131,15 +131,15 @@ class UpsampleConv1d(nn.ConvTranspose1d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
         self._taps, lo, self._hi = _subpixel_taps(kernel_size, stride, padding)
-        self._left = -lo  # zero padding before the input; lo > 0 cannot happen with padding <= kernel - 1
+        self._left = -lo  # zero padding before the input; negative only for padding ~ kernel size (no vocoder has it)
 
     def __call__(self, x: mx.array) -> mx.array:
+        if self._left < 0:
+            return super().__call__(x)
         out_channels, kernel, in_channels = self.weight.shape
         stride, length = self.stride, x.shape[1]
         out_length = (length - 1) * stride - 2 * self.padding + kernel
         steps = -(-out_length // stride)
-        if self._left < 0:
-            return super().__call__(x)
         # (O, K, I) -> (stride * O, shifts, I), phase-major, with a zero tap where a phase has no tap at a shift.
         weight = mx.concatenate([self.weight, mx.zeros((out_channels, 1, in_channels), self.weight.dtype)], axis=1)
         weight = mx.take(weight, mx.array(self._taps.reshape(-1)), axis=1)
