@@ -124,8 +124,12 @@ class PartTimer:
         self._inside = False
 
     @contextlib.contextmanager
-    def patch(self, owner: type, method: str, part: Callable[..., str], gflop=None) -> Iterator[None]:
-        """Time ``owner.method``; ``part(module, *args)`` names the part, ``gflop(module, out, *args)`` counts it."""
+    def patch(self, owner: type | None, method: str, part: Callable[..., str], gflop=None) -> Iterator[None]:
+        """Time ``owner.method``; ``part(module, *args)`` names the part, ``gflop(module, out, *args)`` counts it.
+        An owner that is None or lacks the method (another version of either code base) is left out."""
+        if owner is None or not hasattr(owner, method):
+            yield
+            return
         original = getattr(owner, method)
         timer = self
 
@@ -193,8 +197,7 @@ def breakdown_mlx(vocoder: Vocoder | VocoderWithBWE, mel: mx.array) -> dict:
     ]
     with contextlib.ExitStack() as stack:
         for owner, method, part, gflop in patches:
-            if owner is not None:
-                stack.enter_context(timer.patch(owner, method, part, gflop))
+            stack.enter_context(timer.patch(owner, method, part, gflop))
         mx.eval(vocoder(mel))  # warm-up (compilation) under the same patches
         timer.seconds.clear(), timer.calls.clear(), timer.gflop.clear()
         start = time.perf_counter()
@@ -277,9 +280,9 @@ def _breakdown_torch(torch, core_vocoder, vocoder, mel, sync) -> dict:
     patches = [
         (torch.nn.Conv1d, "forward", conv_part, _torch_conv_gflop),
         (torch.nn.ConvTranspose1d, "forward", lambda *_: "conv_transpose (ups)", _torch_conv_gflop),
-        (core_vocoder.Activation1d, "forward", lambda *_: "anti-aliased snake (Activation1d)", None),
-        (core_vocoder.MelSTFT, "mel_spectrogram", lambda *_: "BWE mel STFT", None),
-        (core_vocoder.UpSample1d, "forward", lambda *_: "BWE skip resampler", None),  # outside Activation1d
+        (getattr(core_vocoder, "Activation1d", None), "forward", lambda *_: "anti-aliased snake (Activation1d)", None),
+        (getattr(core_vocoder, "MelSTFT", None), "mel_spectrogram", lambda *_: "BWE mel STFT", None),
+        (getattr(core_vocoder, "UpSample1d", None), "forward", lambda *_: "BWE skip resampler", None),  # not nested
     ]
     with contextlib.ExitStack() as stack:
         for owner, method, part, gflop in patches:
