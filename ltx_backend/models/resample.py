@@ -122,10 +122,8 @@ def lowpass_reads(kernel: int, ratio: int, pad_left: int) -> list[tuple[int, int
 def edge_masks(length: int, before: int, after: int) -> tuple[mx.array, mx.array]:
     """(m < 0, 0 <= m < length) for m in ``[-before, length + after)``, shaped (m, 1): made once per length, so the
     compiled activations take them as inputs instead of computing them in small kernels on every call."""
-    m = mx.arange(-before, length + after)[:, None]
-    masks = (m < 0, (m >= 0) & (m < length))
-    mx.eval(masks)
-    return masks
+    m = np.arange(-before, length + after)[:, None]
+    return mx.array(m < 0), mx.array((m >= 0) & (m < length))  # made from host data: no graph, no evaluation
 
 
 def lowpass_of_upsampled(
