@@ -3,9 +3,10 @@
 #
 #   usage (from the repository root, after the install line of scripts/gpu-wheels.sh):
 #     benchmarks/gpu_suite.sh dit       # DiT forward (2.0, 2.3 Q4, ltx-core), block profile, LTX-2.5 + Gemma 4
-#     benchmarks/gpu_suite.sh job       # vocoder + BWE, every tiling mode, the whole job, A2V / retake vs T2V
+#     benchmarks/gpu_suite.sh job       # vocoder + BWE, every tiling mode (plain and as the engine runs it), whole job
 #     benchmarks/gpu_suite.sh session   # one serve session on a full-size checkpoint written to disk (~51 GB)
 #     benchmarks/gpu_suite.sh weights   # LoRA fuse and forward, bf16 and Q4; low-RAM block streaming, Q4 pack
+#     benchmarks/gpu_suite.sh modes     # A2V and retake against T2V; low-RAM streaming of a mixed-precision pack
 #
 # Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), its stderr to <name>.log, and a
 # line "<name> rc=<status> <seconds>s" to summary.txt; a failure or timeout of one does not stop the others.
@@ -32,10 +33,14 @@ case ${1:-} in
     bench ltx25_forward 120 ltx25_forward.py --compile
     ;;
   job)
-    bench audio_decode 60 audio_decode.py --versions 2.3 --reference --repeat 3
-    bench vae_decode 150 vae_decode.py --reference --repeat 2
-    bench generate 150 generate.py --tiling none
+    bench audio_decode 90 audio_decode.py --versions 2.3 --reference --repeat 3 --breakdown
+    bench vae_decode 150 vae_decode.py --reference --repeat 3
+    bench vae_decode_engine 120 vae_decode.py --progress --repeat 3 --modes none,auto,default,aggressive
+    bench generate 180 generate.py --tiling none
+    ;;
+  modes)
     bench modes 200 modes.py --runs 2
+    bench low_ram_mixed 340 low_ram.py --workdir /tmp/lowram --packs mixed --sizes 768x512x121
     ;;
   session)
     bench serve_session 570 serve_session.py --warmup --gemma-bits 4 --dir /tmp/ltx-serve-session
@@ -45,7 +50,7 @@ case ${1:-} in
     bench low_ram 360 low_ram.py --workdir /tmp/lowram --packs q4 --sizes 768x512x121
     ;;
   *)
-    echo "usage: $0 dit|job|session|weights" >&2
+    echo "usage: $0 dit|job|session|weights|modes" >&2
     exit 2
     ;;
 esac

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map_with_path
 
 from ltx_backend.models.resample import hann_sinc_filter, upsample
 from ltx_backend.models.vocoder import Vocoder, VocoderConfig
@@ -69,9 +69,9 @@ class STFT(nn.Module):
         n, length = y.shape
         frames = (length - self.n_fft) // self.hop_length + 1
         windows = mx.as_strided(y, (n, frames, self.n_fft), (length, self.hop_length, 1))
-        spec = windows @ self.forward_basis.reshape(-1, self.n_fft).T
+        spec = windows @ self.forward_basis.reshape(-1, self.n_fft).astype(y.dtype).T
         bins = spec.shape[-1] // 2
-        return mx.sqrt(spec[..., :bins] ** 2 + spec[..., bins:] ** 2)
+        return mx.sqrt(mx.square(spec[..., :bins]) + mx.square(spec[..., bins:]))
 
 
 class MelSTFT(nn.Module):
@@ -127,11 +127,16 @@ class VocoderWithBWE(nn.Module):
 
         ltx-core 1.2.0 runs ``VocoderWithBWE`` in float32 whatever the model dtype (its comments: bf16 degrades the
         spectral metrics by 40-90%), casting the module to float32 for the call where autocast is unavailable.
-        So do we: float32 copies of the weights for this call only (they are freed with the result's graph)."""
+        So do we: float32 copies of the weights for this call only (they are freed with the result's graph).
+
+        Only the convolution weights (~180 arrays) are copied here. The other ~1050 (biases, Snake's alpha and beta,
+        the resampling filters, the STFT and mel bases) are widened where they meet float32 activations: in an add,
+        which widens exactly, or by a cast first inside the op (fused into its kernel). The same numbers, without
+        ~1050 one-array cast kernels a call."""
         loaded = self.parameters()
         if all(w.dtype == mx.float32 for _, w in tree_flatten(loaded)):
             return self.waveform(mel.astype(mx.float32)).transpose(0, 2, 1).astype(mel.dtype)
-        self.update(tree_map(lambda w: w.astype(mx.float32), loaded))
+        self.update(tree_map_with_path(lambda path, w: w.astype(mx.float32) if path.endswith(".weight") else w, loaded))
         try:
             wave = self.waveform(mel.astype(mx.float32))
         finally:

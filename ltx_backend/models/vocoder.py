@@ -11,12 +11,14 @@ Internally signals are channels-last (batch, samples, channels).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
-from ltx_backend.models.resample import kaiser_sinc_filter, lowpass, upsample
+from ltx_backend.models.resample import edge_masks, kaiser_sinc_filter, lowpass_of_upsampled, lowpass_reads
 
 LRELU_SLOPE = 0.1
 MEL_CHANNELS = 128  # conv_pre input: 2 stereo channels x 64 mel bins, in every production checkpoint
@@ -80,13 +82,83 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
     return (kernel_size * dilation - dilation) // 2
 
 
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+class DilatedConv1d(nn.Conv1d):
+    """A stride-1 ``Conv1d`` whose dilation MLX's CPU backend would run through its naive loop (~100x slower than
+    its GEMM path, measured on the LTX-2.3 vocoder): on the CPU only, a dilation-d convolution is computed as one
+    undilated convolution over the input's d interleaved phases stacked in the batch. GPUs dilate natively."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        d = self.dilation
+        if d == 1 or self.stride != 1 or not _on_cpu():
+            return super().__call__(x)
+        b, length, channels = x.shape
+        taps = self.weight.shape[1]
+        padded = length + 2 * self.padding
+        out_length = padded - d * (taps - 1)
+        steps = -(-padded // d)
+        x = mx.pad(x, [(0, 0), (self.padding, self.padding + steps * d - padded), (0, 0)])
+        x = x.reshape(b, steps, d, channels).transpose(0, 2, 1, 3).reshape(b * d, steps, channels)
+        y = mx.conv1d(x, self.weight)  # output m of phase r is output d * m + r of the dilated convolution
+        y = y.reshape(b, d, -1, y.shape[-1]).transpose(0, 2, 1, 3).reshape(b, -1, y.shape[-1])[:, :out_length]
+        return y + self.bias if "bias" in self else y
+
+
+def _subpixel_taps(kernel: int, stride: int, padding: int) -> tuple[np.ndarray, int, int]:
+    """Which tap of a transposed convolution output phase ``p`` applies to input ``t + shift`` for output
+    ``stride * t + p``: a (stride, shifts) table of tap indices (``kernel`` where none), and the input shifts' range."""
+    reads = {}
+    for phase in range(stride):
+        first, offset = (phase + padding) % stride, (phase + padding) // stride
+        for j in range(-(-(kernel - first) // stride)):
+            reads[phase, offset - j] = first + stride * j
+    lo, hi = min(shift for _, shift in reads), max(shift for _, shift in reads)
+    table = np.full((stride, hi - lo + 1), kernel, dtype=np.int32)
+    for (phase, shift), tap in reads.items():
+        table[phase, shift - lo] = tap
+    return table, lo, hi
+
+
+class UpsampleConv1d(nn.ConvTranspose1d):
+    """``ConvTranspose1d`` (same parameters and checkpoint layout) computed as a sub-pixel convolution: one ordinary
+    convolution with ``stride x out_channels`` outputs over ~``kernel / stride`` input taps, whose channels-last output
+    reshapes for free into the ``stride``-times-longer signal. The transposed form multiplies the zeros of a
+    stride-dilated input on backends that lower it to a GEMM (``stride`` times the work) or a naive loop (MLX's CPU)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+        self._taps, lo, self._hi = _subpixel_taps(kernel_size, stride, padding)
+        self._left = -lo  # zero padding before the input; negative only for padding ~ kernel size (no vocoder has it)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self._left < 0:
+            return super().__call__(x)
+        out_channels, kernel, in_channels = self.weight.shape
+        stride, length = self.stride, x.shape[1]
+        out_length = (length - 1) * stride - 2 * self.padding + kernel
+        steps = -(-out_length // stride)
+        # (O, K, I) -> (stride * O, shifts, I), phase-major, with a zero tap where a phase has no tap at a shift.
+        weight = mx.concatenate([self.weight, mx.zeros((out_channels, 1, in_channels), self.weight.dtype)], axis=1)
+        weight = mx.take(weight, mx.array(self._taps.reshape(-1)), axis=1)
+        weight = weight.reshape(out_channels, stride, -1, in_channels).transpose(1, 0, 2, 3)
+        weight = weight.reshape(stride * out_channels, -1, in_channels)
+        right = max(0, steps - length + self._hi)
+        y = mx.conv_general(x, weight, padding=([self._left], [right]))[:, :steps]
+        if "bias" in self:
+            y = y + mx.tile(self.bias, stride)
+        return y.reshape(x.shape[0], steps * stride, out_channels)[:, :out_length]
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block: three (LeakyReLU, dilated conv, LeakyReLU, conv) pairs."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.convs1 = [
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            DilatedConv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
             for d in dilations
         ]
         self.convs2 = [
@@ -102,7 +174,10 @@ class ResBlock1(nn.Module):
 
 def _snake(x: mx.array, log_alpha: mx.array, log_scale: mx.array) -> mx.array:
     """``x + sin^2(a x) / b`` with ``a = e^log_alpha`` and ``b = e^log_scale`` (Snake: b = a; SnakeBeta: its own)."""
-    return x + (1.0 / (mx.exp(log_scale) + 1e-9)) * mx.sin(x * mx.exp(log_alpha)) ** 2
+    # The parameters in x's dtype first (bf16 weights in a float32 BWE call); square, not ** 2: a power is a libm
+    # pow per element on MLX's CPU (~2x the whole activation's time there).
+    log_alpha, log_scale = log_alpha.astype(x.dtype), log_scale.astype(x.dtype)
+    return x + (1.0 / (mx.exp(log_scale) + 1e-9)) * mx.square(mx.sin(x * mx.exp(log_alpha)))
 
 
 class Snake(nn.Module):
@@ -155,14 +230,26 @@ class DownSample1d(nn.Module):
         self.lowpass = LowPassFilter1d()
 
 
+# How far past each end of the input the low-pass reads the upsampled signal's phases.
+_READS = lowpass_reads(TAPS, RATIO, DOWN_PAD[0])
+READ_EXTENT = (max(0, -min(m for _, m in _READS)), max(0, max(m for _, m in _READS)))
+
+
 @mx.compile
 def _anti_aliased_snake(
-    x: mx.array, up_taps: mx.array, down_taps: mx.array, log_alpha: mx.array, log_scale: mx.array
+    x: mx.array,
+    up_taps: mx.array,
+    down_taps: mx.array,
+    log_alpha: mx.array,
+    log_scale: mx.array,
+    is_before: mx.array,
+    inside: mx.array,
 ) -> mx.array:
-    """x2 Kaiser-sinc upsample, Snake, low-pass and decimate x2 (BigVGAN's 12-tap filters), fused by compilation:
-    this runs ~200 times per second of LTX-2.3 audio, and unfused every tap is its own kernel."""
-    x = upsample(x, up_taps, RATIO, UP_PAD, *UP_CROP)
-    return lowpass(_snake(x, log_alpha, log_scale), down_taps, RATIO, *DOWN_PAD)
+    """x2 Kaiser-sinc upsample, Snake, low-pass and decimate x2 (BigVGAN's 12-tap filters), in polyphase form and
+    fused by compilation: this runs ~200 times per second of LTX-2.3 audio, and unfused every tap is its own kernel."""
+    snake = functools.partial(_snake, log_alpha=log_alpha, log_scale=log_scale)
+    masks = (is_before, inside)
+    return lowpass_of_upsampled(x, up_taps, down_taps, RATIO, UP_PAD, UP_CROP[0], DOWN_PAD[0], snake, masks)
 
 
 class Activation1d(nn.Module):
@@ -176,7 +263,8 @@ class Activation1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         taps_up, taps_down = self.upsample.filter, self.downsample.lowpass.filter
-        return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale)
+        masks = edge_masks(x.shape[1], *READ_EXTENT)
+        return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale, *masks)
 
 
 class AMPBlock1(nn.Module):
@@ -186,7 +274,7 @@ class AMPBlock1(nn.Module):
         super().__init__()
         with_beta = activation == "snakebeta"
         self.convs1 = [
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+            DilatedConv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
             for d in dilations
         ]
         self.convs2 = [
@@ -211,7 +299,7 @@ class Vocoder(nn.Module):
         base = config.upsample_initial_channel
         self.conv_pre = nn.Conv1d(MEL_CHANNELS, base, 7, padding=3)
         self.ups = [
-            nn.ConvTranspose1d(base // 2**i, base // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
+            UpsampleConv1d(base // 2**i, base // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
             for i, (s, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         ]
         resblocks = []
@@ -249,6 +337,9 @@ class Vocoder(nn.Module):
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / kernels
+            # Start computing this stage while Python builds the next one's graph (~100 ops a stage; without it
+            # the device waits for the whole graph): a scheduling hint, not a synchronisation.
+            mx.async_eval(x)
         x = self.act_post(x) if self.is_amp else nn.leaky_relu(x, 0.01)
         x = self.conv_post(x)
         if self.config.apply_final_activation:
