@@ -21,7 +21,7 @@ memory). Then, per residency policy (``auto`` and ``none``, each in a fresh ``se
   so its extra time is the previews' cost, and its video must be byte-identical to job 2's).
 
 Per job: wall (``accepted`` to ``result``), the engine's timings (load, text_encoding, stage1, upsample, stage2,
-audio_decode, video_decode, preview), peak memory. Prints one JSON document with the targets checked.
+video_decode, audio_decode, mux, preview), peak memory. Prints one JSON document with the targets checked.
 """
 
 from __future__ import annotations
