@@ -125,10 +125,12 @@ def apply_rotary(x: mx.array, tables: RotaryTables) -> mx.array:
         pairs = x.reshape(b, t, -1, 2)
         cos, sin = tables.cos.reshape(*tables.cos.shape[:2], -1, 2), tables.sin.reshape(*tables.sin.shape[:2], -1, 2)
         cos, sin = cos[..., :1], sin[..., :1]  # the table repeats each value for both members of a pair
-    sign = _PAIR_SIGNS[tables.split].astype(sin.dtype)
+    # The sign goes on the partner, not on the table: (-b) * sin rounds as b * (-sin), and a signed table, shared by
+    # the q and k rotations, would be a separate full-size kernel in every block.
+    sign = mx.array(_PAIR_SIGNS[tables.split], dtype=sin.dtype)
     partner = pairs[..., ::-1, :] if tables.split else pairs[..., ::-1]
-    return (pairs * cos + partner * (sin * sign)).reshape(b, t, inner)
+    return (pairs * cos + (partner * sign) * sin).reshape(b, t, inner)
 
 
 # first member: a * cos - b * sin; second: b * cos + a * sin
-_PAIR_SIGNS = {True: mx.array([[-1.0], [1.0]]), False: mx.array([-1.0, 1.0])}
+_PAIR_SIGNS = {True: [[-1.0], [1.0]], False: [-1.0, 1.0]}
