@@ -244,11 +244,14 @@ NO_PERTURBATION = Perturbations()
 
 
 def _ada(table: mx.array, values: mx.array, rows: slice) -> list[mx.array]:
-    """table[rows] + the per-token modulation values for those rows: one (B, T, dim) array per row."""
+    """table[rows] + the per-token modulation values for those rows: one (B, T, dim) array per row.
+
+    Row by row, so each sum is an elementwise op on slices and compiles into the kernel that uses it (a sum over
+    the picked rows, sliced afterwards, would be a kernel of its own: full-size with per-token timesteps)."""
     b, t, _ = values.shape
     count, dim = table.shape
-    picked = table[rows][None, None] + values.reshape(b, t, count, dim)[:, :, rows]
-    return [picked[:, :, i] for i in range(picked.shape[2])]
+    per_row = values.reshape(b, t, count, dim)
+    return [table[i : i + 1] + per_row[:, :, i] for i in range(count)[rows]]
 
 
 @dataclass
