@@ -6,14 +6,20 @@
 Times the matrix products at the block's shapes (with TFLOP/s), the four attentions (``mx.fast``
 scaled_dot_product_attention, fed as the block feeds it; with the scratch memory each needs against its score
 matrix, which tells a fused kernel from a materialising fallback), RoPE and the norms, then one block eager and through
-``CompiledBlocks``; ``x48`` is what 48 such blocks cost. Prints one JSON document.
+``CompiledBlocks``; ``x48`` is what 48 such blocks cost. ``primitives`` counts the kernels of the compiled block's
+graph by kind (views left out; ``Split`` makes views too). Not in the graph: RMSNorm copies an input whose rows are
+not contiguous (q and k split from a fused projection) before normalising it; ``elementwise_ms`` times that case.
+Prints one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -96,7 +102,10 @@ def elementwise(model: LTXModel, tokens: int) -> dict:
     x = mx.random.normal((1, tokens, 4096)).astype(mx.bfloat16)
     hidden = mx.random.normal((1, tokens, 16384)).astype(mx.bfloat16)
     shift, scale = (mx.random.normal((1, 1, 4096)).astype(mx.bfloat16) for _ in range(2))
-    mx.eval(tables.cos, tables.sin, x, hidden, shift, scale)
+    fused_qkv = mx.random.normal((1, tokens, 3 * 4096)).astype(mx.bfloat16)
+    weight = mx.ones((4096,), dtype=mx.bfloat16)
+    mx.eval(tables.cos, tables.sin, x, hidden, shift, scale, fused_qkv, weight)
+    split_q = mx.split(fused_qkv, 3, axis=-1)[0]  # rows 3 x 4096 apart: RMSNorm copies it first
     rope = lambda: apply_rotary(x, tables)  # noqa: E731
     modulated = lambda: mx.fast.rms_norm(x, None, 1e-6) * (1 + scale) + shift  # noqa: E731
     gelu = lambda: nn.gelu_approx(hidden)  # noqa: E731
@@ -105,9 +114,37 @@ def elementwise(model: LTXModel, tokens: int) -> dict:
         for name, fn in {
             "rope eager": rope, "rope compiled": mx.compile(rope),
             "rms_norm+modulation eager": modulated, "rms_norm+modulation compiled": mx.compile(modulated),
+            "q_norm contiguous": lambda: mx.fast.rms_norm(x, weight, 1e-6),
+            "q_norm of a fused-qkv split": lambda: mx.fast.rms_norm(split_q, weight, 1e-6),
             "gelu eager": gelu, "gelu compiled": mx.compile(gelu),
         }.items()
     }  # fmt: skip
+
+
+# Primitives that make no kernel: views and shape changes.
+VIEWS = {"Slice", "Reshape", "Broadcast", "Squeeze", "ExpandDims", "Transpose", "AsStrided", "Flatten", "Unflatten",
+         "Split"}  # fmt: skip
+KINDS = {
+    "AddMM": "matmul", "Matmul": "matmul", "QuantizedMatmul": "matmul", "GatherMM": "matmul", "GatherQMM": "matmul",
+    "ScaledDotProductAttention": "sdpa", "RMSNorm": "norm", "LayerNorm": "norm", "AsType": "astype", "Copy": "copy",
+    "Contiguous": "copy", "Concatenate": "concatenate", "Gather": "gather", "Take": "gather", "TakeAlongAxis": "gather",
+}  # fmt: skip
+
+
+def block_primitives(outputs: list[mx.array]) -> dict:
+    """Kernels of the outputs' unevaluated graph (one compiled block): the count per kind and per primitive (a fused
+    elementwise kernel is named after the operations it holds). Each is one launch and, but for the small modulation
+    tables, one pass over its arrays."""
+    dot = io.StringIO()
+    mx.export_to_dot(dot, *outputs)
+    names = [n for n in re.findall(r'label ="([A-Za-z]+)', dot.getvalue()) if n not in VIEWS]
+    by_kind: dict[str, int] = defaultdict(int)
+    by_primitive: dict[str, int] = defaultdict(int)
+    for name in names:
+        by_kind["fused elementwise" if name.startswith("Compiled") else KINDS.get(name, name)] += 1
+        by_primitive[name] += 1
+    by_count = lambda counts: dict(sorted(counts.items(), key=lambda item: -item[1]))  # noqa: E731
+    return {"total": len(names), "by_kind": by_count(by_kind), "by_primitive": by_count(by_primitive)}
 
 
 def block(tokens: int) -> dict:
@@ -119,10 +156,17 @@ def block(tokens: int) -> dict:
     model.fuse_projections()  # as load_transformer does
     video, audio = engine_inputs(model, tokens, np.random.default_rng(0))
     v, a = model._prepare(video, audio, ""), model._prepare(audio, video, "audio_")
-    mx.eval([s.x for s in (v, a)], [s.context for s in (v, a)], [s.timesteps for s in (v, a)])
+    mx.eval(model.parameters())  # the fused projections' stacked weights, which the first forward would make
+    for s in (v, a):  # everything a block reads, so the block's graph holds the block alone
+        mx.eval(s.x, s.context, s.timesteps, s.cross_scale_shift, s.cross_gate, s.pe.cos, s.pe.sin)
+        mx.eval(s.cross_pe.cos, s.cross_pe.sin)
     the_block, compiled = model.transformer_blocks[0], model.compiled_blocks()
     flags = (False, False, False)
     out = {"elementwise_ms": elementwise(model, tokens)}
+    out["primitives"] = {
+        "block compiled": block_primitives(compiled(0, v, a, flags)),
+        "block compiled, video only": block_primitives(compiled(0, v, None, flags)[:1]),
+    }
     for name, fn in {
         "block eager": lambda: the_block(v, a),
         "block compiled": lambda: compiled(0, v, a, flags),
