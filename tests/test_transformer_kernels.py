@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ltx_backend.models.rope import apply_rotary, rotary_tables, video_positions
-from ltx_backend.models.transformer import _ada
+from ltx_backend.models.transformer import Attention, _ada
 
 VIEWS = {"Slice", "Reshape", "Broadcast", "Squeeze", "ExpandDims", "Transpose", "AsStrided", "Flatten", "Unflatten"}
 
@@ -74,3 +74,14 @@ def test_adaln_sums_compile_into_the_modulation(tokens: int) -> None:
     rows = np.array(table)[3:6][None, None] + np.array(values).reshape(1, tokens, 6, 16)[:, :, 3:6]
     expected = (np.array(x) * (1 + rows[:, :, 1]) + rows[:, :, 0]) * rows[:, :, 2]
     np.testing.assert_allclose(np.array(out), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_attention_gate_is_one_kernel_with_its_multiply() -> None:
+    """LTX-2.3's per-head gate: the gate logits' product and one kernel for out * 2 sigmoid(logits), not two."""
+    x = mx.random.normal((1, 6, 32))
+    counts = {}
+    for gated in (False, True):
+        attention = Attention(32, None, heads=2, dim_head=16, eps=1e-6, gated=gated)
+        mx.eval(attention.parameters(), x)
+        counts[gated] = len(kernels(mx.compile(attention)(x)))
+    assert counts[True] == counts[False] + 2

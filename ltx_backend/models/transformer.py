@@ -186,7 +186,9 @@ class Attention(nn.Module):
             out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5, mask=mask)
             out = out.transpose(0, 2, 1, 3)  # (B, T, H, D)
         if "to_gate_logits" in self:
-            out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
+            # The head axis is added before the sigmoid, so the gate compiles into the multiply (a view between
+            # them would leave the gate a kernel of its own).
+            out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)[..., None]))
         return self.to_out(out.reshape(b, t, -1))
 
 
