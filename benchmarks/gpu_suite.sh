@@ -8,8 +8,9 @@
 #     benchmarks/gpu_suite.sh weights   # LoRA fuse and forward, bf16 and Q4; low-RAM block streaming, Q4 pack
 #     benchmarks/gpu_suite.sh modes     # A2V and retake against T2V; low-RAM streaming of a mixed-precision pack
 #
-# Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), its stderr to <name>.log, and a
-# line "<name> rc=<status> <seconds>s" to summary.txt; a failure or timeout of one does not stop the others.
+# Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), the tail of its stderr to logs.txt,
+# and a line "<name> rc=<status> <seconds>s" to summary.txt (at most 7 files: the device returns 8); a failure or
+# timeout of one does not stop the others.
 # MLX's CUDA kernels compile once per machine (~40 s): the processes of a group share the cache.
 set -uo pipefail
 out=${OUT:-$PWD/gpu-results}
@@ -20,8 +21,9 @@ cd "$(dirname "$0")"
 bench() {  # NAME SECONDS SCRIPT [ARGS...]
   local name=$1 limit=$2 start=$SECONDS
   shift 2
-  timeout "$limit" python3 "$@" >"$out/$name.json" 2>"$out/$name.log"
+  timeout "$limit" python3 "$@" >"$out/$name.json" 2>"/tmp/$name.log"
   echo "$name rc=$? $((SECONDS - start))s" | tee -a "$out/summary.txt"
+  { echo "== $name"; tail -c 4000 "/tmp/$name.log"; } >>"$out/logs.txt"
 }
 
 case ${1:-} in
