@@ -70,6 +70,7 @@ def install_random_loaders(tokenizer_root: Path) -> None:
             self.root = Path(root)
             self.tokenizer = PromptTokenizer(tokenizer_dir(tokenizer_root))
             self.model = _ready(Gemma3TextModel(gemma_config("12b")), dtype)
+            self.config = self.model.config  # as TextEncoder keeps it (the connectors are sized by it)
 
     def transformer(ckpt, dtype=None, quantize=None, loras=()):
         model = _ready(LTXModel(TransformerConfig.from_section(LTX2_TRANSFORMER_SECTION)), dtype)

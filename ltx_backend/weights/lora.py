@@ -416,7 +416,11 @@ def _fuse_into(model: nn.Module, deltas: dict[str, list[tuple[slice, mx.array]]]
     """Add `deltas` to `model`'s layers, one layer evaluated at a time (the peak above the model is one layer's
     float32 weight and delta); returns how many layers changed."""
     modules = dict(model.named_modules())
-    for path, changes in deltas.items():
+    count = len(deltas)
+    while deltas:
+        # Popped, not iterated: a delta still referenced after the evaluation keeps its float32 buffer, and over
+        # every layer those add up to twice a bf16 model (an out-of-memory on an 80 GB GPU).
+        path, changes = deltas.popitem()
         module = modules[path]
         arrays = {}
         for rows, delta in changes:
@@ -429,7 +433,8 @@ def _fuse_into(model: nn.Module, deltas: dict[str, list[tuple[slice, mx.array]]]
                 arrays[name] = mx.concatenate([current[: rows.start], value, current[rows.stop :]])
         mx.eval(arrays)
         module.update(arrays)
-    return len(deltas)
+        del changes, arrays
+    return count
 
 
 def _no_effect(loras: Sequence[LoraSpec]) -> bool:
