@@ -21,7 +21,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from transformer_forward import AUDIO_TOKENS, TEXT_TOKENS, VIDEO_GRIDS, engine_inputs, flops, section  # noqa: E402
+from transformer_forward import (  # noqa: E402
+    AUDIO_TOKENS,
+    TEXT_TOKENS,
+    VIDEO_GRIDS,
+    engine_inputs,
+    flops,
+    section,
+    timed_passes,
+)
 
 GEMMA_TOKENS = 1024
 TINY_GRIDS = {96: (2, 6, 8), 384: (4, 8, 12)}  # --tiny: video token counts and their (frames, h, w)
@@ -69,14 +76,7 @@ def run_dit(tiny: bool, repeat: int, compiled: bool) -> dict:
         def forward(video=video, audio=audio, blocks=blocks):
             return model(video, audio, compiled=blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT)
 
-        start = time.perf_counter()
-        mx.eval(forward())
-        first = time.perf_counter() - start
-        mx.reset_peak_memory()
-        start = time.perf_counter()
-        for _ in range(repeat):
-            mx.eval(forward())
-        seconds = (time.perf_counter() - start) / repeat
+        first, seconds = timed_passes(forward, repeat)
         work = flops(cfg, count, 9 if tiny else AUDIO_TOKENS, 128 if tiny else TEXT_TOKENS)
         results.append({
             "video_tokens": count, "seconds": round(seconds, 4), "first_pass_s": round(first, 3),
@@ -129,14 +129,7 @@ def run_gemma4(tiny: bool, repeat: int) -> dict:
     def encode():
         return mx.stack(model.hidden_states(ids, mask), axis=-1)
 
-    start = time.perf_counter()
-    mx.eval(encode())
-    first = time.perf_counter() - start
-    mx.reset_peak_memory()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        mx.eval(encode())
-    seconds = (time.perf_counter() - start) / repeat
+    first, seconds = timed_passes(encode, repeat)
     work = gemma4_flops(config, tokens)
     model = None  # freed before the next part
     mx.clear_cache()

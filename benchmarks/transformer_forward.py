@@ -102,6 +102,21 @@ def engine_inputs(
     return video, audio
 
 
+def timed_passes(fn, repeat: int) -> tuple[float, float]:
+    """(seconds of the first pass, which compiles and traces; mean seconds of `repeat` passes after it), with MLX's
+    peak memory reset between the two, so the caller's ``mx.get_peak_memory()`` is the timed passes' peak."""
+    import mlx.core as mx
+
+    start = time.perf_counter()
+    mx.eval(fn())
+    first = time.perf_counter() - start
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        mx.eval(fn())
+    return first, (time.perf_counter() - start) / repeat
+
+
 def run_mlx(
     version: str,
     tokens: list[int],
@@ -141,14 +156,7 @@ def run_mlx(
         def forward(video: StreamInput = video, audio: StreamInput = audio, blocks=blocks) -> tuple:
             return model(video, audio, compiled=blocks, eval_every=every, in_flight=in_flight)
 
-        start = time.perf_counter()
-        mx.eval(forward())  # warm-up (and tracing)
-        first = time.perf_counter() - start
-        mx.reset_peak_memory()
-        start = time.perf_counter()
-        for _ in range(repeat):
-            mx.eval(forward())
-        seconds = (time.perf_counter() - start) / repeat
+        first, seconds = timed_passes(forward, repeat)
         work = flops(cfg, count)
         results.append({
             "video_tokens": count, "seconds": round(seconds, 4), "first_pass_s": round(first, 3),
