@@ -24,10 +24,11 @@ for w in /tmp/gpu-wheels/*.whl; do unzip -q -o "$w" -d /tmp/gpu-wheels/site; don
 # What travels beside a chunk: the tracked and untracked-but-not-ignored files, under 64 MiB with 2 MB to spare.
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s}')
 room=$(( 64 * 1024 * 1024 - tree - 2000000 ))
+(( room > 1000000 )) || { echo "the working tree ($tree bytes) leaves no room for a chunk in a 64 MiB call" >&2; exit 1; }
 total=$(stat -c %s /tmp/gpu-wheels/site.tar.xz)
 n=$(( (total + room - 1) / room ))
 split -n "$n" -d /tmp/gpu-wheels/site.tar.xz .gpu/chunk-
-echo "Wheels: $(ls /tmp/gpu-wheels | tr '\n' ' ')"
+echo "Wheels: $(cd /tmp/gpu-wheels && ls *.whl | tr '\n' ' ')"
 echo "$n chunks in .gpu/. Take them to the GPU machine one at a time, back to back, each with:"
 for c in .gpu/chunk-*; do
   echo "  (carrying $c)  mkdir -p /tmp/gpu && cp $c /tmp/gpu/"
