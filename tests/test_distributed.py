@@ -163,9 +163,10 @@ def test_guidance_parallel_refuses_a_distilled_checkpoint_before_starting_ranks(
     assert not (tmp_path / "x.mp4").exists()
 
 
-def _children(pid: int) -> list[int]:
-    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in found.split()]
+def _followers(pid: int) -> list[int]:
+    """The follower ranks among `pid`'s children (not a short-lived helper it runs, such as ffmpeg)."""
+    found = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in found.splitlines() if "ltx_backend.parallel.follower" in line]
 
 
 def test_a_rank_that_dies_fails_the_job_with_distributed_failed(tmp_path: Path, tiny_dev: Path) -> None:
@@ -175,7 +176,7 @@ def test_a_rank_that_dies_fails_the_job_with_distributed_failed(tmp_path: Path, 
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not (followers := _children(process.pid)) and time.monotonic() < deadline:
+        while not (followers := _followers(process.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert followers, "rank 1 never started"
         time.sleep(3.0)  # into the denoising loop (200 steps take far longer than this)
