@@ -145,6 +145,48 @@ def test_env_override(monkeypatch) -> None:
     assert memory.available_memory() > 0
 
 
+G = 10**9  # device queries report whole bytes
+
+
+def _device_reports(monkeypatch, info: dict, cache_bytes: int = 0) -> None:
+    """Pretend to run on a GPU whose MLX reports `info`, with `cache_bytes` in MLX's buffer cache."""
+    monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
+    monkeypatch.setattr(memory.mx, "default_device", lambda: mx.Device(mx.gpu))
+    monkeypatch.setattr(memory, "_device_info", lambda: info)
+    monkeypatch.setattr(memory.mx, "get_cache_memory", lambda: cache_bytes)
+
+
+def test_session_budget_counts_what_the_session_holds_beside_free_memory(monkeypatch) -> None:
+    # Measured on an H100: after a first 768x512x121 job, CUDA's free memory had dropped by the ~28 GB MLX kept in
+    # its cache, and a budget of free + resident alone made the planner stream the resident transformer in job 3.
+    _device_reports(monkeypatch, {"free_memory": 18 * G, "total_memory": 85 * G}, cache_bytes=33 * G)
+    assert memory.available_memory() == 18 * G
+    assert memory.session_budget(38 * G) == 18 * G + 38 * G + 33 * G
+
+
+def test_session_budget_is_the_fixed_working_set_on_metal(monkeypatch) -> None:
+    # The recommended working set already covers what the process holds: adding the resident models counted them
+    # twice and let a 32 GB Mac plan to keep more than fits.
+    _device_reports(monkeypatch, {"max_recommended_working_set_size": 21 * G}, cache_bytes=4 * G)
+    assert memory.session_budget(15 * G) == 21 * G
+
+
+def test_session_budget_is_the_limit_when_one_is_set(monkeypatch) -> None:
+    _device_reports(monkeypatch, {"free_memory": 18 * G}, cache_bytes=33 * G)
+    monkeypatch.setenv(memory.ENV_LIMIT, "40")
+    assert memory.session_budget(38 * G) == 40 * G
+
+
+def test_session_budget_on_the_cpu_adds_the_resident_models_to_available_ram(monkeypatch) -> None:
+    monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
+    monkeypatch.setattr(memory.mx, "default_device", lambda: mx.Device(mx.cpu))
+    monkeypatch.setattr(memory, "_system_available", lambda: 9 * G)
+    monkeypatch.setattr(memory.mx, "get_cache_memory", lambda: 0)
+    assert memory.session_budget(5 * G) == 14 * G
+    monkeypatch.setattr(memory, "_system_available", lambda: 0)
+    assert memory.session_budget(5 * G) == 0  # unknown stays unknown
+
+
 def test_env_override_is_named_in_the_hint(tiny, monkeypatch) -> None:
     monkeypatch.setenv(memory.ENV_LIMIT, "0.001")
     plan = plan_for(tiny)

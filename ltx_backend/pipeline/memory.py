@@ -548,20 +548,28 @@ def _system_available() -> int:
     return 0
 
 
+def _measured_memory() -> tuple[int, bool]:
+    """(bytes, whether they are free memory now) from the device or the system; (0, False) when unknown.
+
+    Free memory (CUDA's, the system's available RAM) leaves out what this process holds; a fixed budget (Metal's
+    recommended working set, a device's total) already covers it."""
+    if mx.default_device().type == mx.DeviceType.gpu:
+        info = _device_info()
+        for key, free in (("free_memory", True), ("max_recommended_working_set_size", False),
+                          ("total_memory", False), ("memory_size", False)):  # fmt: skip
+            value = info.get(key)
+            if isinstance(value, int) and value > 0:
+                return value, free
+    value = _system_available()
+    return value, value > 0
+
+
 def available_memory() -> int:
     """Bytes this job may use: ``LTX_BACKEND_MEMORY_LIMIT_GB`` if set; on a GPU what MLX reports (free memory on
     CUDA, the recommended working set on Metal, else the device's total); otherwise the system's available RAM.
     0 when it cannot be told."""
     override = _limit_override()
-    if override is not None:
-        return override
-    if mx.default_device().type == mx.DeviceType.gpu:
-        info = _device_info()
-        for key in ("free_memory", "max_recommended_working_set_size", "total_memory", "memory_size"):
-            value = info.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-    return _system_available()
+    return override if override is not None else _measured_memory()[0]
 
 
 # --- the verdict -------------------------------------------------------------------------------------------------
@@ -873,12 +881,17 @@ def used_components(plan: MemoryPlan) -> set[str]:
 
 def session_budget(resident_bytes: int) -> int:
     """Bytes a session may hold at a job's peak: ``LTX_BACKEND_MEMORY_LIMIT_GB`` if set (the whole session's
-    limit), else what is available now plus what the session already holds (free memory excludes it)."""
+    limit); else, where the measure is free memory, what is free now plus what the session already holds (its
+    resident models and MLX's cache of freed buffers, which MLX reuses or releases before it allocates more: free
+    memory leaves both out); else the fixed budget itself (Metal's recommended working set covers everything the
+    process holds, so adding the resident models would count them twice)."""
     override = _limit_override()
     if override is not None:
         return override
-    available = available_memory()
-    return available + resident_bytes if available > 0 else 0
+    measured, free = _measured_memory()
+    if measured <= 0:
+        return 0
+    return measured + resident_bytes + mx.get_cache_memory() if free else measured
 
 
 # --- per rank (--distributed N) ------------------------------------------------------------------------------------
