@@ -178,7 +178,9 @@ class Serve:
     """`ltx-backend serve` in a subprocess: NDJSON lines in and out."""
 
     def __init__(self, home: Path) -> None:
-        env = {**os.environ, "LTX_BACKEND_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        # Keep the caller's PYTHONPATH after ours: the GPU machine finds mlx and msgspec there.
+        python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "LTX_BACKEND_HOME": str(home), "PYTHONPATH": python_path}
         command = [sys.executable, "-m", "ltx_backend.cli.main", "serve"]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         self.lines: queue.Queue[tuple[float, dict] | None] = queue.Queue()
@@ -322,6 +324,8 @@ def main() -> None:
     for policy in args.policies.split(","):
         evict(files)
         report["sessions"][policy] = session(model, policy, shape, outputs, args.dir / "home", args.warmup)
+        # Each session's numbers on stderr as soon as they exist: a run cut short by a time limit keeps them.
+        print(json.dumps({policy: report["sessions"][policy]}), file=sys.stderr, flush=True)
     if "auto" in report["sessions"]:
         report["targets"] = targets(report["sessions"]["auto"], sequential)
     print(json.dumps(report, indent=2))
