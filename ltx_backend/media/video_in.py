@@ -95,5 +95,10 @@ def read_video(
 def encoder_input(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (1, 3, F, height, width) float32 in [-1, 1], each frame resized to cover and centre
     cropped (ltx-pipelines ``load_video_conditioning``)."""
-    resized = np.stack([resize_and_center_crop(frame, height, width) for frame in frames])
-    return (resized / 127.5 - 1.0).transpose(3, 0, 1, 2)[None].astype(np.float32)
+    out = np.empty((1, 3, len(frames), height, width), np.float32)
+    for index, frame in enumerate(frames):  # frame by frame: each float copy stays in cache-sized pieces
+        pixels = resize_and_center_crop(frame, height, width)
+        pixels /= 127.5
+        pixels -= 1.0
+        out[0, :, index] = pixels.transpose(2, 0, 1)
+    return out
