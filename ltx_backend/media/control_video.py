@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.media.image import resize_and_center_crop
+from ltx_backend.media.video_in import encoder_input
 
 FRAMES_PER_LATENT = 8  # the video VAE's temporal compression: it encodes 1 + 8k frames
 _HINT = "Use a video file ffmpeg can decode (MP4, MOV, WebM, ...)."
@@ -88,17 +88,14 @@ def read_control_video(path: str | Path, height: int, width: int, frame_cap: int
     frames = []
     try:
         for raw in reader:
-            pixels = np.frombuffer(raw, np.uint8)[: src_w * src_h * 3].reshape(src_h, src_w, 3)
-            frames.append(resize_and_center_crop(pixels, height, width))
+            frames.append(np.frombuffer(raw, np.uint8)[: src_w * src_h * 3].reshape(src_h, src_w, 3))
             if len(frames) == frame_cap:
                 break
     finally:
         reader.close()
     if not frames:
         raise LtxError(ErrorCode.MEDIA_UNREADABLE, f"Control video {path} has no frames", _HINT, path=str(path))
-    frames = frames[: encodable_frames(len(frames))]
-    video = np.stack(frames) / np.float32(127.5) - np.float32(1.0)  # (F, H, W, 3)
-    return video.transpose(3, 0, 1, 2)[None].astype(np.float32)
+    return encoder_input(frames[: encodable_frames(len(frames))], height, width)
 
 
 def read_mask_video(path: str | Path, height: int, width: int, frame_cap: int) -> np.ndarray:

@@ -111,10 +111,9 @@ def _linear_axis(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.n
 def resize_and_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Scale to cover (height, width) keeping the aspect ratio (bilinear), then crop the centre. float32 0..255.
 
-    `image` is (..., H, W, C): one image or a stack of frames. Only the rows and columns the crop keeps are
-    interpolated (the same values as resizing all, then cropping), and an image of the target size is only
-    converted: each of its samples has weight 0 on its neighbour."""
-    src_h, src_w = image.shape[-3:-1]
+    Only the rows and columns the crop keeps are interpolated (the same values as resizing all, then cropping), and
+    an image of the target size is only converted: each of its samples has weight 0 on its neighbour."""
+    src_h, src_w = image.shape[:2]
     pixels = image.astype(np.float32)
     if (src_h, src_w) == (height, width):
         return pixels
@@ -122,9 +121,9 @@ def resize_and_center_crop(image: np.ndarray, height: int, width: int) -> np.nda
     new_h, new_w = math.ceil(src_h * scale), math.ceil(src_w * scale)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     low, high, weight = (a[top : top + height] for a in _linear_axis(src_h, new_h))
-    pixels = pixels[..., low, :, :] * (1 - weight)[:, None, None] + pixels[..., high, :, :] * weight[:, None, None]
+    pixels = pixels[low] * (1 - weight)[:, None, None] + pixels[high] * weight[:, None, None]
     low, high, weight = (a[left : left + width] for a in _linear_axis(src_w, new_w))
-    return pixels[..., low, :] * (1 - weight)[:, None] + pixels[..., high, :] * weight[:, None]
+    return pixels[:, low] * (1 - weight)[:, None] + pixels[:, high] * weight[:, None]
 
 
 def conditioning_frame(path: str | Path, height: int, width: int, crf: int = CONDITIONING_CRF) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,9 @@ def read_video(
     return DecodedVideo(frames, info.video.fps, audio)
 
 
-def encoder_input(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (1, 3, F, height, width) float32 in [-1, 1], each frame resized to cover and centre
-    cropped (ltx-pipelines ``load_video_conditioning``)."""
+def encoder_input(frames: np.ndarray | Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 (an array or a list of frames) -> (1, 3, F, height, width) float32 in [-1, 1], each frame
+    resized to cover and centre cropped (ltx-pipelines ``load_video_conditioning``)."""
     out = np.empty((1, 3, len(frames), height, width), np.float32)
     for index, frame in enumerate(frames):  # frame by frame: each float copy stays in cache-sized pieces
         pixels = resize_and_center_crop(frame, height, width)
