@@ -241,20 +241,24 @@ def session(model: Path, policy: str, size: dict, folder: Path, home: Path, warm
         if preview:
             fields["preview"] = preview
         sent = serve.send(type="generate", id=f"job{index}", **fields)
-        previews = []
+        previews, notes = [], []
 
-        def seen(msg: dict, index: int = index, previews: list = previews) -> bool:
-            if msg["type"] == "preview":
+        def seen(msg: dict, index: int = index, previews: list = previews, notes: list = notes) -> bool:
+            if msg.get("id") == f"job{index}" and msg["type"] == "preview":
                 previews.append(msg)
+            if msg.get("id") == f"job{index}" and msg["type"] == "progress" and msg.get("message"):
+                notes.append(msg["message"])  # the memory plan, warnings (a refused allocation, ...)
             return terminal(f"job{index}")(msg)
 
         at, result = serve.until(seen)
-        if result["type"] != "result":
-            raise RuntimeError(f"job {index} failed: {result}")
+        if result["type"] != "result":  # kept, and the session goes on: the next jobs show what the failure left
+            jobs.append({"seed": seed, "error": result, "notes": notes, "wall_s": round(at - sent, 3)})
+            print(f"job {index} failed: {result}", file=sys.stderr, flush=True)
+            continue
         jobs.append({
             "seed": seed, "previews": len(previews), "wall_s": round(at - sent, 3),
             "timings": result["timings"], "peak_memory_gb": result["peak_memory_gb"],
-            "sha256": hashlib.sha256(Path(result["video_path"]).read_bytes()).hexdigest()[:16],
+            "sha256": hashlib.sha256(Path(result["video_path"]).read_bytes()).hexdigest()[:16], "notes": notes,
         })  # fmt: skip
     serve.send(type="status", id="status")
     _, status = serve.until(lambda msg: msg["type"] == "status")
@@ -264,6 +268,8 @@ def session(model: Path, policy: str, size: dict, folder: Path, home: Path, warm
 
 def targets(auto: dict, sequential: dict) -> dict:
     jobs = auto["jobs"]
+    if any("error" in job for job in jobs):
+        return {"failed_jobs": [index for index, job in enumerate(jobs, 1) if "error" in job]}
     preview_overhead = jobs[2]["wall_s"] / jobs[1]["wall_s"] - 1
     load_share = (auto["load"]["gb_per_s"] or 0) / sequential["gb_per_s"]
     return {

@@ -148,20 +148,37 @@ def test_env_override(monkeypatch) -> None:
 G = 10**9  # device queries report whole bytes
 
 
-def _device_reports(monkeypatch, info: dict, cache_bytes: int = 0) -> None:
-    """Pretend to run on a GPU whose MLX reports `info`, with `cache_bytes` in MLX's buffer cache."""
+def _device_reports(monkeypatch, info: dict, cache_bytes: int = 0, active_bytes: int = 0, limit_bytes: int = 0) -> None:
+    """Pretend to run on a GPU whose MLX reports `info`, with `cache_bytes` in MLX's buffer cache, `active_bytes`
+    in live arrays and a memory limit of `limit_bytes` (0: none)."""
     monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
     monkeypatch.setattr(memory.mx, "default_device", lambda: mx.Device(mx.gpu))
     monkeypatch.setattr(memory, "_device_info", lambda: info)
     monkeypatch.setattr(memory.mx, "get_cache_memory", lambda: cache_bytes)
+    monkeypatch.setattr(memory.mx, "get_active_memory", lambda: active_bytes)
+    monkeypatch.setattr(memory.mx, "get_memory_limit", lambda: limit_bytes)
 
 
 def test_session_budget_counts_what_the_session_holds_beside_free_memory(monkeypatch) -> None:
     # Measured on an H100: after a first 768x512x121 job, CUDA's free memory had dropped by the ~28 GB MLX kept in
     # its cache, and a budget of free + resident alone made the planner stream the resident transformer in job 3.
-    _device_reports(monkeypatch, {"free_memory": 18 * G, "total_memory": 85 * G}, cache_bytes=33 * G)
-    assert memory.available_memory() == 18 * G
-    assert memory.session_budget(38 * G) == 18 * G + 38 * G + 33 * G
+    _device_reports(
+        monkeypatch, {"free_memory": 10 * G, "total_memory": 85 * G}, cache_bytes=20 * G, active_bytes=38 * G
+    )
+    assert memory.available_memory() == 10 * G
+    assert memory.session_budget(38 * G) == 10 * G + 38 * G + 20 * G
+
+
+def test_session_budget_stops_at_mlx_memory_limit(monkeypatch) -> None:
+    # Measured on an H100 (85.5 GB, MLX's limit 80% of it): a plan of free + held memory kept 49 GB of models
+    # resident beside an untiled decode and the decode ran out of memory. What is past MLX's limit is not MLX's.
+    _device_reports(monkeypatch, {"free_memory": 21 * G}, active_bytes=49 * G, cache_bytes=6 * G, limit_bytes=68 * G)
+    assert memory.session_budget(49 * G) == 68 * G
+
+
+def test_session_budget_leaves_out_arrays_that_are_not_resident_models(monkeypatch) -> None:
+    _device_reports(monkeypatch, {"free_memory": 30 * G}, active_bytes=45 * G, limit_bytes=100 * G)
+    assert memory.session_budget(40 * G) == 30 * G + 45 * G - 5 * G
 
 
 def test_session_budget_is_the_fixed_working_set_on_metal(monkeypatch) -> None:
@@ -182,6 +199,8 @@ def test_session_budget_on_the_cpu_adds_the_resident_models_to_available_ram(mon
     monkeypatch.setattr(memory.mx, "default_device", lambda: mx.Device(mx.cpu))
     monkeypatch.setattr(memory, "_system_available", lambda: 9 * G)
     monkeypatch.setattr(memory.mx, "get_cache_memory", lambda: 0)
+    monkeypatch.setattr(memory.mx, "get_active_memory", lambda: 5 * G)
+    monkeypatch.setattr(memory.mx, "get_memory_limit", lambda: 20 * G)
     assert memory.session_budget(5 * G) == 14 * G
     monkeypatch.setattr(memory, "_system_available", lambda: 0)
     assert memory.session_budget(5 * G) == 0  # unknown stays unknown

@@ -285,3 +285,50 @@ def test_importing_the_package_turns_off_mlx_cuda_cache_thrashing_aborts() -> No
     env |= {"MLX_ENABLE_CACHE_THRASHING_CHECK": "1", "MLX_CUDA_CONV_CACHE_SIZE": "64"}
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["1", "64"]  # the user's choice wins
+
+
+def test_a_decode_the_device_refuses_frees_the_unused_models_and_gives_the_same_bytes(
+    model: Path, tmp_path: Path, reference: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on an H100: a plan kept 49 GB of models resident beside an untiled decode that the device then refused.
+    The decode frees what it does not use and runs again (the same tiling and noise: the same bytes), and MLX's
+    limit comes down to what fit, so the next plans keep less."""
+    from ltx_backend.pipeline import engine as engine_module
+
+    original, calls = engine_module.decode_tiled, []
+
+    def refused_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("cudaMallocAsync(&data, size, stream) failed: out of memory")
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "decode_tiled", refused_once)
+    limit = mx.get_memory_limit()
+    try:
+        engine = Engine(model, residency="all")
+        seen: list[events.Event] = []
+        result = engine.generate(request(tmp_path, "a.mp4", 7), emit=seen.append)
+        assert mx.get_memory_limit() < limit
+    finally:
+        mx.set_memory_limit(limit)
+    assert digest(result.video_path) == reference[7] and len(calls) == 2
+    assert r.TRANSFORMER not in engine.models.names() and r.TEXT_ENCODER not in engine.models.names()
+    warnings = [event.message for event in seen if isinstance(event, events.Warning)]
+    assert any("ran out of memory beside the resident" in w and r.TRANSFORMER in w for w in warnings)
+
+
+def test_a_decode_error_that_is_not_a_refusal_fails_the_job(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltx_backend.pipeline import engine as engine_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a real bug")
+        yield
+
+    monkeypatch.setattr(engine_module, "decode_tiled", broken)
+    engine = Engine(model, residency="all")
+    with pytest.raises(RuntimeError, match="a real bug"):
+        engine.generate(request(tmp_path, "a.mp4", 7))
+    assert not (tmp_path / "a.mp4").exists()

@@ -14,7 +14,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -359,7 +359,10 @@ class Engine:
         # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
         # num_frames is planned at the longest length its duration head may choose.
         choice = self.choose_memory(_at_longest(request))
-        log.info("memory plan: %s; %s", choice.plan.to_dict(), choice.event().text())
+        log.info(
+            "memory plan: %s; %s; measured: %s",
+            choice.plan.to_dict(), choice.event().text(), memory.memory_report(self.models.nbytes),
+        )  # fmt: skip
         emit(choice.event())
         request = replace(request, tiling=choice.tiling)
         if choice.streaming and self.quantize is not None and not self._prequantized:
@@ -641,6 +644,26 @@ class Engine:
     def _tap(self, denoise: s.DenoiseFn) -> s.DenoiseFn:
         return denoise if self._previewer is None else self._previewer.tap(denoise)
 
+    def _free_after_refusal(self, error: RuntimeError, needed: Iterable[str], emit: Emit) -> bool:
+        """The device refused an allocation (the plan's estimate was short of what the device really holds): free
+        the resident models the phase does not use (`needed`), lower MLX's memory limit to what fit so later plans
+        keep less resident, and say whether the phase may run again (False: not a refusal, or nothing to free)."""
+        if not memory.is_out_of_memory(error):
+            return False
+        unused = [name for name in self.models.names() if name not in set(needed)]
+        limit = memory.lower_limit_to_what_fit()
+        if not unused:
+            return False
+        for name in unused:
+            self.models.drop(name)
+        message = (
+            f"The device ran out of memory beside the resident {', '.join(unused)}: freed them and ran the phase "
+            f"again; this session now plans within {limit / 1e9:.1f} GB, so it keeps less resident."
+        )
+        log.warning("%s (%s)", message, error)
+        emit(events.Warning(message))
+        return True
+
     def decode_tiling(self, request: GenerationRequest) -> str:
         """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
         once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
@@ -692,10 +715,19 @@ class Engine:
                     noise = None
                     if decoder.config.timestep_conditioning:  # the decode noise comes from the job's seed
                         noise = mx.random.normal(latent.shape, key=noise_key).astype(self.dtype)
-                    for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
-                        cancel.check()
-                        writer.write(to_uint8(chunk[0]))
-                    del decoder, latent, noise, chunk
+                    written = 0
+                    for attempt in (1, 2):  # once more after a refusal that nothing was written before
+                        try:
+                            for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
+                                cancel.check()
+                                writer.write(to_uint8(chunk[0]))
+                                written += 1
+                            break
+                        except RuntimeError as error:  # the same tiling and noise again: the same frames
+                            retry = attempt == 1 and not written
+                            if not (retry and self._free_after_refusal(error, r.VIDEO_DECODE_USES, emit)):
+                                raise
+                    del decoder, latent, noise
                     self.models.give_back(r.VIDEO_DECODER)
                 if decodes_audio:  # on the device, while ffmpeg encodes on the CPU
                     with timer.phase(Phase.AUDIO_DECODE, detail):

@@ -881,17 +881,58 @@ def used_components(plan: MemoryPlan) -> set[str]:
 
 def session_budget(resident_bytes: int) -> int:
     """Bytes a session may hold at a job's peak: ``LTX_BACKEND_MEMORY_LIMIT_GB`` if set (the whole session's
-    limit); else, where the measure is free memory, what is free now plus what the session already holds (its
-    resident models and MLX's cache of freed buffers, which MLX reuses or releases before it allocates more: free
-    memory leaves both out); else the fixed budget itself (Metal's recommended working set covers everything the
-    process holds, so adding the resident models would count them twice)."""
+    limit); else the fixed budget where the measure is one (Metal's recommended working set covers everything the
+    process holds, so adding the resident models would count them twice), at most MLX's memory limit; else, where
+    the measure is free memory:
+
+    * what MLX could hold: free memory plus what it holds now (arrays and its cache of freed buffers, which it
+      reuses or releases before it allocates more: free memory leaves both out),
+    * at most MLX's memory limit (CUDA: 80% of the device; the rest is the CUDA context, cuBLAS/cuDNN workspaces
+      and the allocator's pool, outside MLX's counts: a job planned past it ran out of memory on an H100),
+    * less the arrays MLX holds that are not the resident models (a finished job's leftovers): the plan cannot
+      count on them."""
     override = _limit_override()
     if override is not None:
         return override
     measured, free = _measured_memory()
     if measured <= 0:
         return 0
-    return measured + resident_bytes + mx.get_cache_memory() if free else measured
+    held = mx.get_active_memory() if free else 0
+    usable = measured + held + mx.get_cache_memory() if free else measured
+    limit = mx.get_memory_limit()  # lowered where the device refused an allocation (`lower_limit_to_what_fit`)
+    if limit > 0:
+        usable = min(usable, limit)
+    return max(0, usable - max(0, held - resident_bytes))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is the device refusing an allocation (MLX raises CUDA's as a RuntimeError)."""
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def lower_limit_to_what_fit() -> int:
+    """After the device refused an allocation: lower MLX's memory limit to what it held then (arrays and cache),
+    so that MLX releases its cache before that point and every later plan (`session_budget`) stays below it.
+    Returns the new limit in bytes."""
+    held = mx.get_active_memory() + mx.get_cache_memory()
+    limit = mx.get_memory_limit()
+    if held > 0 and (limit <= 0 or held < limit):
+        mx.set_memory_limit(held)
+        limit = held
+    return limit
+
+
+def memory_report(resident_bytes: int) -> str:
+    """The numbers behind `session_budget`, for the log (they explain a plan that a device later refused)."""
+    measured, free = _measured_memory()
+    parts = [
+        f"{'free' if free else 'budget'} {_gb(measured)}",
+        f"MLX active {_gb(mx.get_active_memory())}",
+        f"cache {_gb(mx.get_cache_memory())}",
+        f"limit {_gb(mx.get_memory_limit())}",
+        f"resident models {_gb(resident_bytes)}",
+    ]
+    return ", ".join(parts)
 
 
 # --- per rank (--distributed N) ------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ TRANSFORMER, UPSAMPLER, AUDIO_DECODER, VOCODER, VIDEO_DECODER = (
     "video_decoder",
 )
 AUDIO_ENCODER = "audio_encoder"  # a2v's soundtrack, retake / extend's source sound
+VIDEO_DECODE_USES = (VIDEO_DECODER, AUDIO_DECODER, VOCODER)  # the decode phases (audio follows the video)
 COMPONENTS = (
     TEXT_ENCODER, TEXT_PROCESSOR, VIDEO_ENCODER, AUDIO_ENCODER, TRANSFORMER, UPSAMPLER, AUDIO_DECODER, VOCODER,
     VIDEO_DECODER,
