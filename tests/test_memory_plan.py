@@ -320,3 +320,28 @@ def test_per_rank_plan_splits_the_denoising_weights_under_tensor_parallelism(tin
     with pytest.raises(LtxError):
         memory.check(memory.MemoryPlan({"denoising": whole}), limit)
     memory.check(memory.MemoryPlan({"denoising": half}), limit)
+
+
+def test_mlx_limit_is_fitted_to_what_mlx_can_hold_on_cuda(monkeypatch) -> None:
+    # The H100's numbers at a job's start with 48.7 GB resident: MLX's default limit (80.8 GB) let its cache grow
+    # until the device refused an allocation, 10-15 GB of the device being held outside MLX's counts.
+    total = int(85.5 * G)
+    _device_reports(monkeypatch, {"free_memory": int(21.6 * G), "total_memory": total}, active_bytes=int(48.7 * G),
+                    cache_bytes=int(0.5 * G), limit_bytes=int(80.8 * G))  # fmt: skip
+    limits: list[int] = []
+    monkeypatch.setattr(memory.mx, "set_memory_limit", limits.append)
+    monkeypatch.setattr(memory, "_mlx_default_limit", 0)
+    monkeypatch.setattr(memory, "_refused_at", 0)
+    fitted = memory.fit_mlx_limit()
+    assert fitted == limits[-1] == pytest.approx(70.8 * G - memory.DEVICE_MARGIN * total)
+    monkeypatch.setattr(memory.mx, "get_memory_limit", lambda: fitted)
+    assert memory.session_budget(int(48.7 * G)) == fitted
+    # after a refusal at 60 GB held, the limit never goes back above it
+    monkeypatch.setattr(memory, "_refused_at", 60 * G)
+    assert memory.fit_mlx_limit() == 60 * G
+
+
+def test_mlx_limit_is_left_alone_off_cuda(monkeypatch) -> None:
+    _device_reports(monkeypatch, {"max_recommended_working_set_size": 21 * G}, limit_bytes=31 * G)
+    monkeypatch.setattr(memory.mx, "set_memory_limit", lambda value: pytest.fail("set on Metal"))
+    assert memory.fit_mlx_limit() == 0

@@ -271,6 +271,7 @@ class Engine:
     def choose_memory(self, request: GenerationRequest) -> memory.MemoryChoice:
         """The planner's choice for `request` in the session's budget (free memory and what it holds), or the
         refusal naming what would fit."""
+        memory.fit_mlx_limit()  # MLX releases its cache before the device refuses (CUDA)
         budget = memory.session_budget(self.models.nbytes)
         per_rank = None if self.parallel is None else (lambda plan: self.parallel.plan(plan, self.checkpoint))
         return memory.choose(

@@ -887,8 +887,8 @@ def session_budget(resident_bytes: int) -> int:
 
     * what MLX could hold: free memory plus what it holds now (arrays and its cache of freed buffers, which it
       reuses or releases before it allocates more: free memory leaves both out),
-    * at most MLX's memory limit (CUDA: 80% of the device; the rest is the CUDA context, cuBLAS/cuDNN workspaces
-      and the allocator's pool, outside MLX's counts: a job planned past it ran out of memory on an H100),
+    * at most MLX's memory limit (on CUDA `fit_mlx_limit` sets it to what MLX can hold, less a margin: a plan of
+      free + held memory alone ran out of memory on an H100, where 10-15 GB are held outside MLX's counts),
     * less the arrays MLX holds that are not the resident models (a finished job's leftovers): the plan cannot
       count on them."""
     override = _limit_override()
@@ -910,13 +910,41 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+# Of a GPU's memory, kept free beyond what MLX may hold: what grows outside MLX's counts during a job (library
+# workspaces, newly loaded kernels). Measured on an H100 (85.5 GB): 10-15 GB held outside MLX after a job, varying.
+DEVICE_MARGIN = 0.05
+_mlx_default_limit = 0  # MLX's own memory limit, before `fit_mlx_limit` first lowered it
+_refused_at = 0  # what MLX held when the device last refused an allocation (0: never)
+
+
+def fit_mlx_limit() -> int:
+    """On a GPU measured by free memory (CUDA), set MLX's memory limit to what MLX can really hold now: free memory
+    plus MLX's arrays and cache, less `DEVICE_MARGIN` of the device, and never above MLX's default or what held
+    when the device refused an allocation. MLX releases its cache of freed buffers at that limit; its default
+    (94% of the device on CUDA) ignores the memory held outside MLX, so on an H100 its cache grew beside 49 GB of
+    resident models until the device refused the video decode's allocation. Returns the limit (0: not set)."""
+    global _mlx_default_limit
+    measured, free = _measured_memory()
+    if not free or measured <= 0 or mx.default_device().type != mx.DeviceType.gpu:
+        return 0
+    _mlx_default_limit = _mlx_default_limit or mx.get_memory_limit()
+    capacity = measured + mx.get_active_memory() + mx.get_cache_memory()
+    total = _device_info().get("total_memory")
+    capacity -= int(DEVICE_MARGIN * total) if isinstance(total, int) else 0
+    limit = min(value for value in (_mlx_default_limit, capacity, _refused_at) if value > 0)
+    mx.set_memory_limit(limit)
+    return limit
+
+
 def lower_limit_to_what_fit() -> int:
     """After the device refused an allocation: lower MLX's memory limit to what it held then (arrays and cache),
     so that MLX releases its cache before that point and every later plan (`session_budget`) stays below it.
     Returns the new limit in bytes."""
+    global _refused_at
     held = mx.get_active_memory() + mx.get_cache_memory()
     limit = mx.get_memory_limit()
     if held > 0 and (limit <= 0 or held < limit):
+        _refused_at = held
         mx.set_memory_limit(held)
         limit = held
     return limit
