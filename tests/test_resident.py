@@ -20,7 +20,7 @@ from ltx_backend.pipeline import memory
 from ltx_backend.pipeline import resident as r
 from ltx_backend.pipeline.batch import batch_seeds, numbered
 from ltx_backend.pipeline.engine import Engine
-from ltx_backend.pipeline.preview import PreviewOptions, downscale, pool, pool_factor, write_png
+from ltx_backend.pipeline.preview import Previewer, PreviewOptions, downscale, pool, pool_factor, write_png
 from ltx_backend.pipeline.request import GenerationRequest, validate
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.safetensors_file import SafetensorsFile
@@ -332,3 +332,39 @@ def test_a_decode_error_that_is_not_a_refusal_fails_the_job(
     with pytest.raises(RuntimeError, match="a real bug"):
         engine.generate(request(tmp_path, "a.mp4", 7))
     assert not (tmp_path / "a.mp4").exists()
+
+
+def read_png(path: str) -> np.ndarray:
+    data = Path(path).read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
+    rows = zlib.decompress(data[idat + 4 : idat + 4 + length])
+    return np.frombuffer(rows, np.uint8).reshape(height, 1 + width * 3)[:, 1:].reshape(height, width, 3)
+
+
+def test_previews_decode_both_frames_in_one_call_as_one_by_one(model: Path, tmp_path: Path) -> None:
+    """The first and middle latent frames decode in one batched call, written when the next preview (or `flush`)
+    comes: the same pixels as decoding each frame alone, synchronously."""
+    from ltx_backend.media.video import to_uint8
+    from ltx_backend.weights.checkpoint import open_checkpoint
+    from ltx_backend.weights.video import load_video_decoder
+
+    decoder = load_video_decoder(open_checkpoint(model), mx.float32)
+    seen: list[events.Event] = []
+    options = PreviewOptions(str(tmp_path), every=1, max_side=32)
+    previewer = Previewer(options, lambda: decoder, seen.append, mx.float32)
+    f, h, w = 3, 4, 4
+    x0 = mx.random.normal((1, f * h * w, decoder.config.latent_channels), key=mx.random.key(3))
+    denoise = previewer.tap(lambda video, audio, sigma: (x0, audio))
+    denoise(x0, None, 1.0)
+    previewer.write(1, 1, 2, f * h * w, (f, h, w))
+    assert seen == []  # submitted, not yet written
+    previewer.flush()
+    assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1)]
+    latent = x0.reshape(1, f, h, w, -1)
+    for event in seen:
+        one = pool(latent[:, event.frame : event.frame + 1], pool_factor(h, w, 32))
+        noise = mx.zeros(one.shape) if decoder.config.timestep_conditioning else None
+        expected = downscale(to_uint8(decoder.decode(one, None, noise)[0, 0].astype(mx.float32)), 32)
+        assert np.array_equal(read_png(event.path), expected)

@@ -397,6 +397,9 @@ class Engine:
                 request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming, control
             )
             del encoded, images
+            if self._previewer is not None:  # the last previews, submitted at the last step
+                with timer.part("preview"):
+                    self._previewer.flush()
             audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
         finally:  # a failed or cancelled job leaves only what the plan keeps
             self._previewer = None

@@ -11,6 +11,7 @@ looks at the denoiser's output and never feeds anything back, so the result is t
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class Previewer:
         self.emit = emit
         self.dtype = dtype
         self._x0: mx.array | None = None
+        self._pending: tuple[int, int, list[int], mx.array] | None = None  # submitted, not yet written
         self.seconds = 0.0
 
     def tap(self, denoise):
@@ -117,24 +119,35 @@ class Previewer:
         return step % self.options.every == 0 or step == total
 
     def write(self, stage: int, step: int, total: int, tokens: int, shape: tuple[int, int, int]) -> None:
-        """Decode frame 0 and the middle latent frame of the last x0 (its first `tokens` tokens, (f, h, w))."""
+        """Submit the decode of frame 0 and the middle latent frame of the last x0 (its first `tokens` tokens, (f, h,
+        w)), both in one decoder call; the PNGs are written at the next call or `flush`, by when the next step has
+        run on the device: the device never waits for the host to encode a PNG, nor the host for a preview."""
         if self._x0 is None or not self.due(step, total):
             return
-        import time
-
         start = time.perf_counter()
+        self.flush()
         f, h, w = shape
         x0 = self._x0[:, :tokens]
-        channels = x0.shape[-1]
-        latent = x0.reshape(1, f, h, w, channels).astype(self.dtype)  # channels-last, as decode() takes
+        latent = x0.reshape(1, f, h, w, x0.shape[-1]).astype(self.dtype)  # channels-last, as decode() takes
         decoder = self.decoder_for()
         frames = sorted({0, f // 2})
         factor = pool_factor(h, w, self.options.max_side)
-        for index in frames:
-            one = pool(latent[:, index : index + 1], factor)
-            noise = mx.zeros(one.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
-            image = decoder.decode(one, None, noise)[0, 0].astype(mx.float32)
-            pixels = downscale(to_uint8(image), self.options.max_side)
+        batch = mx.concatenate([pool(latent[:, index : index + 1], factor) for index in frames])
+        noise = mx.zeros(batch.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
+        images = decoder.decode(batch, None, noise)[:, 0].astype(mx.float32)
+        mx.async_eval(images)
+        self._pending = (stage, step, frames, images)
+        self.seconds += time.perf_counter() - start
+
+    def flush(self) -> None:
+        """Write the submitted previews as PNGs and announce them."""
+        if self._pending is None:
+            return
+        start = time.perf_counter()
+        stage, step, frames, images = self._pending
+        self._pending = None
+        for index, image in zip(frames, to_uint8(images), strict=True):
+            pixels = downscale(image, self.options.max_side)
             path = Path(self.options.folder) / f"stage{stage}-step{step:03d}-frame{index:03d}.png"
             write_png(path, pixels)
             self.emit(events.Preview(str(path), stage, step, index, pixels.shape[1], pixels.shape[0]))
