@@ -131,6 +131,7 @@ def test_png_writer_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(decoded, pixels)
     assert downscale(np.zeros((512, 768, 3), np.uint8), 256).shape == (170, 256, 3)
     assert pool_factor(16, 24, 256) == 3 and pool_factor(16, 24, 1024) == 1  # 768x512 -> a 256x170 decode
+    assert pool_factor(4, 4, 16) == 2 and pool_factor(1, 2, 16) == 1  # at least 2 latent pixels a side
     latent = mx.arange(2 * 4 * 6).reshape(1, 1, 4, 6, 2).astype(mx.float32)
     pooled = pool(latent, 2)
     assert pooled.shape == (1, 1, 2, 3, 2) and pooled[0, 0, 0, 0, 0].item() == (0 + 2 + 12 + 14) / 4
@@ -345,26 +346,28 @@ def read_png(path: str) -> np.ndarray:
 
 def test_previews_decode_both_frames_in_one_call_as_one_by_one(model: Path, tmp_path: Path) -> None:
     """The first and middle latent frames decode in one batched call, written when the next preview (or `flush`)
-    comes: the same pixels as decoding each frame alone, synchronously."""
+    comes: the same pixels as decoding each frame alone, synchronously. A 1-pixel latent side (a 64-pixel video's
+    stage 1) is repeated to 2: the decoder's output for it is not defined."""
     from ltx_backend.media.video import to_uint8
+    from ltx_backend.pipeline.preview import at_least_two
     from ltx_backend.weights.checkpoint import open_checkpoint
     from ltx_backend.weights.video import load_video_decoder
 
     decoder = load_video_decoder(open_checkpoint(model), mx.float32)
-    seen: list[events.Event] = []
-    options = PreviewOptions(str(tmp_path), every=1, max_side=32)
-    previewer = Previewer(options, lambda: decoder, seen.append, mx.float32)
-    f, h, w = 3, 4, 4
-    x0 = mx.random.normal((1, f * h * w, decoder.config.latent_channels), key=mx.random.key(3))
-    denoise = previewer.tap(lambda video, audio, sigma: (x0, audio))
-    denoise(x0, None, 1.0)
-    previewer.write(1, 1, 2, f * h * w, (f, h, w))
-    assert seen == []  # submitted, not yet written
-    previewer.flush()
-    assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1)]
-    latent = x0.reshape(1, f, h, w, -1)
-    for event in seen:
-        one = pool(latent[:, event.frame : event.frame + 1], pool_factor(h, w, 32))
-        noise = mx.zeros(one.shape) if decoder.config.timestep_conditioning else None
-        expected = downscale(to_uint8(decoder.decode(one, None, noise)[0, 0].astype(mx.float32)), 32)
-        assert np.array_equal(read_png(event.path), expected)
+    for f, h, w, max_side in ((3, 4, 4, 64), (3, 1, 2, 64)):
+        seen: list[events.Event] = []
+        options = PreviewOptions(str(tmp_path), every=1, max_side=max_side)
+        previewer = Previewer(options, lambda: decoder, seen.append, mx.float32)
+        x0 = mx.random.normal((1, f * h * w, decoder.config.latent_channels), key=mx.random.key(3))
+        denoise = previewer.tap(lambda video, audio, sigma, x0=x0: (x0, audio))
+        denoise(x0, None, 1.0)
+        previewer.write(1, 1, 2, f * h * w, (f, h, w))
+        assert seen == []  # submitted, not yet written
+        previewer.flush()
+        assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1)]
+        latent = x0.reshape(1, f, h, w, -1)
+        for event in seen:
+            one = at_least_two(pool(latent[:, event.frame : event.frame + 1], pool_factor(h, w, max_side)))
+            noise = mx.zeros(one.shape) if decoder.config.timestep_conditioning else None
+            expected = downscale(to_uint8(decoder.decode(one, None, noise)[0, 0].astype(mx.float32)), max_side)
+            assert np.array_equal(read_png(event.path), expected)

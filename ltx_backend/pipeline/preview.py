@@ -68,8 +68,19 @@ def write_png(path: str | Path, pixels: np.ndarray) -> None:
 
 
 def pool_factor(latent_height: int, latent_width: int, max_side: int) -> int:
-    """The largest latent pooling that still decodes to at least `max_side` pixels on the longer side."""
-    return max(1, max(latent_height, latent_width) * SPACE_SCALE // max_side)
+    """The largest latent pooling that still decodes to at least `max_side` pixels on the longer side and leaves
+    at least 2 latent pixels on the shorter one (see `at_least_two`)."""
+    factor = max(latent_height, latent_width) * SPACE_SCALE // max_side
+    return max(1, min(factor, min(latent_height, latent_width) // 2))
+
+
+def at_least_two(latent: mx.array) -> mx.array:
+    """A (B, T, H, W, C) latent with H and W of at least 2, a 1-pixel side repeated: the video decoder's output
+    for a 1-pixel side is not defined (it varies from call to call), and a 64-pixel video's stage 1 is one."""
+    for axis in (2, 3):
+        if latent.shape[axis] == 1:
+            latent = mx.repeat(latent, 2, axis=axis)
+    return latent
 
 
 def pool(latent: mx.array, factor: int) -> mx.array:
@@ -132,7 +143,7 @@ class Previewer:
         decoder = self.decoder_for()
         frames = sorted({0, f // 2})
         factor = pool_factor(h, w, self.options.max_side)
-        batch = mx.concatenate([pool(latent[:, index : index + 1], factor) for index in frames])
+        batch = at_least_two(mx.concatenate([pool(latent[:, index : index + 1], factor) for index in frames]))
         noise = mx.zeros(batch.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
         images = decoder.decode(batch, None, noise)[:, 0].astype(mx.float32)
         mx.async_eval(images)
