@@ -139,3 +139,13 @@ def test_spatial_padding_is_numpys_exactly(mode: str, numpy_mode: str, pad: int)
     x = mx.random.normal((1, 2, 3, 6, 3), key=mx.random.key(0))  # 3 rows: reflect pad 2 reaches the first
     expected = np.pad(np.array(x), [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode=numpy_mode)
     assert np.array_equal(np.array(spatial_pad(x, pad, mode)), expected)
+
+
+@pytest.mark.parametrize(("mode", "rows"), [("reflect", 1), ("reflect", 2), ("circular", 1)])
+def test_spatial_padding_past_the_axis_is_refused_as_torch_refuses_it(mode: str, rows: int) -> None:
+    """Reflect padding of 2 on 2 rows (or 1 on 1) would index outside the axis: MLX's take does not check, and a
+    preview of a 1-pixel latent decoded different garbage on every call."""
+    from ltx_backend.models.video_vae import spatial_pad
+
+    with pytest.raises(ValueError, match="padding"):
+        spatial_pad(mx.zeros((1, 1, rows, 4, 3)), 2 if mode == "reflect" and rows == 2 else rows + 1, mode)

@@ -120,6 +120,8 @@ def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
         return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge")
     for axis in (2, 3):
         n = x.shape[axis]
+        if n <= pad if mode == "reflect" else n < pad:  # as torch's F.pad: the indices below would leave the axis
+            raise ValueError(f"{mode} padding of {pad} needs more than {pad} pixels on axis {axis}, not {n}")
         if mode == "reflect":
             before = mx.take(x, mx.arange(pad, 0, -1), axis=axis)
             after = mx.take(x, mx.arange(n - 2, n - 2 - pad, -1), axis=axis)

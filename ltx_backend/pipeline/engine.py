@@ -53,7 +53,6 @@ from ltx_backend.pipeline.text import enhance_or_keep
 from ltx_backend.weights.audio import load_audio_decoder, load_audio_encoder, load_vocoder
 from ltx_backend.weights.checkpoint import Checkpoint, Layout, open_checkpoint
 from ltx_backend.weights.lora import LoraSpec, resident_key
-from ltx_backend.weights.readahead import ReadAhead
 from ltx_backend.weights.resolve import resolve_model
 from ltx_backend.weights.streaming import load_streamed_transformer
 from ltx_backend.weights.transformer import load_transformer
@@ -256,10 +255,7 @@ class Engine:
             r.VOCODER: (lambda: load_vocoder(self.checkpoint), (root,)),
         }
         load, key = loaders[name]
-        if not wait:  # the caller reads ahead around its evaluation (preload)
-            return self.models.borrow(name, (*key, dtype), load, wait)
-        with ReadAhead():  # the disk streams in file order while MLX reads in the module's order
-            return self.models.borrow(name, (*key, dtype), load, wait)
+        return self.models.borrow(name, (*key, dtype), load, wait)
 
     def _load_transformer(self, streaming: bool = False, loras: Sequence[LoraSpec] = ()):
         if streaming:  # each block's LoRA deltas are fused as the block is read
@@ -307,12 +303,11 @@ class Engine:
         self.plan_residency(_at_longest(request))
         shapes = {r.TEXT_PROCESSOR: ltx25_flow.processor_spec_of(self.checkpoint, Path(self.text_encoder_root))}
         loaded = []
-        with ReadAhead():  # every component's bytes, in file order, while MLX reads them in its order
-            for name in sorted(self.models.keep - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}):  # they serve some modes only
-                # Each component's reads start before the next one is built: building overlaps reading.
-                self._borrow(name, shapes.get(name, ()), wait=False)
-                loaded.append(name)
-            mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])
+        for name in sorted(self.models.keep - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}):  # they serve some modes only
+            # Each component's reads start before the next one is built: building overlaps reading.
+            self._borrow(name, shapes.get(name, ()), wait=False)
+            loaded.append(name)
+        mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])
         for name in loaded:
             self.models.give_back(name)
         return loaded

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,6 @@ DTYPE_SIZES = {
     "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-# Called with each tensor handed out as a lazy array, before MLX reads it (weights/readahead.py reads ahead).
-handed_out: list[Callable[[TensorInfo], None]] = []
 _CORRUPT_HINT = "The file is damaged or was not fully downloaded: delete it and download the model again."
 
 
@@ -77,8 +74,6 @@ class SafetensorsFile:
                 message = f"Cannot read {self.path}: {exc}"
                 hint = _corrupt_hint(self.path)
                 raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, hint, file=str(self.path)) from exc
-        for watch in handed_out:
-            watch(self.tensors[name])
         return self._arrays[name]
 
     def release(self) -> None:
