@@ -7,6 +7,7 @@
 #     benchmarks/gpu_suite.sh session   # one serve session on a full-size checkpoint written to disk (~51 GB)
 #     benchmarks/gpu_suite.sh weights   # LoRA fuse and forward, bf16 and Q4; low-RAM streaming at 512x320x97
 #     benchmarks/gpu_suite.sh modes     # A2V and retake against T2V; low-RAM streaming of a mixed-precision pack
+#     benchmarks/gpu_suite.sh load      # ways of reading 10 GB onto the device from a cold page cache (~2 min)
 #
 # Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), the tail of its stderr to logs.txt,
 # and a line "<name> rc=<status> <seconds>s" to summary.txt (at most 7 files: the device returns 8); a failure or
@@ -47,13 +48,16 @@ case ${1:-} in
   session)
     bench serve_session 570 serve_session.py --warmup --gemma-bits 4 --dir /tmp/ltx-serve-session
     ;;
+  load)
+    bench load_speed 200 load_speed.py --dir /tmp/load-speed --gb 10
+    ;;
   weights)
     bench lora 200 lora.py --version 2.3 --tokens 1536,6144 --precisions bf16,4 --repeat 3
     # Q4 at 768x512x121 ran on an H100 (issue 18's note); what is left is the smaller size, both packs.
     bench low_ram 340 low_ram.py --workdir /tmp/lowram --packs q4,mixed --sizes 512x320x97
     ;;
   *)
-    echo "usage: $0 dit|job|session|weights|modes" >&2
+    echo "usage: $0 dit|job|session|weights|modes|load" >&2
     exit 2
     ;;
 esac
