@@ -25,7 +25,6 @@ in (hook for weights/lora.py); the projections are stacked after it.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -33,7 +32,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -47,12 +45,9 @@ from ltx_backend.weights.lora import LoraSpec, streamed_loras
 from ltx_backend.weights.mixed_quant import quantize_by_shapes
 from ltx_backend.weights.plan import LoadPlan, PlannedTensor
 from ltx_backend.weights.safetensors_file import TensorInfo
+from ltx_backend.weights.tensor_reader import NUMPY_STORAGE, READ_THREADS, Descriptors, pread_into
 
 BLOCK_PREFIX = "transformer_blocks."
-READ_THREADS = 4  # concurrent reads of one block's tensors
-# The numpy dtype whose bytes a stored dtype is read as (bf16 has none: read as uint16 and viewed in MLX).
-_NUMPY_STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "U32": np.uint32, "I32": np.int32,
-                  "U8": np.uint8, "I8": np.int8}  # fmt: skip
 _STACKED = {".to_qkv.": (".to_q.", ".to_k.", ".to_v."), ".to_kv.": (".to_k.", ".to_v.")}
 
 # (block index, {parameter key: array}) -> the weights to use: where LoRA deltas are fused in on the way.
@@ -95,7 +90,7 @@ class BlockStream:
         self.transform = transform
         self.stats = StreamStats()
         self._pending: dict[int, Future] = {}
-        self._files: dict[Path, int] = {}
+        self._files = Descriptors("stream the transformer")
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx-block-reader")
         self._io = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="ltx-block-io")
@@ -158,49 +153,15 @@ class BlockStream:
         buffer = np.empty(param.nbytes, dtype=np.uint8)
         at = 0
         for _, info in param.parts:
-            _pread_into(self._descriptor(info.file), memoryview(buffer)[at : at + info.nbytes], info)
+            pread_into(self._files.get(info.file), memoryview(buffer)[at : at + info.nbytes], info)
             at += info.nbytes
-        return mx.array(buffer.view(_NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape))
-
-    def _descriptor(self, path: Path) -> int:
-        with self._lock:
-            return self._open(path)
-
-    def _open(self, path: Path) -> int:
-        if path not in self._files:
-            try:
-                self._files[path] = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise LtxError(
-                    ErrorCode.MODEL_NOT_FOUND,
-                    f"Cannot open {path} to stream the transformer: {exc.strerror}",
-                    "The checkpoint was moved or deleted while in use; load the model again.",
-                    file=str(path),
-                ) from exc
-        return self._files[path]
+        return mx.array(buffer.view(NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape))
 
 
-def _close(reader: ThreadPoolExecutor, io: ThreadPoolExecutor, files: dict[Path, int]) -> None:
+def _close(reader: ThreadPoolExecutor, io: ThreadPoolExecutor, files: Descriptors) -> None:
     reader.shutdown(wait=True, cancel_futures=True)
     io.shutdown(wait=True, cancel_futures=True)
-    for descriptor in files.values():
-        os.close(descriptor)
-    files.clear()
-
-
-def _pread_into(descriptor: int, target: memoryview, info: TensorInfo) -> None:
-    done = 0
-    while done < len(target):
-        count = os.preadv(descriptor, [target[done:]], info.offset + done)
-        if count <= 0:
-            raise LtxError(
-                ErrorCode.CHECKPOINT_CORRUPT,
-                f"{info.file}: tensor {info.name!r} ends past the end of the file (truncated while in use?)",
-                "The file is damaged or was replaced; download the model again.",
-                file=str(info.file),
-                key=info.name,
-            )
-        done += count
+    files.close()
 
 
 def _stack(arrays: dict[str, mx.array], params: list[_Param]) -> dict[str, mx.array]:
