@@ -11,15 +11,16 @@ touched yet, that first use pays for it):
 
 * ``sequential``: a plain read of the file in 64 MB chunks (``cat file > /dev/null``): the disk's rate.
 * ``mlx_load``: ``mx.load`` and one ``mx.eval`` of every array in the module's order (block by block, each block's
-  tensors in attribute order): what the engine's `preload` does. On CUDA each tensor is read and then copied to
-  the device on the evaluating thread, one after the other.
+  tensors in attribute order): how the engine loaded until 2026-12-05. On CUDA each tensor is read and then copied
+  to the device on the evaluating thread, one after the other.
 * ``mlx_load_file_order``: the same, evaluated in the file's order.
-* ``pread_threads``: the tensors read with ``READ_THREADS`` ``pread``s in flight into numpy buffers (in the
-  module's order, a reader thread ahead of the main one), each made an MLX array and evaluated on the device as
-  it arrives: how the streamed transformer reads its blocks (``weights/streaming.py``), here for a whole load.
+* ``read_ahead``: how the engine loads now (``weights/tensor_reader.ReadAhead``): ``READ_THREADS`` ``pread``s in
+  flight into numpy buffers, in the module's order, ahead of the loader, which makes each an MLX array (as the
+  streamed transformer reads its blocks). Its ``first_use_s`` shows what moving them to the device costs later.
 
 Prints one JSON document. The question it answers: which way reaches the sequential rate on this machine's disk
-(issue 15's first-load target is 80% of it; ``mlx_load`` ran at 59-67% on the H100 machine).
+(issue 15's first-load target is 80% of it; ``mlx_load`` ran at 59-67% on the H100 machine), and what the
+arrays' first use on the device costs after each.
 """
 
 from __future__ import annotations
@@ -27,18 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import struct
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 
-READ_THREADS = 4
+from ltx_backend.weights.safetensors_file import SafetensorsFile
+from ltx_backend.weights.tensor_reader import ReadAhead
+
 CHUNK = 64 * 1024 * 1024
 # One block's tensors (rows, cols) in attribute order, ~384 MB in bf16: attention q, k, v, out and a feed-forward.
 BLOCK = {"attn.to_q": (4096, 4096), "attn.to_k": (4096, 4096), "attn.to_v": (4096, 4096),
@@ -102,46 +101,19 @@ def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
     return mlx_load(path, sorted(order, key=lambda name: offsets[name][0]))
 
 
-def pread_threads(path: Path, order: list[str]) -> list[mx.array]:
-    """A reader thread keeps READ_THREADS preads in flight, in the module's order; the main thread makes each
-    buffer an MLX array and submits it to the device as it arrives."""
-    tensors = header(path)
-    descriptor = os.open(path, os.O_RDONLY)
-    ready: queue.Queue = queue.Queue(maxsize=2 * READ_THREADS)
-
-    def read(name: str) -> np.ndarray:
-        offset, nbytes, shape = tensors[name]
-        buffer = np.empty(nbytes // 2, dtype=np.uint16)
-        view, done = memoryview(buffer).cast("B"), 0
-        while done < nbytes:
-            done += os.preadv(descriptor, [view[done:]], offset + done)
-        return buffer.reshape(shape)
-
-    def reader() -> None:
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            futures = [pool.submit(read, name) for name in order[:READ_THREADS]]
-            for index in range(len(order)):
-                future = futures[index]
-                if index + READ_THREADS < len(order):
-                    futures.append(pool.submit(read, order[index + READ_THREADS]))
-                ready.put(future.result())
-        ready.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    arrays = []
-    while (buffer := ready.get()) is not None:
-        array = mx.array(buffer).view(mx.bfloat16)
-        mx.async_eval(array)
-        arrays.append(array)
+def read_ahead(path: Path, order: list[str]) -> list[mx.array]:
+    """The engine's loader (``weights/load.load_module``): ``READ_THREADS`` preads ahead of the loader, which makes
+    each buffer an MLX array in the module's order."""
+    file = SafetensorsFile(path)
+    tensors = [file.tensors[name] for name in order]
+    with ReadAhead(tensors) as reader:
+        arrays = [reader.take(info) for info in tensors]
     mx.eval(arrays)
-    thread.join()
-    os.close(descriptor)
     return arrays
 
 
 WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order,
-        "pread_threads": pread_threads}  # fmt: skip
+        "read_ahead": read_ahead}  # fmt: skip
 
 
 def first_use(arrays: list[mx.array]) -> float:
