@@ -262,8 +262,8 @@ class Engine:
             transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
         else:
             # A shard is sliced from the loaded weights: lazily, each rank reads one whole tensor at a time.
-            read_ahead = self.parallel is None
-            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras, read_ahead)
+            lazy = {} if self.parallel is None else {"read_ahead": False}
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras, **lazy)
         if _dequantize_large_products():
             dequantize_large_products(transformer)
         if self.parallel is not None:  # the resident transformer is this rank's shard
