@@ -262,8 +262,8 @@ class Engine:
             transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
         else:
             # A shard is sliced from the loaded weights: lazily, each rank reads one whole tensor at a time.
-            lazy = {} if self.parallel is None else {"read_ahead": False}
-            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras, **lazy)
+            read_ahead = self.parallel is None
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras, read_ahead)
         if _dequantize_large_products():
             dequantize_large_products(transformer)
         if self.parallel is not None:  # the resident transformer is this rank's shard
@@ -656,7 +656,8 @@ class Engine:
         keep less resident, and say whether the phase may run again (False: not a refusal, or nothing to free)."""
         if not memory.is_out_of_memory(error):
             return False
-        unused = [name for name in self.models.names() if name not in set(needed)]
+        needed = set(needed)
+        unused = [name for name in self.models.names() if name not in needed]
         limit = memory.lower_limit_to_what_fit()
         if not unused:
             return False
