@@ -11,7 +11,6 @@ looks at the denoiser's output and never feeds anything back, so the result is t
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +113,6 @@ class Previewer:
         self.dtype = dtype
         self._x0: mx.array | None = None
         self._pending: tuple[int, int, list[int], mx.array] | None = None  # submitted, not yet written
-        self.seconds = 0.0
 
     def tap(self, denoise):
         """The same denoiser, remembering the last video x0 it returned."""
@@ -135,7 +133,6 @@ class Previewer:
         run on the device: the device never waits for the host to encode a PNG, nor the host for a preview."""
         if self._x0 is None or not self.due(step, total):
             return
-        start = time.perf_counter()
         self.flush()
         f, h, w = shape
         x0 = self._x0[:, :tokens]
@@ -148,13 +145,11 @@ class Previewer:
         images = decoder.decode(batch, None, noise)[:, 0].astype(mx.float32)
         mx.async_eval(images)
         self._pending = (stage, step, frames, images)
-        self.seconds += time.perf_counter() - start
 
     def flush(self) -> None:
         """Write the submitted previews as PNGs and announce them."""
         if self._pending is None:
             return
-        start = time.perf_counter()
         stage, step, frames, images = self._pending
         self._pending = None
         for index, image in zip(frames, to_uint8(images), strict=True):
@@ -162,4 +157,3 @@ class Previewer:
             path = Path(self.options.folder) / f"stage{stage}-step{step:03d}-frame{index:03d}.png"
             write_png(path, pixels)
             self.emit(events.Preview(str(path), stage, step, index, pixels.shape[1], pixels.shape[0]))
-        self.seconds += time.perf_counter() - start
