@@ -45,7 +45,7 @@ from ltx_backend.weights.lora import LoraSpec, streamed_loras
 from ltx_backend.weights.mixed_quant import quantize_by_shapes
 from ltx_backend.weights.plan import LoadPlan, PlannedTensor
 from ltx_backend.weights.safetensors_file import TensorInfo
-from ltx_backend.weights.tensor_reader import NUMPY_STORAGE, READ_THREADS, Descriptors, pread_into
+from ltx_backend.weights.tensor_reader import READ_THREADS, Descriptors, read_stored
 
 BLOCK_PREFIX = "transformer_blocks."
 _STACKED = {".to_qkv.": (".to_q.", ".to_k.", ".to_v."), ".to_kv.": (".to_k.", ".to_v.")}
@@ -127,7 +127,7 @@ class BlockStream:
 
     def _arrays(self, param: _Param, array: mx.array) -> dict[str, mx.array]:
         """The parameter's arrays: stacked as read, or split into its parts when a transform wants them apart."""
-        if param.parts[0][1].dtype == "BF16":
+        if param.parts[0][1].dtype == "BF16":  # here, not on the reader thread: an op needs this thread's stream
             array = array.view(mx.bfloat16)
         if param.dtype is not None and array.dtype != param.dtype:
             array = array.astype(param.dtype)
@@ -150,12 +150,7 @@ class BlockStream:
         return arrays
 
     def _read_param(self, param: _Param) -> mx.array:
-        buffer = np.empty(param.nbytes, dtype=np.uint8)
-        at = 0
-        for _, info in param.parts:
-            pread_into(self._files.get(info.file), memoryview(buffer)[at : at + info.nbytes], info)
-            at += info.nbytes
-        return mx.array(buffer.view(NUMPY_STORAGE[param.parts[0][1].dtype]).reshape(param.shape))
+        return mx.array(read_stored(self._files, [info for _, info in param.parts], param.shape))
 
 
 def _close(reader: ThreadPoolExecutor, io: ThreadPoolExecutor, files: Descriptors) -> None:

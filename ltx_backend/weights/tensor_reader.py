@@ -51,8 +51,20 @@ def pread_into(descriptor: int, target: memoryview, info: TensorInfo) -> None:
         done += count
 
 
+def read_stored(files: Descriptors, parts: Sequence[TensorInfo], shape: tuple[int, ...]) -> np.ndarray:
+    """The bytes of `parts`, one after another, in one numpy buffer of their storage dtype shaped `shape` (a tensor
+    alone, or projections stacked along their rows)."""
+    buffer = np.empty(sum(info.nbytes for info in parts), dtype=np.uint8)
+    at = 0
+    for info in parts:
+        pread_into(files.get(info.file), memoryview(buffer)[at : at + info.nbytes], info)
+        at += info.nbytes
+    return buffer.view(NUMPY_STORAGE[parts[0].dtype]).reshape(shape)
+
+
 def as_mlx(buffer: np.ndarray, dtype: str) -> mx.array:
-    """An MLX array of the stored bits in `buffer` (a copy into MLX memory), bf16 viewed as such."""
+    """An MLX array of the stored bits in `buffer` (a copy into MLX memory), bf16 viewed as such: on the thread
+    that uses it (the view is an op, and MLX streams belong to threads)."""
     array = mx.array(buffer)
     return array.view(mx.bfloat16) if dtype == "BF16" else array
 
@@ -124,6 +136,4 @@ class ReadAhead:
         self._pending[index] = self._pool.submit(self._read, self._tensors[index])
 
     def _read(self, info: TensorInfo) -> np.ndarray:
-        buffer = np.empty(info.nbytes, dtype=np.uint8)
-        pread_into(self._files.get(info.file), memoryview(buffer), info)
-        return buffer.view(NUMPY_STORAGE[info.dtype]).reshape(info.shape)
+        return read_stored(self._files, [info], info.shape)
