@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -63,16 +62,6 @@ def write_file(path: Path, gigabytes: float) -> list[str]:
     return list(shapes)
 
 
-def header(path: Path) -> dict[str, tuple[int, int, tuple[int, ...]]]:
-    """name -> (offset, nbytes, shape) from the safetensors header."""
-    with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        meta = json.loads(handle.read(length))
-    start = 8 + length
-    return {name: (start + info["data_offsets"][0], info["data_offsets"][1] - info["data_offsets"][0],
-                   tuple(info["shape"])) for name, info in meta.items() if name != "__metadata__"}  # fmt: skip
-
-
 def evict(path: Path) -> bool:
     if not hasattr(os, "posix_fadvise"):
         return False
@@ -97,8 +86,8 @@ def mlx_load(path: Path, order: list[str]) -> list[mx.array]:
 
 
 def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
-    offsets = header(path)
-    return mlx_load(path, sorted(order, key=lambda name: offsets[name][0]))
+    tensors = SafetensorsFile(path).tensors
+    return mlx_load(path, sorted(order, key=lambda name: tensors[name].offset))
 
 
 def read_ahead(path: Path, order: list[str]) -> list[mx.array]:
