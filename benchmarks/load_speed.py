@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import mlx.core as mx
+from serve_session import evict, sequential_read  # run from benchmarks/ (gpu_suite.sh does)
 
 from ltx_backend.weights.safetensors_file import SafetensorsFile
 from ltx_backend.weights.tensor_reader import ReadAhead
 
-CHUNK = 64 * 1024 * 1024
 # One block's tensors (rows, cols) in attribute order, ~384 MB in bf16: attention q, k, v, out and a feed-forward.
 BLOCK = {"attn.to_q": (4096, 4096), "attn.to_k": (4096, 4096), "attn.to_v": (4096, 4096),
          "attn.to_out": (4096, 4096), "ff.proj_in": (16384, 4096), "ff.proj_out": (4096, 16384)}  # fmt: skip
@@ -62,19 +61,8 @@ def write_file(path: Path, gigabytes: float) -> list[str]:
     return list(shapes)
 
 
-def evict(path: Path) -> bool:
-    if not hasattr(os, "posix_fadvise"):
-        return False
-    with path.open("rb") as handle:
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    return True
-
-
 def sequential(path: Path, _order: list[str]) -> list[mx.array]:
-    buffer = bytearray(CHUNK)
-    with path.open("rb", buffering=0) as handle:
-        while handle.readinto(buffer):
-            pass
+    sequential_read([path])
     return []
 
 
@@ -130,7 +118,7 @@ def main() -> None:
         way = WAYS[name]
         row = {}
         for state in ("cold", "warm"):
-            cold = evict(path) if state == "cold" else None
+            cold = evict([path]) if state == "cold" else None
             mx.clear_cache()
             start = time.perf_counter()
             arrays = way(path, order)
