@@ -14,9 +14,12 @@ touched yet, that first use pays for it):
   tensors in attribute order): how the engine loaded until 2026-12-05. On CUDA each tensor is read and then copied
   to the device on the evaluating thread, one after the other.
 * ``mlx_load_file_order``: the same, evaluated in the file's order.
-* ``read_ahead``: how the engine loads now (``weights/tensor_reader.ReadAhead``): ``READ_THREADS`` ``pread``s in
-  flight into numpy buffers, in the module's order, ahead of the loader, which makes each an MLX array (as the
-  streamed transformer reads its blocks). Its ``first_use_s`` shows what moving them to the device costs later.
+* ``read_ahead_host``: ``weights/tensor_reader.ReadAhead`` without the move to the device: ``READ_THREADS``
+  ``pread``s in flight, each copied into an MLX array on its reader thread, in the module's order, ahead of the
+  loader (as the streamed transformer reads its blocks). On CUDA those arrays are in managed memory: its
+  ``first_use_s`` is what moving them to the device costs later (0.8 s per 10 GB on the H100, 2026-12-05).
+* ``read_ahead``: how the engine loads now: the same, and on CUDA each array is copied into device memory as the
+  loader takes it, on the GPU's stream, while the next reads go on.
 
 Prints one JSON document. The question it answers: which way reaches the sequential rate on this machine's disk
 (issue 15's first-load target is 80% of it; ``mlx_load`` ran at 59-67% on the H100 machine), and what the
@@ -78,19 +81,24 @@ def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
     return mlx_load(path, sorted(order, key=lambda name: tensors[name].offset))
 
 
-def read_ahead(path: Path, order: list[str]) -> list[mx.array]:
-    """The engine's loader (``weights/load.load_module``): ``READ_THREADS`` preads ahead of the loader, which makes
-    each buffer an MLX array in the module's order."""
+def read_ahead(path: Path, order: list[str], to_device: bool | None = None) -> list[mx.array]:
+    """The engine's loader (``weights/load.load_module``): ``READ_THREADS`` preads (and copies into MLX memory)
+    ahead of the loader, which takes the arrays in the module's order and, on CUDA, moves each to the device."""
     file = SafetensorsFile(path)
     tensors = [file.tensors[name] for name in order]
-    with ReadAhead(tensors) as reader:
+    with ReadAhead(tensors, to_device=to_device) as reader:
         arrays = [reader.take(info) for info in tensors]
     mx.eval(arrays)
     return arrays
 
 
+def read_ahead_host(path: Path, order: list[str]) -> list[mx.array]:
+    """The same, leaving the arrays where MLX made them (CUDA managed memory: the first use moves them)."""
+    return read_ahead(path, order, to_device=False)
+
+
 WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order,
-        "read_ahead": read_ahead}  # fmt: skip
+        "read_ahead_host": read_ahead_host, "read_ahead": read_ahead}  # fmt: skip
 
 
 def first_use(arrays: list[mx.array]) -> float:

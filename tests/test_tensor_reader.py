@@ -62,6 +62,25 @@ def test_tensors_are_taken_in_the_order_given_and_a_short_file_is_named(tmp_path
     assert caught.value.code is ErrorCode.CHECKPOINT_CORRUPT and "'b'" in caught.value.message
 
 
+@pytest.mark.parametrize("to_device", [False, True])
+def test_the_copy_to_the_device_keeps_every_bit(tmp_path: Path, to_device: bool) -> None:
+    """On CUDA the loader copies each tensor into device memory (times one): the bits must not change, -0.0,
+    infinities and NaNs included, at every stored dtype. Forced on here, where it is only a copy."""
+    special = [0.0, -0.0, 1.5, -3.25, float("inf"), float("-inf"), float("nan"), 1e-30]
+    arrays = {"bf16": mx.array(special, dtype=mx.bfloat16), "f16": mx.array(special, dtype=mx.float16),
+              "f32": mx.array(special, dtype=mx.float32), "u32": mx.array([0, 7, 2**32 - 1], dtype=mx.uint32),
+              "i8": mx.array([-128, -1, 0, 127], dtype=mx.int8), "u8": mx.array([0, 255], dtype=mx.uint8)}  # fmt: skip
+    path = tmp_path / "w.safetensors"
+    mx.save_safetensors(str(path), arrays)
+    file = SafetensorsFile(path)
+    with ReadAhead(list(file.tensors.values()), to_device=to_device) as reader:
+        taken = {info.name: reader.take(info) for info in file.tensors.values()}
+    for name, array in arrays.items():
+        bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32}[array.itemsize]
+        assert taken[name].dtype == array.dtype, name
+        assert np.array_equal(np.array(taken[name].view(bits)), np.array(array.view(bits))), name
+
+
 def test_a_transformer_quantized_on_load_stays_lazy(model: Path, monkeypatch) -> None:
     """Quantizing a bf16/f32 checkpoint as it loads: read ahead, every source tensor would be held at once beside
     the quantized result; lazily, one at a time."""

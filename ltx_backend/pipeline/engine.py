@@ -22,6 +22,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ltx_backend import events
+from ltx_backend.device import cuda_gpu
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.events import Emit, Phase
 from ltx_backend.media.audio import write_wav
@@ -159,8 +160,7 @@ def _dequantize_large_products() -> bool:
     """On CUDA, quantized layers multiply many rows through dequantized weights (models/quantized_linear.py:
     MLX's CUDA quantized matmul is ~4x slower than its bf16 GEMM at these sizes). Metal keeps its qmm kernels,
     which this was not measured against."""
-    cuda = getattr(mx, "cuda", None)
-    return cuda is not None and cuda.is_available() and "gpu" in str(mx.default_device())
+    return cuda_gpu()
 
 
 def _at_longest(request: GenerationRequest) -> GenerationRequest:
@@ -399,11 +399,16 @@ class Engine:
                 request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming, control
             )
             del encoded, images
-            if self._previewer is not None:  # the last previews, submitted at the last step
+            if self._previewer is not None:  # the last previews (of the last step) are written during the decode
                 with timer.part("preview"):
                     self._previewer.flush()
             audio_path = self._decode(request, video_latent, audio_latent, next(keys), timer, cancel, emit, soundtrack)
+            if self._previewer is not None:
+                with timer.part("preview"):
+                    self._previewer.close()
         finally:  # a failed or cancelled job leaves only what the plan keeps
+            if self._previewer is not None:
+                self._previewer.abandon()
             self._previewer = None
             self.models.settle()
 
