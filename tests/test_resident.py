@@ -371,7 +371,7 @@ def test_previews_decode_both_frames_in_one_call_as_one_by_one(model: Path, tmp_
         denoise(x0, None, 1.0)
         previewer.write(1, 1, 2, f * h * w, (f, h, w))
         assert seen == []  # submitted, not yet written
-        previewer.flush()
+        previewer.close()
         assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1)]
         latent = x0.reshape(1, f, h, w, -1)
         for event in seen:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,11 @@ def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
 
 
 class Previewer:
-    """Taps a stage's denoiser for its video x0 and writes previews on the steps the options ask for."""
+    """Taps a stage's denoiser for its video x0 and writes previews on the steps the options ask for.
+
+    The device and the host never wait for each other: a preview's decode is submitted with the step's work and
+    taken as pixels one preview later (`flush`), and a writer thread downscales, encodes and writes the PNGs and
+    announces them while the job's thread goes on with the next steps. `close` waits for the last ones."""
 
     def __init__(self, options: PreviewOptions, decoder_for: Callable[[], object], emit: events.Emit, dtype) -> None:
         self.options = options
@@ -113,6 +118,8 @@ class Previewer:
         self.dtype = dtype
         self._x0: mx.array | None = None
         self._pending: tuple[int, int, list[int], mx.array] | None = None  # submitted, not yet written
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx-preview")
+        self._writes: list[Future] = []
 
     def tap(self, denoise):
         """The same denoiser, remembering the last video x0 it returned."""
@@ -129,8 +136,8 @@ class Previewer:
 
     def write(self, stage: int, step: int, total: int, tokens: int, shape: tuple[int, int, int]) -> None:
         """Submit the decode of frame 0 and the middle latent frame of the last x0 (its first `tokens` tokens, (f, h,
-        w)), both in one decoder call; the PNGs are written at the next call or `flush`, by when the next step has
-        run on the device: the device never waits for the host to encode a PNG, nor the host for a preview."""
+        w)), both in one decoder call; the PNGs are written from the next call or `flush` on, by when the next step
+        has run on the device."""
         if self._x0 is None or not self.due(step, total):
             return
         self.flush()
@@ -147,12 +154,30 @@ class Previewer:
         self._pending = (stage, step, frames, images)
 
     def flush(self) -> None:
-        """Write the submitted previews as PNGs and announce them."""
+        """Hand the submitted previews to the writer thread (as pixels: MLX arrays stay on this thread)."""
         if self._pending is None:
             return
         stage, step, frames, images = self._pending
         self._pending = None
-        for index, image in zip(frames, to_uint8(images), strict=True):
+        self._writes.append(self._writer.submit(self._write_pngs, stage, step, frames, to_uint8(images)))
+
+    def close(self) -> None:
+        """Write what is still pending, wait for the writer, and raise the first error it met (a full disk)."""
+        self.flush()
+        self._writer.shutdown(wait=True)
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write.result()
+
+    def abandon(self) -> None:
+        """A failed or cancelled job's end: let the writes under way finish (each file is whole or absent), drop
+        the rest and their errors."""
+        self._pending = None
+        self._writer.shutdown(wait=True, cancel_futures=True)
+        self._writes = []
+
+    def _write_pngs(self, stage: int, step: int, frames: list[int], images: np.ndarray) -> None:
+        for index, image in zip(frames, images, strict=True):
             pixels = downscale(image, self.options.max_side)
             path = Path(self.options.folder) / f"stage{stage}-step{step:03d}-frame{index:03d}.png"
             write_png(path, pixels)
