@@ -174,7 +174,7 @@ def _uncached(stream) -> None:
         buffers = original(index)
         for param in stream._blocks[index]:
             for _, info in param.parts:
-                descriptor = stream._descriptor(info.file)
+                descriptor = stream._files.get(info.file)
                 os.posix_fadvise(descriptor, info.offset, info.nbytes, os.POSIX_FADV_DONTNEED)
         return buffers
 
