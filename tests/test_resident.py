@@ -128,6 +128,41 @@ def test_previews_do_not_change_the_result(model: Path, tmp_path: Path, referenc
     assert (preview.width, preview.height) == (32, 32) and result.timings["preview"] > 0
 
 
+def test_a_due_preview_is_decoded_in_the_next_denoiser_call_after_the_forward(model: Path, tmp_path: Path) -> None:
+    """A preview due at a step is not decoded at that step's end (the device would idle while the host builds the
+    decode) but in the next denoiser call, after the forward is submitted; `flush` submits the last one."""
+    from ltx_backend.weights.checkpoint import open_checkpoint
+    from ltx_backend.weights.video import load_video_decoder
+
+    decoder = load_video_decoder(open_checkpoint(model), mx.float32)
+    order: list[str] = []
+    real_decode = decoder.decode
+
+    class Decoder:
+        config = decoder.config
+
+        def decode(self, *args):
+            order.append("decode")
+            return real_decode(*args)
+
+    seen: list[events.Event] = []
+    previewer = Previewer(PreviewOptions(str(tmp_path), every=1, max_side=32), Decoder, seen.append, mx.float32)
+    x0 = mx.random.normal((1, 2 * 2 * 2, decoder.config.latent_channels), key=mx.random.key(1))
+
+    def forward(video, audio, sigma):
+        order.append("forward")
+        return x0, audio
+
+    denoise = previewer.tap(forward)
+    for step in (1, 2):
+        denoise(x0, None, 1.0)
+        previewer.write(1, step, 2, 8, (2, 2, 2))
+    assert order == ["forward", "forward", "decode"]  # step 1's preview, after step 2's forward
+    previewer.close()
+    assert order == ["forward", "forward", "decode", "decode"]  # step 2's, at the end
+    assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+
+
 def test_png_writer_round_trips(tmp_path: Path) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     write_png(tmp_path / "x.png", pixels)

@@ -107,9 +107,11 @@ def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
 class Previewer:
     """Taps a stage's denoiser for its video x0 and writes previews on the steps the options ask for.
 
-    The device and the host never wait for each other: a preview's decode is submitted with the step's work and
-    taken as pixels one preview later (`flush`), and a writer thread downscales, encodes and writes the PNGs and
-    announces them while the job's thread goes on with the next steps. `close` waits for the last ones."""
+    The device and the host never wait for each other. A preview that comes due at a step (`write`) is submitted in
+    the next step's denoiser call, once that step's forward is on its way to the device: the host builds the decode
+    while the device runs the forward, and the device decodes right after it. The pixels are taken at the next
+    preview (or `flush`), when the decode has long run, and a writer thread downscales, encodes and writes the PNGs
+    and announces them while the job goes on. `close` waits for the last ones."""
 
     def __init__(self, options: PreviewOptions, decoder_for: Callable[[], object], emit: events.Emit, dtype) -> None:
         self.options = options
@@ -117,15 +119,17 @@ class Previewer:
         self.emit = emit
         self.dtype = dtype
         self._x0: mx.array | None = None
-        self._pending: tuple[int, int, list[int], mx.array] | None = None  # submitted, not yet written
+        self._due: tuple[int, int, mx.array, tuple[int, int, int]] | None = None  # due, not yet submitted
+        self._submitted: tuple[int, int, list[int], mx.array] | None = None  # on the device, not yet written
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx-preview")
         self._writes: list[Future] = []
 
     def tap(self, denoise):
-        """The same denoiser, remembering the last video x0 it returned."""
+        """The same denoiser, remembering the last video x0 it returned and submitting the preview due, if any."""
 
         def tapped(video, audio, sigma):
             denoised_video, denoised_audio = denoise(video, audio, sigma)
+            self._submit()
             self._x0 = denoised_video
             return denoised_video, denoised_audio
 
@@ -135,31 +139,18 @@ class Previewer:
         return step % self.options.every == 0 or step == total
 
     def write(self, stage: int, step: int, total: int, tokens: int, shape: tuple[int, int, int]) -> None:
-        """Submit the decode of frame 0 and the middle latent frame of the last x0 (its first `tokens` tokens, (f, h,
-        w)), both in one decoder call; the PNGs are written from the next call or `flush` on, by when the next step
-        has run on the device."""
+        """At the end of a step: when a preview is due, hand the previous one to the writer and keep this step's x0
+        (its first `tokens` tokens, latent size (f, h, w)) for the next submission."""
         if self._x0 is None or not self.due(step, total):
             return
-        self.flush()
-        f, h, w = shape
-        x0 = self._x0[:, :tokens]
-        latent = x0.reshape(1, f, h, w, x0.shape[-1]).astype(self.dtype)  # channels-last, as decode() takes
-        decoder = self.decoder_for()
-        frames = sorted({0, f // 2})
-        factor = pool_factor(h, w, self.options.max_side)
-        batch = at_least_two(mx.concatenate([pool(latent[:, index : index + 1], factor) for index in frames]))
-        noise = mx.zeros(batch.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
-        images = decoder.decode(batch, None, noise)[:, 0].astype(mx.float32)
-        mx.async_eval(images)
-        self._pending = (stage, step, frames, images)
+        self._submit()  # not submitted yet only when no denoiser call came since (a test's direct calls)
+        self._hand_over()
+        self._due = (stage, step, self._x0[:, :tokens], shape)
 
     def flush(self) -> None:
-        """Hand the submitted previews to the writer thread (as pixels: MLX arrays stay on this thread)."""
-        if self._pending is None:
-            return
-        stage, step, frames, images = self._pending
-        self._pending = None
-        self._writes.append(self._writer.submit(self._write_pngs, stage, step, frames, to_uint8(images)))
+        """After the last step: submit what is due and hand it to the writer."""
+        self._submit()
+        self._hand_over()
 
     def close(self) -> None:
         """Write what is still pending, wait for the writer, and raise the first error it met (a full disk)."""
@@ -172,9 +163,33 @@ class Previewer:
     def abandon(self) -> None:
         """A failed or cancelled job's end: let the writes under way finish (each file is whole or absent), drop
         the rest and their errors."""
-        self._pending = None
+        self._due = self._submitted = None
         self._writer.shutdown(wait=True, cancel_futures=True)
         self._writes = []
+
+    def _submit(self) -> None:
+        """The due preview's decode, to the device: frame 0 and the middle latent frame in one decoder call."""
+        if self._due is None:
+            return
+        stage, step, x0, (f, h, w) = self._due
+        self._due = None
+        latent = x0.reshape(1, f, h, w, x0.shape[-1]).astype(self.dtype)  # channels-last, as decode() takes
+        decoder = self.decoder_for()
+        frames = sorted({0, f // 2})
+        factor = pool_factor(h, w, self.options.max_side)
+        batch = at_least_two(mx.concatenate([pool(latent[:, index : index + 1], factor) for index in frames]))
+        noise = mx.zeros(batch.shape, dtype=self.dtype) if decoder.config.timestep_conditioning else None
+        images = decoder.decode(batch, None, noise)[:, 0].astype(mx.float32)
+        mx.async_eval(images)
+        self._submitted = (stage, step, frames, images)
+
+    def _hand_over(self) -> None:
+        """The submitted previews' pixels to the writer thread (MLX arrays stay on this thread)."""
+        if self._submitted is None:
+            return
+        stage, step, frames, images = self._submitted
+        self._submitted = None
+        self._writes.append(self._writer.submit(self._write_pngs, stage, step, frames, to_uint8(images)))
 
     def _write_pngs(self, stage: int, step: int, frames: list[int], images: np.ndarray) -> None:
         for index, image in zip(frames, images, strict=True):
