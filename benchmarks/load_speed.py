@@ -11,18 +11,20 @@ touched yet, that first use pays for it):
 
 * ``sequential``: a plain read of the file in 64 MB chunks (``cat file > /dev/null``): the disk's rate.
 * ``mlx_load``: ``mx.load`` and one ``mx.eval`` of every array in the module's order (block by block, each block's
-  tensors in attribute order): how the engine loaded until 2026-12-05. On CUDA each tensor is read and then copied
-  to the device on the evaluating thread, one after the other.
+  tensors in attribute order): how the engine loads. On CUDA each tensor is read into a host buffer and then
+  copied to the device on the evaluating thread, one after the other (``mlx/backend/cuda/load.cpp``).
 * ``mlx_load_file_order``: the same, evaluated in the file's order.
-* ``read_ahead_host``: ``weights/tensor_reader.ReadAhead`` without the move to the device: ``READ_THREADS``
-  ``pread``s in flight, each copied into an MLX array on its reader thread, in the module's order, ahead of the
-  loader (as the streamed transformer reads its blocks). On CUDA those arrays are in managed memory: its
-  ``first_use_s`` is what moving them to the device costs later (0.8 s per 10 GB on the H100, 2026-12-05).
-* ``read_ahead``: how the engine loads now: the same, and on CUDA each array is copied into device memory as the
-  loader takes it, on the GPU's stream, while the next reads go on.
+
+Tried and dropped (H100 machine, 2026-12-05, 10 GB; sequential cold 2.13 and 1.66 GB/s in two runs):
+
+* 4 ``pread`` threads ahead of the loader into numpy, each buffer made an MLX array on the loader's thread: 1.34
+  GB/s cold against ``mx.load``'s 1.13, but on CUDA such arrays live in managed memory and their first use on the
+  device took 0.80 s more (0.03 after ``mx.load``): 8.3 s in all against 8.9; warm 5.18 s against 5.10.
+* The same with the arrays made on the reader threads and copied to device memory as the loader takes them: 1.12
+  GB/s cold (``mx.load`` 1.10 in that run), first use 0.02 s; warm 1.72 GB/s against 1.84.
 
 Prints one JSON document. The question it answers: which way reaches the sequential rate on this machine's disk
-(issue 15's first-load target is 80% of it; ``mlx_load`` ran at 59-67% on the H100 machine), and what the
+(issue 15's first-load target is 80% of it; ``mlx_load`` ran at 53-67% on the H100 machines), and what the
 arrays' first use on the device costs after each.
 """
 
@@ -38,7 +40,6 @@ import mlx.core as mx
 from serve_session import evict, sequential_read  # run from benchmarks/ (gpu_suite.sh does)
 
 from ltx_backend.weights.safetensors_file import SafetensorsFile
-from ltx_backend.weights.tensor_reader import ReadAhead
 
 # One block's tensors (rows, cols) in attribute order, ~384 MB in bf16: attention q, k, v, out and a feed-forward.
 BLOCK = {"attn.to_q": (4096, 4096), "attn.to_k": (4096, 4096), "attn.to_v": (4096, 4096),
@@ -81,24 +82,7 @@ def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
     return mlx_load(path, sorted(order, key=lambda name: tensors[name].offset))
 
 
-def read_ahead(path: Path, order: list[str], to_device: bool | None = None) -> list[mx.array]:
-    """The engine's loader (``weights/load.load_module``): ``READ_THREADS`` preads (and copies into MLX memory)
-    ahead of the loader, which takes the arrays in the module's order and, on CUDA, moves each to the device."""
-    file = SafetensorsFile(path)
-    tensors = [file.tensors[name] for name in order]
-    with ReadAhead(tensors, to_device=to_device) as reader:
-        arrays = [reader.take(info) for info in tensors]
-    mx.eval(arrays)
-    return arrays
-
-
-def read_ahead_host(path: Path, order: list[str]) -> list[mx.array]:
-    """The same, leaving the arrays where MLX made them (CUDA managed memory: the first use moves them)."""
-    return read_ahead(path, order, to_device=False)
-
-
-WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order,
-        "read_ahead_host": read_ahead_host, "read_ahead": read_ahead}  # fmt: skip
+WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order}
 
 
 def first_use(arrays: list[mx.array]) -> float:

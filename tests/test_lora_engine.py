@@ -176,9 +176,9 @@ def test_control_video_stages_and_tokens(models, loras, control, monkeypatch, tm
     loaded = []
     real_load = engine_module.load_transformer
 
-    def load(ckpt, dtype=None, quantize=None, loras=(), read_ahead=True):
+    def load(ckpt, dtype=None, quantize=None, loras=()):
         loaded.append(tuple(loras))
-        return real_load(ckpt, dtype, quantize, loras=loras, read_ahead=read_ahead)
+        return real_load(ckpt, dtype, quantize, loras=loras)
 
     monkeypatch.setattr(engine_module, "load_transformer", load)
     states = _record_stage_states(monkeypatch)
@@ -256,8 +256,8 @@ def test_distilled_lora_is_fused_for_stage_2_of_a_dev_checkpoint(models, loras, 
     loaded = []
     real_load = engine_module.load_transformer
     monkeypatch.setattr(engine_module, "load_transformer",
-                        lambda ckpt, dtype=None, quantize=None, loras=(), read_ahead=True: loaded.append(tuple(loras))
-                        or real_load(ckpt, dtype, quantize, loras=loras, read_ahead=read_ahead))  # fmt: skip
+                        lambda ckpt, dtype=None, quantize=None, loras=(): loaded.append(tuple(loras))
+                        or real_load(ckpt, dtype, quantize, loras=loras))  # fmt: skip
     monkeypatch.setattr(engine_module, "checkpoint_variant", lambda ckpt: "dev")
     style, distilled = LoraSpec(loras["2.0"], 0.5), LoraSpec(loras["2.0-ic"], 0.8)
     engine = Engine(models["2.0"], loras=[style], distilled_lora=distilled)

@@ -81,8 +81,8 @@ def t2v(tiny25dev: Path, style: LoraSpec, tmp_path_factory: pytest.TempPathFacto
     real_load, real_guided, real_euler = engines.load_transformer, s.guided_denoiser, sp.LOOPS["euler"]
     real_noise = ancestral.SeededNoise.__call__
 
-    def load(ckpt, dtype=None, quantize=None, loras=(), read_ahead=True):
-        model = real_load(ckpt, dtype, quantize, loras=loras, read_ahead=read_ahead)
+    def load(ckpt, dtype=None, quantize=None, loras=()):
+        model = real_load(ckpt, dtype, quantize, loras=loras)
         record["loads"].append((tuple(loras), model))
         return model
 
@@ -249,8 +249,8 @@ def test_hq_runs_the_distilled_lora_in_both_stages(engine: Engine, tmp_path: Pat
     """``TI2VidTwoStagesHQPipeline``: the distilled LoRA at 0.25 in stage 1 and 0.5 in stage 2 (the CLI's defaults,
     not the file's strength), res_2s in both stages."""
     loads, real_load = [], engines.load_transformer
-    monkeypatch.setattr(engines, "load_transformer", lambda ckpt, dtype=None, quantize=None, loras=(), read_ahead=True:
-                        loads.append(tuple(loras)) or real_load(ckpt, dtype, quantize, loras, read_ahead))  # fmt: skip
+    monkeypatch.setattr(engines, "load_transformer", lambda ckpt, dtype=None, quantize=None, loras=():
+                        loads.append(tuple(loras)) or real_load(ckpt, dtype, quantize, loras=loras))  # fmt: skip
     result, _ = run(engine, tmp_path / "hq.mp4", num_frames=9, audio=False, pipeline="hq", steps=2)
     path = engine.distilled_lora.path
     assert loads == [(LoraSpec(path, 0.25),), (LoraSpec(path, 0.5),)]

@@ -160,7 +160,7 @@ def test_load_gemma_plans_what_the_test_plans(
     component = listing_component(manifest[name])
     recorded: list[LoadPlan] = []
 
-    def plan_only(module, component, sanitize=lambda key: key, dtype=None, read_ahead=True) -> LoadPlan:
+    def plan_only(module, component, sanitize=lambda key: key, dtype=None) -> LoadPlan:
         recorded.append(plan_module(module, component, sanitize))
         return recorded[-1]
 

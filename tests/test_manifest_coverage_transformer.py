@@ -216,7 +216,7 @@ def test_loaders_plan_what_the_test_plans(name: str, monkeypatch: pytest.MonkeyP
     ckpt = manifest_checkpoint(load_manifest(name))
     recorded: list[LoadPlan] = []
 
-    def plan_only(module, component, sanitize=lambda key: key, dtype=None, read_ahead=True) -> LoadPlan:
+    def plan_only(module, component, sanitize=lambda key: key, dtype=None) -> LoadPlan:
         recorded.append(plan_module(module, component, sanitize))
         return recorded[-1]
 

@@ -24,7 +24,6 @@ from ltx_backend.pipeline.preview import Previewer, PreviewOptions, downscale, p
 from ltx_backend.pipeline.request import GenerationRequest, validate
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.safetensors_file import SafetensorsFile
-from ltx_backend.weights.tensor_reader import ReadAhead
 
 SMALL = {"width": 128, "height": 128, "num_frames": 9, "fps": 24.0}
 
@@ -44,7 +43,7 @@ def digest(path: str) -> str:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every tensor any loader asks a safetensors file (or a read-ahead) for."""
+    """Every tensor any loader asks a safetensors file for."""
     seen: list[str] = []
     original = SafetensorsFile.array
 
@@ -53,13 +52,6 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return original(self, name)
 
     monkeypatch.setattr(SafetensorsFile, "array", array)
-    ahead = ReadAhead.take
-
-    def take(self: ReadAhead, info) -> mx.array:  # the tensors a load reads ahead of the loader
-        seen.append(info.name)
-        return ahead(self, info)
-
-    monkeypatch.setattr(ReadAhead, "take", take)
     return seen
 
 

@@ -261,9 +261,7 @@ class Engine:
         if streaming:  # each block's LoRA deltas are fused as the block is read
             transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
         else:
-            # A shard is sliced from the loaded weights: lazily, each rank reads one whole tensor at a time.
-            read_ahead = self.parallel is None
-            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras, read_ahead)
+            transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
         if _dequantize_large_products():
             dequantize_large_products(transformer)
         if self.parallel is not None:  # the resident transformer is this rank's shard
@@ -306,7 +304,7 @@ class Engine:
         shapes = {r.TEXT_PROCESSOR: ltx25_flow.processor_spec_of(self.checkpoint, Path(self.text_encoder_root))}
         loaded = []
         for name in sorted(self.models.keep - {r.VIDEO_ENCODER, r.AUDIO_ENCODER}):  # they serve some modes only
-            # Each component's lazy (cast) tensors are read while the next one is built.
+            # Each component's reads start before the next one is built: building overlaps reading.
             self._borrow(name, shapes.get(name, ()), wait=False)
             loaded.append(name)
         mx.eval([array for name in loaded for array in r.arrays(self._borrow(name, shapes.get(name, ())))])

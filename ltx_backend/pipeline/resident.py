@@ -93,9 +93,8 @@ class ResidentSet:
     def borrow(self, name: str, key: tuple, load: Callable[[], T], wait: bool = True) -> T:
         """The component `name` for `key`: the resident one, or freshly loaded (replacing one of another key).
 
-        A fresh component's tensors are read now: those used as stored while it is built (threads read them ahead of
-        the loader: weights/tensor_reader.py), the ones cast on the way when it is evaluated; `wait=False` starts
-        that evaluation and returns, so the caller can build the next component meanwhile."""
+        A fresh component's tensors are read now, all at once (MLX reads the `Load`s of one evaluation); `wait=False`
+        starts the reads and returns, so the caller can build the next component meanwhile."""
         with self._lock:
             held = self._held.get(name)
         if held is not None and held.key == key:

@@ -11,8 +11,6 @@ import mlx.nn as nn
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.plan import LoadPlan, expected_params, plan_load
-from ltx_backend.weights.safetensors_file import TensorInfo
-from ltx_backend.weights.tensor_reader import ReadAhead, readable
 
 T = TypeVar("T")
 # What building a module from a config that parses but makes no sense raises (a list index out of range,
@@ -54,31 +52,15 @@ def load_module(
     component: Component,
     sanitize: Callable[[str], str | None] = lambda key: key,
     dtype: mx.Dtype | None = None,
-    read_ahead: bool = True,
 ) -> LoadPlan:
-    """Plan, then load every parameter of `module` from `component`.
+    """Plan, then load every parameter of `module` from `component` (lazily; evaluate to read the bytes).
 
-    `dtype` casts floating-point tensors (None keeps the checkpoint's dtype). With `read_ahead`, the tensors used
-    as stored (no cast) are read now, by threads ahead of the loader (``tensor_reader.ReadAhead``: the disk streams
-    while the arrays are built); the others stay lazy (evaluate to read them), so a cast holds one tensor's source
-    at a time. A caller that transforms the loaded module as a whole (quantizes it) passes ``read_ahead=False``:
-    all lazy, its peak stays one tensor's source above the result.
+    `dtype` casts floating-point tensors (None keeps the checkpoint's dtype). MLX's `Load` reads each tensor
+    when it is evaluated; threaded reads ahead of it were measured no faster on the H100 machine (2026-12-05:
+    ``benchmarks/load_speed.py``, benchmarks/README.md), so the simple way stays.
     """
     plan = plan_module(module, component, sanitize)
-    ahead = [entry.source for entry in plan.entries if read_ahead and _used_as_stored(entry.source, dtype)]
-    chosen = set(ahead)
-    with ReadAhead(ahead) as reader:
-        read = lambda info: reader.take(info) if info in chosen else component.read(info)  # noqa: E731
-        module.load_weights(plan.materialize(read, dtype), strict=True)
+    module.load_weights(plan.materialize(component.read, dtype), strict=True)
     for file in component.files.values():
         file.release()
     return plan
-
-
-_FLOATING = {"F32": mx.float32, "F16": mx.float16, "BF16": mx.bfloat16}
-
-
-def _used_as_stored(info: TensorInfo, dtype: mx.Dtype | None) -> bool:
-    """Read ahead: a tensor `materialize` does not cast, in a dtype numpy can hold."""
-    stored = _FLOATING.get(info.dtype)
-    return readable(info) and (dtype is None or stored is None or stored == dtype)

@@ -72,24 +72,18 @@ def prepare_transformer(ckpt: Checkpoint) -> tuple[LTXModel, Component]:
 
 
 def load_transformer(
-    ckpt: Checkpoint,
-    dtype: mx.Dtype | None = None,
-    quantize: int | None = None,
-    loras: Sequence[LoraSpec] = (),
-    read_ahead: bool = True,
+    ckpt: Checkpoint, dtype: mx.Dtype | None = None, quantize: int | None = None, loras: Sequence[LoraSpec] = ()
 ) -> LTXModel:
     """The denoiser, loaded exactly; pre-quantized layers as stored, or quantized now with ``quantize`` bits.
 
     `loras` are fused into the weights before quantizing now (into the dequantized weights of pre-quantized
-    layers) and before the q/k/v projections are stacked. ``read_ahead=False`` keeps every tensor lazy (see
-    `load_module`): for a caller that slices the weights (a tensor-parallel shard), and always when quantizing now."""
+    layers) and before the q/k/v projections are stacked."""
     if quantize is not None and quantize not in QUANTIZATION_BITS:
         raise LtxError(ErrorCode.INVALID_PARAMS, f"quantize must be 4 or 8, not {quantize}", "Use 4 or 8 (or none).")
     model, component = prepare_transformer(ckpt)
-    quantize_now = quantize is not None and not component.quantized_paths
-    load_module(model, component, sanitize_transformer_key, dtype, read_ahead=read_ahead and not quantize_now)
+    load_module(model, component, sanitize_transformer_key, dtype)
     apply_loras(model, loras)
-    if quantize_now:
+    if quantize is not None and not component.quantized_paths:
         nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
     model.fuse_projections()
     return model
