@@ -22,8 +22,9 @@ memory). Then, per residency policy (``auto`` and ``none``, each in a fresh ``se
   previews job also compiles the preview decode's kernels for its shapes (on CUDA, once per machine: MLX keeps
   them in the kernel cache); the second shows what previews cost after that.
 
-Per job: wall (``accepted`` to ``result``), the engine's timings (load, text_encoding, stage1, upsample, stage2,
-video_decode, audio_decode, mux, preview), peak memory. Prints one JSON document with the targets checked.
+Per job: wall (``generate`` sent to ``result``), the engine's timings (load, text_encoding, stage1, upsample,
+stage2, video_decode, audio_decode, mux, preview), the wall outside them, peak memory. Prints one JSON document
+with the targets checked.
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ def session(model: Path, policy: str, size: dict, folder: Path, home: Path, warm
             continue
         jobs.append({
             "seed": seed, "previews": len(previews), "wall_s": round(at - sent, 3),
+            # what no timed phase covers (request to plan, the commit, the hand-back of borrowed models)
+            "outside_phases_s": round(at - sent - sum(result["timings"].values()), 3),
             "timings": result["timings"], "peak_memory_gb": result["peak_memory_gb"],
             "sha256": hashlib.sha256(Path(result["video_path"]).read_bytes()).hexdigest()[:16], "notes": notes,
         })  # fmt: skip
