@@ -120,6 +120,32 @@ def test_previews_do_not_change_the_result(model: Path, tmp_path: Path, referenc
     assert (preview.width, preview.height) == (32, 32) and result.timings["preview"] > 0
 
 
+def test_a_preview_the_disk_refuses_stops_the_previews_not_the_video(
+    model: Path, tmp_path: Path, reference: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ltx_backend.pipeline import preview as preview_module
+
+    written, real_write_png = [], preview_module.write_png
+
+    def write_png(path, pixels) -> None:  # the first PNG is written, then the disk is full
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real_write_png(path, pixels)
+
+    monkeypatch.setattr(preview_module, "write_png", write_png)
+    seen: list[events.Event] = []
+    options = PreviewOptions(str(tmp_path / "previews"), every=4, max_side=32)
+    result = Engine(model, residency="auto").generate(request(tmp_path, "p.mp4", 7), emit=seen.append, preview=options)
+    assert digest(result.video_path) == reference[7]
+    assert [(p.stage, p.step, p.frame) for p in seen if isinstance(p, events.Preview)] == [(1, 4, 0)]
+    warnings = [event.message for event in seen if isinstance(event, events.Warning)]
+    assert len(warnings) == 1 and "disk_full" in warnings[0] and "No space left" in warnings[0]
+    assert sorted(path.name for path in (tmp_path / "previews").iterdir()) == ["stage1-step004-frame000.png"]
+
+
 def test_a_due_preview_is_decoded_in_the_next_denoiser_call_after_the_forward(model: Path, tmp_path: Path) -> None:
     """A preview due at a step is not decoded at that step's end (the device would idle while the host builds the
     decode) but in the next denoiser call, after the forward is submitted; `flush` submits the last one."""

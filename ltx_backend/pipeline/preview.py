@@ -23,6 +23,7 @@ import numpy as np
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.atomic import atomic_output
+from ltx_backend.media.outputs import write_error
 from ltx_backend.media.video import to_uint8
 from ltx_backend.models.video_vae import SPACE_SCALE
 
@@ -123,6 +124,7 @@ class Previewer:
         self._submitted: tuple[int, int, list[int], mx.array] | None = None  # on the device, not yet written
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx-preview")
         self._writes: list[Future] = []
+        self._stopped = False  # a preview could not be written: the rest are skipped
 
     def tap(self, denoise):
         """The same denoiser, remembering the last video x0 it returned and submitting the preview due, if any."""
@@ -141,7 +143,7 @@ class Previewer:
     def write(self, stage: int, step: int, total: int, tokens: int, shape: tuple[int, int, int]) -> None:
         """At the end of a step: when a preview is due, hand the previous one to the writer and keep this step's x0
         (its first `tokens` tokens, latent size (f, h, w)) for the next submission."""
-        if self._x0 is None or not self.due(step, total):
+        if self._x0 is None or self._stopped or not self.due(step, total):
             return
         self._submit()  # not submitted yet only when no denoiser call came since (a test's direct calls)
         self._hand_over()
@@ -192,8 +194,21 @@ class Previewer:
         self._writes.append(self._writer.submit(self._write_pngs, stage, step, frames, to_uint8(images)))
 
     def _write_pngs(self, stage: int, step: int, frames: list[int], images: np.ndarray) -> None:
+        """Write and announce one preview's PNGs. A preview the OS refuses (a full disk, a folder made read-only)
+        costs the previews, not the video: a warning, and no more previews in this job."""
         for index, image in zip(frames, images, strict=True):
+            if self._stopped:
+                return
             pixels = downscale(image, self.options.max_side)
             path = Path(self.options.folder) / f"stage{stage}-step{step:03d}-frame{index:03d}.png"
-            write_png(path, pixels)
+            try:
+                write_png(path, pixels)
+            except (OSError, LtxError) as exc:  # LtxError: the temporary file could not be made (atomic_output)
+                error = exc if isinstance(exc, LtxError) else write_error(exc, path)
+                if error.code not in (ErrorCode.DISK_FULL, ErrorCode.OUTPUT_WRITE_FAILED):
+                    raise
+                self._stopped = True
+                self.emit(events.Warning(f"Preview not written ({error.code.value}): {error.message}. {error.hint} "
+                                         "No more previews in this job; the video goes on."))  # fmt: skip
+                return
             self.emit(events.Preview(str(path), stage, step, index, pixels.shape[1], pixels.shape[0]))
