@@ -13,6 +13,8 @@
 # and a line "<name> rc=<status> <seconds>s" to summary.txt (at most 7 files: the device returns 8); a failure or
 # timeout of one does not stop the others.
 # MLX's CUDA kernels compile once per machine (~40 s): the processes of a group share the cache.
+# A group removes the files it wrote to disk when it ends: the machine's disk (64 GB) does not hold the session's
+# checkpoint (~51 GB) and the low-RAM packs together (2026-12-05: low_ram.py ran out of space after a session).
 set -uo pipefail
 out=${OUT:-$PWD/gpu-results}
 mkdir -p "$out"
@@ -44,17 +46,21 @@ case ${1:-} in
   modes)
     bench modes 200 modes.py --runs 2
     bench low_ram_mixed 340 low_ram.py --workdir /tmp/lowram --packs mixed --sizes 768x512x121
+    rm -rf /tmp/lowram
     ;;
   session)
     bench serve_session 570 serve_session.py --warmup --gemma-bits 4 --dir /tmp/ltx-serve-session
+    rm -rf /tmp/ltx-serve-session
     ;;
   load)
     bench load_speed 200 load_speed.py --dir /tmp/load-speed --gb 10
+    rm -rf /tmp/load-speed
     ;;
   weights)
     bench lora 200 lora.py --version 2.3 --tokens 1536,6144 --precisions bf16,4 --repeat 3
     # Q4 at 768x512x121 ran on an H100 (issue 18's note); what is left is the smaller size, both packs.
     bench low_ram 340 low_ram.py --workdir /tmp/lowram --packs q4,mixed --sizes 512x320x97
+    rm -rf /tmp/lowram
     ;;
   *)
     echo "usage: $0 dit|job|session|weights|modes|load" >&2
