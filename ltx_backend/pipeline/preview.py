@@ -155,7 +155,8 @@ class Previewer:
         self._hand_over()
 
     def close(self) -> None:
-        """Write what is still pending, wait for the writer, and raise the first error it met (a full disk)."""
+        """Write what is still pending, wait for the writer, and raise the first error it met (a bug: what the OS
+        refuses is a warning, see `_write_pngs`)."""
         self.flush()
         self._writer.shutdown(wait=True)
         writes, self._writes = self._writes, []
