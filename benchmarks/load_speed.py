@@ -14,6 +14,8 @@ touched yet, that first use pays for it):
   tensors in attribute order): how the engine loads. On CUDA each tensor is read into a host buffer and then
   copied to the device on the evaluating thread, one after the other (``mlx/backend/cuda/load.cpp``).
 * ``mlx_load_file_order``: the same, evaluated in the file's order.
+* ``mlx_load_threads``: ``mx.load`` on 4 threads, each with its own stream and every 4th tensor: 4 of MLX's
+  read-then-copy loops in flight at once. Not yet measured on a GPU (identical arrays and no fault on the CPU).
 
 Tried and dropped (H100 machine, 2026-12-05, 10 GB; sequential cold 2.13 and 1.66 GB/s in two runs):
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,7 +85,28 @@ def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
     return mlx_load(path, sorted(order, key=lambda name: tensors[name].offset))
 
 
-WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order}
+def mlx_load_threads(path: Path, order: list[str], threads: int = 4) -> list[mx.array]:
+    """``mx.load`` on `threads` Python threads, each with a stream of its own, each evaluating every `threads`-th
+    tensor in the module's order: MLX's `Load` reads and copies on the evaluating thread, so this keeps `threads`
+    reads (and copies) in flight. An experiment, not (yet) how the engine loads."""
+    shares: list[list[mx.array]] = [[] for _ in range(threads)]
+
+    def load(index: int) -> None:
+        stream = mx.new_stream(mx.default_device())
+        arrays = mx.load(str(path), stream=stream)
+        shares[index] = [arrays[name] for name in order[index::threads]]
+        mx.eval(shares[index])
+
+    workers = [threading.Thread(target=load, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [array for share in shares for array in share]
+
+
+WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order,
+        "mlx_load_threads": mlx_load_threads}  # fmt: skip
 
 
 def first_use(arrays: list[mx.array]) -> float:
