@@ -898,11 +898,17 @@ def session_budget(resident_bytes: int) -> int:
     if measured <= 0:
         return 0
     held = mx.get_active_memory() if free else 0
-    usable = measured + held + mx.get_cache_memory() if free else measured
+    usable = _mlx_could_hold(measured) if free else measured
     limit = mx.get_memory_limit()  # lowered where the device refused an allocation (`lower_limit_to_what_fit`)
     if limit > 0:
         usable = min(usable, limit)
     return max(0, usable - max(0, held - resident_bytes))
+
+
+def _mlx_could_hold(free: int) -> int:
+    """What MLX could hold with `free` bytes free on the device: those, plus its arrays and its cache of freed
+    buffers (which it reuses or releases before it allocates more; free memory leaves both out)."""
+    return free + mx.get_active_memory() + mx.get_cache_memory()
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -928,7 +934,7 @@ def fit_mlx_limit() -> int:
     if not free or measured <= 0 or mx.default_device().type != mx.DeviceType.gpu:
         return 0
     _mlx_default_limit = _mlx_default_limit or mx.get_memory_limit()
-    capacity = measured + mx.get_active_memory() + mx.get_cache_memory()
+    capacity = _mlx_could_hold(measured)
     total = _device_info().get("total_memory")
     capacity -= int(DEVICE_MARGIN * total) if isinstance(total, int) else 0
     limit = min(value for value in (_mlx_default_limit, capacity, _refused_at) if value > 0)
