@@ -181,15 +181,19 @@ def test_a_due_preview_is_decoded_in_the_next_denoiser_call_after_the_forward(mo
     assert [(p.step, p.frame) for p in seen] == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
-def test_png_writer_round_trips(tmp_path: Path) -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    write_png(tmp_path / "x.png", pixels)
-    data = (tmp_path / "x.png").read_bytes()
+def read_png(path: str) -> np.ndarray:
+    data = Path(path).read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
     idat = data.index(b"IDAT")
     length = struct.unpack(">I", data[idat - 4 : idat])[0]
     rows = zlib.decompress(data[idat + 4 : idat + 4 + length])
-    decoded = np.frombuffer(rows, np.uint8).reshape(5, 1 + 7 * 3)[:, 1:].reshape(5, 7, 3)
-    assert np.array_equal(decoded, pixels)
+    return np.frombuffer(rows, np.uint8).reshape(height, 1 + width * 3)[:, 1:].reshape(height, width, 3)
+
+
+def test_png_writer_round_trips(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_png(tmp_path / "x.png", pixels)
+    assert np.array_equal(read_png(str(tmp_path / "x.png")), pixels)
     assert downscale(np.zeros((512, 768, 3), np.uint8), 256).shape == (170, 256, 3)
     assert pool_factor(16, 24, 256) == 3 and pool_factor(16, 24, 1024) == 1  # 768x512 -> a 256x170 decode
     assert pool_factor(4, 4, 16) == 2 and pool_factor(1, 2, 16) == 1  # at least 2 latent pixels a side
@@ -394,15 +398,6 @@ def test_a_decode_error_that_is_not_a_refusal_fails_the_job(
     with pytest.raises(RuntimeError, match="a real bug"):
         engine.generate(request(tmp_path, "a.mp4", 7))
     assert not (tmp_path / "a.mp4").exists()
-
-
-def read_png(path: str) -> np.ndarray:
-    data = Path(path).read_bytes()
-    width, height = struct.unpack(">II", data[16:24])
-    idat = data.index(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4 : idat])[0]
-    rows = zlib.decompress(data[idat + 4 : idat + 4 + length])
-    return np.frombuffer(rows, np.uint8).reshape(height, 1 + width * 3)[:, 1:].reshape(height, width, 3)
 
 
 def test_previews_decode_both_frames_in_one_call_as_one_by_one(model: Path, tmp_path: Path) -> None:
