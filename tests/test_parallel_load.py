@@ -245,3 +245,25 @@ def test_a_generation_is_the_same_bytes_with_one_thread_and_four(
         digests.append(hashlib.sha256(Path(result.video_path).read_bytes()).hexdigest())
         engine.unload()
     assert digests[0] == digests[1] == digests[2]
+
+
+def test_stacked_projections_are_read_on_the_lanes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A transformer's q/k/v share a lane, so their stacking (`fuse_projections`) is read there too: nothing is
+    left to the calling thread's single-threaded evaluation, and the weights are those of a one-thread load."""
+    from ltx_backend.weights.checkpoint import open_checkpoint
+    from ltx_backend.weights.transformer import load_transformer
+
+    ckpt = open_checkpoint(write_tiny_model(tmp_path / "tiny"))
+    rest: list[list[mx.array]] = []
+    start = parallel_load.ParallelLoad.start
+
+    def spy(self: parallel_load.ParallelLoad, final):
+        rest.append(self.shares(final)[1])
+        return start(self, final)
+
+    monkeypatch.setattr(parallel_load.ParallelLoad, "start", spy)
+    _, one = borrowed(monkeypatch, 1, lambda: load_transformer(ckpt, mx.float32))
+    _, four = borrowed(monkeypatch, 4, lambda: load_transformer(ckpt, mx.float32))
+    assert rest == [[]]
+    assert any(".to_qkv." in key for key in params(four))
+    assert params(one) == params(four)

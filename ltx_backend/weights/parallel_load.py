@@ -135,12 +135,35 @@ class ParallelLoad:
         self.lanes = lanes(threads)
         self._bytes = [0] * len(self.lanes)
         self._recorded: dict[int, tuple[mx.array, int]] = {}  # id(array) -> (array, lane index)
+        self._groups: dict[str, int] = {}  # tensor group (a layer's parent module) -> its lane index
 
-    def stream_for(self, nbytes: int) -> mx.Stream:
-        """The stream of the lane with the fewest bytes so far (the first such lane), which takes `nbytes` more."""
-        index = min(range(len(self.lanes)), key=self._bytes.__getitem__)
+    def stream_for(self, nbytes: int, group: str = "") -> mx.Stream:
+        """The stream for a tensor of `nbytes`: its `group`'s lane, else the lane with the fewest bytes so far (the
+        first such lane). Tensors of one group share a lane so that what the loader derives from several of them
+        (q/k/v stacked into one product, see `stack`) is built and read on that lane too."""
+        index = self._groups.get(group) if group else None
+        if index is None:
+            index = min(range(len(self.lanes)), key=self._bytes.__getitem__)
+            if group:
+                self._groups[group] = index
         self._bytes[index] += nbytes
         return self.lanes[index].stream
+
+    def stack(self, parts: Sequence[mx.array]) -> mx.array:
+        """``mx.concatenate(parts)``, made on the parts' lane and recorded there when they all were recorded on one
+        lane (then the stacked weight is read on that lane's thread like the rest); else on the default stream,
+        evaluated after the lanes."""
+        found = [self._recorded.get(id(part)) for part in parts]
+        lanes = {
+            entry[1] if entry is not None and entry[0] is part else -1 for entry, part in zip(found, parts, strict=True)
+        }
+        if len(lanes) != 1 or -1 in lanes:  # a part not read on a lane, or parts on several lanes
+            return mx.concatenate(list(parts))
+        stream = self.lanes[lanes.pop()].stream
+        with mx.stream(stream):
+            stacked = mx.concatenate(list(parts))
+        self.record(stacked, stream)
+        return stacked
 
     def record(self, array: mx.array, stream: mx.Stream) -> None:
         """`array`'s whole graph was built on `stream` (one `stream_for` gave)."""
@@ -173,6 +196,13 @@ class ParallelLoad:
 
 
 _collecting: ContextVar[ParallelLoad | None] = ContextVar("ltx_parallel_load", default=None)
+
+
+def stack(parts: Sequence[mx.array]) -> mx.array:
+    """Stack weights along their first axis (`Attention.fuse_projections`): on the parts' lane while a load is
+    collected (`ParallelLoad.stack`), else a plain ``mx.concatenate``."""
+    load = _collecting.get()
+    return mx.concatenate(list(parts)) if load is None else load.stack(parts)
 
 
 def collecting() -> ParallelLoad | None:

@@ -89,7 +89,7 @@ class LoadPlan:
         loads = collecting()
         pairs = []
         for entry in self.entries:
-            stream = None if loads is None else loads.stream_for(entry.source.nbytes)
+            stream = None if loads is None else loads.stream_for(entry.source.nbytes, _lane_group(entry.param.key))
             with nullcontext() if stream is None else mx.stream(stream):
                 array = read(entry.source, stream)
                 if entry.permutation is not None:
@@ -102,6 +102,14 @@ class LoadPlan:
                 loads.record(array, stream)
             pairs.append((entry.param.key, array))
         return pairs
+
+
+def _lane_group(key: str) -> str:
+    """The tensors that a parallel load reads on one lane: a layer's parent module (an attention's q/k/v together,
+    since the loader stacks them), or the layer itself where it is an item of a list."""
+    layer = key.rpartition(".")[0]
+    parent, _, name = layer.rpartition(".")
+    return layer if not parent or name.isdigit() else parent
 
 
 def layer_kind(module: nn.Module) -> str:
