@@ -17,7 +17,10 @@ touched yet, that first use pays for it):
 * ``mlx_load_threads``: ``mx.load`` on 4 threads, each with its own stream and every 4th tensor: 4 of MLX's
   read-then-copy loops in flight at once (``mlx_load_8_threads``: 8). On the H100 machine (2026-12-05, night):
   1.79 GB/s cold against 1.80 for ``cat`` (99%) and 1.07 for ``mx.load`` on one thread; warm 3.58 (8 threads:
-  4.59) against 1.92. The engine loads this way since (``weights/parallel_load.py``).
+  4.59) against 1.92.
+* ``engine_lanes``: the engine's way since then (``ltx_backend/weights/parallel_load.py``): the arrays made on this
+  thread on the process's 4 lanes (streams from ``mx.new_thread_unsafe_stream``, made once), balanced by bytes,
+  each lane's share evaluated on its own thread.
 
 Tried and dropped (H100 machine, 2026-12-05, 10 GB; sequential cold 2.13 and 1.66 GB/s in two runs):
 
@@ -45,6 +48,7 @@ from pathlib import Path
 import mlx.core as mx
 from serve_session import evict, sequential_read  # run from benchmarks/ (gpu_suite.sh does)
 
+from ltx_backend.weights.parallel_load import ParallelLoad
 from ltx_backend.weights.safetensors_file import SafetensorsFile
 
 # One block's tensors (rows, cols) in attribute order, ~384 MB in bf16: attention q, k, v, out and a feed-forward.
@@ -91,7 +95,7 @@ def mlx_load_file_order(path: Path, order: list[str]) -> list[mx.array]:
 def mlx_load_threads(path: Path, order: list[str], threads: int = 4) -> list[mx.array]:
     """``mx.load`` on `threads` Python threads, each with a stream of its own, each evaluating every `threads`-th
     tensor in the module's order: MLX's `Load` reads and copies on the evaluating thread, so this keeps `threads`
-    reads (and copies) in flight. An experiment, not (yet) how the engine loads."""
+    reads (and copies) in flight. The engine's loads do this (``ltx_backend/weights/parallel_load.py``)."""
     shares: list[list[mx.array]] = [[] for _ in range(threads)]
 
     def load(index: int) -> None:
@@ -108,8 +112,21 @@ def mlx_load_threads(path: Path, order: list[str], threads: int = 4) -> list[mx.
     return [array for share in shares for array in share]
 
 
+def engine_lanes(path: Path, order: list[str], threads: int = 4) -> list[mx.array]:
+    """How `ResidentSet.borrow` reads a component: each tensor on the lane with the fewest bytes so far, every
+    lane's share evaluated on that lane's thread (``ltx_backend/weights/parallel_load.py``)."""
+    loads, file, arrays = ParallelLoad(threads), SafetensorsFile(path), []
+    for name in order:
+        stream = loads.stream_for(file.tensors[name].nbytes)
+        arrays.append(file.array(name, stream))
+        loads.record(arrays[-1], stream)
+    loads.start(arrays).wait()
+    return arrays
+
+
 WAYS = {"sequential": sequential, "mlx_load": mlx_load, "mlx_load_file_order": mlx_load_file_order,
-        "mlx_load_threads": mlx_load_threads, "mlx_load_8_threads": partial(mlx_load_threads, threads=8)}  # fmt: skip
+        "mlx_load_threads": mlx_load_threads, "mlx_load_8_threads": partial(mlx_load_threads, threads=8),
+        "engine_lanes": engine_lanes}  # fmt: skip
 
 
 def first_use(arrays: list[mx.array]) -> float:

@@ -47,9 +47,9 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = SafetensorsFile.array
 
-    def array(self: SafetensorsFile, name: str) -> mx.array:
+    def array(self: SafetensorsFile, name: str, stream: mx.Stream | None = None) -> mx.array:
         seen.append(name)
-        return original(self, name)
+        return original(self, name, stream)
 
     monkeypatch.setattr(SafetensorsFile, "array", array)
     return seen

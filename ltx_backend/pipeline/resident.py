@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ltx_backend.weights import parallel_load
+
 T = TypeVar("T")
 POLICIES = ("auto", "all", "none")
 
@@ -57,6 +59,7 @@ class Resident:
     key: tuple
     value: Any
     nbytes: int = 0
+    pending: parallel_load.PendingLoad | None = None  # reads `borrow(wait=False)` began; joined before any use
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,44 @@ class ResidentSet:
     def borrow(self, name: str, key: tuple, load: Callable[[], T], wait: bool = True) -> T:
         """The component `name` for `key`: the resident one, or freshly loaded (replacing one of another key).
 
-        A fresh component's tensors are read now, all at once (MLX reads the `Load`s of one evaluation); `wait=False`
-        starts the reads and returns, so the caller can build the next component meanwhile."""
+        A fresh component's tensors are read now, all at once, on `parallel_load.load_threads()` threads. `wait=False`
+        starts the reads and returns, so the caller can build the next component meanwhile: the value must not be
+        used before it is borrowed again (which waits for those reads, raising their error if one failed)."""
         with self._lock:
             held = self._held.get(name)
         if held is not None and held.key == key:
+            self._finish(held)
             return held.value
         if held is not None:
             self.drop(name)
-        value = load()
-        (mx.eval if wait else mx.async_eval)(arrays(value))
+        threads = parallel_load.load_threads()
+        pending = None
+        if threads == 1:
+            value = load()
+            (mx.eval if wait else mx.async_eval)(arrays(value))
+        else:
+            with parallel_load.collect(threads) as loads:
+                value = load()
+            pending = loads.start(arrays(value))
+            if wait:
+                pending.wait()  # every lane is joined before an error is raised: no read is left running
+                pending = None
         self.loads[name] = self.loads.get(name, 0) + 1
         with self._lock:
-            self._held[name] = Resident(name, key, value, array_bytes(value))
+            self._held[name] = Resident(name, key, value, array_bytes(value), pending)
         return value
+
+    def _finish(self, held: Resident) -> None:
+        """Wait for the reads a `borrow(wait=False)` began; if one failed, the component is dropped and its error
+        raised."""
+        pending, held.pending = held.pending, None
+        if pending is None:
+            return
+        try:
+            pending.wait()
+        except BaseException:
+            self.drop(held.name)
+            raise
 
     def give_back(self, name: str) -> bool:
         """The phase is done with `name`: keep it if this job's plan says so (True), else free it."""
@@ -135,6 +162,8 @@ class ResidentSet:
         weights, which tests/test_generate.py checks, so no garbage collection is needed), then the cache."""
         with self._lock:
             held = self._held.pop(name, None)
+        if held is not None and held.pending is not None:  # reads still running are waited for (errors ignored)
+            held.pending.abandon()
         release = getattr(held.value, "release", None) if held is not None else None
         if release is not None:
             release()

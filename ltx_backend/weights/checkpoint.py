@@ -45,7 +45,7 @@ class TensorFile(Protocol):
     path: Path
     tensors: dict[str, TensorInfo]
 
-    def array(self, name: str) -> mx.array: ...
+    def array(self, name: str, stream: mx.Stream | None = None) -> mx.array: ...
 
 
 # Unified-file prefixes and the component each one belongs to.
@@ -84,8 +84,10 @@ class Component:
     files: dict[Path, TensorFile]
     convention: Convention  # the layout to assume where a tensor's shape cannot tell
 
-    def read(self, info: TensorInfo) -> mx.array:
-        return self.files[info.file].array(info.name)
+    def read(self, info: TensorInfo, stream: mx.Stream | None = None) -> mx.array:
+        """The tensor as a lazy array; on `stream` (a parallel load's lane) when given, else the default stream."""
+        file = self.files[info.file]
+        return file.array(info.name) if stream is None else file.array(info.name, stream)
 
     @property
     def quantized_paths(self) -> set[str]:

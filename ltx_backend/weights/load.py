@@ -56,8 +56,8 @@ def load_module(
     """Plan, then load every parameter of `module` from `component` (lazily; evaluate to read the bytes).
 
     `dtype` casts floating-point tensors (None keeps the checkpoint's dtype). MLX's `Load` reads each tensor
-    when it is evaluated; threaded reads ahead of it were measured no faster on the H100 machine (2026-12-05:
-    ``benchmarks/load_speed.py``, benchmarks/README.md), so the simple way stays.
+    when it is evaluated; inside `parallel_load.collect` (how `ResidentSet.borrow` loads) the tensors are spread
+    over its lanes, so that several threads read them (`weights/parallel_load.py` says why).
     """
     plan = plan_module(module, component, sanitize)
     module.load_weights(plan.materialize(component.read, dtype), strict=True)

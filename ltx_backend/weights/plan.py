@@ -13,6 +13,7 @@ takes are errors with stable codes that name the file, the key and the shapes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.weights.parallel_load import collecting
 from ltx_backend.weights.safetensors_file import TensorInfo
 
 Convention = Literal["mlx", "torch"]
@@ -77,19 +79,37 @@ class LoadPlan:
     def consumed(self) -> set[str]:
         return {entry.source.name for entry in self.entries}
 
-    def materialize(self, read: Callable[[TensorInfo], mx.array], dtype: mx.Dtype | None = None) -> list:
-        """(key, array) pairs ready for `module.load_weights`; arrays stay lazy until evaluated."""
+    def materialize(
+        self, read: Callable[[TensorInfo, mx.Stream | None], mx.array], dtype: mx.Dtype | None = None
+    ) -> list:
+        """(key, array) pairs ready for `module.load_weights`; arrays stay lazy until evaluated.
+
+        While a parallel load is collected (`parallel_load.collect`), each tensor is read and rearranged on the
+        stream of one of its lanes and recorded there; else everything is made on the default stream."""
+        loads = collecting()
         pairs = []
         for entry in self.entries:
-            array = read(entry.source)
-            if entry.permutation is not None:
-                array = array.transpose(entry.permutation)
-            if array.shape != entry.param.shape:  # only singleton axes differ (checked when planning)
-                array = array.reshape(entry.param.shape)
-            if dtype is not None and mx.issubdtype(array.dtype, mx.floating):
-                array = array.astype(dtype)
+            stream = None if loads is None else loads.stream_for(entry.source.nbytes, _lane_group(entry.param.key))
+            with nullcontext() if stream is None else mx.stream(stream):
+                array = read(entry.source, stream)
+                if entry.permutation is not None:
+                    array = array.transpose(entry.permutation)
+                if array.shape != entry.param.shape:  # only singleton axes differ (checked when planning)
+                    array = array.reshape(entry.param.shape)
+                if dtype is not None and mx.issubdtype(array.dtype, mx.floating):
+                    array = array.astype(dtype)
+            if loads is not None and stream is not None:
+                loads.record(array, stream)
             pairs.append((entry.param.key, array))
         return pairs
+
+
+def _lane_group(key: str) -> str:
+    """The tensors that a parallel load reads on one lane: a layer's parent module (an attention's q/k/v together,
+    since the loader stacks them), or the layer itself where it is an item of a list."""
+    layer = key.rpartition(".")[0]
+    parent, _, name = layer.rpartition(".")
+    return layer if not parent or name.isdigit() else parent
 
 
 def layer_kind(module: nn.Module) -> str:

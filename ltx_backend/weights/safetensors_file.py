@@ -55,7 +55,7 @@ class SafetensorsFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.metadata, self.tensors = _read_header(self.path)
-        self._arrays: dict[str, mx.array] | None = None
+        self._loads: list[tuple[mx.Stream | None, dict[str, mx.array]]] = []  # one `mx.load` per stream (None: default)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
@@ -63,23 +63,30 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self.tensors)
 
-    def array(self, name: str) -> mx.array:
-        """The tensor as a lazy MLX array (no bytes are read until it is evaluated)."""
+    def array(self, name: str, stream: mx.Stream | None = None) -> mx.array:
+        """The tensor as a lazy MLX array (no bytes are read until it is evaluated), read on `stream` when given
+        (a parallel load's lane: `weights/parallel_load.py`), else on the default stream."""
         if name not in self.tensors:
             raise KeyError(name)
-        if self._arrays is None:
+        arrays = next((loaded for on, loaded in self._loads if _same(on, stream)), None)
+        if arrays is None:
             try:
-                self._arrays = mx.load(str(self.path))
+                arrays = mx.load(str(self.path)) if stream is None else mx.load(str(self.path), stream=stream)
             except Exception as exc:  # MLX raises RuntimeError/ValueError for unreadable files
                 message = f"Cannot read {self.path}: {exc}"
                 hint = _corrupt_hint(self.path)
                 raise LtxError(ErrorCode.CHECKPOINT_CORRUPT, message, hint, file=str(self.path)) from exc
-        return self._arrays[name]
+            self._loads.append((stream, arrays))
+        return arrays[name]
 
     def release(self) -> None:
         """Forget the arrays handed out: once a module holds them, only the module keeps their bytes alive (this
-        file's dict would otherwise hold every tensor ever evaluated until the checkpoint itself is dropped)."""
-        self._arrays = None
+        file's dicts would otherwise hold every tensor ever evaluated until the checkpoint itself is dropped)."""
+        self._loads = []
+
+
+def _same(one: mx.Stream | None, other: mx.Stream | None) -> bool:
+    return one is other or (one is not None and other is not None and one == other)
 
 
 def _corrupt(path: Path, what: str) -> LtxError:

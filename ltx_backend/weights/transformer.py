@@ -16,6 +16,7 @@ from ltx_backend.models.text_connector import (
     sanitize_processor_key,
 )
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, sanitize_transformer_key
+from ltx_backend.weights import parallel_load
 from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.load import build_from_config, load_module
 from ltx_backend.weights.lora import LoraSpec, apply_loras
@@ -85,7 +86,7 @@ def load_transformer(
     apply_loras(model, loras)
     if quantize is not None and not component.quantized_paths:
         nn.quantize(model, group_size=GROUP_SIZE, bits=quantize, class_predicate=quantizable_layer)
-    model.fuse_projections()
+    model.fuse_projections(parallel_load.stack)  # on the lanes the q/k/v were read on, when read in parallel
     return model
 
 
