@@ -1,11 +1,11 @@
 """Reading tensors' stored bytes with ``pread``s straight into numpy buffers, for the streamed transformer
 (``streaming.py``: a block at a time, on every forward, ``READ_THREADS`` reads in flight).
 
-A whole load stays with MLX's lazy ``mx.load`` (``weights/load.py``). Reading a load's tensors ahead of the loader
-with these threads was tried and measured on the H100 machine (2026-12-05, ``benchmarks/load_speed.py``, 10 GB from
-a cold page cache): 1.12 GB/s against ``mx.load``'s 1.10, and slower warm. On CUDA an MLX array made from host data
-lives in managed memory, slow to fill and moved to the device page by page at first use, so what the threads save
-on reading is spent there.
+A whole load stays with MLX's lazy ``mx.load``, evaluated on several threads (``weights/parallel_load.py``). Reading
+a load's tensors ahead of the loader with these threads was tried and measured on the H100 machine (2026-12-05,
+``benchmarks/load_speed.py``, 10 GB from a cold page cache): 1.12 GB/s against ``mx.load``'s 1.10, and slower warm.
+On CUDA an MLX array made from host data lives in managed memory, slow to fill and moved to the device page by page
+at first use, so what the threads save on reading is spent there.
 """
 
 from __future__ import annotations
