@@ -146,7 +146,9 @@ def test_one_thread_is_the_single_threaded_load(monkeypatch: pytest.MonkeyPatch,
 
 def test_the_thread_count_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(parallel_load.ENV_THREADS, raising=False)
-    assert parallel_load.load_threads() == parallel_load.LOAD_THREADS == 4
+    for cuda, threads in ((True, 4), (False, 1)):  # measured on CUDA only: elsewhere the plain load by default
+        monkeypatch.setattr(parallel_load, "cuda_gpu", lambda cuda=cuda: cuda)
+        assert parallel_load.load_threads() == threads
     monkeypatch.setenv(parallel_load.ENV_THREADS, " 2 ")
     assert parallel_load.load_threads() == 2
     for bad in ("0", "-1", "two", "1.5", "1000"):
