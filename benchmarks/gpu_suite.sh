@@ -8,6 +8,7 @@
 #     benchmarks/gpu_suite.sh weights   # LoRA fuse and forward, bf16 and Q4
 #     benchmarks/gpu_suite.sh modes     # A2V and retake against T2V
 #     benchmarks/gpu_suite.sh mixed     # low-RAM: a mixed-precision pack resident and streamed, both sizes
+#     benchmarks/gpu_suite.sh kept      # low-RAM: Q4 with half its blocks held once read, against resident
 #     benchmarks/gpu_suite.sh load      # ways of reading 10 GB onto the device from a cold page cache (~2 min)
 #
 # Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), the tail of its stderr to logs.txt,
@@ -47,6 +48,12 @@ case ${1:-} in
   modes)
     bench modes 200 modes.py --runs 2
     ;;
+  kept)
+    # Half the blocks held once read (what the planner does where memory is left beside a streamed denoising).
+    bench low_ram_half 570 low_ram.py --workdir /tmp/lowram --packs q4 --sizes 768x512x121 \
+      --modes resident,streaming-half
+    rm -rf /tmp/lowram
+    ;;
   mixed)
     # The mixed pack's first job compiles a quantized kernel per bit width and group size: on a fresh machine
     # (2026-12-05, night) nothing came out of 300 s. Give it a call of its own.
@@ -66,7 +73,7 @@ case ${1:-} in
     bench lora 200 lora.py --version 2.3 --tokens 1536,6144 --precisions bf16,4 --repeat 3
     ;;
   *)
-    echo "usage: $0 dit|job|session|weights|modes|mixed|load" >&2
+    echo "usage: $0 dit|job|session|weights|modes|mixed|kept|load" >&2
     exit 2
     ;;
 esac

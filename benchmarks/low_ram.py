@@ -16,7 +16,9 @@ how long the forward waited for reads.
 Modes: ``resident`` (load_transformer), ``streaming`` (load_streamed_transformer; the OS page cache may serve
 repeated reads: a machine with RAM to spare), ``streaming-uncached`` (each block's pages are dropped from the page
 cache after it is read, with posix_fadvise: every step reads from the disk, as on a 16 GB Mac where the pack
-cannot stay cached). Prints one JSON document.
+cannot stay cached), ``streaming-half`` (half the blocks, every other one, held once read: what the planner does
+where memory is left beside a streamed denoising; the other half read per step, page cache as in ``streaming``).
+Prints one JSON document.
 
 ``--lora``: every job also fuses a rank-64 LoRA on every block's attention projections and feed-forwards
 (benchmarks/lora.py's file, written once beside the pack): resident fuses it on load (``load_s``), streaming fuses
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/lora.py
 
 TEXT_TOKENS = 1024
-MODES = ("resident", "streaming", "streaming-uncached")
+MODES = ("resident", "streaming", "streaming-uncached", "streaming-half")
 
 
 def section(tiny: bool) -> dict:
@@ -206,7 +208,8 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
     start = time.perf_counter()
     streaming = mode.startswith("streaming")
     if streaming:
-        model = load_streamed_transformer(ckpt, dtype, loras=loras)
+        kept = ckpt_blocks(ckpt) // 2 if mode == "streaming-half" else 0
+        model = load_streamed_transformer(ckpt, dtype, loras=loras, kept_blocks=kept)
     else:
         model = load_transformer(ckpt, dtype, loras=loras)
     if _dequantize_large_products():
@@ -241,7 +244,9 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
         timings[f"stage{stage}_s"] = round(time.perf_counter() - begin, 3)
         timings[f"stage{stage}_steps"] = len(sigmas) - 1
     request = validate(GenerationRequest("bench", "/tmp/bench.mp4", width=width, height=height, num_frames=frames))
-    estimate = memory.estimate(ckpt, None, request, dtype, streaming=streaming).phases["denoising"]
+    kept = len(model.block_stream.keep) if streaming else 0
+    estimate = memory.estimate(ckpt, None, request, dtype, streaming=streaming, kept_blocks=kept)
+    estimate = estimate.phases["denoising"]
     result = {
         "mode": mode,
         "lora": bool(loras),
@@ -268,11 +273,20 @@ def run_job(pack: Path, mode: str, size: tuple[int, int, int], rng: np.random.Ge
             read_gb_per_s=round(stats.bytes_per_second / 1e9, 2),
             waited_for_reads_s=round(stats.waited, 3),
             reads_per_block=sorted(set(stats.reads.values())),
+            kept_blocks=len(stream.keep),
             steps=steps,
         )
     del model, stage_inputs
     mx.clear_cache()
     return result
+
+
+def ckpt_blocks(ckpt) -> int:
+    """The transformer's number of blocks, from its config."""
+    from ltx_backend.models.transformer import TransformerConfig
+    from ltx_backend.weights.transformer import transformer_section
+
+    return TransformerConfig.from_section(transformer_section(ckpt)).num_layers
 
 
 def _lora_for(pack: Path):
@@ -330,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             name = "x".join(map(str, size))
             jobs = {j["mode"]: j for j in report["jobs"] if j["pack"] == kind and j["size"] == name}
             if "resident" in jobs:
-                for mode in ("streaming", "streaming-uncached"):
+                for mode in MODES[1:]:
                     if mode in jobs:
                         ratio = jobs[mode]["denoise_s"] / max(jobs["resident"]["denoise_s"], 1e-9)
                         jobs[mode]["wall_vs_resident"] = round(ratio, 2)

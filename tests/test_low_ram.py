@@ -93,6 +93,26 @@ def test_streaming_holds_four_blocks_instead_of_all(models) -> None:
     assert streamed.weights < resident.weights / 6  # 1.6 GB instead of 11.1 GB
 
 
+@pytest.mark.parametrize("limit", [7, 10, 14])
+def test_streaming_keeps_the_blocks_that_fit(models, limit: int) -> None:
+    """Streamed, the planner holds as many blocks once read as `KEPT_SHARE` of the memory left allows (each one
+    held is one block fewer read per step); `--low-ram` holds none: the least memory."""
+    request = job(768, 512, 121)
+    streamed = memory.estimate(models["q4"], None, request, mx.bfloat16, streaming=True).phases["denoising"]
+    blocks, block = memory._streamed_blocks(models["q4"], 2)
+    assert blocks == 48
+    choice = memory.choose(models["q4"], None, request, mx.bfloat16, None, int(limit * GB))
+    spare = limit * GB - streamed.total
+    assert choice.streaming and choice.kept_blocks == min(47, int(spare * memory.KEPT_SHARE) // block)
+    assert choice.kept_blocks > 0 and choice.plan.peak <= limit * GB
+    denoising = choice.plan.phases["denoising"]
+    assert denoising.weights == streamed.weights + choice.kept_blocks * block
+    assert f"{choice.kept_blocks} of its 48 blocks held once read" in choice.reasons[0]
+    assert f"{choice.kept_blocks} kept" in denoising.detail
+    low = memory.choose(models["q4"], None, replace(request, memory="low"), mx.bfloat16, None, int(limit * GB))
+    assert low.streaming and low.kept_blocks == 0
+
+
 def test_planner_tiles_the_decode_when_only_tiles_fit(models) -> None:
     request = job(512, 320, 97, tiling="auto")  # auto decodes 65-frame tiles here; streamed denoising is smaller
     plan = memory.estimate(models["q4"], None, request, mx.bfloat16, streaming=True)
@@ -170,6 +190,30 @@ def test_streamed_job_writes_the_same_mp4(tmp_path: Path, mixed: bool) -> None:
         plans += [e for e in seen if isinstance(e, events.MemoryPlan)]
     assert [p.transformer for p in plans] == ["resident", "streaming"]
     assert outputs[0] == outputs[1]
+
+
+def test_a_job_streaming_with_kept_blocks_writes_the_same_mp4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner's kept blocks reach the streamed transformer the job borrows (a tiny model never needs them: its
+    choice is patched), which reads the kept block once, and the video is the resident one's."""
+    from ltx_backend.pipeline import engine as engine_module
+
+    engine = Engine(write_tiny_model(tmp_path / "model", "2.3"))
+    choose = engine.choose_memory
+    monkeypatch.setattr(engine, "choose_memory", lambda request: replace(choose(request), kept_blocks=1))
+    loaded = []
+    load = engine_module.load_streamed_transformer
+    monkeypatch.setattr(
+        engine_module, "load_streamed_transformer", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1]
+    )
+    outputs = []
+    for mode in ("auto", "low"):
+        request = GenerationRequest("a fox", str(tmp_path / f"{mode}.mp4"), seed=3, memory=mode, **SMALL)
+        engine.generate(request)
+        outputs.append((tmp_path / f"{mode}.mp4").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert len(loaded) == 1 and loaded[0].block_stream.keep == frozenset({0})
+    reads = dict(loaded[0].block_stream.stats.reads)
+    assert reads[0] == 1 and reads[1] > 1  # the kept block once, the other one every step
 
 
 def test_cli_low_ram_and_inspect_bits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

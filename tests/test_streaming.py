@@ -20,7 +20,7 @@ from ltx_backend.pipeline import sampler as s
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.mixed_quant import bit_histogram, detect_layer_quantization
-from ltx_backend.weights.streaming import load_streamed_transformer
+from ltx_backend.weights.streaming import kept_indices, load_streamed_transformer
 from ltx_backend.weights.transformer import load_transformer, quantizable_layer, transformer_quantization
 from tests.test_transformer_quantized import SECTION, inputs, write_split
 
@@ -216,3 +216,27 @@ def test_a_file_truncated_while_streaming_is_a_clear_error(packs: dict[str, Path
     with pytest.raises(LtxError) as caught:
         mx.eval(streamed(video, audio))
     assert caught.value.code is ErrorCode.CHECKPOINT_CORRUPT and "truncated" in caught.value.message
+
+
+def test_kept_blocks_are_spread_over_the_model() -> None:
+    assert kept_indices(48, 0) == frozenset()
+    assert kept_indices(48, 24) == frozenset(range(0, 48, 2))  # every other block: each read overlaps a kept one
+    assert kept_indices(48, 12) == frozenset(range(0, 48, 4))
+    assert kept_indices(4, 3) == frozenset({0, 1, 2})
+    assert kept_indices(2, 5) == frozenset({0, 1})  # never more than there are
+
+
+@pytest.mark.parametrize("name", ["bf16", "mixed"])
+def test_kept_blocks_are_read_once_and_compute_the_same(packs: dict[str, Path], name: str) -> None:
+    """A streamed model holding one of its two blocks reads that block once, the other one every forward, and
+    computes the resident model's bytes each time."""
+    ckpt = open_checkpoint(packs[name])
+    resident = load_transformer(ckpt, mx.float32)
+    streamed = load_streamed_transformer(ckpt, mx.float32, kept_blocks=1)
+    video, audio = _inputs_for(name, resident)
+    expected = resident(video, audio)
+    for _ in range(3):
+        _same(streamed(video, audio), expected)
+    assert dict(streamed.block_stream.stats.reads) == {0: 1, 1: 3}
+    _same(streamed(video, audio, compiled=streamed.compiled_blocks()), expected)
+    assert dict(streamed.block_stream.stats.reads) == {0: 1, 1: 4}

@@ -234,10 +234,11 @@ class Engine:
     def _borrow(self, name: str, extra: tuple = (), wait: bool = True):
         """A component from the session's resident set, loaded now if it is not resident (under its key)."""
         root, dtype = str(self.checkpoint.root), str(self.dtype)
-        streaming, loras = False, self.loras  # the transformer's extra: (streaming, the stage's LoRAs)
+        # the transformer's extra: (streaming, the streamed blocks held once read, the stage's LoRAs)
+        streaming, kept, loras = False, 0, self.loras
         if name == r.TRANSFORMER:
-            streaming, loras = extra or (streaming, loras)
-            extra = (streaming, resident_key(loras))  # LoRA files by identity, and strengths
+            streaming, kept, loras = extra or (streaming, kept, loras)
+            extra = (streaming, kept, resident_key(loras))  # LoRA files by identity, and strengths
         loaders = {
             r.TEXT_ENCODER: (
                 lambda: ltx25_flow.text_encoder(self.checkpoint, self.text_encoder_root, self.dtype),
@@ -248,7 +249,7 @@ class Engine:
             r.VIDEO_ENCODER: (lambda: load_video_encoder(self.checkpoint, self.dtype), (root,)),
             r.AUDIO_ENCODER: (lambda: load_audio_encoder(self.checkpoint), (root,)),
             # A streamed transformer is another component than a resident one; each set of LoRAs another too.
-            r.TRANSFORMER: (lambda: self._load_transformer(streaming, loras), (root, self.quantize, *extra)),
+            r.TRANSFORMER: (lambda: self._load_transformer(streaming, loras, kept), (root, self.quantize, *extra)),
             r.UPSAMPLER: (lambda: load_upsampler(self.checkpoint, "spatial_x2", self.dtype), (root,)),
             r.VIDEO_DECODER: (lambda: load_video_decoder(self.checkpoint, self.dtype), (root,)),
             r.AUDIO_DECODER: (lambda: load_audio_decoder(self.checkpoint), (root,)),
@@ -257,9 +258,9 @@ class Engine:
         load, key = loaders[name]
         return self.models.borrow(name, (*key, dtype), load, wait)
 
-    def _load_transformer(self, streaming: bool = False, loras: Sequence[LoraSpec] = ()):
+    def _load_transformer(self, streaming: bool = False, loras: Sequence[LoraSpec] = (), kept_blocks: int = 0):
         if streaming:  # each block's LoRA deltas are fused as the block is read
-            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras)
+            transformer = load_streamed_transformer(self.checkpoint, self.dtype, loras=loras, kept_blocks=kept_blocks)
         else:
             transformer = load_transformer(self.checkpoint, self.dtype, self.quantize, loras=loras)
         if _dequantize_large_products():
@@ -290,7 +291,8 @@ class Engine:
         decoding = replace(request, tiling=self.decode_tiling(replace(request, tiling=choice.tiling)))
         if decoding.tiling != choice.tiling:  # what stays resident beside that decode
             plan = memory.estimate(
-                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, choice.streaming
+                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, choice.streaming,
+                choice.kept_blocks,
             )
         self.models.plan(memory.plan_residency(plan, sizes, budget, used))
         return plan
@@ -394,7 +396,8 @@ class Engine:
             control = self._encode_control(request, factor, timer)
             self._check(cancel)
             video_latent, audio_latent = self._denoise(
-                request, encoded, contexts, negative, keys, timer, emit, cancel, choice.streaming, control
+                request, encoded, contexts, negative, keys, timer, emit, cancel,
+                (choice.streaming, choice.kept_blocks), control,
             )
             del encoded, images
             if self._previewer is not None:  # the last previews (of the last step) are written during the decode
@@ -557,7 +560,7 @@ class Engine:
 
     def _denoise(
         self, request, encoded: sp.Encoded, contexts, negative, keys, timer: Timer, emit: Emit, cancel: CancelToken,
-        streaming=False, control=None,
+        streaming=(False, 0), control=None,
     ):  # fmt: skip
         """Run the job's stages in order: each builds its states (from the previous stage's output, upsampled where
         it refines one), applies its conditioning, noises them and runs its loop with its denoiser. A stage whose
@@ -567,7 +570,7 @@ class Engine:
         stage_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
         loaded_loras = stage_loras[0]
         with timer.phase(Phase.LOAD, "transformer"):  # the compat shim keys its log line on this detail
-            transformer = self._borrow(r.TRANSFORMER, (streaming, loaded_loras))
+            transformer = self._borrow(r.TRANSFORMER, (*streaming, loaded_loras))
         config = transformer.config
         audio_channels = config.audio_in_channels
         stg_block = min(STG_BLOCK[self.version], config.num_layers - 1)
@@ -598,7 +601,7 @@ class Engine:
                 del transformer
                 self.models.give_back(r.TRANSFORMER)  # borrowing under another key replaces it
                 with timer.loading():
-                    transformer = self._borrow(r.TRANSFORMER, (streaming, wanted))
+                    transformer = self._borrow(r.TRANSFORMER, (*streaming, wanted))
                 loaded_loras = wanted
             with timer.phase(STAGE_PHASES[plan.number]):
                 video = plan.video_state(video_latent)

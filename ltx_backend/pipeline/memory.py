@@ -18,7 +18,8 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   the blocks in flight), is 0.05 B per parameter. The fit is linear in tokens (MLX's fused attention does not
   hold the score matrix); past 6144 tokens it is an extrapolation.
   With the blocks streamed (``streaming``, weights/streaming.py) the phase holds the non-block weights and
-  ``STREAMED_BLOCKS`` of the largest block instead of all 48; the working memory is the same formula (the guided
+  ``STREAMED_BLOCKS`` of the largest block instead of all 48, plus the blocks the planner holds once read in the
+  memory left (``KEPT_SHARE`` of it, one largest block each); the working memory is the same formula (the guided
   passes of a step run block by block, each block's temporaries freed before the next is submitted). Not yet
   checked against a measured peak: ``benchmarks/low_ram.py`` measures it.
 * **video_decode**: ``VAE_BYTES_PER_PARAM * decoder_params + VAE_BYTES_PER_VOXEL * largest_tile_voxels``, where
@@ -78,6 +79,9 @@ AUDIO_BYTES_PER_SECOND = 64e6
 # Block weight sets alive at once while streaming: the block the device runs, the one being built, the one the reader
 # thread fills (a numpy buffer) and its copy into MLX arrays.
 STREAMED_BLOCKS = 4
+# Of the memory a streamed denoising leaves, the share the planner fills with blocks held once read (each one held is
+# one block fewer read per step); the rest is margin for the estimate.
+KEPT_SHARE = 0.8
 UNTILED_SHARE = 0.6  # of the available memory an untiled decode may take under --tiling auto
 PROMPT_TOKENS = 1024  # prompts are padded to this length (pipeline/text.py)
 GROUP_SIZE = 64  # quantization group (weights/transformer.py)
@@ -208,10 +212,11 @@ def _load_time_quantizer(bits: int, itemsize: int) -> Callable[[str, TensorInfo]
 
 
 def _transformer_weights(
-    ckpt: Checkpoint, itemsize: int | None, quantize: int | None, streaming: bool = False
+    ckpt: Checkpoint, itemsize: int | None, quantize: int | None, streaming: bool = False, kept_blocks: int = 0
 ) -> tuple[int, int]:
     """(bytes held, parameters). Streaming holds the non-block weights and ``STREAMED_BLOCKS`` of the largest
-    block, read as stored (load-time quantization applies to resident weights only)."""
+    block, plus the `kept_blocks` it holds, read as stored (load-time quantization applies to resident weights
+    only)."""
     from ltx_backend.models.transformer import sanitize_transformer_key
 
     component = _component(ckpt, "transformer")
@@ -235,7 +240,21 @@ def _transformer_weights(
             blocks[index] = blocks.get(index, 0) + size
         else:
             rest += size
-    return rest + STREAMED_BLOCKS * max(blocks.values(), default=0), params
+    return rest + (STREAMED_BLOCKS + kept_blocks) * max(blocks.values(), default=0), params
+
+
+def _streamed_blocks(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
+    """(number of transformer blocks, bytes of the largest one as streaming reads it)."""
+    from ltx_backend.models.transformer import sanitize_transformer_key
+
+    component = _component(ckpt, "transformer")
+    blocks: dict[str, int] = {}
+    for key, info in (component.tensors if component is not None else {}).items():
+        name = sanitize_transformer_key(key)
+        if name is not None and name.startswith("transformer_blocks."):
+            index = name.split(".", 2)[1]
+            blocks[index] = blocks.get(index, 0) + _tensor_bytes(info, itemsize)
+    return len(blocks), max(blocks.values(), default=0)
 
 
 def _transformer_dims(ckpt: Checkpoint) -> tuple[int, int]:
@@ -365,11 +384,12 @@ def _denoise_phase(
     quantize: int | None,
     scale: float,
     streaming: bool = False,
+    kept_blocks: int = 0,
 ) -> PhaseMemory:
     from ltx_backend.pipeline.sampler import audio_latent_frames
     from ltx_backend.weights.video import find_upscaler
 
-    weights, _ = _transformer_weights(ckpt, itemsize, quantize, streaming)
+    weights, _ = _transformer_weights(ckpt, itemsize, quantize, streaming, kept_blocks)
     q = ckpt.quantization
     params = _logical_params(_component(ckpt, "transformer"), q["bits"] if q else None)
     video_dim, audio_dim = _transformer_dims(ckpt)
@@ -404,7 +424,10 @@ def _denoise_phase(
         upsampler = _weight_bytes(source.component.tensors, itemsize)[0]
     activations = max(stage2, upsampler)
     which = "full size" + (f", {passes} guided passes" if passes > 1 else "")
-    detail = f"{which}: {video_tokens} video + {audio_tokens} audio tokens" + (", blocks streamed" if streaming else "")
+    kept = f", {kept_blocks} kept" if kept_blocks else ""
+    detail = f"{which}: {video_tokens} video + {audio_tokens} audio tokens" + (
+        f", blocks streamed{kept}" if streaming else ""
+    )
     return PhaseMemory(DENOISING, weights, int(activations), detail)
 
 
@@ -435,7 +458,7 @@ def _source_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | 
     return PhaseMemory(SOURCE_ENCODING, weights, int(activations), ", ".join(detail))
 
 
-def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> dict[str, PhaseMemory]:
+def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False, kept: int = 0) -> dict[str, PhaseMemory]:
     from ltx_backend.pipeline.engine import checkpoint_variant
 
     itemsize = _itemsize(dtype)
@@ -446,7 +469,7 @@ def _phases(ckpt, root, request, dtype, quantize, streaming: bool = False) -> di
         phases.append(_image_phase(ckpt, request, itemsize, scale))
     if request.mode in ("a2v", "retake", "extend"):
         phases.append(_source_phase(ckpt, request, itemsize, scale))
-    phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale, streaming))
+    phases.append(_denoise_phase(ckpt, request, itemsize, quantize, scale, streaming, kept))
     phases.append(_video_decode_phase(ckpt, request, itemsize, scale))
     if request.audio:  # after the video: it runs while ffmpeg encodes
         phases.append(_audio_phase(ckpt, request))
@@ -460,14 +483,16 @@ def estimate(
     dtype: mx.Dtype | None,
     quantize: int | None = None,
     streaming: bool = False,
+    kept_blocks: int = 0,
 ) -> MemoryPlan:
     """The memory each phase of `request` needs with this checkpoint and text encoder (None: no text phase).
 
     `request` should be validated (sizes multiples of 64, frames 8k+1). `dtype` is the compute dtype the engine
     loads weights in (None: as stored); `quantize` the load-time transformer quantization (4, 8 or None);
-    `streaming`: the transformer's blocks are read from disk per step (weights/streaming.py).
+    `streaming`: the transformer's blocks are read from disk per step (weights/streaming.py), but for
+    `kept_blocks` of them, held once read.
     """
-    phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+    phases = _phases(checkpoint, text_encoder_root, request, dtype, quantize, streaming, kept_blocks)
     itemsize = _itemsize(dtype)
     scale = _activation_scale(itemsize)
     # What-ifs for the hint, mildest first. Quantizing at load only applies to unquantized checkpoints.
@@ -483,7 +508,7 @@ def estimate(
                 continue
             changed = dict(phases)
             if b is not None:
-                changed[DENOISING] = _denoise_phase(checkpoint, request, itemsize, b, scale, streaming)
+                changed[DENOISING] = _denoise_phase(checkpoint, request, itemsize, b, scale, streaming, kept_blocks)
             if tiling is not None:
                 tiled = replace(request, tiling=tiling)
                 changed[VIDEO_DECODE] = _video_decode_phase(checkpoint, tiled, itemsize, scale)
@@ -666,6 +691,7 @@ class MemoryChoice:
     available: int
     reasons: tuple[str, ...]
     suggestions: tuple[str, ...] = ()
+    kept_blocks: int = 0  # streamed blocks read once and held, as the memory allows
 
     def event(self) -> events.MemoryPlan:
         return events.MemoryPlan(
@@ -703,7 +729,7 @@ def choose(
         plan = estimate(*args)
         return per_rank(plan) if per_rank is not None else plan
 
-    streaming = request.memory == "low"
+    streaming, kept_blocks = request.memory == "low", 0  # low: the least memory, every block streamed
     reasons: list[str] = ["memory: low (--low-ram) streams the transformer's blocks"] if streaming else []
     plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
     tiling = request.tiling
@@ -711,14 +737,20 @@ def choose(
         resident = plan.phases[DENOISING].total
         streaming = True
         plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
+        kept_blocks = _blocks_to_keep(checkpoint, dtype, available - plan.phases[DENOISING].total)
+        if kept_blocks:
+            plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming, kept_blocks)
+        blocks = _streamed_blocks(checkpoint, _itemsize(dtype))[0]
+        kept = f", {kept_blocks} of its {blocks} blocks held once read" if kept_blocks else ""
         reasons.append(
             f"denoising with the whole transformer resident needs {_gb(resident)} and {_gb(available)} is "
-            f"available: its blocks are streamed from disk ({_gb(plan.phases[DENOISING].total)})"
+            f"available: its blocks are streamed from disk{kept} ({_gb(plan.phases[DENOISING].total)})"
         )
     if available > 0 and request.tiling == "auto" and plan.phases[VIDEO_DECODE].total > available:
         untiled = plan.phases[VIDEO_DECODE].total
         tiling = "aggressive"
-        plan = _estimate(checkpoint, text_encoder_root, replace(request, tiling=tiling), dtype, quantize, streaming)
+        tiled = replace(request, tiling=tiling)
+        plan = _estimate(checkpoint, text_encoder_root, tiled, dtype, quantize, streaming, kept_blocks)
         reasons.append(
             f"the video decode needs {_gb(untiled)} with tiling auto: tiling aggressive "
             f"({_gb(plan.phases[VIDEO_DECODE].total)})"
@@ -729,10 +761,19 @@ def choose(
             + (f" of {_gb(available)} available)" if available > 0 else "; available memory unknown)")
         )
     suggestions = _suggestions(checkpoint, text_encoder_root, request, dtype, quantize, plan, available, tiling)
-    choice = MemoryChoice(streaming, tiling, plan, available, tuple(reasons), tuple(suggestions))
+    choice = MemoryChoice(streaming, tiling, plan, available, tuple(reasons), tuple(suggestions), kept_blocks)
     if available > 0 and plan.peak > available:
         _refuse(choice)
     return choice
+
+
+def _blocks_to_keep(checkpoint: Checkpoint, dtype: mx.Dtype | None, spare: int) -> int:
+    """How many streamed blocks to hold once read in `spare` bytes of denoising memory (``KEPT_SHARE`` of it): all
+    but one at most (all of them would be the resident transformer, which did not fit)."""
+    blocks, largest = _streamed_blocks(checkpoint, _itemsize(dtype))
+    if spare <= 0 or not largest:
+        return 0
+    return max(0, min(blocks - 1, int(spare * KEPT_SHARE) // largest))
 
 
 def _suggestions(checkpoint, root, request, dtype, quantize, plan: MemoryPlan, available: int, tiling: str):

@@ -6,6 +6,8 @@ read from its safetensors file(s) when the forward reaches it, while the device 
 blocks of weights at a time (the one in flight, the one being built, the one being read) instead of all 48.
 A denoising step's passes (the guider's conditional, unconditional, perturbed and isolated forwards) run through
 the blocks together (``LTXModel.forward_passes``), so every block is read once per step, however many passes.
+Where memory is left beside that, the planner has some blocks held once read (``kept_blocks``, evenly spread:
+``pipeline/memory.py`` chooses how many): each one held is one block fewer read per step.
 
 How the bytes are read: every tensor's byte range is known from the header (``TensorInfo.offset``), so a block is
 a list of ``pread``s (``READ_THREADS`` at a time) straight into one numpy buffer per parameter, then one copy into
@@ -82,12 +84,26 @@ class StreamStats:
         return self.bytes / self.seconds if self.seconds else 0.0
 
 
-class BlockStream:
-    """Reads one block's weights at a time, the next one on a reader thread (``LTXModel``'s ``BlockSource``)."""
+def kept_indices(blocks: int, kept: int) -> frozenset[int]:
+    """`kept` of `blocks` block indices, evenly spread: each streamed block's read then overlaps the compute of
+    the kept blocks before it, rather than all reads coming back to back."""
+    kept = max(0, min(kept, blocks))
+    return frozenset(index * blocks // kept for index in range(kept)) if kept else frozenset()
 
-    def __init__(self, blocks: list[list[_Param]], transform: BlockTransform | None = None) -> None:
+
+class BlockStream:
+    """Reads one block's weights at a time, the next one on a reader thread (``LTXModel``'s ``BlockSource``).
+
+    The blocks in `keep` are read once, at their first use, and held from then on (the planner keeps as many as
+    the memory allows: each one kept is one block fewer read per step)."""
+
+    def __init__(
+        self, blocks: list[list[_Param]], transform: BlockTransform | None = None, keep: frozenset[int] = frozenset()
+    ) -> None:
         self._blocks = blocks
         self.transform = transform
+        self.keep = keep
+        self._held: dict[int, dict] = {}  # the kept blocks read so far: their weights as `weights` returns them
         self.stats = StreamStats()
         self._pending: dict[int, Future] = {}
         self._files = Descriptors("stream the transformer")
@@ -104,22 +120,36 @@ class BlockStream:
         return [sum(param.nbytes for param in block) for block in self._blocks]
 
     def begin(self) -> None:
-        self._prefetch(0)
+        self._prefetch_after(-1)
 
     def weights(self, index: int) -> dict:
-        """Block `index`'s weights as the block shell's nested parameter dict; starts reading the next block."""
+        """Block `index`'s weights as the block shell's nested parameter dict; starts reading the next block that
+        is not held."""
+        held = self._held.get(index)
+        if held is not None:
+            self._prefetch_after(index)
+            return held
         self._prefetch(index)
         start = time.perf_counter()
         raw = self._pending.pop(index).result()
         self.stats.waited += time.perf_counter() - start
-        if index + 1 < len(self._blocks):
-            self._prefetch(index + 1)
+        self._prefetch_after(index)
         arrays = {}
         for param, stored in zip(self._blocks[index], raw, strict=True):
             arrays.update(self._arrays(param, stored))
         if self.transform is not None:
             arrays = self.transform(index, arrays)
-        return tree_unflatten(list(_stack(arrays, self._blocks[index]).items()))
+        weights = tree_unflatten(list(_stack(arrays, self._blocks[index]).items()))
+        if index in self.keep:
+            self._held[index] = weights
+        return weights
+
+    def _prefetch_after(self, index: int) -> None:
+        """Start reading the first block after `index` that is not held (none past the last block)."""
+        following = (later for later in range(index + 1, len(self._blocks)) if later not in self._held)
+        later = next(following, None)
+        if later is not None:
+            self._prefetch(later)
 
     def _prefetch(self, index: int) -> None:
         if index not in self._pending:
@@ -205,8 +235,10 @@ def load_streamed_transformer(
     dtype: mx.Dtype | None = None,
     block_transform: BlockTransform | None = None,
     loras: Sequence[LoraSpec] = (),
+    kept_blocks: int = 0,
 ) -> LTXModel:
-    """The denoiser with its non-block weights loaded and its blocks streamed from disk on every forward.
+    """The denoiser with its non-block weights loaded and its blocks streamed from disk on every forward, but for
+    `kept_blocks` of them (evenly spread), read once and held.
 
     Checked as exactly as ``load_transformer`` (every key, shape and dtype planned before anything is read).
     `loras` are fused as ``load_transformer`` fuses them: the non-block layers now, each block as it is read
@@ -245,7 +277,7 @@ def load_streamed_transformer(
         keys = [key for key, _ in tree_flatten(shell.parameters())]
         reads.append(_block_params(keys, by_block[index], dtype))
     model.transformer_blocks = blocks
-    model.block_stream = BlockStream(reads, block_transform)
+    model.block_stream = BlockStream(reads, block_transform, kept_indices(len(reads), kept_blocks))
     if loras:
         model.block_stream.transform = streamed_loras(model, ckpt, loras)
     return model
