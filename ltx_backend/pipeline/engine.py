@@ -291,7 +291,12 @@ class Engine:
         decoding = replace(request, tiling=self.decode_tiling(replace(request, tiling=choice.tiling)))
         if decoding.tiling != choice.tiling:  # what stays resident beside that decode
             plan = memory.estimate(
-                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, choice.streaming,
+                self.checkpoint,
+                self.text_encoder_root,
+                decoding,
+                self.dtype,
+                self.quantize,
+                choice.streaming,
                 choice.kept_blocks,
             )
         self.models.plan(memory.plan_residency(plan, sizes, budget, used))
@@ -396,8 +401,16 @@ class Engine:
             control = self._encode_control(request, factor, timer)
             self._check(cancel)
             video_latent, audio_latent = self._denoise(
-                request, encoded, contexts, negative, keys, timer, emit, cancel,
-                (choice.streaming, choice.kept_blocks), control,
+                request,
+                encoded,
+                contexts,
+                negative,
+                keys,
+                timer,
+                emit,
+                cancel,
+                (choice.streaming, choice.kept_blocks),
+                control,
             )
             del encoded, images
             if self._previewer is not None:  # the last previews (of the last step) are written during the decode
