@@ -290,14 +290,9 @@ class Engine:
         used = memory.used_components(plan) | set(self.models.names())
         decoding = replace(request, tiling=self.decode_tiling(replace(request, tiling=choice.tiling)))
         if decoding.tiling != choice.tiling:  # what stays resident beside that decode
+            streamed = (choice.streaming, choice.kept_blocks)
             plan = memory.estimate(
-                self.checkpoint,
-                self.text_encoder_root,
-                decoding,
-                self.dtype,
-                self.quantize,
-                choice.streaming,
-                choice.kept_blocks,
+                self.checkpoint, self.text_encoder_root, decoding, self.dtype, self.quantize, *streamed
             )
         self.models.plan(memory.plan_residency(plan, sizes, budget, used))
         return plan
@@ -400,17 +395,9 @@ class Engine:
             self._check(cancel)
             control = self._encode_control(request, factor, timer)
             self._check(cancel)
+            streaming = (choice.streaming, choice.kept_blocks)
             video_latent, audio_latent = self._denoise(
-                request,
-                encoded,
-                contexts,
-                negative,
-                keys,
-                timer,
-                emit,
-                cancel,
-                (choice.streaming, choice.kept_blocks),
-                control,
+                request, encoded, contexts, negative, keys, timer, emit, cancel, streaming, control
             )
             del encoded, images
             if self._previewer is not None:  # the last previews (of the last step) are written during the decode
