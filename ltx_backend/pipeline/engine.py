@@ -565,7 +565,7 @@ class Engine:
         """Run the job's stages in order: each builds its states (from the previous stage's output, upsampled where
         it refines one), applies its conditioning, noises them and runs its loop with its denoiser. A stage whose
         LoRAs differ from the previous one's (IC-LoRA stage 2, the dev flow's distilled LoRA) loads its own
-        transformer (pipeline/loras.py)."""
+        transformer (pipeline/loras.py). `streaming`: (blocks streamed, how many of them held once read)."""
         dtype = self.dtype
         stage_loras = lora_stages.stage_loras(self.loras, self.distilled_lora, self.variant, request)
         loaded_loras = stage_loras[0]
