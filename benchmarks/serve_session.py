@@ -265,7 +265,8 @@ def session(model: Path, policy: str, size: dict, folder: Path, home: Path, warm
             continue
         jobs.append({
             "seed": seed, "previews": len(previews), "wall_s": round(at - sent, 3),
-            # what no timed phase covers (request to plan, the commit, the hand-back of borrowed models)
+            # what no timed part covers (the server's queue and the messages; the plan and the hand-back of borrowed
+            # models are timed since 2026-12-05, night: `plan`, `settle`)
             "outside_phases_s": round(at - sent - sum(result["timings"].values()), 3),
             "timings": result["timings"], "peak_memory_gb": result["peak_memory_gb"],
             "sha256": hashlib.sha256(Path(result["video_path"]).read_bytes()).hexdigest()[:16], "notes": notes,

@@ -361,21 +361,22 @@ class Engine:
         # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
         # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
         # num_frames is planned at the longest length its duration head may choose.
-        choice = self.choose_memory(_at_longest(request))
-        log.info(
-            "memory plan: %s; %s; measured: %s",
-            choice.plan.to_dict(), choice.event().text(), memory.memory_report(self.models.nbytes),
-        )  # fmt: skip
-        emit(choice.event())
-        request = replace(request, tiling=choice.tiling)
-        if choice.streaming and self.quantize is not None and not self._prequantized:
-            emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
-                                "used as stored"))  # fmt: skip
-        self.plan_residency(_at_longest(request), choice)
+        timer = Timer({}, emit)
+        with timer.part("plan"):  # reported: on a 50 GB checkpoint it is part of what no phase covered
+            choice = self.choose_memory(_at_longest(request))
+            log.info(
+                "memory plan: %s; %s; measured: %s",
+                choice.plan.to_dict(), choice.event().text(), memory.memory_report(self.models.nbytes),
+            )  # fmt: skip
+            emit(choice.event())
+            request = replace(request, tiling=choice.tiling)
+            if choice.streaming and self.quantize is not None and not self._prequantized:
+                emit(events.Warning(f"--quantize {self.quantize} applies to resident weights: streamed blocks are "
+                                    "used as stored"))  # fmt: skip
+            self.plan_residency(_at_longest(request), choice)
         if preview is not None:
             preview = preview.validate()
         mx.reset_peak_memory()
-        timer = Timer({}, emit)
         keys = iter(mx.random.split(mx.random.key(request.seed), 8))
 
         try:
@@ -411,7 +412,8 @@ class Engine:
             if self._previewer is not None:
                 self._previewer.abandon()
             self._previewer = None
-            self.models.settle()
+            with timer.part("settle"):
+                self.models.settle()
 
         return events.Result(
             video_path=request.output_path,
