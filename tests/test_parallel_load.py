@@ -249,13 +249,17 @@ def test_a_generation_is_the_same_bytes_with_one_thread_and_four(
     assert len(set(digests)) == 1
 
 
-def test_stacked_projections_are_read_on_the_lanes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "mixed"), [("2.0", False), ("2.3", False), ("2.3", True)])
+def test_stacked_projections_are_read_on_the_lanes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str, mixed: bool
+) -> None:
     """A transformer's q/k/v share a lane, so their stacking (`fuse_projections`) is read there too: nothing is
-    left to the calling thread's single-threaded evaluation, and the weights are those of a one-thread load."""
+    left to the calling thread's single-threaded evaluation, and the weights are those of a one-thread load (bf16,
+    4-bit and mixed-precision packs: a quantized layer's weight, scales and biases are stacked alike)."""
     from ltx_backend.weights.checkpoint import open_checkpoint
     from ltx_backend.weights.transformer import load_transformer
 
-    ckpt = open_checkpoint(write_tiny_model(tmp_path / "tiny"))
+    ckpt = open_checkpoint(write_tiny_model(tmp_path / "tiny", version, mixed=mixed))
     rest: list[list[mx.array]] = []
     start = parallel_load.ParallelLoad.start
 
@@ -267,5 +271,5 @@ def test_stacked_projections_are_read_on_the_lanes(monkeypatch: pytest.MonkeyPat
     _, one = borrowed(monkeypatch, 1, lambda: load_transformer(ckpt, mx.float32))
     _, four = borrowed(monkeypatch, 4, lambda: load_transformer(ckpt, mx.float32))
     assert rest == [[]]
-    assert any(".to_qkv." in key for key in params(four))
+    assert any(".to_qkv." in key or ".to_kv." in key for key in params(four))
     assert params(one) == params(four)
