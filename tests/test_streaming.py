@@ -20,7 +20,7 @@ from ltx_backend.pipeline import sampler as s
 from ltx_backend.tiny import write_tiny_model
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.mixed_quant import bit_histogram, detect_layer_quantization
-from ltx_backend.weights.streaming import kept_indices, load_streamed_transformer
+from ltx_backend.weights.streaming import BlockStream, kept_indices, load_streamed_transformer
 from ltx_backend.weights.transformer import load_transformer, quantizable_layer, transformer_quantization
 from tests.test_transformer_quantized import SECTION, inputs, write_split
 
@@ -240,3 +240,37 @@ def test_kept_blocks_are_read_once_and_compute_the_same(packs: dict[str, Path], 
     assert dict(streamed.block_stream.stats.reads) == {0: 1, 1: 3}
     _same(streamed(video, audio, compiled=streamed.compiled_blocks()), expected)
     assert dict(streamed.block_stream.stats.reads) == {0: 1, 1: 4}
+
+
+@pytest.mark.parametrize("name", ["bf16", "q4", "mixed"])
+def test_lane_reads_compute_the_same_as_pread_reads(packs: dict[str, Path], name: str) -> None:
+    """CUDA's reads (MLX's `Load` on the parallel-load lanes, each lane's load made anew once its tensors were
+    handed out) give the bytes of the `pread` reads, forward after forward, each block read once per forward."""
+    ckpt = open_checkpoint(packs[name])
+    resident = load_transformer(ckpt, mx.float32)
+    streamed = load_streamed_transformer(ckpt, mx.float32)
+    stream = streamed.block_stream
+    streamed.block_stream = BlockStream(stream._blocks, stream.transform, stream.keep, lane_reads=True)
+    video, audio = _inputs_for(name, resident)
+    expected = resident(video, audio)
+    for _ in range(3):
+        _same(streamed(video, audio), expected)
+    assert dict(streamed.block_stream.stats.reads) == {0: 3, 1: 3}
+
+
+def test_a_file_truncated_while_lane_reads_stream_it_is_a_clear_error(packs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(packs["bf16"], folder)
+    ckpt = open_checkpoint(folder)
+    streamed = load_streamed_transformer(ckpt, mx.float32)
+    stream = streamed.block_stream
+    streamed.block_stream = BlockStream(stream._blocks, stream.transform, stream.keep, lane_reads=True)
+    video, audio = inputs(streamed)
+    path = next(folder.glob("transformer*.safetensors"))
+    with path.open("r+b") as handle:  # cut the file inside the last block's tensors
+        handle.truncate(path.stat().st_size // 2)
+    with pytest.raises(LtxError) as caught:
+        mx.eval(streamed(video, audio))
+    assert caught.value.code == ErrorCode.CHECKPOINT_CORRUPT and str(path) in caught.value.message

@@ -13,10 +13,13 @@ How the bytes are read: every tensor's byte range is known from the header (``Te
 a list of ``pread``s (``READ_THREADS`` at a time) straight into one numpy buffer per parameter, then one copy into
 an MLX array, both on reader threads. Attention projections that the model stacks (``to_qkv`` / ``to_kv``, see
 ``Attention.fuse_projections``) are read into the stacked buffer directly: stacking is along the output rows, so
-the parts' bytes simply follow each other. We do not use ``mx.load`` here: it is lazy (checked on MLX 0.32.4: it
-allocates nothing until a tensor is evaluated, then only that tensor) but parses the whole header and creates an
-array per tensor on every call, reads on the evaluating stream, and an evaluated array keeps its bytes for as long
-as it is referenced (the resident loader relies on exactly that).
+the parts' bytes simply follow each other. That is the way on Metal and CPUs. On CUDA an MLX array made from host
+data lives in managed memory, slow to fill and moved to the device page by page at its first use (the streamed
+Q4 job read 1.9 GB/s from the page cache on the H100 machine), so there each tensor is read by MLX's own ``Load``
+on the parallel-load lanes (``parallel_load.LaneReader``; ``mx.load`` on 4 lanes read 3.3-4.6 GB/s warm there).
+``mx.load`` is lazy (checked on MLX 0.32.4: it allocates nothing until a tensor is evaluated, then only that
+tensor) but parses the whole header on every call and an evaluated array keeps its bytes for as long as it is
+referenced, so each lane pops the tensors it reads from its load and makes the load anew once per step.
 
 Works for bf16/f16/f32 weights (cast to the compute dtype on the way in, as the resident loader does), uniform
 and mixed-precision quantized layers (``mixed_quant.py``: each block gets a shell module of its own layer bits),
@@ -39,12 +42,14 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ltx_backend.device import cuda_gpu
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.transformer import LTXModel, TransformerConfig, block_structure, sanitize_transformer_key
 from ltx_backend.weights.checkpoint import Checkpoint
 from ltx_backend.weights.load import build_from_config, plan_module
 from ltx_backend.weights.lora import LoraSpec, streamed_loras
 from ltx_backend.weights.mixed_quant import quantize_by_shapes
+from ltx_backend.weights.parallel_load import LaneReader
 from ltx_backend.weights.plan import LoadPlan, PlannedTensor
 from ltx_backend.weights.safetensors_file import TensorInfo
 from ltx_backend.weights.tensor_reader import READ_THREADS, Descriptors, read_stored
@@ -98,11 +103,17 @@ class BlockStream:
     the memory allows: each one kept is one block fewer read per step)."""
 
     def __init__(
-        self, blocks: list[list[_Param]], transform: BlockTransform | None = None, keep: frozenset[int] = frozenset()
+        self,
+        blocks: list[list[_Param]],
+        transform: BlockTransform | None = None,
+        keep: frozenset[int] = frozenset(),
+        lane_reads: bool | None = None,
     ) -> None:
         self._blocks = blocks
         self.transform = transform
         self.keep = keep
+        # CUDA reads through MLX's `Load` on the parallel-load lanes (`LaneReader` says why); elsewhere `pread`s
+        self._lanes = LaneReader(READ_THREADS) if (cuda_gpu() if lane_reads is None else lane_reads) else None
         self._held: dict[int, dict] = {}  # the kept blocks read so far: their weights as `weights` returns them
         self.stats = StreamStats()
         self._pending: dict[int, Future] = {}
@@ -157,8 +168,8 @@ class BlockStream:
 
     def _arrays(self, param: _Param, array: mx.array) -> dict[str, mx.array]:
         """The parameter's arrays: stacked as read, or split into its parts when a transform wants them apart."""
-        if param.parts[0][1].dtype == "BF16":  # here, not on the reader thread: an op needs this thread's stream
-            array = array.view(mx.bfloat16)
+        if array.dtype == mx.uint16 and param.parts[0][1].dtype == "BF16":  # read as bits: view here, not on the
+            array = array.view(mx.bfloat16)  # reader thread (an op needs this thread's stream)
         if param.dtype is not None and array.dtype != param.dtype:
             array = array.astype(param.dtype)
         if self.transform is None or len(param.parts) == 1:
@@ -172,7 +183,11 @@ class BlockStream:
         faster than one; so does memory), off the thread that builds the forward."""
         start = time.perf_counter()
         params = self._blocks[index]
-        arrays = [future.result() for future in [self._io.submit(self._read_param, param) for param in params]]
+        if self._lanes is not None:
+            futures = [self._lanes.submit([info for _, info in param.parts], param.shape) for param in params]
+        else:
+            futures = [self._io.submit(self._read_param, param) for param in params]
+        arrays = [future.result() for future in futures]
         with self._lock:
             self.stats.reads[index] += 1
             self.stats.bytes += sum(param.nbytes for param in params)
