@@ -1,4 +1,5 @@
-"""Read a component's tensors on several threads, one MLX stream each.
+"""Read a component's tensors on several threads, one MLX stream each (and, with `LaneReader`, the streamed
+transformer's blocks on CUDA).
 
 MLX's `Load` reads a tensor into a host buffer and (on CUDA) copies it to the device, one tensor at a time on the
 thread that evaluates it. Measured on an H100 (MLX 0.32.4 CUDA, ``benchmarks/load_speed.py``, 10 GB of bf16 tensors,
