@@ -44,6 +44,7 @@ case ${1:-} in
     bench vae_decode 150 vae_decode.py --reference --repeat 3
     bench vae_decode_engine 120 vae_decode.py --progress --repeat 3 --modes none,auto,default,aggressive
     bench generate 180 generate.py --tiling none
+    bench mux_tail 60 mux_tail.py
     ;;
   modes)
     bench modes 200 modes.py --runs 2

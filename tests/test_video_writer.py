@@ -13,7 +13,7 @@ from media_probe import probe
 
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.media.audio import write_wav
-from ltx_backend.media.video import VideoWriter, ffmpeg_exe, mux_audio, to_uint8
+from ltx_backend.media.video import AacTrack, VideoWriter, ffmpeg_exe, mux_audio, to_uint8
 
 
 def chunks(count: int, frames: int = 8) -> list[np.ndarray]:
@@ -118,6 +118,11 @@ def _video_stream_md5(path: Path) -> str:
     return subprocess.run(command, capture_output=True, check=True, text=True).stdout.strip()
 
 
+def _audio_stream_md5(path: Path) -> str:
+    command = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(command, capture_output=True, check=True, text=True).stdout.strip()
+
+
 def _tone(folder: Path, seconds: float) -> Path:
     t = np.arange(int(48000 * seconds)) / 48000
     wave = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
@@ -139,6 +144,37 @@ def test_audio_muxed_afterwards_keeps_the_video_stream_as_encoded(tmp_path: Path
     )  # fmt: skip
     assert info.duration == pytest.approx(1.0, abs=0.06)  # -shortest: the longer audio is cut to the video
     assert _video_stream_md5(tmp_path / "v.mp4") == _video_stream_md5(tmp_path / "v.h264.mp4")
+
+
+def test_an_aac_track_encoded_beside_the_video_is_copied_into_the_same_mp4(tmp_path: Path) -> None:
+    """The engine encodes the AAC track while x264 encodes the video (`AacTrack`), then copies both: the file is the
+    one the encode-while-muxing path writes, stream for stream."""
+    with VideoWriter(tmp_path / "v.h264.mp4", 96, 64, 24, atomic=False) as writer:
+        for chunk in chunks(3):
+            writer.write(chunk)
+        wav = _tone(tmp_path, 1.0)
+        with AacTrack(wav, tmp_path / "a.m4a") as track:
+            writer.finish()
+            mux_audio(tmp_path / "v.h264.mp4", track, tmp_path / "copied.mp4")
+    mux_audio(tmp_path / "v.h264.mp4", wav, tmp_path / "encoded.mp4")
+    copied, encoded = probe(tmp_path / "copied.mp4"), probe(tmp_path / "encoded.mp4")
+    assert (copied.video_codec, copied.frames, copied.audio_codec, copied.sample_rate, copied.channels) == (
+        "h264", 24, "aac", 48000, "stereo",
+    )  # fmt: skip
+    assert copied.duration == pytest.approx(encoded.duration, abs=0.03)
+    assert _video_stream_md5(tmp_path / "copied.mp4") == _video_stream_md5(tmp_path / "v.h264.mp4")
+    assert _audio_stream_md5(tmp_path / "copied.mp4") == _audio_stream_md5(tmp_path / "encoded.mp4")
+
+
+def test_an_aac_track_left_early_is_killed(tmp_path: Path, monkeypatch) -> None:
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+    slow = tmp_path / "fifo.wav"
+    os.mkfifo(slow)  # ffmpeg blocks reading it: the encoder is still running when the job fails
+    with pytest.raises(KeyboardInterrupt), AacTrack(slow, tmp_path / "a.m4a"):
+        raise KeyboardInterrupt
+    assert started and started[0].returncode is not None  # killed and reaped, not left running
 
 
 def test_a_mux_that_fails_names_its_output(tmp_path: Path) -> None:

@@ -214,24 +214,66 @@ def _wait(process: subprocess.Popen, check: Callable[[], None]) -> int:
             check()
 
 
-def mux_audio(video: Path, wav: Path, target: Path, check: Callable[[], None] | None = None) -> None:
-    """Write `target`: the H.264 stream of `video` as is, with `wav` encoded as the same AAC track `VideoWriter`
-    muxes in its single pass. ffmpeg is killed if `check` raises (a cancel); a failure names `target`."""
-    command = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-i", str(wav),
-        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *AAC_ARGUMENTS, "-movflags", "+faststart",
-        "-f", "mp4", str(target),
-    ]  # fmt: skip
+def _start(command: list[str]) -> subprocess.Popen:
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError as exc:
         hint = "Reinstall imageio-ffmpeg: pip install -U imageio-ffmpeg"
         raise LtxError(ErrorCode.FFMPEG_MISSING, f"ffmpeg does not run: {exc}", hint) from exc
+
+
+def _complete(process: subprocess.Popen, target: Path, check: Callable[[], None]) -> None:
+    """Wait for `process` (killed and reaped if `check` raises); a failure names `target`."""
     try:
-        status = _wait(process, check or (lambda: None))
+        status = _wait(process, check)
     except BaseException:
         process.kill()
         process.wait()
         raise
     if status != 0:
         raise _encoding_failed(target, process.stderr.read().decode(errors="replace"))
+
+
+class AacTrack:
+    """`wav` encoded to an AAC track (``path``, an .m4a) by an ffmpeg of its own, from `__enter__` on: the engine
+    starts it as soon as the audio is decoded, while x264 still encodes the video, so that the mux after both only
+    copies the two streams. On a 2-core CPU the AAC encode of 5 s of audio takes 0.15 s of the 0.23 s that muxing
+    while encoding it took; copying both streams takes 0.02 s. Leaving the block early kills the encoder."""
+
+    def __init__(self, wav: Path, path: Path, check: Callable[[], None] | None = None) -> None:
+        self.wav, self.path = Path(wav), Path(path)
+        self.check = check or (lambda: None)
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> AacTrack:
+        command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(self.wav), "-map", "0:a:0",
+                   *AAC_ARGUMENTS, "-f", "mp4", str(self.path)]  # fmt: skip
+        self._process = _start(command)
+        return self
+
+    def finish(self) -> None:
+        """Wait for the encoder and check it succeeded."""
+        _complete(self._process, self.path, self.check)
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if self._process.poll() is None:  # not waited for: the job failed or was cancelled before its mux
+            self._process.kill()
+            self._process.wait()
+
+
+def mux_audio(video: Path, audio: Path | AacTrack, target: Path, check: Callable[[], None] | None = None) -> None:
+    """Write `target`: the H.264 stream of `video` as is, with `audio`: a WAV encoded now as the same AAC track
+    `VideoWriter` muxes in its single pass, or an `AacTrack` already encoded (waited for, then copied). ffmpeg is
+    killed if `check` raises (a cancel); a failure names `target`."""
+    check = check or (lambda: None)
+    if isinstance(audio, AacTrack):
+        audio.finish()
+        track, audio_arguments = audio.path, ["-c:a", "copy", "-shortest"]
+    else:
+        track, audio_arguments = audio, AAC_ARGUMENTS
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-i", str(track),
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_arguments, "-movflags", "+faststart",
+        "-f", "mp4", str(target),
+    ]  # fmt: skip
+    _complete(_start(command), target, check)
