@@ -2,8 +2,8 @@
 
 H.264 (libx264, or the platform's hardware encoder: media/encoders.py; yuv420p, ``+faststart``) with an optional
 AAC 48 kHz stereo track, muxed in the same pass (`VideoWriter` given a WAV) or afterwards (`mux_audio`, when the
-audio is decoded while ffmpeg encodes). The file is written beside the target under a temporary name and renamed
-into place only when ffmpeg succeeds.
+audio is decoded while ffmpeg encodes: its AAC track encoded beside the video by `AacTrack`, then copied). The
+file is written beside the target under a temporary name and renamed into place only when ffmpeg succeeds.
 """
 
 from __future__ import annotations
