@@ -71,6 +71,19 @@ def params(module: nn.Module) -> dict[str, bytes]:
     return {key: np.array(value).tobytes() for key, value in tree_flatten(module.parameters())}
 
 
+def derived_rests(monkeypatch: pytest.MonkeyPatch) -> list[list[mx.array]]:
+    """What each parallel load started from now on left to the calling thread (arrays no lane recorded)."""
+    rests: list[list[mx.array]] = []
+    start = parallel_load.ParallelLoad.start
+
+    def spy(self: parallel_load.ParallelLoad, final):
+        rests.append(self.shares(final)[1])
+        return start(self, final)
+
+    monkeypatch.setattr(parallel_load.ParallelLoad, "start", spy)
+    return rests
+
+
 def borrowed(monkeypatch: pytest.MonkeyPatch, threads: int, load, wait: bool = True):
     monkeypatch.setenv(parallel_load.ENV_THREADS, str(threads))
     models = r.ResidentSet()
@@ -98,14 +111,7 @@ def test_each_lane_evaluates_its_share_only(monkeypatch: pytest.MonkeyPatch, wei
         original(lane, share)
 
     monkeypatch.setattr(parallel_load, "_read_share", read_share)
-    rest: list[list[mx.array]] = []
-    start = parallel_load.ParallelLoad.start
-
-    def spy(self: parallel_load.ParallelLoad, final):
-        rest.append(self.shares(final)[1])
-        return start(self, final)
-
-    monkeypatch.setattr(parallel_load.ParallelLoad, "start", spy)
+    rest = derived_rests(monkeypatch)
     _, module = borrowed(monkeypatch, 4, loader(weights))
     assert rest == [[]]  # every parameter was recorded on a lane
     assert sorted(index for _, index, _ in seen) == [0, 1, 2, 3]
@@ -260,14 +266,7 @@ def test_stacked_projections_are_read_on_the_lanes(
     from ltx_backend.weights.transformer import load_transformer
 
     ckpt = open_checkpoint(write_tiny_model(tmp_path / "tiny", version, mixed=mixed))
-    rest: list[list[mx.array]] = []
-    start = parallel_load.ParallelLoad.start
-
-    def spy(self: parallel_load.ParallelLoad, final):
-        rest.append(self.shares(final)[1])
-        return start(self, final)
-
-    monkeypatch.setattr(parallel_load.ParallelLoad, "start", spy)
+    rest = derived_rests(monkeypatch)
     _, one = borrowed(monkeypatch, 1, lambda: load_transformer(ckpt, mx.float32))
     _, four = borrowed(monkeypatch, 4, lambda: load_transformer(ckpt, mx.float32))
     assert rest == [[]]

@@ -695,9 +695,9 @@ class Engine:
     ):  # fmt: skip
         """The video streamed into ffmpeg as it is decoded, then the audio decoded while ffmpeg encodes the last
         frames in its own process and encoded to AAC by another ffmpeg beside it, then both streams copied into
-        the MP4. Both files are written
-        in the job's temporary folder and committed together (media/outputs.py). a2v muxes the `soundtrack` it was
-        given, as read (not a VAE re-decode, as ltx-pipelines writes it; not peak-normalised), in the encode pass.
+        the MP4. Both files are written in the job's temporary folder and committed together (media/outputs.py).
+        a2v muxes the `soundtrack` it was given, as read (not a VAE re-decode, as ltx-pipelines writes it; not
+        peak-normalised), in the encode pass.
 
         Both decode phases announce the video's tiling mode (``tiling <mode>``): the compat shim prints it first.
         Of several ranks, the first alone decodes and writes."""

@@ -227,6 +227,15 @@ def _transformer_weights(
         quantizer = _load_time_quantizer(quantize, itemsize or 2)
     if not streaming:
         return _weight_bytes(component.tensors, itemsize, sanitize_transformer_key, quantizer)
+    blocks, rest, params = _block_bytes(component, itemsize)
+    return rest + (STREAMED_BLOCKS + kept_blocks) * max(blocks.values(), default=0), params
+
+
+def _block_bytes(component: Component, itemsize: int | None) -> tuple[dict[str, int], int, int]:
+    """The transformer's bytes as streaming reads them (stored, cast to `itemsize`): per block index, outside the
+    blocks, and its parameter count."""
+    from ltx_backend.models.transformer import sanitize_transformer_key
+
     blocks: dict[str, int] = {}
     rest = params = 0
     for key, info in component.tensors.items():
@@ -240,20 +249,13 @@ def _transformer_weights(
             blocks[index] = blocks.get(index, 0) + size
         else:
             rest += size
-    return rest + (STREAMED_BLOCKS + kept_blocks) * max(blocks.values(), default=0), params
+    return blocks, rest, params
 
 
 def _streamed_blocks(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
     """(number of transformer blocks, bytes of the largest one as streaming reads it)."""
-    from ltx_backend.models.transformer import sanitize_transformer_key
-
     component = _component(ckpt, "transformer")
-    blocks: dict[str, int] = {}
-    for key, info in (component.tensors if component is not None else {}).items():
-        name = sanitize_transformer_key(key)
-        if name is not None and name.startswith("transformer_blocks."):
-            index = name.split(".", 2)[1]
-            blocks[index] = blocks.get(index, 0) + _tensor_bytes(info, itemsize)
+    blocks = _block_bytes(component, itemsize)[0] if component is not None else {}
     return len(blocks), max(blocks.values(), default=0)
 
 
@@ -737,10 +739,10 @@ def choose(
         resident = plan.phases[DENOISING].total
         streaming = True
         plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming)
-        kept_blocks = _blocks_to_keep(checkpoint, dtype, available - plan.phases[DENOISING].total)
+        blocks, largest = _streamed_blocks(checkpoint, _itemsize(dtype))
+        kept_blocks = _blocks_to_keep(blocks, largest, available - plan.phases[DENOISING].total)
         if kept_blocks:
             plan = _estimate(checkpoint, text_encoder_root, request, dtype, quantize, streaming, kept_blocks)
-        blocks = _streamed_blocks(checkpoint, _itemsize(dtype))[0]
         kept = f", {kept_blocks} of its {blocks} blocks held once read" if kept_blocks else ""
         reasons.append(
             f"denoising with the whole transformer resident needs {_gb(resident)} and {_gb(available)} is "
@@ -767,10 +769,10 @@ def choose(
     return choice
 
 
-def _blocks_to_keep(checkpoint: Checkpoint, dtype: mx.Dtype | None, spare: int) -> int:
-    """How many streamed blocks to hold once read in `spare` bytes of denoising memory (``KEPT_SHARE`` of it): all
-    but one at most (all of them would be the resident transformer, which did not fit)."""
-    blocks, largest = _streamed_blocks(checkpoint, _itemsize(dtype))
+def _blocks_to_keep(blocks: int, largest: int, spare: int) -> int:
+    """How many of `blocks` streamed blocks (the `largest` of them in bytes) to hold once read in `spare` bytes of
+    denoising memory (``KEPT_SHARE`` of it): all but one at most (all of them would be the resident transformer,
+    which did not fit)."""
     if spare <= 0 or not largest:
         return 0
     return max(0, min(blocks - 1, int(spare * KEPT_SHARE) // largest))

@@ -42,6 +42,7 @@ import mlx.core as mx
 from ltx_backend.device import cuda_gpu
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.weights.safetensors_file import TensorInfo
+from ltx_backend.weights.tensor_reader import unreadable
 
 CUDA_LOAD_THREADS = 4
 ENV_THREADS = "LTX_BACKEND_LOAD_THREADS"
@@ -265,11 +266,5 @@ class LaneReader:
                 mx.eval(array)
             except Exception as exc:  # MLX's header check or read error: the file changed under us
                 loads.pop(parts[0].file, None)
-                raise LtxError(
-                    ErrorCode.CHECKPOINT_CORRUPT,
-                    f"{parts[0].file}: tensor {parts[0].name!r} could not be read ({exc}; truncated while in use?)",
-                    "The file is damaged or was replaced; download the model again.",
-                    file=str(parts[0].file),
-                    key=parts[0].name,
-                ) from exc
+                raise unreadable(parts[0], f"could not be read ({exc})") from exc
         return array

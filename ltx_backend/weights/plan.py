@@ -98,7 +98,7 @@ class LoadPlan:
                     array = array.reshape(entry.param.shape)
                 if dtype is not None and mx.issubdtype(array.dtype, mx.floating):
                     array = array.astype(dtype)
-            if loads is not None and stream is not None:
+            if stream is not None:
                 loads.record(array, stream)
             pairs.append((entry.param.key, array))
         return pairs

@@ -32,14 +32,19 @@ def pread_into(descriptor: int, target: memoryview, info: TensorInfo) -> None:
     while done < len(target):
         count = os.preadv(descriptor, [target[done:]], info.offset + done)
         if count <= 0:
-            raise LtxError(
-                ErrorCode.CHECKPOINT_CORRUPT,
-                f"{info.file}: tensor {info.name!r} ends past the end of the file (truncated while in use?)",
-                "The file is damaged or was replaced; download the model again.",
-                file=str(info.file),
-                key=info.name,
-            )
+            raise unreadable(info, "ends past the end of the file")
         done += count
+
+
+def unreadable(info: TensorInfo, what: str) -> LtxError:
+    """`checkpoint_corrupt` for a tensor that could not be read while the model was in use (`what` went wrong)."""
+    return LtxError(
+        ErrorCode.CHECKPOINT_CORRUPT,
+        f"{info.file}: tensor {info.name!r} {what} (truncated while in use?)",
+        "The file is damaged or was replaced; download the model again.",
+        file=str(info.file),
+        key=info.name,
+    )
 
 
 def read_stored(files: Descriptors, parts: Sequence[TensorInfo], shape: tuple[int, ...]) -> np.ndarray:
