@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from graph_count import graph_primitives  # benchmarks/ is on sys.path when a script here runs
 from mlx.utils import tree_flatten
 
 from ltx_backend.models import bwe as bwe_module
@@ -206,31 +207,6 @@ def breakdown_mlx(vocoder: Vocoder | VocoderWithBWE, mel: mx.array) -> dict:
     return timer.report(total)
 
 
-# Primitives that make no kernel: views and shape changes.
-VIEWS = {"Slice", "Reshape", "Broadcast", "Squeeze", "ExpandDims", "Transpose", "AsStrided", "Flatten", "Unflatten"}
-
-
-def graph_primitives(vocoder: Vocoder | VocoderWithBWE, mel: mx.array) -> dict:
-    """Primitives one call's graph holds, views left out: each is about one kernel launch (a compiled one, one fused
-    kernel). Counted with the stages' async_eval disabled, so the whole call is one graph; nothing is evaluated."""
-    import io
-    import re
-
-    async_eval = mx.async_eval
-    mx.async_eval = lambda *_: None
-    try:
-        dot = io.StringIO()
-        mx.export_to_dot(dot, vocoder(mel))
-    finally:
-        mx.async_eval = async_eval
-    names = ["Compiled" if n.startswith("Compiled") else n for n in re.findall(r'label ="([A-Za-z]+)', dot.getvalue())]
-    counts: dict[str, int] = defaultdict(int)
-    for name in names:
-        if name not in VIEWS:
-            counts[name] += 1
-    return {"total": sum(counts.values()), "by_kind": dict(sorted(counts.items(), key=lambda item: -item[1]))}
-
-
 def _import_ltx_core():
     """ltx-core's audio modules, with a stand-in for torchaudio (only its encoder-side preprocessing imports it)."""
     import types
@@ -376,7 +352,7 @@ def main() -> None:
         }
         if args.breakdown:
             result["vocoder"]["ltx_backend_breakdown"] = breakdown_mlx(vocoder, mel_in)
-            result["vocoder"]["ltx_backend_primitives"] = graph_primitives(vocoder, mel_in)
+            result["vocoder"]["ltx_backend_primitives"] = graph_primitives(functools.partial(vocoder, mel_in))
         if args.reference:
             threads = [int(t) for t in args.torch_threads.split(",") if t] or [None]
             runs = [time_reference(version, latent_np, mel_np, args, t) for t in threads]

@@ -10,24 +10,30 @@ Prints one JSON document. Per mode: ``cold_seconds`` (the first decode at that t
 selection, plans and caches for new shapes included), ``seconds`` / ``min_seconds`` (the mean / fastest of
 ``--repeat`` decodes after it), ``ratio_to_untiled`` (seconds / the untiled mode's seconds, when ``none`` is among
 the modes), ``voxel_ratio`` (output voxels the tiles decode, overlaps counted each time, over the video's),
-``tiles``, ``evals`` / ``async_evals`` (calls of ``mx.eval`` / ``mx.async_eval`` in one decode: host waits and graph
+``tiles``, ``kernels`` (primitives the decoder calls of one decode make, about one kernel each: on a GPU each costs
+host time), ``evals`` / ``async_evals`` (calls of ``mx.eval`` / ``mx.async_eval`` in one decode: host waits and graph
 submissions), ``peak_gb`` (MLX's peak memory in the last decode) and ``chunks``. ``--progress`` passes a progress
 callback, as the engine does; ``--batch 4`` lets a decoder call take same-shape tiles of up to 4 times the largest
-tile's voxels (more memory, fewer calls).
+tile's voxels (more memory, fewer calls). ``--pad-by gather`` / ``concatenation`` forces how the convolutions pad
+(the default: one gather on CUDA, concatenations elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import platform
 import time
 
 import mlx.core as mx
 import numpy as np
+from graph_count import graph_primitives  # benchmarks/ is on sys.path when a script here runs
 from mlx.utils import tree_flatten
 
-from ltx_backend.models.vae_tiling import TilingConfig, decode_tiled, tile_layout, tiling_for
+from ltx_backend.models import video_vae
+from ltx_backend.models.vae_tiling import TileLayout, TilingConfig, decode_tiled, tile_layout, tiling_for
 from ltx_backend.models.video_vae import LTX2_VAE_SECTION, VideoDecoder, VideoVAEConfig
 
 # The vae section of the official LTX-2.3 header (its decoder half).
@@ -114,10 +120,23 @@ def run_mlx(
     }
 
 
+def decode_kernels(decoder: VideoDecoder, latent: mx.array, layout: TileLayout) -> int:
+    """Primitives (about one kernel each) the decoder calls of one decode make, a call per tile."""
+    per_shape: dict[tuple, int] = {}
+    total = 0
+    for time_tile, row, col in itertools.product(layout.times, layout.rows, layout.cols):
+        tile = latent[:, time_tile.source, row.source, col.source]
+        if tile.shape not in per_shape:
+            per_shape[tile.shape] = graph_primitives(functools.partial(decoder.decode, tile))["total"]
+        total += per_shape[tile.shape]
+    return total
+
+
 def run_mode(decoder: VideoDecoder, latent: mx.array, mode: str, size: tuple[int, int, int], args) -> dict:
     height, width, frames = size
     tiling = parse_tiling(mode, height, width, frames)
     layout, whole = tile_layout(*latent.shape[1:4], tiling), tile_layout(*latent.shape[1:4], None)
+    kernels = decode_kernels(decoder, latent, layout)
     cold = run_mlx(decoder, latent, tiling, args.progress, args.batch)
     runs = [run_mlx(decoder, latent, tiling, args.progress, args.batch) for _ in range(args.repeat)]
     return {
@@ -129,6 +148,7 @@ def run_mode(decoder: VideoDecoder, latent: mx.array, mode: str, size: tuple[int
         "seconds": round(sum(r["seconds"] for r in runs) / len(runs), 4),
         "min_seconds": round(min(r["seconds"] for r in runs), 4),
         **{key: runs[-1][key] for key in ("evals", "async_evals", "peak_gb", "chunks")},
+        "kernels": kernels,
     }
 
 
@@ -184,10 +204,18 @@ def main() -> None:
     parser.add_argument("--base-channels", type=int, help="narrower decoder (real: 128), e.g. 16 for a CPU-sized run")
     parser.add_argument("--progress", action="store_true", help="pass a progress callback, as the engine does")
     parser.add_argument(
+        "--pad-by",
+        choices=["auto", "gather", "concatenation"],
+        default="auto",
+        help="how convolutions pad their input (auto: one gather on CUDA, concatenations elsewhere)",
+    )
+    parser.add_argument(
         "--batch", type=float, help="decoder calls of up to this many times the largest tile's voxels (default 1)"
     )
     args = parser.parse_args()
 
+    if args.pad_by != "auto":
+        video_vae.cuda_gpu = lambda: args.pad_by == "gather"  # the padding's only device check
     dtype = getattr(mx, args.dtype)
     latent_shape = (1, (args.frames - 1) // 8 + 1, args.height // 32, args.width // 32, 128)
     latent_np = np.random.default_rng(0).standard_normal(latent_shape).astype(np.float32)

@@ -131,6 +131,20 @@ def test_encode_decode_round_trip_shapes(name: str) -> None:
         encoder(video[:, :, :16])
 
 
+@pytest.mark.parametrize("name", ["v20_unified", "v23_split"])  # reflect and zeros padding
+def test_the_cuda_padding_decodes_the_same_frames(name: str, monkeypatch) -> None:
+    """The one-gather padding CUDA uses and the concatenations used elsewhere give a decoder the same frames."""
+    from ltx_backend.models import video_vae
+
+    decoder = load_video_decoder(open_checkpoint(FIXTURES / name), mx.float32)
+    latent = mx.random.normal((1, 8, 3, 2, 3), key=mx.random.key(2))
+    frames = {}
+    for gather in (True, False):
+        monkeypatch.setattr(video_vae, "cuda_gpu", lambda gather=gather: gather)
+        frames[gather] = np.array(decoder(latent))
+    assert np.array_equal(frames[True], frames[False])
+
+
 @pytest.mark.parametrize(("mode", "numpy_mode"), [("reflect", "reflect"), ("circular", "wrap"), ("replicate", "edge")])
 @pytest.mark.parametrize("pad", [1, 2])
 def test_spatial_padding_is_numpys_exactly(mode: str, numpy_mode: str, pad: int) -> None:
@@ -139,6 +153,21 @@ def test_spatial_padding_is_numpys_exactly(mode: str, numpy_mode: str, pad: int)
     x = mx.random.normal((1, 2, 3, 6, 3), key=mx.random.key(0))  # 3 rows: reflect pad 2 reaches the first
     expected = np.pad(np.array(x), [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode=numpy_mode)
     assert np.array_equal(np.array(spatial_pad(x, pad, mode)), expected)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular", "replicate"])
+@pytest.mark.parametrize(("before", "after"), [(2, 0), (1, 1), (0, 0)])
+@pytest.mark.parametrize("gather", [True, False])
+def test_a_convolutions_padded_volume_is_numpys_exactly(mode: str, before: int, after: int, gather: bool) -> None:
+    """First and last frames repeated (causal / non-causal time padding), then height and width padded: one gather
+    (CUDA) or concatenations (elsewhere)."""
+    from ltx_backend.models.video_vae import padded_volume
+
+    x = mx.random.normal((2, 3, 4, 5, 3), key=mx.random.key(1))
+    numpy_mode = {"zeros": "constant", "reflect": "reflect", "circular": "wrap", "replicate": "edge"}[mode]
+    expected = np.pad(np.array(x), [(0, 0), (before, after), (0, 0), (0, 0), (0, 0)], mode="edge")
+    expected = np.pad(expected, [(0, 0), (0, 0), (1, 1), (1, 1), (0, 0)], mode=numpy_mode)
+    assert np.array_equal(np.array(padded_volume(x, before, after, 1, mode, gather)), expected)
 
 
 @pytest.mark.parametrize(("mode", "rows"), [("reflect", 1), ("reflect", 2), ("circular", 1)])

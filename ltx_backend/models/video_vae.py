@@ -8,12 +8,15 @@ everything is channels-last (batch, frames, height, width, channels), MLX's conv
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
+from ltx_backend.device import cuda_gpu
 from ltx_backend.models.norms import PixelNorm
 from ltx_backend.models.statistics import PREFIX as STATS_PREFIX
 from ltx_backend.models.statistics import PerChannelStatistics, statistics_key
@@ -110,8 +113,59 @@ class VideoVAEConfig:
 # Layout helpers (channels-last)
 
 
-def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
-    """Pad height and width (axes 2, 3 of (B, F, H, W, C)) by `pad` on each side."""
+def _edge_indices(n: int, pad: int, mode: str) -> np.ndarray:
+    """Indices that pad an axis of `n` by `pad` on each side (reflect, replicate or circular), as torch's F.pad."""
+    if mode == "reflect" and n <= pad or mode == "circular" and n < pad:  # the indices would leave the axis
+        raise ValueError(f"{mode} padding of {pad} needs more than {pad} pixels on the axis, not {n}")
+    inside = np.arange(n)
+    if mode == "reflect":
+        before, after = np.arange(pad, 0, -1), np.arange(n - 2, n - 2 - pad, -1)
+    elif mode == "replicate":
+        before, after = np.zeros(pad, dtype=int), np.full(pad, n - 1)
+    else:  # circular
+        before, after = np.arange(n - pad, n), np.arange(pad)
+    return np.concatenate([before, inside, after]).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=32)
+def _padding_indices(frames: int, before: int, after: int, rows: int, cols: int, pad: int, mode: str) -> mx.array:
+    """The flat (frame, row, column) source of every voxel of `padded_volume`'s output: a device array made once
+    per shape (int32, 1/64 of a bf16 activation of 128 channels)."""
+    times = np.concatenate([np.zeros(before, dtype=np.int64), np.arange(frames),
+                            np.full(after, frames - 1)])  # fmt: skip
+    rows_idx, cols_idx = (_edge_indices(n, pad, mode) if pad else np.arange(n) for n in (rows, cols))
+    flat = (times[:, None, None] * rows + rows_idx[None, :, None]) * cols + cols_idx[None, None, :]
+    return mx.array(flat.reshape(-1).astype(np.int32))
+
+
+def padded_volume(x: mx.array, before: int, after: int, pad: int, mode: str, gather: bool | None = None) -> mx.array:
+    """(B, F, H, W, C) with its first frame repeated `before` times and its last `after` times, and height and width
+    padded by `pad` on each side in `mode`.
+
+    On CUDA (`gather` None) one gather of the flattened volume (zeros: the gather, then a pad): taking and
+    concatenating each side makes 11 kernels per LTX-2.0 decoder convolution, more than half of the decoder's
+    kernels (908 -> 458 per decode), and 3 full-size copies where the gather makes one. Elsewhere the concatenations
+    stay: MLX's CPU backend keeps a fixed number of operations in flight, so with fewer per convolution more of
+    the convolutions' unfolded inputs were alive at once (a decoder's CPU peak rose 1.9x); Metal is not measured."""
+    if mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {mode!r}")
+    if not (gather if gather is not None else cuda_gpu()):
+        return _padded_by_concatenation(x, before, after, pad, mode)
+    b, f, h, w, c = x.shape
+    spatial = 0 if mode == "zeros" else pad  # zeros are padded after the gather
+    if before or after or spatial:
+        flat = _padding_indices(f, before, after, h, w, spatial, mode)
+        x = mx.take(x.reshape(b, f * h * w, c), flat, axis=1)
+        x = x.reshape(b, f + before + after, h + 2 * spatial, w + 2 * spatial, c)
+    if mode == "zeros" and pad:
+        x = mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+    return x
+
+
+def _padded_by_concatenation(x: mx.array, before: int, after: int, pad: int, mode: str) -> mx.array:
+    """`padded_volume` by taking and concatenating each side, as this decoder always did off CUDA."""
+    if before or after:
+        x = mx.concatenate([mx.repeat(x[:, :1], before, axis=1), x, mx.repeat(x[:, -1:], after, axis=1)], axis=1)
     if pad == 0:
         return x
     if mode == "zeros":
@@ -120,16 +174,20 @@ def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
         return mx.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge")
     for axis in (2, 3):
         n = x.shape[axis]
-        if n <= pad if mode == "reflect" else n < pad:  # as torch's F.pad: the indices below would leave the axis
-            raise ValueError(f"{mode} padding of {pad} needs more than {pad} pixels on axis {axis}, not {n}")
+        _edge_indices(n, pad, mode)  # refuses a pad past the axis, as torch does (MLX's take does not check)
         if mode == "reflect":
-            before = mx.take(x, mx.arange(pad, 0, -1), axis=axis)
-            after = mx.take(x, mx.arange(n - 2, n - 2 - pad, -1), axis=axis)
+            before_side = mx.take(x, mx.arange(pad, 0, -1), axis=axis)
+            after_side = mx.take(x, mx.arange(n - 2, n - 2 - pad, -1), axis=axis)
         else:  # circular
-            before = mx.take(x, mx.arange(n - pad, n), axis=axis)
-            after = mx.take(x, mx.arange(0, pad), axis=axis)
-        x = mx.concatenate([before, x, after], axis=axis)
+            before_side = mx.take(x, mx.arange(n - pad, n), axis=axis)
+            after_side = mx.take(x, mx.arange(0, pad), axis=axis)
+        x = mx.concatenate([before_side, x, after_side], axis=axis)
     return x
+
+
+def spatial_pad(x: mx.array, pad: int, mode: str) -> mx.array:
+    """Pad height and width (axes 2, 3 of (B, F, H, W, C)) by `pad` on each side."""
+    return padded_volume(x, 0, 0, pad, mode)
 
 
 def depth_to_space(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
@@ -208,12 +266,9 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=stride)
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        if causal:
-            x = mx.concatenate([mx.repeat(x[:, :1], self.kernel - 1, axis=1), x], axis=1)
-        else:
-            side = (self.kernel - 1) // 2
-            x = mx.concatenate([mx.repeat(x[:, :1], side, axis=1), x, mx.repeat(x[:, -1:], side, axis=1)], axis=1)
-        return self.conv(spatial_pad(x, self.kernel // 2, self.padding_mode))
+        side = (self.kernel - 1) // 2
+        before, after = (self.kernel - 1, 0) if causal else (side, side)
+        return self.conv(padded_volume(x, before, after, self.kernel // 2, self.padding_mode))
 
 
 def _modulation(table: mx.array, embedding: mx.array) -> list[mx.array]:
