@@ -115,7 +115,7 @@ class VideoVAEConfig:
 
 def _edge_indices(n: int, pad: int, mode: str) -> np.ndarray:
     """Indices that pad an axis of `n` by `pad` on each side (reflect, replicate or circular), as torch's F.pad."""
-    if mode == "reflect" and n <= pad or mode == "circular" and n < pad:  # the indices would leave the axis
+    if (mode == "reflect" and n <= pad) or (mode == "circular" and n < pad):  # the indices would leave the axis
         raise ValueError(f"{mode} padding of {pad} needs more than {pad} pixels on the axis, not {n}")
     inside = np.arange(n)
     if mode == "reflect":
