@@ -42,7 +42,7 @@ case ${1:-} in
   job)
     bench audio_decode 90 audio_decode.py --versions 2.3 --reference --repeat 3 --breakdown
     bench vae_decode 150 vae_decode.py --reference --repeat 3
-    bench vae_decode_engine 120 vae_decode.py --progress --repeat 3 --modes none,auto,default,aggressive
+    bench vae_decode_engine 150 vae_decode.py --progress --repeat 3 --modes none,auto,default,aggressive --auto-memory 16,12,8
     bench generate 180 generate.py --tiling none
     bench mux_tail 60 mux_tail.py
     ;;

@@ -35,6 +35,7 @@ from mlx.utils import tree_flatten
 from ltx_backend.models import video_vae
 from ltx_backend.models.vae_tiling import TileLayout, TilingConfig, decode_tiled, tile_layout, tiling_for
 from ltx_backend.models.video_vae import LTX2_VAE_SECTION, VideoDecoder, VideoVAEConfig
+from ltx_backend.pipeline.memory import auto_decode_tiling
 
 # The vae section of the official LTX-2.3 header (its decoder half).
 LTX23_VAE_SECTION = {
@@ -87,11 +88,9 @@ class EvalCounter:
 
 
 def parse_tiling(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
-    """A --tiling mode name, or explicit sizes "px/overlap_px/frames/overlap_frames" (0 px or 0 frames: off)."""
-    if "/" not in mode:
-        return tiling_for(mode, height, width, frames)
-    px, px_overlap, f, f_overlap = (int(part) for part in mode.split("/"))
-    return TilingConfig(px or None, px_overlap, f or None, f_overlap)
+    """A --tiling mode name, explicit sizes "px/overlap_px/frames/overlap_frames" (0 px or 0 frames: off), or a
+    label=either of those."""
+    return tiling_for(mode.rsplit("=", 1)[-1], height, width, frames)
 
 
 def run_mlx(
@@ -204,6 +203,11 @@ def main() -> None:
     parser.add_argument("--base-channels", type=int, help="narrower decoder (real: 128), e.g. 16 for a CPU-sized run")
     parser.add_argument("--progress", action="store_true", help="pass a progress callback, as the engine does")
     parser.add_argument(
+        "--auto-memory",
+        default="",
+        help="GB,GB,...: also decode with the tiling the engine's auto picks in that much memory (auto@16GB)",
+    )
+    parser.add_argument(
         "--pad-by",
         choices=["auto", "gather", "concatenation"],
         default="auto",
@@ -224,7 +228,13 @@ def main() -> None:
     size = (args.height, args.width, args.frames)
 
     run_mlx(decoder, latent[:, :2, :2, :2], None, False)  # process warm-up (device, libraries) at another size
-    results = [run_mode(decoder, latent, mode, size, args) for mode in args.modes.split(",")]
+    modes = args.modes.split(",")
+    weights = sum(v.nbytes for _, v in tree_flatten(decoder.parameters()))
+    params = sum(v.size for _, v in tree_flatten(decoder.parameters()))
+    for gb in filter(None, args.auto_memory.split(",")):
+        chosen = auto_decode_tiling(weights, params, latent.itemsize, latent_shape[1:4], int(float(gb) * 1e9))
+        modes.append(f"auto@{gb}GB={chosen}")
+    results = [run_mode(decoder, latent, mode, size, args) for mode in modes]
     untiled = next((r for r in results if r["mode"] == "none"), None)
     for result in results:
         if untiled is not None:

@@ -667,4 +667,5 @@ def test_the_tiling_line_reports_the_mode_the_engine_applies() -> None:
     renderer = generate_av._Renderer(plan, 8, verbose=False, uncensored=False)
     assert renderer.tiling_line("tiling auto") == "  Tiling (auto): spatial=384px, temporal=48f"
     assert renderer.tiling_line("tiling none") == "  Tiling: disabled"
+    assert renderer.tiling_line("tiling 0/0/56/16") == "  Tiling (auto): spatial=none, temporal=56f"  # least work
     assert renderer.tiling_line() == renderer.tiling_line("tiling auto")  # no detail: the requested mode

@@ -76,11 +76,19 @@ def test_no_reference_cycle_holds_model_memory(engine: Engine, tmp_path: Path) -
 def test_auto_tiling_decodes_untiled_where_the_memory_allows(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--tiling auto` tiles by size (as generate_av) only when the whole video does not fit in memory."""
+    """`--tiling auto` decodes the whole video where it fits in memory, else in the tiling with the least decode
+    work that fits (a job decodes with it and says so), else in aggressive's smallest tiles."""
     wide = GenerationRequest(prompt="p", output_path=str(tmp_path / "o.mp4"), width=576, height=64, num_frames=9)
     assert engine.decode_tiling(wide) == "none"  # a few MB for the tiny decoder
+    monkeypatch.setenv("LTX_BACKEND_MEMORY_LIMIT_GB", "0.2")
+    assert engine.decode_tiling(wide) == "320/64/0/0"  # the work of generate_av's 2 tiles of 384 px, in less memory
+    result, seen = run(engine, tmp_path, width=576, height=64, num_frames=9)
+    decode_details = {e.detail for e in seen if isinstance(e, events.PhaseStarted) and "decode" in e.phase.value}
+    assert decode_details == {"tiling 320/64/0/0"}
+    info = probe(result.video_path)
+    assert (info.width, info.height, info.frames) == (576, 64, 9)
     monkeypatch.setenv("LTX_BACKEND_MEMORY_LIMIT_GB", "0.001")
-    assert engine.decode_tiling(wide) == "auto"  # 576 px wide: spatial tiles
+    assert engine.decode_tiling(wide) == "aggressive"  # nothing fits: the smallest tiles
     small = GenerationRequest(prompt="p", output_path=str(tmp_path / "o.mp4"), **SMALL)
     assert engine.decode_tiling(small) == "auto"  # auto does not tile this size anyway
     monkeypatch.delenv("LTX_BACKEND_MEMORY_LIMIT_GB")

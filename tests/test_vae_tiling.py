@@ -17,6 +17,8 @@ from ltx_backend.models.vae_tiling import (
     TilingConfig,
     _blend_mask,
     decode_tiled,
+    decode_work,
+    least_work_tiling,
     spatial_batches,
     tile_layout,
     tiling_for,
@@ -199,3 +201,30 @@ def test_named_modes_and_validation() -> None:
     for bad in ((48, 0, None, 0), (100, 0, None, 0), (64, 64, None, 0), (None, 0, 12, 0), (None, 0, 16, 16)):
         with pytest.raises(ValueError):
             TilingConfig(*bad)
+
+
+@pytest.mark.parametrize("mode", ["none", "auto", "default", "aggressive", "conservative", "spatial", "temporal"])
+def test_decode_work_counts_the_layouts_tiles(mode: str) -> None:
+    """The arithmetic the planner searches with agrees with the layout the decode runs (768x512x121)."""
+    latent = (16, 16, 24)
+    tiling = tiling_for(mode, 512, 768, 121)
+    layout = tile_layout(*latent, tiling)
+    frames, height, width = layout.largest
+    assert decode_work(*latent, tiling) == (layout.voxels(), layout.count, frames * height * width)
+
+
+def test_least_work_tiling_fits_and_beats_generate_avs_tiles() -> None:
+    latent = (16, 16, 24)  # 768x512x121
+    untiled = decode_work(*latent, None)[0]
+    generate_av = decode_work(*latent, tiling_for("auto", 512, 768, 121))  # 36 tiles, 2.07x the voxels
+    same_memory = least_work_tiling(*latent, generate_av[2])
+    voxels, tiles, largest = decode_work(*latent, same_memory)
+    assert largest <= generate_av[2] and voxels < 0.8 * generate_av[0] and tiles < generate_av[1]
+    work = []
+    for share in (0.9, 0.6, 0.4, 0.25, 0.1, 0.03):  # less memory never means less work
+        tiling = least_work_tiling(*latent, share * untiled)
+        voxels, tiles, largest = decode_work(*latent, tiling)
+        assert largest <= share * untiled and tiling_for(tiling.spec, 512, 768, 121) == tiling
+        work.append(voxels + tiles * 3_700_000)
+    assert work == sorted(work)
+    assert least_work_tiling(*latent, 0.01 * untiled) is None  # below aggressive's tiles

@@ -414,7 +414,8 @@ class _Renderer:
 
     def tiling_line(self, detail: str = "") -> str:
         """generate_av's tiling line for the mode the engine applies (its decode phases say ``tiling <mode>``:
-        ``auto`` becomes ``none`` where the whole video fits in memory)."""
+        ``auto`` becomes ``none`` where the whole video fits in memory, else the sizes of the least-work tiling that
+        does: ``px/overlap/frames/overlap``)."""
         from ltx_backend.models.vae_tiling import tiling_for
 
         r = self.plan.request

@@ -37,6 +37,17 @@ class TilingConfig:
             if self.temporal_overlap_frames >= self.temporal_tile_frames:
                 raise ValueError("the temporal overlap must be smaller than the tile")
 
+    @property
+    def spec(self) -> str:
+        """``px/overlap/frames/overlap`` (0 px or 0 frames: that axis untiled), as `tiling_for` reads it back."""
+        sizes = (self.spatial_tile_px or 0, self.spatial_overlap_px, self.temporal_tile_frames or 0)
+        return "/".join(str(n) for n in (*sizes, self.temporal_overlap_frames))
+
+    @classmethod
+    def from_spec(cls, spec: str) -> TilingConfig:
+        px, px_overlap, frames, frames_overlap = (int(part) for part in spec.split("/"))
+        return cls(px or None, px_overlap if px else 0, frames or None, frames_overlap if frames else 0)
+
 
 # The tiling modes of mlx-video-with-audio's ``--tiling`` (spatial px / overlap, temporal frames / overlap).
 TILING_MODES: dict[str, TilingConfig | None] = {
@@ -50,7 +61,10 @@ TILING_MODES: dict[str, TilingConfig | None] = {
 
 
 def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
-    """The tiling of a ``--tiling`` mode for a video size; ``auto`` picks by size as generate_av does."""
+    """The tiling of a ``--tiling`` mode for a video size; ``auto`` picks by size as generate_av does. A
+    ``px/overlap/frames/overlap`` spec (``TilingConfig.spec``, what the engine's memory-aware auto picks) is read."""
+    if "/" in mode:
+        return TilingConfig.from_spec(mode)
     if mode != "auto":
         if mode not in TILING_MODES:
             raise ValueError(f"unknown tiling mode {mode!r} (choose from auto, {', '.join(TILING_MODES)})")
@@ -121,10 +135,14 @@ class AxisTile:
     mask: mx.array | None  # None: no blending along this axis
 
 
-def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[AxisTile]:
+def _spatial_intervals(length: int, long_side: int, config: TilingConfig) -> Intervals:
     size, overlap = config.spatial_tile_px // SPACE_SCALE, config.spatial_overlap_px // SPACE_SCALE
     tile = max(max(2, overlap + 1), round(size * length / long_side))
-    iv = split_with_overlaps(length, tile, overlap)
+    return split_with_overlaps(length, tile, overlap)
+
+
+def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[AxisTile]:
+    iv = _spatial_intervals(length, long_side, config)
     return [
         AxisTile(
             slice(s, e),
@@ -135,9 +153,13 @@ def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[Ax
     ]
 
 
-def _temporal_tiles(length: int, config: TilingConfig) -> list[AxisTile]:
+def _temporal_intervals(length: int, config: TilingConfig) -> Intervals:
     size, overlap = config.temporal_tile_frames // TIME_SCALE, config.temporal_overlap_frames // TIME_SCALE
-    iv = split_temporal_latents(length, size, overlap)
+    return split_temporal_latents(length, size, overlap)
+
+
+def _temporal_tiles(length: int, config: TilingConfig) -> list[AxisTile]:
+    iv = _temporal_intervals(length, config)
     tiles = []
     for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True):
         start, stop = s * TIME_SCALE, 1 + (e - 1) * TIME_SCALE
@@ -197,6 +219,60 @@ def tile_layout(frames: int, height: int, width: int, tiling: TilingConfig | Non
     temporal = tiling.temporal_tile_frames is not None
     times = _temporal_tiles(frames, tiling) if temporal else _whole(frames, TIME_SCALE, True)
     return TileLayout(times, rows, cols)
+
+
+# What one decoder call costs beyond its voxels, in voxels of an untiled decode: a tile took ~15 ms more than its
+# voxels' share of the untiled 768x512x121 decode (47.6 M voxels in 0.19 s) in every tiling mode (H100, MLX 0.32.4,
+# benchmarks/vae_decode.py, 2026-12-05).
+TILE_COST_VOXELS = 3_700_000
+SPATIAL_OVERLAP_PX = 64  # the least-work tilings' overlaps: those of ltx-core's default tiling
+MIN_SPATIAL_TILE_PX, MIN_TEMPORAL_TILE_FRAMES = 256, 32  # aggressive's tiles: smaller ones add more overlap than room
+
+
+def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | None) -> tuple[int, int, int]:
+    """(output voxels decoded in all, overlaps counted each time; decoder calls, one a tile; voxels of the largest
+    tile) for a latent of `frames` x `height` x `width` cells. Arithmetic only: no masks are made."""
+    if tiling is None:
+        voxels = (1 + (frames - 1) * TIME_SCALE) * height * SPACE_SCALE * width * SPACE_SCALE
+        return voxels, 1, voxels
+    long_side = max(height, width)
+
+    def spatial(length: int) -> list[int]:
+        if tiling.spatial_tile_px is None:
+            return [length * SPACE_SCALE]
+        iv = _spatial_intervals(length, long_side, tiling)
+        return [(e - s) * SPACE_SCALE for s, e in zip(iv.starts, iv.ends, strict=True)]
+
+    if tiling.temporal_tile_frames is None:
+        times = [1 + (frames - 1) * TIME_SCALE]
+    else:
+        iv = _temporal_intervals(frames, tiling)
+        times = [1 + (e - 1) * TIME_SCALE - s * TIME_SCALE for s, e in zip(iv.starts, iv.ends, strict=True)]
+    rows, cols = spatial(height), spatial(width)
+    return sum(times) * sum(rows) * sum(cols), len(times) * len(rows) * len(cols), max(times) * max(rows) * max(cols)
+
+
+def least_work_tiling(frames: int, height: int, width: int, max_tile_voxels: float) -> TilingConfig | None:
+    """The tiling of a latent of `frames` x `height` x `width` cells that decodes the fewest voxels, each call costing
+    ``TILE_COST_VOXELS`` more, with no tile over `max_tile_voxels`; None if no tiling's tiles are that small.
+
+    Spatial tiles from 256 px and temporal ones from 32 frames up, in steps of 64 px and 8 frames. generate_av's
+    size rule tiled a 768x512x121 video into 36 tiles decoding 2.07x its voxels where memory had room for 2 tiles
+    decoding 1.1x."""
+    long_px, out_frames = max(height, width) * SPACE_SCALE, 1 + (frames - 1) * TIME_SCALE
+    spatial = [None, *range(MIN_SPATIAL_TILE_PX, long_px, 64)]
+    temporal = [None, *range(MIN_TEMPORAL_TILE_FRAMES, out_frames - 1, TIME_SCALE)]
+    best: tuple[tuple[int, int, int], TilingConfig] | None = None
+    for px, tile_frames in itertools.product(spatial, temporal):
+        if px is None and tile_frames is None:
+            continue
+        overlap = 0 if tile_frames is None else 24 if tile_frames >= 64 else 16 if tile_frames >= 40 else 8
+        tiling = TilingConfig(px, SPATIAL_OVERLAP_PX if px else 0, tile_frames, overlap)
+        voxels, tiles, largest = decode_work(frames, height, width, tiling)
+        cost = (voxels + tiles * TILE_COST_VOXELS, tiles, largest)  # at equal work, fewer calls, less memory
+        if largest <= max_tile_voxels and (best is None or cost < best[0]):
+            best = (cost, tiling)
+    return None if best is None else best[1]
 
 
 def spatial_batches(time: AxisTile, layout: TileLayout, max_voxels: int) -> list[list[tuple[AxisTile, AxisTile]]]:

@@ -680,14 +680,13 @@ class Engine:
         return True
 
     def decode_tiling(self, request: GenerationRequest) -> str:
-        """The tiling mode the video decode uses: the request's, except that ``auto`` decodes the whole video at
-        once when that fits comfortably in the memory available now (else it tiles by size, as generate_av)."""
-        tiles = request.tiling == "auto" and tiling_for("auto", request.height, request.width, request.num_frames)
+        """The tiling the video decode uses: the request's, except that ``auto`` decodes the whole video at once
+        when that fits comfortably in the memory available now, else in the tiling with the least decode work that
+        fits (``memory.auto_tiling``)."""
+        if request.tiling != "auto":
+            return request.tiling
         # The session's memory, resident models included: the same choice whatever stays resident (same bytes).
-        budget = memory.session_budget(self.models.nbytes)
-        if tiles and memory.untiled_decode_fits(self.checkpoint, request, self.dtype, budget):
-            return "none"
-        return request.tiling
+        return memory.auto_tiling(self.checkpoint, request, self.dtype, memory.session_budget(self.models.nbytes))
 
     def _decode(
         self, request, video_latent, audio_latent, noise_key, timer: Timer, cancel: CancelToken, emit: Emit,
