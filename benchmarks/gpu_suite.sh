@@ -34,6 +34,7 @@ bench() {  # NAME SECONDS SCRIPT [ARGS...]
 case ${1:-} in
   dit)
     bench dit_compiled 150 transformer_forward.py --compile
+    bench dit_split 150 transformer_forward.py --compile --split-blocks
     bench dit_q4_23 120 transformer_forward.py --compile --version 2.3 --quantize 4
     bench dit_ltx_core 120 transformer_forward.py --backend ltx-core
     bench dit_profile 60 transformer_profile.py

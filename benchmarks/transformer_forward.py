@@ -2,6 +2,7 @@
 
     python benchmarks/transformer_forward.py                         # LTX-2.0, bf16, 1536 and 6144 video tokens
     python benchmarks/transformer_forward.py --compile               # blocks through one shared mx.compile trace
+    python benchmarks/transformer_forward.py --compile --split-blocks  # each block submitted in two halves
     python benchmarks/transformer_forward.py --version 2.3 --quantize 4
     python benchmarks/transformer_forward.py --backend ltx-core      # the same shapes in ltx-core (PyTorch, CUDA)
 
@@ -125,6 +126,7 @@ def run_mlx(
     compiled: bool = False,
     qmm: bool = False,
     submit: tuple[int, int] | None = None,
+    split: bool = False,
 ) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
@@ -151,7 +153,7 @@ def run_mlx(
     results = []
     for count in tokens:
         video, audio = engine_inputs(model, count, rng)
-        blocks = model.compiled_blocks() if compiled else None
+        blocks = model.compiled_blocks(split) if compiled else None
 
         def forward(video: StreamInput = video, audio: StreamInput = audio, blocks=blocks) -> tuple:
             return model(video, audio, compiled=blocks, eval_every=every, in_flight=in_flight)
@@ -164,7 +166,7 @@ def run_mlx(
             "tflop": round(work / 1e12, 1), "tflop_per_s": round(work / seconds / 1e12, 1),
         })  # fmt: skip
     backend = "ltx-backend (MLX)" + (", compiled blocks" if compiled else "") + (", qmm" if qmm else "")
-    return {"backend": backend, "submit_every_blocks": every, "in_flight": in_flight,
+    return {"backend": backend, "submit_every_blocks": every, "in_flight": in_flight, "split_blocks": split,
             "device": str(mx.default_device()), "mlx": mx.__version__,
             "weights_gb": round(weights_gb, 2), "quantize": quantize, "results": results}  # fmt: skip
 
@@ -236,6 +238,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")
     parser.add_argument("--compile", action="store_true", help="run the blocks through one mx.compile trace")
+    parser.add_argument(
+        "--split-blocks",
+        action="store_true",
+        help="compiled blocks in two halves, each submitted on its own (--submit counts halves then)",
+    )
     parser.add_argument("--qmm", action="store_true", help="quantized: keep MLX's quantized matmul on CUDA too")
     parser.add_argument("--submit", metavar="EVERY:IN_FLIGHT", help="submit every N blocks, K left unfinished (0: "
                         "unbounded); default: the sampler's")  # fmt: skip
@@ -243,7 +250,9 @@ def main() -> None:
     tokens = [int(t) for t in args.tokens.split(",")]
     if args.backend == "mlx":
         submit = tuple(int(n) for n in args.submit.split(":")) if args.submit else None
-        report = run_mlx(args.version, tokens, args.quantize, args.repeat, args.compile, args.qmm, submit)
+        report = run_mlx(
+            args.version, tokens, args.quantize, args.repeat, args.compile, args.qmm, submit, args.split_blocks
+        )
     else:
         report = run_ltx_core(args.version, tokens, args.repeat)
     report.update(benchmark="transformer forward", model=f"LTX-{args.version}, random weights, bf16",

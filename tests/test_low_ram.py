@@ -141,9 +141,10 @@ def test_planner_tiles_the_decode_with_the_least_work_that_fits(models) -> None:
     spec = memory.auto_tiling(models["q4"], request, mx.bfloat16, int(limit))
     tiled = memory.estimate(models["q4"], None, replace(request, tiling=spec), mx.bfloat16).phases["video_decode"]
     assert auto < tiled.total <= memory.UNTILED_SHARE * limit
-    assert decode_work(16, 16, 24, tiling_for(spec, 512, 768, 121))[:2] < decode_work(
-        16, 16, 24, tiling_for("auto", 512, 768, 121)
-    )[:2]
+    assert (
+        decode_work(16, 16, 24, tiling_for(spec, 512, 768, 121))[:2]
+        < decode_work(16, 16, 24, tiling_for("auto", 512, 768, 121))[:2]
+    )
     assert memory.auto_tiling(models["q4"], request, mx.bfloat16, int(30 * GB)) == "none"
     assert memory.auto_tiling(models["q4"], request, mx.bfloat16, 0) == "auto"  # memory unknown: generate_av's
 

@@ -257,6 +257,28 @@ def test_compiled_forward_matches_the_eager_one(model: str) -> None:
     assert traced._blocks.traces == 3  # no flags, STG on block 1, no cross-modal attention
 
 
+@pytest.mark.parametrize("model", ["t20", "t23"])
+def test_split_compiled_blocks_compute_the_whole_blocks_bit_for_bit(model: str, monkeypatch) -> None:
+    """Blocks compiled as two halves (attentions, feed-forward), each submitted on its own, give the whole-block
+    traces' velocities exactly, with every perturbation; each half is traced once per signature."""
+    video, audio = initial_states(model, "distilled_s2")
+    eager = stage_inputs(model, video, audio)
+    stages = {}
+    for split in (False, True):
+        monkeypatch.setattr(s, "SPLIT_BLOCKS", split)
+        stages[split] = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context,
+                                            mx.float32, compiled=True)  # fmt: skip
+    stg = s.Perturbations(frozenset({1}), frozenset({1}))
+    for perturbations in (s.NO_PERTURBATION, stg, s.Perturbations(skip_cross_modal=True)):
+        whole, halves = (
+            s.x0_forward(stages[split], video, audio, 0.9, perturbations=perturbations) for split in (0, 1)
+        )
+        for a, b in zip(whole, halves, strict=True):
+            np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert stages[True]._blocks.parts == ("attend", "feed_forward")
+    assert stages[True]._blocks.traces == 6  # 3 signatures, 2 halves
+
+
 def test_a_dropped_compiled_stage_needs_no_garbage_collection() -> None:
     video, audio = initial_states("t20", "distilled_s2")
     eager = stage_inputs("t20", video, audio)

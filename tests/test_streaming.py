@@ -76,8 +76,10 @@ def test_streamed_forward_is_byte_identical_to_resident(packs: dict[str, Path], 
     _same(streamed(video, audio), expected)
     _same(streamed(video, audio), expected)  # a second forward reads every block again
     assert dict(streamed.block_stream.stats.reads) == {0: 2, 1: 2}
-    # compiled blocks (the GPU path) take the streamed weights as inputs: still the same bytes
+    # compiled blocks (the GPU path) take the streamed weights as inputs: still the same bytes, whole or in halves
     _same(streamed(video, audio, compiled=streamed.compiled_blocks()), expected)
+    _same(streamed(video, audio, compiled=streamed.compiled_blocks(split=True), eval_every=1, in_flight=1), expected)
+    assert dict(streamed.block_stream.stats.reads) == {0: 4, 1: 4}  # each block read once per forward, not per half
 
 
 def test_streamed_model_holds_only_the_non_block_weights(packs: dict[str, Path]) -> None:

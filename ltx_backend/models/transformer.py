@@ -342,6 +342,18 @@ class AVTransformerBlock(nn.Module):
         skip_audio_self_attention: bool = False,
         skip_cross_modal: bool = False,
     ) -> tuple[mx.array, mx.array]:
+        vx, ax = self.attend(video, audio, skip_video_self_attention, skip_audio_self_attention, skip_cross_modal)
+        return self.feed_forward(video, audio, vx, ax)
+
+    def attend(
+        self,
+        video: StreamState | None,
+        audio: StreamState | None,
+        skip_video_self_attention: bool = False,
+        skip_audio_self_attention: bool = False,
+        skip_cross_modal: bool = False,
+    ) -> tuple[mx.array, mx.array]:
+        """The block's attentions: self, text, then audio<->video; the streams' x after them."""
         vx = self._self_and_text(video, "", skip_video_self_attention) if video is not None else None
         ax = self._self_and_text(audio, "audio_", skip_audio_self_attention) if audio is not None else None
 
@@ -365,7 +377,12 @@ class AVTransformerBlock(nn.Module):
                 k_pe=video.cross_pe,
             )
             vx, ax = vx + a2v * gate_a2v, ax + v2a * gate_v2a
+        return vx, ax
 
+    def feed_forward(
+        self, video: StreamState | None, audio: StreamState | None, vx: mx.array | None, ax: mx.array | None
+    ) -> tuple[mx.array, mx.array]:
+        """The block's feed-forwards on the streams' x after `attend`."""
         vx = self._feed_forward(video, vx, "") if video is not None else None
         ax = self._feed_forward(audio, ax, "audio_") if audio is not None else None
         return vx, ax
@@ -399,8 +416,9 @@ def _block_state(arrays: dict | None, split: bool) -> StreamState | None:
     )
 
 
-def _block_function(shell: AVTransformerBlock, traces: list[int]) -> Callable:
-    """A block as a function of its weights: traced with each block's weights swapped into `shell`, then restored.
+def _block_function(shell: AVTransformerBlock, traces: list[int], part: str | None) -> Callable:
+    """A block (or one `part` of it: ``attend`` or ``feed_forward``) as a function of its weights: traced with each
+    block's weights swapped into `shell`, then restored.
 
     A closure rather than a method, so the compiled function holds no reference back to its ``CompiledBlocks``:
     without a reference cycle, dropping the stage frees the weights it snapshotted without a garbage collection.
@@ -411,7 +429,13 @@ def _block_function(shell: AVTransformerBlock, traces: list[int]) -> Callable:
         own = shell.parameters()
         shell.update(weights)
         try:
-            vx, ax = shell(_block_state(video, split), _block_state(audio, split), *flags)
+            v, a = _block_state(video, split), _block_state(audio, split)
+            if part == "attend":
+                vx, ax = shell.attend(v, a, *flags)
+            elif part == "feed_forward":
+                vx, ax = shell.feed_forward(v, a, v and v.x, a and a.x)
+            else:
+                vx, ax = shell(v, a, *flags)
         finally:
             shell.update(own)
         return [vx, ax]
@@ -427,6 +451,9 @@ def block_structure(block: nn.Module) -> tuple:
     )
 
 
+BLOCK_PARTS = ("attend", "feed_forward")  # a block's two halves, each its own trace when blocks are split
+
+
 class CompiledBlocks:
     """Runs every block through one ``mx.compile`` trace, with the block's weights as inputs, not constants.
 
@@ -435,18 +462,24 @@ class CompiledBlocks:
     of 48 (whole-forward compilation took ~0.6 s per stage on an H100), and the fused norms, modulations and
     activations pay from the first forward pass. The weights are snapshotted: make a new instance after loading
     other weights. Streamed blocks pass their weights with each call instead.
+
+    `split`: each block runs as two traces (its attentions, then its feed-forward), so a caller can submit half a
+    block at a time: a device holds a submission's temporaries until it completes, so with one submission in flight
+    the peak holds about one block's temporaries instead of two (1.3 GB each at 6144 video tokens, H100).
     """
 
-    def __init__(self, blocks: list[AVTransformerBlock]) -> None:
+    def __init__(self, blocks: list[AVTransformerBlock], split: bool = False) -> None:
         self.weights = [block.parameters() for block in blocks]
-        self._traces = [0]  # Python runs of a block: one per new (structure, shapes, flags) signature
+        self.parts: tuple[str | None, ...] = BLOCK_PARTS if split else (None,)
+        self._traces = [0]  # Python runs of a block: one per new (structure, part, shapes, flags) signature
         forwards: dict[tuple, Callable] = {}
-        self._forward_of: list[Callable] = []
+        self._forward_of: list[dict[str | None, Callable]] = []
         for block in blocks:
             structure = block_structure(block)
-            if structure not in forwards:
-                forwards[structure] = mx.compile(_block_function(block, self._traces))
-            self._forward_of.append(forwards[structure])
+            for part in self.parts:
+                if (structure, part) not in forwards:
+                    forwards[structure, part] = mx.compile(_block_function(block, self._traces, part))
+            self._forward_of.append({part: forwards[structure, part] for part in self.parts})
 
     @property
     def traces(self) -> int:
@@ -459,10 +492,13 @@ class CompiledBlocks:
         audio: StreamState | None,
         flags: tuple[bool, bool, bool],
         weights: dict | None = None,
+        part: str | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
+        """Block `index` (or its `part`, one of ``parts``) on the streams' states."""
         split = (video or audio).pe.split
         weights = self.weights[index] if weights is None else weights
-        vx, ax = self._forward_of[index](weights, _block_inputs(video), _block_inputs(audio), split, flags)
+        forward = self._forward_of[index][part]
+        vx, ax = forward(weights, _block_inputs(video), _block_inputs(audio), split, flags)
         return vx, ax
 
 
@@ -579,8 +615,8 @@ class LTXModel(nn.Module):
                 if isinstance(module, Attention):
                     module.fuse_projections(stack)
 
-    def compiled_blocks(self) -> CompiledBlocks:
-        return CompiledBlocks(self.transformer_blocks)
+    def compiled_blocks(self, split: bool = False) -> CompiledBlocks:
+        return CompiledBlocks(self.transformer_blocks, split)
 
     # --- forward --------------------------------------------------------------------------------------------
 
@@ -660,11 +696,11 @@ class LTXModel(nn.Module):
         the next block's are needed, so streamed weights are read once per denoising step, not once per pass.
         (`compiled`: run the blocks through ``compiled_blocks()``.)
 
-        `eval_every` > 0 submits the work after every that many (block, pass) units, so no single GPU command
-        buffer runs for the whole network (macOS's watchdog kills long ones: "Impacting Interactivity"), and the
-        device works while Python builds the next blocks. A device keeps a submission's temporaries until it
-        completes (about 1.3 GB per block at 6144 video tokens), so `in_flight` > 0 bounds the memory: before
-        submitting more, wait until at most that many earlier submissions are unfinished.
+        `eval_every` > 0 submits the work after every that many (block, pass) units (half-blocks of split compiled
+        blocks), so no single GPU command buffer runs for the whole network (macOS's watchdog kills long ones:
+        "Impacting Interactivity"), and the device works while Python builds the next blocks. A device keeps a
+        submission's temporaries until it completes (about 1.3 GB per block at 6144 video tokens), so `in_flight` > 0
+        bounds the memory: before submitting more, wait until at most that many earlier submissions are unfinished.
         """
         stream = self.block_stream
         if stream is not None:
@@ -684,23 +720,26 @@ class LTXModel(nn.Module):
             states.append((v, a, run.perturbations))
         submitted: list[list[mx.array]] = []
         units = 0
+        parts = (None,) if compiled is None else compiled.parts  # whole blocks, or each block's halves in turn
         for index, block in enumerate(self.transformer_blocks):
             weights = None if stream is None else stream.weights(index)
             if weights is not None and compiled is None:
                 block.update(weights)
-            for v, a, p in states:
-                flags = (index in p.skip_video_self_attention, index in p.skip_audio_self_attention, p.skip_cross_modal)
-                vx, ax = block(v, a, *flags) if compiled is None else compiled(index, v, a, flags, weights)
-                if v is not None:
-                    v.x = vx
-                if a is not None:
-                    a.x = ax
-                units += 1
-                if eval_every and units % eval_every == 0:  # queued, not waited for: Python runs ahead
-                    submitted.append([s.x for s in (v, a) if s is not None])
-                    mx.async_eval(submitted[-1])
-                    if in_flight and len(submitted) > in_flight:
-                        mx.eval(submitted.pop(0))
+            for part in parts:
+                for v, a, p in states:
+                    skips = (index in p.skip_video_self_attention, index in p.skip_audio_self_attention)
+                    flags = (*skips, p.skip_cross_modal)
+                    vx, ax = block(v, a, *flags) if compiled is None else compiled(index, v, a, flags, weights, part)
+                    if v is not None:
+                        v.x = vx
+                    if a is not None:
+                        a.x = ax
+                    units += 1
+                    if eval_every and units % eval_every == 0:  # queued, not waited for: Python runs ahead
+                        submitted.append([s.x for s in (v, a) if s is not None])
+                        mx.async_eval(submitted[-1])
+                        if in_flight and len(submitted) > in_flight:
+                            mx.eval(submitted.pop(0))
         return [
             (
                 self._output(v.x, v, "") if v is not None else None,
