@@ -148,11 +148,16 @@ def main() -> None:
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--runs", type=int, default=2, help="the first run warms up kernels; the last is reported")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the last run (by cumulative time)")
-    parser.add_argument("--split-blocks", action="store_true", help="submit the compiled blocks in halves")
+    parser.add_argument(
+        "--split-from-tokens",
+        type=int,
+        default=sampler.SPLIT_BLOCKS_FROM_TOKENS,
+        help="stages with this many video tokens or more submit the compiled blocks in halves",
+    )
     parser.add_argument("--in-flight", type=int, default=sampler.IN_FLIGHT, help="forward submissions left unfinished")
     args = parser.parse_args()
     sampler.IN_FLIGHT = args.in_flight
-    sampler.SPLIT_BLOCKS = args.split_blocks
+    sampler.SPLIT_BLOCKS_FROM_TOKENS = args.split_from_tokens
 
     with tempfile.TemporaryDirectory() as folder:
         tiny = write_tiny_model(Path(folder) / "tiny")  # a real checkpoint directory for the engine to open
@@ -193,7 +198,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "generate", "model": "LTX-2.0 distilled (random weights) + Gemma 3 12B", "device":
         str(mx.default_device()), "machine": platform.machine(), "dtype": str(engine.dtype),
-        "quantize": args.quantize, "in_flight": args.in_flight, "split_blocks": args.split_blocks,
+        "quantize": args.quantize, "in_flight": args.in_flight, "split_from_tokens": args.split_from_tokens,
         "size": [args.width, args.height, args.frames],
         "tiling": args.tiling, "content": args.content,
         "note": "load phases build random modules: not representative of checkpoint loading",

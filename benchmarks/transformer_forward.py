@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 TEXT_TOKENS, AUDIO_TOKENS = 1024, 126
-VIDEO_GRIDS = {1536: (16, 8, 12), 6144: (16, 16, 24)}
+VIDEO_GRIDS = {1536: (16, 8, 12), 3072: (16, 12, 16), 4096: (16, 16, 16), 6144: (16, 16, 24)}
 
 
 def section(version: str) -> dict:
@@ -233,7 +233,7 @@ def run_ltx_core(version: str, tokens: list[int], repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", choices=["2.0", "2.3"], default="2.0")
-    parser.add_argument("--tokens", default="1536,6144", help="video token counts (1536 and/or 6144)")
+    parser.add_argument("--tokens", default="1536,6144", help="video token counts among 1536, 3072, 4096, 6144")
     parser.add_argument("--quantize", type=int, choices=[4, 8], default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["mlx", "ltx-core"], default="mlx")

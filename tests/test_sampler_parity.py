@@ -265,7 +265,7 @@ def test_split_compiled_blocks_compute_the_whole_blocks_bit_for_bit(model: str, 
     eager = stage_inputs(model, video, audio)
     stages = {}
     for split in (False, True):
-        monkeypatch.setattr(s, "SPLIT_BLOCKS", split)
+        monkeypatch.setattr(s, "SPLIT_BLOCKS_FROM_TOKENS", 1 if split else None)  # every stage, or none
         stages[split] = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context,
                                             mx.float32, compiled=True)  # fmt: skip
     stg = s.Perturbations(frozenset({1}), frozenset({1}))
@@ -277,6 +277,11 @@ def test_split_compiled_blocks_compute_the_whole_blocks_bit_for_bit(model: str, 
             np.testing.assert_array_equal(np.array(a), np.array(b))
     assert stages[True]._blocks.parts == ("attend", "feed_forward")
     assert stages[True]._blocks.traces == 6  # 3 signatures, 2 halves
+    monkeypatch.setattr(s, "SPLIT_BLOCKS_FROM_TOKENS", video.latent.shape[1] + 1)  # a smaller stage keeps whole blocks
+    small = s.StageInputs.build(eager.model, video, audio, eager.video_context, eager.audio_context, mx.float32,
+                                compiled=True)  # fmt: skip
+    mx.eval(s.x0_forward(small, video, audio, 0.9))
+    assert small._blocks.parts == (None,)
 
 
 def test_a_dropped_compiled_stage_needs_no_garbage_collection() -> None:

@@ -36,11 +36,10 @@ LATENTS_PER_SECOND = 25.0  # audio: 16 kHz / hop 160 / 4 mel frames per latent
 #   every block, 1 in flight    0.383 s,  3.3 GB                    | 0.097 s, 1.1 GB   <- chosen
 SUBMIT_EVERY_BLOCKS = 1
 IN_FLIGHT = 1
-# Submit half a block at a time (its attentions, then its feed-forward: CompiledBlocks(split=True)), which should
-# hold one block's temporaries at the peak instead of two (~1.3 GB less at 6144 video tokens). Off until measured on
-# a GPU: twice the submissions may cost speed where a half-block runs for less time than Python takes to submit the
-# next (`transformer_forward.py --compile --split-blocks`, `generate.py --split-blocks`).
-SPLIT_BLOCKS = False
+# Stages with at least this many video tokens submit half a block at a time (its attentions, then its feed-forward:
+# CompiledBlocks(split=True)): the device then holds one block's temporaries at the peak instead of two. None: never.
+# (`transformer_forward.py --compile --split-blocks`, `generate.py --split-from-tokens N`)
+SPLIT_BLOCKS_FROM_TOKENS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,9 @@ class StageInputs:
     def velocities(self, passes: list[ForwardPass]) -> list[tuple[mx.array, mx.array | None]]:
         """The passes of one step run block by block (streamed weights are read once for all of them)."""
         if self.compiled and self._blocks is None:
-            self._blocks = self.model.compiled_blocks(split=SPLIT_BLOCKS)
+            tokens = max((run.video.latent.shape[1] for run in passes if run.video is not None), default=0)
+            split = SPLIT_BLOCKS_FROM_TOKENS is not None and tokens >= SPLIT_BLOCKS_FROM_TOKENS
+            self._blocks = self.model.compiled_blocks(split=split)
         return self.model.forward_passes(
             passes, compiled=self._blocks, eval_every=SUBMIT_EVERY_BLOCKS, in_flight=IN_FLIGHT
         )
