@@ -145,6 +145,32 @@ def test_the_cuda_padding_decodes_the_same_frames(name: str, monkeypatch) -> Non
     assert np.array_equal(frames[True], frames[False])
 
 
+def test_large_activations_submit_each_residual_block_with_the_same_frames(monkeypatch) -> None:
+    """Through a Pipeline (a progress callback), activations from SUBMIT_EACH_RESBLOCK_BYTES up are submitted one
+    residual block at a time: more submissions, the same frames."""
+    from ltx_backend.models import video_vae
+
+    config = video_vae.VideoVAEConfig.from_config({"vae": {**video_vae.LTX2_VAE_SECTION, "decoder_base_channels": 2}})
+    decoder = video_vae.VideoDecoder(config)  # LTX-2.0's layout (5 residual blocks a group) at 1/64 of its width
+    latent = mx.random.normal((1, 2, 1, 1, 128), key=mx.random.key(3))
+    frames, submissions = {}, {}
+    async_eval = mx.async_eval
+    for threshold in (2**62, 0):
+        monkeypatch.setattr(video_vae, "SUBMIT_EACH_RESBLOCK_BYTES", threshold)
+        count = [0]
+
+        def counted(*arrays, count=count):
+            count[0] += 1
+            return async_eval(*arrays)
+
+        monkeypatch.setattr(mx, "async_eval", counted)
+        frames[threshold] = np.array(decoder.decode(latent, after_block=lambda done, total: None))
+        submissions[threshold] = count[0]
+    assert np.array_equal(frames[0], frames[2**62])
+    resblocks = sum(len(b.res_blocks) - 1 for b in decoder.up_blocks if isinstance(b, video_vae.ResBlockGroup))
+    assert submissions[0] == submissions[2**62] + resblocks > submissions[2**62]
+
+
 @pytest.mark.parametrize(("mode", "numpy_mode"), [("reflect", "reflect"), ("circular", "wrap"), ("replicate", "edge")])
 @pytest.mark.parametrize("pad", [1, 2])
 def test_spatial_padding_is_numpys_exactly(mode: str, numpy_mode: str, pad: int) -> None:

@@ -29,6 +29,9 @@ ENCODER_BLOCKS = (
     "compress_all_res", "compress_space_res", "compress_time_res",
 )  # fmt: skip
 TIME_SCALE, SPACE_SCALE = 8, 32  # frames / pixels per latent cell
+# Activations from this size up are submitted one residual block at a time when a decode runs through a Pipeline
+# (each submission costs the device the time the host takes to encode the next: small tiles keep whole groups).
+SUBMIT_EACH_RESBLOCK_BYTES = 256 * 2**20
 
 # The vae section of the official LTX-2.0 header, for checkpoints that carry no vae config.
 LTX2_VAE_SECTION = {
@@ -325,10 +328,17 @@ class ResBlockGroup(nn.Module):
         block = (channels, channels, norm_layer, padding_mode, timestep_conditioning)
         self.res_blocks = [ResnetBlock3D(*block) for _ in range(num_layers)]
 
-    def __call__(self, x: mx.array, causal: bool, timestep: mx.array | None = None) -> mx.array:
+    def __call__(
+        self, x: mx.array, causal: bool, timestep: mx.array | None = None, pipeline: Pipeline | None = None
+    ) -> mx.array:
+        """`pipeline`: where an activation is large, each residual block is submitted on its own (a device holds a
+        submission's temporaries until it completes: the last group of an untiled 768x512x121 decode held 11.7 GB
+        as one submission on an H100)."""
         embedding = self.time_embedder(timestep.reshape(-1), x.dtype) if "time_embedder" in self else None
         for block in self.res_blocks:
             x = block(x, causal, embedding)
+            if pipeline is not None and x.nbytes >= SUBMIT_EACH_RESBLOCK_BYTES and block is not self.res_blocks[-1]:
+                pipeline.submit(x)
         return x
 
 
@@ -446,7 +456,7 @@ class VideoDecoder(nn.Module):
         x = self.conv_in(self.per_channel_statistics.un_normalize(latent), causal)
         for index, block in enumerate(self.up_blocks):
             if isinstance(block, ResBlockGroup):
-                x = block(x, causal, timestep if conditioned else None)
+                x = block(x, causal, timestep if conditioned else None, pipeline)
             else:
                 x = block(x, causal)
             if after_block is not None:  # block `index` is traced: start it once the one before is done, report that
