@@ -150,8 +150,8 @@ def test_large_activations_submit_each_residual_block_with_the_same_frames(monke
     residual block at a time: more submissions, the same frames."""
     from ltx_backend.models import video_vae
 
-    config = video_vae.VideoVAEConfig.from_config({"vae": {**video_vae.LTX2_VAE_SECTION, "decoder_base_channels": 2}})
-    decoder = video_vae.VideoDecoder(config)  # LTX-2.0's layout (5 residual blocks a group) at 1/64 of its width
+    config = video_vae.VideoVAEConfig.from_config({"vae": {**video_vae.LTX2_VAE_SECTION, "decoder_base_channels": 8}})
+    decoder = video_vae.VideoDecoder(config)  # LTX-2.0's layout (5 residual blocks a group) at 1/16 of its width
     latent = mx.random.normal((1, 2, 2, 2, 128), key=mx.random.key(3))
     frames, submissions = {}, {}
     async_eval = mx.async_eval
