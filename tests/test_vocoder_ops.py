@@ -108,23 +108,6 @@ def test_polyphase_activation_equals_zero_stuffing(length: int) -> None:
     assert _rel(got, expected) <= TOLERANCE
 
 
-def test_an_activations_coefficients_follow_its_weights_and_dtype() -> None:
-    """The prepared filters and Snake coefficients are reused while the weights stay, remade when they change (a
-    LoRA, another checkpoint) or another dtype calls."""
-    rng = np.random.default_rng(0)
-    act = Activation1d(Snake(4, with_beta=True))
-    x = mx.array(rng.normal(size=(1, 16, 4)).astype(np.float32))
-    before = np.array(act(x))
-    assert act.coefficients(mx.float32) is act.coefficients(mx.float32)
-    act.act.update({"alpha": mx.array(rng.normal(0, 0.5, 4)), "beta": mx.array(rng.normal(0, 0.5, 4))})
-    fresh = Activation1d(Snake(4, with_beta=True))
-    fresh.update(act.parameters())
-    assert np.array_equal(np.array(act(x)), np.array(fresh(x))) and not np.array_equal(np.array(act(x)), before)
-    assert act.coefficients(mx.bfloat16)[2].dtype == mx.bfloat16
-    assert act(x.astype(mx.bfloat16)).dtype == mx.bfloat16
-    assert "_coefficients" not in dict(act.parameters())  # not a weight
-
-
 @pytest.mark.parametrize("length", [1, 5, 33])
 def test_polyphase_skip_resampler_equals_zero_stuffing(length: int) -> None:
     ratio = 3
