@@ -78,23 +78,17 @@ def replicate_pad(x: mx.array, left: int, right: int) -> mx.array:
     return mx.concatenate(parts, axis=1) if len(parts) > 1 else x
 
 
-def scaled_taps(taps: mx.array, ratio: int, dtype: mx.Dtype) -> mx.array:
-    """An upsampling filter as :func:`upsample_phases` takes it: flat, in `dtype`, times `ratio` (scaled once, not
-    per output sample: one op less a FIR)."""
-    return taps.reshape(-1).astype(dtype) * ratio
-
-
 def upsample_phases(
     x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int, spans: Sequence[tuple[int, int, int]]
 ) -> list[mx.array]:
     """Polyphase components of :func:`upsample`: for each ``(phase, start, stop)``, ``upsample(...)[ratio * m + phase]``
     for ``m`` in ``[start, stop)`` (any range: ``x`` is read clamped to its ends, as the replicate padding does).
-    `taps` are ``scaled_taps(filter, ratio, x.dtype)``.
 
     Output sample ``ratio * m + phase`` of the transposed convolution only meets every ``ratio``-th tap, so each
     phase is a short FIR over ``x`` itself: no zero-stuffed signal is formed and no multiply-add is spent on zeros.
     """
     length, kernel = x.shape[1], taps.shape[-1]
+    taps = taps.reshape(-1).astype(x.dtype) * ratio  # scaled once here, not per output sample (one op less a FIR)
     plans = []  # (phase taps in correlation order, x index read first for m = start, tap count)
     for phase, start, stop in spans:
         first_tap, offset = (phase + crop_left) % ratio, (phase + crop_left) // ratio
@@ -114,8 +108,7 @@ def upsample(x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int, 
     b, length, c = x.shape
     out_length = (length + 2 * pad - 1) * ratio + taps.shape[-1] - crop_left - crop_right
     steps = -(-out_length // ratio)
-    spans = [(phase, 0, steps) for phase in range(ratio)]
-    phases = upsample_phases(x, scaled_taps(taps, ratio, x.dtype), ratio, pad, crop_left, spans)
+    phases = upsample_phases(x, taps, ratio, pad, crop_left, [(phase, 0, steps) for phase in range(ratio)])
     return mx.stack(phases, axis=2).reshape(b, steps * ratio, c)[:, :out_length]
 
 
@@ -151,11 +144,10 @@ def lowpass_of_upsampled(
     phase at unit stride, so the ``ratio``-times-longer signal is never interleaved or padded. The low-pass's
     replicate padding becomes: reads before the upsampled signal's start take its first sample (phase 0, m = 0),
     reads past its end its last (phase ratio - 1, m = L - 1). ``masks`` is ``edge_masks(L, before, after)`` for the
-    reads' extent (see :func:`lowpass_reads`). `up_taps` are ``scaled_taps(filter, ratio, x.dtype)``, `down_taps`
-    flat and in x's dtype.
+    reads' extent (see :func:`lowpass_reads`).
     """
     length = x.shape[1]
-    down = down_taps
+    down = down_taps.reshape(-1).astype(x.dtype)
     reads = lowpass_reads(down.shape[0], ratio, down_pad_left)
     before, after = max(0, -min(m for _, m in reads)), max(0, max(m for _, m in reads))
     spans = [(phase, -before, length + after) for phase in range(ratio)]

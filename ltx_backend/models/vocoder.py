@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ltx_backend.models.resample import edge_masks, kaiser_sinc_filter, lowpass_of_upsampled, lowpass_reads, scaled_taps
+from ltx_backend.models.resample import edge_masks, kaiser_sinc_filter, lowpass_of_upsampled, lowpass_reads
 
 LRELU_SLOPE = 0.1
 MEL_CHANNELS = 128  # conv_pre input: 2 stereo channels x 64 mel bins, in every production checkpoint
@@ -172,10 +172,12 @@ class ResBlock1(nn.Module):
         return x
 
 
-def _snake(x: mx.array, alpha: mx.array, inverse_scale: mx.array) -> mx.array:
-    """``x + sin^2(a x) / b`` given ``a`` and ``1 / b`` (``Snake.coefficients``). Square, not ** 2: a power is a libm
-    pow per element on MLX's CPU (~2x the whole activation's time there)."""
-    return x + inverse_scale * mx.square(mx.sin(x * alpha))
+def _snake(x: mx.array, log_alpha: mx.array, log_scale: mx.array) -> mx.array:
+    """``x + sin^2(a x) / b`` with ``a = e^log_alpha`` and ``b = e^log_scale`` (Snake: b = a; SnakeBeta: its own)."""
+    # The parameters in x's dtype first (bf16 weights in a float32 BWE call); square, not ** 2: a power is a libm
+    # pow per element on MLX's CPU (~2x the whole activation's time there).
+    log_alpha, log_scale = log_alpha.astype(x.dtype), log_scale.astype(x.dtype)
+    return x + (1.0 / (mx.exp(log_scale) + 1e-9)) * mx.square(mx.sin(x * mx.exp(log_alpha)))
 
 
 class Snake(nn.Module):
@@ -191,13 +193,8 @@ class Snake(nn.Module):
     def log_scale(self) -> mx.array:
         return self.beta if "beta" in self else self.alpha
 
-    def coefficients(self, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
-        """``a = e^alpha`` and ``1 / (b + 1e-9)`` with ``b = e^beta`` (Snake: b = a), in `dtype` (bf16 weights in a
-        float32 BWE call are cast first)."""
-        return mx.exp(self.alpha.astype(dtype)), 1.0 / (mx.exp(self.log_scale.astype(dtype)) + 1e-9)
-
     def __call__(self, x: mx.array) -> mx.array:
-        return _snake(x, *self.coefficients(x.dtype))
+        return _snake(x, self.alpha, self.log_scale)
 
 
 # BigVGAN's anti-aliased activations resample by 2 with 12-tap Kaiser-sinc filters (ltx-core's Activation1d defaults).
@@ -243,16 +240,14 @@ def _anti_aliased_snake(
     x: mx.array,
     up_taps: mx.array,
     down_taps: mx.array,
-    alpha: mx.array,
-    inverse_scale: mx.array,
+    log_alpha: mx.array,
+    log_scale: mx.array,
     is_before: mx.array,
     inside: mx.array,
 ) -> mx.array:
     """x2 Kaiser-sinc upsample, Snake, low-pass and decimate x2 (BigVGAN's 12-tap filters), in polyphase form and
-    fused by compilation: this runs ~200 times per second of LTX-2.3 audio, and unfused every tap is its own kernel.
-    The filters and Snake's coefficients come prepared (``Activation1d.coefficients``)."""
-
-    snake = functools.partial(_snake, alpha=alpha, inverse_scale=inverse_scale)
+    fused by compilation: this runs ~200 times per second of LTX-2.3 audio, and unfused every tap is its own kernel."""
+    snake = functools.partial(_snake, log_alpha=log_alpha, log_scale=log_scale)
     masks = (is_before, inside)
     return lowpass_of_upsampled(x, up_taps, down_taps, RATIO, UP_PAD, UP_CROP[0], DOWN_PAD[0], snake, masks)
 
@@ -266,21 +261,10 @@ class Activation1d(nn.Module):
         self.upsample = UpSample1d()
         self.downsample = DownSample1d()
 
-    def coefficients(self, dtype: mx.Dtype) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-        """(upsampling taps scaled by the ratio, low-pass taps, exp(alpha), 1 / (exp(beta) + 1e-9)) in `dtype`: made
-        once per dtype and weights. Made on every call they were 5 small kernels of the activation's 9 (H100)."""
-        sources = (self.upsample.filter, self.downsample.lowpass.filter, self.act.alpha, self.act.log_scale)
-        cached = self.__dict__.get("_coefficients")  # an attribute outside the module's dict: not a parameter
-        if cached is not None and cached[0] == dtype and all(a is b for a, b in zip(cached[1], sources, strict=True)):
-            return cached[2]
-        up, down = sources[:2]
-        values = (scaled_taps(up, RATIO, dtype), down.reshape(-1).astype(dtype), *self.act.coefficients(dtype))
-        object.__setattr__(self, "_coefficients", (dtype, sources, values))
-        return values
-
     def __call__(self, x: mx.array) -> mx.array:
+        taps_up, taps_down = self.upsample.filter, self.downsample.lowpass.filter
         masks = edge_masks(x.shape[1], *READ_EXTENT)
-        return _anti_aliased_snake(x, *self.coefficients(x.dtype), *masks)
+        return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale, *masks)
 
 
 class AMPBlock1(nn.Module):
