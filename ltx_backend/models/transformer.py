@@ -334,16 +334,9 @@ class AVTransformerBlock(nn.Module):
         (gate,) = _ada(table[AV_SCALE_SHIFT_PARAMS:], s.cross_gate, slice(None))
         return scale, shift, gate
 
-    def __call__(
-        self,
-        video: StreamState | None,
-        audio: StreamState | None,
-        skip_video_self_attention: bool = False,
-        skip_audio_self_attention: bool = False,
-        skip_cross_modal: bool = False,
-    ) -> tuple[mx.array, mx.array]:
-        vx, ax = self.attend(video, audio, skip_video_self_attention, skip_audio_self_attention, skip_cross_modal)
-        return self.feed_forward(video, audio, vx, ax)
+    def __call__(self, video: StreamState | None, audio: StreamState | None, *skips: bool) -> tuple[mx.array, mx.array]:
+        """The whole block: `attend` (`skips` are its perturbation flags), then `feed_forward`."""
+        return self.feed_forward(video, audio, *self.attend(video, audio, *skips))
 
     def attend(
         self,

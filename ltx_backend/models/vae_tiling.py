@@ -141,12 +141,22 @@ def _spatial_intervals(length: int, long_side: int, config: TilingConfig) -> Int
     return split_with_overlaps(length, tile, overlap)
 
 
+def _space_target(start: int, end: int) -> slice:
+    """The pixels latent cells [start, end) decode to."""
+    return slice(start * SPACE_SCALE, end * SPACE_SCALE)
+
+
+def _time_target(start: int, end: int) -> slice:
+    """The frames latent frames [start, end) decode to (the first latent frame is one frame)."""
+    return slice(start * TIME_SCALE, 1 + (end - 1) * TIME_SCALE)
+
+
 def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[AxisTile]:
     iv = _spatial_intervals(length, long_side, config)
     return [
         AxisTile(
             slice(s, e),
-            slice(s * SPACE_SCALE, e * SPACE_SCALE),
+            _space_target(s, e),
             trapezoid((e - s) * SPACE_SCALE, left * SPACE_SCALE, right * SPACE_SCALE, False),
         )
         for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True)
@@ -162,16 +172,17 @@ def _temporal_tiles(length: int, config: TilingConfig) -> list[AxisTile]:
     iv = _temporal_intervals(length, config)
     tiles = []
     for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True):
-        start, stop = s * TIME_SCALE, 1 + (e - 1) * TIME_SCALE
+        target = _time_target(s, e)
+        start, stop = target.start, target.stop
         left_frames = 0 if left == 0 else 1 + (left - 1) * TIME_SCALE
         mask = trapezoid(stop - start, left_frames, right * TIME_SCALE, True)
-        tiles.append(AxisTile(slice(s, e), slice(start, stop), mask))
+        tiles.append(AxisTile(slice(s, e), target, mask))
     return tiles
 
 
-def _whole(length: int, scale: int, first_frame: bool = False) -> list[AxisTile]:
-    out = 1 + (length - 1) * scale if first_frame else length * scale
-    return [AxisTile(slice(0, length), slice(0, out), None)]
+def _whole(length: int, target: Callable[[int, int], slice]) -> list[AxisTile]:
+    """One untiled span of `length` latent cells along an axis (`target`: ``_time_target`` or ``_space_target``)."""
+    return [AxisTile(slice(0, length), target(0, length), None)]
 
 
 @dataclass(frozen=True)
@@ -211,13 +222,13 @@ def _extent(tiles: list[AxisTile]) -> int:
 def tile_layout(frames: int, height: int, width: int, tiling: TilingConfig | None) -> TileLayout:
     """The tile layout of a latent of `frames` x `height` x `width` cells (one whole tile without tiling)."""
     if tiling is None:
-        return TileLayout(_whole(frames, TIME_SCALE, True), _whole(height, SPACE_SCALE), _whole(width, SPACE_SCALE))
+        return TileLayout(_whole(frames, _time_target), _whole(height, _space_target), _whole(width, _space_target))
     long_side = max(height, width)
     spatial = tiling.spatial_tile_px is not None
-    rows = _spatial_tiles(height, long_side, tiling) if spatial else _whole(height, SPACE_SCALE)
-    cols = _spatial_tiles(width, long_side, tiling) if spatial else _whole(width, SPACE_SCALE)
+    rows = _spatial_tiles(height, long_side, tiling) if spatial else _whole(height, _space_target)
+    cols = _spatial_tiles(width, long_side, tiling) if spatial else _whole(width, _space_target)
     temporal = tiling.temporal_tile_frames is not None
-    times = _temporal_tiles(frames, tiling) if temporal else _whole(frames, TIME_SCALE, True)
+    times = _temporal_tiles(frames, tiling) if temporal else _whole(frames, _time_target)
     return TileLayout(times, rows, cols)
 
 
@@ -232,22 +243,19 @@ MIN_SPATIAL_TILE_PX, MIN_TEMPORAL_TILE_FRAMES = 256, 32  # aggressive's tiles: s
 def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | None) -> tuple[int, int, int]:
     """(output voxels decoded in all, overlaps counted each time; decoder calls, one a tile; voxels of the largest
     tile) for a latent of `frames` x `height` x `width` cells. Arithmetic only: no masks are made."""
-    if tiling is None:
-        voxels = (1 + (frames - 1) * TIME_SCALE) * height * SPACE_SCALE * width * SPACE_SCALE
-        return voxels, 1, voxels
     long_side = max(height, width)
 
     def spatial(length: int) -> list[int]:
-        if tiling.spatial_tile_px is None:
-            return [length * SPACE_SCALE]
+        if tiling is None or tiling.spatial_tile_px is None:
+            return [_length(_space_target(0, length))]
         iv = _spatial_intervals(length, long_side, tiling)
-        return [(e - s) * SPACE_SCALE for s, e in zip(iv.starts, iv.ends, strict=True)]
+        return [_length(_space_target(s, e)) for s, e in zip(iv.starts, iv.ends, strict=True)]
 
-    if tiling.temporal_tile_frames is None:
-        times = [1 + (frames - 1) * TIME_SCALE]
+    if tiling is None or tiling.temporal_tile_frames is None:
+        times = [_length(_time_target(0, frames))]
     else:
         iv = _temporal_intervals(frames, tiling)
-        times = [1 + (e - 1) * TIME_SCALE - s * TIME_SCALE for s, e in zip(iv.starts, iv.ends, strict=True)]
+        times = [_length(_time_target(s, e)) for s, e in zip(iv.starts, iv.ends, strict=True)]
     rows, cols = spatial(height), spatial(width)
     return sum(times) * sum(rows) * sum(cols), len(times) * len(rows) * len(cols), max(times) * max(rows) * max(cols)
 
