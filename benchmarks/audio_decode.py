@@ -8,9 +8,12 @@ With bf16 weights, LTX-2.3 is timed twice: as the engine runs it (the vocoder + 
 with the vocoder + BWE in bf16 (``bwe_in_model_dtype``, ltx-core 1.0.0's way): their ratio is float32's cost.
 
 ``vocoder`` times the vocoder (+ BWE) alone from the same mel, ours and ltx-core's, both computing in the dtype ours
-computes in (float32 for LTX-2.3, as ltx-core 1.2.0). ``--breakdown`` times each part (convolutions, the transposed
-upsampling convolutions, the anti-aliased activations, the BWE's mel STFT and skip resampler) by synchronising after
-every part, so the parts add up to more than the unsynchronised total; ``other`` is what lies between them.
+computes in (float32 for LTX-2.3, as ltx-core 1.2.0); on a CUDA GPU also ours with the anti-aliased activations as
+compiled MLX ops instead of the fused kernel (``ltx_backend_compiled_activations_seconds``).
+
+``--breakdown`` times each part (convolutions, the transposed upsampling convolutions, the anti-aliased activations,
+the BWE's mel STFT and skip resampler) by synchronising after every part, so the parts add up to more than the
+unsynchronised total; ``other`` is what lies between them.
 
 A quick check on a CPU (torch in the same process: ``--reference-path`` adds its site-packages to ``sys.path``):
 
@@ -37,6 +40,7 @@ import numpy as np
 from graph_count import graph_primitives  # benchmarks/ is on sys.path when a script here runs
 from mlx.utils import tree_flatten
 
+from ltx_backend.device import cuda_gpu
 from ltx_backend.models import bwe as bwe_module
 from ltx_backend.models import vocoder as vocoder_module
 from ltx_backend.models.audio_vae import LTX2_AUDIO_VAE_SECTION, AudioDecoder, AudioVAEConfig
@@ -297,6 +301,16 @@ def _breakdown_torch(torch, core_vocoder, vocoder, mel, sync) -> dict:
     return timer.report(total)
 
 
+@contextlib.contextmanager
+def _compiled_activations() -> Iterator[None]:
+    """The anti-aliased activations as compiled MLX ops instead of the fused CUDA kernel (its only device check)."""
+    vocoder_module.cuda_gpu = lambda: False
+    try:
+        yield
+    finally:
+        vocoder_module.cuda_gpu = cuda_gpu
+
+
 def vocoder_compute_dtype(vocoder: Vocoder | VocoderWithBWE, dtype: mx.Dtype) -> mx.Dtype:
     return mx.float32 if isinstance(vocoder, VocoderWithBWE) else dtype
 
@@ -350,6 +364,10 @@ def main() -> None:
             "ltx_backend_seconds": _mean_seconds(lambda: mx.eval(vocoder(mel_in)), args.repeat),  # noqa: B023
             "ltx_backend_audio_vae_decoder_seconds": _mean_seconds(lambda: mx.eval(decoder(latent)), args.repeat),  # noqa: B023
         }
+        if vocoder_module.cuda_gpu():  # the fused activation kernel's gain, in the same run
+            with _compiled_activations():
+                vocode = _mean_seconds(lambda: mx.eval(vocoder(mel_in)), args.repeat)  # noqa: B023
+            result["vocoder"]["ltx_backend_compiled_activations_seconds"] = vocode
         if args.breakdown:
             result["vocoder"]["ltx_backend_breakdown"] = breakdown_mlx(vocoder, mel_in)
             result["vocoder"]["ltx_backend_primitives"] = graph_primitives(functools.partial(vocoder, mel_in))

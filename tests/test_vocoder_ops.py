@@ -14,6 +14,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
+from ltx_backend.device import cuda_gpu
+from ltx_backend.models import vocoder
 from ltx_backend.models.bwe import VocoderWithBWE
 from ltx_backend.models.resample import hann_sinc_filter, kaiser_sinc_filter
 from ltx_backend.models.vocoder import (
@@ -90,13 +92,20 @@ def _strided_lowpass(x: np.ndarray, taps: np.ndarray, stride: int, pad: tuple[in
     return sum(taps[k] * x[:, k : k + stride * (n - 1) + 1 : stride] for k in range(taps.size))
 
 
-@pytest.mark.parametrize("length", [1, 2, 3, 6, 40])
+def _activation(channels: int, rng: np.random.Generator) -> tuple[Activation1d, np.ndarray]:
+    """An anti-aliased SnakeBeta with random parameters and a low-pass filter distinct from the upsampling one."""
+    act = Activation1d(Snake(channels, with_beta=True))
+    act.act.update({"alpha": mx.array(rng.normal(0, 0.5, channels)), "beta": mx.array(rng.normal(0, 0.5, channels))})
+    down = kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, TAPS) * np.linspace(0.9, 1.1, TAPS, dtype=np.float32)
+    act.downsample.lowpass.filter = mx.array(down).reshape(1, 1, TAPS)
+    return act, down
+
+
+# On a CUDA GPU this is the fused kernel (snake_kernel), elsewhere the compiled polyphase form.
+@pytest.mark.parametrize("length", [1, 2, 3, 6, 40, 1001])
 def test_polyphase_activation_equals_zero_stuffing(length: int) -> None:
     rng = np.random.default_rng(length)
-    act = Activation1d(Snake(4, with_beta=True))
-    act.act.update({"alpha": mx.array(rng.normal(0, 0.5, 4)), "beta": mx.array(rng.normal(0, 0.5, 4))})
-    down = kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, TAPS) * np.linspace(0.9, 1.1, TAPS, dtype=np.float32)
-    act.downsample.lowpass.filter = mx.array(down).reshape(1, 1, TAPS)  # distinct from the upsampling filter
+    act, down = _activation(4, rng)
     x = rng.normal(size=(2, length, 4)).astype(np.float32)
 
     up = _zero_stuffed_upsample(x, np.array(act.upsample.filter).reshape(-1), RATIO, UP_PAD, UP_CROP)
@@ -106,6 +115,24 @@ def test_polyphase_activation_equals_zero_stuffing(length: int) -> None:
     got = act(mx.array(x))
     assert got.shape == expected.shape == (2, length, 4)
     assert _rel(got, expected) <= TOLERANCE
+
+
+@pytest.mark.skipif(not cuda_gpu(), reason="the fused kernel runs on MLX's CUDA backend only")
+@pytest.mark.parametrize(("dtype", "tolerance"), [(mx.float32, 1e-5), (mx.bfloat16, 2e-2)])
+@pytest.mark.parametrize("length", [1, 7, 2500])
+def test_fused_cuda_activation_equals_the_compiled_one(
+    dtype: mx.Dtype, tolerance: float, length: int, monkeypatch
+) -> None:
+    """bf16 inputs and parameters too (the compiled form computes in bf16, the kernel in float32), and a channel
+    count that is no multiple of a warp."""
+    act, _ = _activation(37, np.random.default_rng(length))
+    act.set_dtype(dtype)
+    x = mx.array(np.random.default_rng(0).normal(size=(2, length, 37))).astype(dtype)
+    fused = act(x)
+    monkeypatch.setattr(vocoder, "cuda_gpu", lambda: False)
+    compiled = act(x)
+    assert fused.dtype == compiled.dtype == dtype
+    assert _rel(fused.astype(mx.float32), np.array(compiled.astype(mx.float32))) <= tolerance
 
 
 @pytest.mark.parametrize("length", [1, 5, 33])

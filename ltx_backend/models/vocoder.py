@@ -18,6 +18,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ltx_backend.device import cuda_gpu
+from ltx_backend.models import snake_kernel
 from ltx_backend.models.resample import edge_masks, kaiser_sinc_filter, lowpass_of_upsampled, lowpass_reads
 
 LRELU_SLOPE = 0.1
@@ -253,7 +255,8 @@ def _anti_aliased_snake(
 
 
 class Activation1d(nn.Module):
-    """Anti-aliased activation: upsample x2, activation, low-pass and decimate x2."""
+    """Anti-aliased activation: upsample x2, activation, low-pass and decimate x2 (one fused kernel on a CUDA GPU,
+    see ``snake_kernel``; compiled MLX ops elsewhere)."""
 
     def __init__(self, act: Snake) -> None:
         super().__init__()
@@ -263,6 +266,8 @@ class Activation1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         taps_up, taps_down = self.upsample.filter, self.downsample.lowpass.filter
+        if x.size and cuda_gpu():
+            return snake_kernel.anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale)
         masks = edge_masks(x.shape[1], *READ_EXTENT)
         return _anti_aliased_snake(x, taps_up, taps_down, self.act.alpha, self.act.log_scale, *masks)
 
