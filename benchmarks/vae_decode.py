@@ -7,15 +7,16 @@
                                                          # CPU-sized: the real architecture at 1/32 width
 
 Prints one JSON document. Per mode: ``cold_seconds`` (the first decode at that tile layout in the process: kernel
-selection, plans and caches for new shapes included), ``seconds`` / ``min_seconds`` (the mean / fastest of
-``--repeat`` decodes after it), ``ratio_to_untiled`` (seconds / the untiled mode's seconds, when ``none`` is among
-the modes), ``voxel_ratio`` (output voxels the tiles decode, overlaps counted each time, over the video's),
-``tiles``, ``kernels`` (primitives the decoder calls of one decode make, about one kernel each: on a GPU each costs
-host time), ``evals`` / ``async_evals`` (calls of ``mx.eval`` / ``mx.async_eval`` in one decode: host waits and graph
-submissions), ``peak_gb`` (MLX's peak memory in the last decode) and ``chunks``. ``--progress`` passes a progress
-callback, as the engine does; ``--batch 4`` lets a decoder call take same-shape tiles of up to 4 times the largest
-tile's voxels (more memory, fewer calls). ``--pad-by gather`` / ``concatenation`` forces how the convolutions pad
-(the default: one gather on CUDA, concatenations elsewhere).
+selection, plans and caches for new shapes included), ``seconds`` / ``min_seconds`` (the mean / fastest of ``--repeat``
+decodes after it), ``ratio_to_untiled`` (seconds / the untiled mode's seconds, when ``none`` is among the modes),
+``voxel_ratio`` (output voxels the tiles decode, overlaps counted each time, over the video's), ``tiles``,
+``calls_seconds`` (the decoder on each tile alone, synchronised per tile, summed: the rest of ``seconds`` is what tiling
+adds around the calls), ``kernels`` (primitives the decoder calls of one decode make, about one kernel each: on a GPU
+each costs host time), ``evals`` / ``async_evals`` (calls of ``mx.eval`` / ``mx.async_eval`` in one decode: host waits
+and graph submissions), ``peak_gb`` (MLX's peak memory in the last decode) and ``chunks``. ``--progress`` passes a
+progress callback, as the engine does; ``--batch 4`` lets a decoder call take same-shape tiles of up to 4 times the
+largest tile's voxels (more memory, fewer calls). ``--pad-by gather`` / ``concatenation`` forces how the convolutions
+pad (the default: one gather on CUDA, concatenations elsewhere).
 """
 
 from __future__ import annotations
@@ -119,15 +120,33 @@ def run_mlx(
     }
 
 
+def tile_latents(latent: mx.array, layout: TileLayout) -> list[mx.array]:
+    return [
+        latent[:, t.source, r.source, c.source] for t, r, c in itertools.product(layout.times, layout.rows, layout.cols)
+    ]
+
+
 def decode_kernels(decoder: VideoDecoder, latent: mx.array, layout: TileLayout) -> int:
     """Primitives (about one kernel each) the decoder calls of one decode make, a call per tile."""
     per_shape: dict[tuple, int] = {}
     total = 0
-    for time_tile, row, col in itertools.product(layout.times, layout.rows, layout.cols):
-        tile = latent[:, time_tile.source, row.source, col.source]
+    for tile in tile_latents(latent, layout):
         if tile.shape not in per_shape:
             per_shape[tile.shape] = graph_primitives(functools.partial(decoder.decode, tile))["total"]
         total += per_shape[tile.shape]
+    return total
+
+
+def calls_seconds(decoder: VideoDecoder, latent: mx.array, layout: TileLayout) -> float:
+    """The decoder on each tile's latent alone, waited for tile by tile, summed: the tiled decode's time less this is
+    what tiling adds around the decoder calls (slicing, blending, host gaps)."""
+    tiles = tile_latents(latent, layout)
+    mx.eval(tiles)
+    total = 0.0
+    for tile in tiles:
+        start = time.perf_counter()
+        mx.eval(decoder.decode(tile))
+        total += time.perf_counter() - start
     return total
 
 
@@ -148,6 +167,7 @@ def run_mode(decoder: VideoDecoder, latent: mx.array, mode: str, size: tuple[int
         "min_seconds": round(min(r["seconds"] for r in runs), 4),
         **{key: runs[-1][key] for key in ("evals", "async_evals", "peak_gb", "chunks")},
         "kernels": kernels,
+        "calls_seconds": round(calls_seconds(decoder, latent, layout), 4),
     }
 
 
