@@ -365,8 +365,7 @@ def auto_tiling(ckpt: Checkpoint, request: GenerationRequest, dtype: mx.Dtype | 
         return "auto"
     itemsize = _itemsize(dtype)
     weights, params = _video_decoder(ckpt, itemsize)
-    frames = (request.num_frames - 1) // TIME_SCALE + 1
-    latent = (frames, request.height // SPACE_SCALE, request.width // SPACE_SCALE)
+    latent = (request.latent_frames, request.height // SPACE_SCALE, request.width // SPACE_SCALE)
     return auto_decode_tiling(weights, params, itemsize, latent, available)
 
 
