@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import mlx.core as mx
@@ -12,8 +13,9 @@ import pytest
 from media_probe import probe
 
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.media import video as video_module
 from ltx_backend.media.audio import write_wav
-from ltx_backend.media.video import AacTrack, VideoWriter, ffmpeg_exe, mux_audio, to_uint8
+from ltx_backend.media.video import AacTrack, VideoWriter, ffmpeg_exe, mux_audio, to_uint8, uint8_pieces
 
 
 def chunks(count: int, frames: int = 8) -> list[np.ndarray]:
@@ -56,6 +58,47 @@ def test_frames_convert_to_uint8_as_ltx_core_does() -> None:
     expected = (np.clip((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
     np.testing.assert_array_equal(to_uint8(mx.array(frames)), expected)
     assert list(to_uint8(mx.array(frames[:1, :1, :1]))[0, 0, 0]) == [0, 127, 255]
+
+
+def test_pieces_are_the_conversion_cut_in_order() -> None:
+    frames = mx.array(np.random.default_rng(1).uniform(-1.2, 1.2, (19, 8, 12, 3)).astype(np.float32))
+    pieces = list(uint8_pieces(frames, frames_per_piece=8))
+    assert [len(piece) for piece in pieces] == [8, 8, 3]
+    np.testing.assert_array_equal(np.concatenate(pieces), to_uint8(frames))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_write_waits_while_the_queue_is_full_and_checks_for_a_cancel(tmp_path: Path, monkeypatch) -> None:
+    """Past MAX_QUEUED_BYTES a write waits for ffmpeg to take frames, checking for a cancel as it waits."""
+    frames = chunks(4)
+    monkeypatch.setattr(video_module, "MAX_QUEUED_BYTES", 2 * frames[0].nbytes)
+    taken, checks = threading.Event(), []
+
+    def check() -> None:
+        checks.append(len(checks))
+        if len(checks) == 3:
+            taken.set()  # let the stalled feeder go on: it meets the killed ffmpeg
+            raise Stop
+
+    with pytest.raises(Stop), VideoWriter(tmp_path / "v.mp4", 96, 64, 24, check=check) as writer:
+        pipe = writer._process.stdin
+
+        class Stalled:  # an encoder that takes nothing until the cancel
+            def write(self, data) -> None:
+                taken.wait()
+                pipe.write(data)
+
+            def close(self) -> None:
+                pipe.close()
+
+        writer._process.stdin = Stalled()
+        for chunk in frames:  # the 1st is in the feeder's hands, the 2nd waits in the queue, the 3rd must wait
+            writer.write(chunk)
+    assert len(checks) == 3 and writer.frames == 16
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_default_quality_is_libx264_crf18_medium_and_options_change_the_stream(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 import queue
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +25,10 @@ from ltx_backend.media.atomic import atomic_output
 from ltx_backend.media.encoders import VideoQuality, choose_encoder, encoder_arguments
 
 POLL_SECONDS = 0.05  # how often a wait for ffmpeg checks for a cancel
+PIECE_FRAMES = 8  # frames per piece handed to the encoder (`uint8_pieces`): one latent frame's worth
+# Frames written but not yet in ffmpeg's pipe, at most (one write of any size is taken when none are waiting): a
+# whole untiled 1280x704x257 video, so a decode's pieces are handed over without waiting for the encoder.
+MAX_QUEUED_BYTES = 1 << 30
 AAC_ARGUMENTS = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-shortest"]
 
 
@@ -69,12 +73,25 @@ def _encoding_failed(path: Path, detail: str) -> LtxError:
     )
 
 
-def to_uint8(frames: mx.array) -> np.ndarray:
-    """[-1, 1] float32 frames -> uint8 on the host, as ltx-core converts decoded frames (scale, clip, truncate).
+def _uint8_on_device(frames: mx.array) -> mx.array:
+    """[-1, 1] float frames -> uint8 as ltx-core converts decoded frames (scale, clip, truncate), on the device: a
+    quarter of the bytes cross to the host, and no single-threaded NumPy passes over ~140 M floats (768x512x121)."""
+    return (mx.clip((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
 
-    Converted on the device: a quarter of the bytes cross to the host, and no single-threaded NumPy passes over
-    ~140 M floats (768x512x121)."""
-    return np.array((mx.clip((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8))
+
+def to_uint8(frames: mx.array) -> np.ndarray:
+    """[-1, 1] float32 frames -> uint8 on the host."""
+    return np.array(_uint8_on_device(frames))
+
+
+def uint8_pieces(frames: mx.array, frames_per_piece: int = PIECE_FRAMES) -> Iterator[np.ndarray]:
+    """(T, H, W, 3) [-1, 1] float frames -> uint8 host arrays of up to `frames_per_piece` frames, in order: converted
+    on the device in one pass, copied to the host a piece at a time, so that the encoder starts on the first piece
+    while the rest are copied (an untiled decode is one chunk of the whole video)."""
+    converted = _uint8_on_device(frames)
+    mx.eval(converted)
+    for start in range(0, converted.shape[0], frames_per_piece):
+        yield np.array(converted[start : start + frames_per_piece])
 
 
 class VideoWriter:
@@ -104,8 +121,11 @@ class VideoWriter:
         self.frames = 0
         self._output = atomic_output(self.path) if atomic else contextlib.nullcontext(self.path)
         self._process: subprocess.Popen | None = None
-        # A feeder thread hands chunks to ffmpeg, so encoding chunk k overlaps decoding chunk k+1.
-        self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
+        # A feeder thread hands chunks to ffmpeg, so encoding chunk k overlaps decoding chunk k+1; `write` waits only
+        # while MAX_QUEUED_BYTES are queued (counted under `_room`).
+        self._chunks: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._queued_bytes = 0
+        self._room = threading.Condition()
         self._feeder = threading.Thread(target=self._feed, name="ffmpeg-feeder", daemon=True)
         self._feed_error: OSError | None = None
         self._finished = False
@@ -141,6 +161,9 @@ class VideoWriter:
                     self._process.stdin.write(data)
                 except OSError as exc:  # BrokenPipeError: ffmpeg exited
                     self._feed_error = exc
+            with self._room:
+                self._queued_bytes -= data.nbytes
+                self._room.notify()
 
     def _drain(self) -> None:
         self._chunks.put(None)
@@ -148,12 +171,7 @@ class VideoWriter:
 
     def _finish(self) -> int:
         """Hand ffmpeg the end of input and wait for it to exit, checking `check` between waits."""
-        while True:
-            try:
-                self._chunks.put(None, timeout=POLL_SECONDS)
-                break
-            except queue.Full:
-                self.check()
+        self._chunks.put(None)
         while self._feeder.is_alive():
             self._feeder.join(POLL_SECONDS)
             self.check()
@@ -177,7 +195,13 @@ class VideoWriter:
             raise ValueError(f"expected (T, {self.size[1]}, {self.size[0]}, 3) uint8 frames, got {frames.shape}")
         if self._feed_error is not None:
             raise self._failure() from self._feed_error
-        self._chunks.put(memoryview(np.ascontiguousarray(frames)).cast("B"))  # no copy: ffmpeg reads the buffer
+        data = memoryview(np.ascontiguousarray(frames)).cast("B")  # no copy: ffmpeg reads the buffer
+        with self._room:
+            while self._queued_bytes and self._queued_bytes + data.nbytes > MAX_QUEUED_BYTES:
+                self._room.wait(POLL_SECONDS)
+                self.check()
+            self._queued_bytes += data.nbytes
+        self._chunks.put(data)
         self.frames += frames.shape[0]
 
     def _failure(self) -> LtxError:

@@ -30,7 +30,7 @@ from ltx_backend.media.audio_in import DecodedAudio
 from ltx_backend.media.encoders import VideoQuality
 from ltx_backend.media.image import conditioning_frame
 from ltx_backend.media.outputs import JobFolder
-from ltx_backend.media.video import AacTrack, VideoWriter, mux_audio, to_uint8
+from ltx_backend.media.video import AacTrack, VideoWriter, mux_audio, uint8_pieces
 from ltx_backend.models.quantized_linear import dequantize_large_products
 from ltx_backend.models.upsampler import upsample_latent
 from ltx_backend.models.vae_tiling import decode_tiled, tiling_for
@@ -736,7 +736,8 @@ class Engine:
                         try:
                             for chunk in decode_tiled(decoder, latent, tiling, noise=noise, progress=on_tile):
                                 cancel.check()
-                                writer.write(to_uint8(chunk[0]))
+                                for piece in uint8_pieces(chunk[0]):  # x264 starts on the first piece
+                                    writer.write(piece)
                                 written += 1
                             break
                         except RuntimeError as error:  # the same tiling and noise again: the same frames
