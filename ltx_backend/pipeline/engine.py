@@ -349,20 +349,22 @@ class Engine:
         preview: PreviewOptions | None = None,
     ) -> events.Result:
         cancel = cancel or CancelToken()
-        request = ltx25_flow.plan_frames(self.checkpoint, validate(request))
-        for warning in request.warnings:
-            emit(events.Warning(warning))
-        for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
-            emit(events.Warning(warning))
-        if self.distilled_lora is not None and self.variant != "dev":
-            emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
-        factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
-        self._check_encoders(request)
-        # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
-        # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5 without
-        # num_frames is planned at the longest length its duration head may choose.
         timer = Timer({}, emit)
-        with timer.part("plan"):  # reported: on a 50 GB checkpoint it is part of what no phase covered
+        # "plan": the request's checks and the memory plan, before any phase (reported: on a 50 GB checkpoint it is
+        # part of what no phase covered; the checks read input files' headers).
+        with timer.part("plan"):
+            request = ltx25_flow.plan_frames(self.checkpoint, validate(request))
+            for warning in request.warnings:
+                emit(events.Warning(warning))
+            for warning in ignored_options(request, self.variant, self.quantize, self.checkpoint.quantization):
+                emit(events.Warning(warning))
+            if self.distilled_lora is not None and self.variant != "dev":
+                emit(events.Warning("distilled_lora is ignored: the checkpoint is distilled already"))
+            factor = lora_stages.control_factor(request, self.loras)  # before any work, as the rest of the request
+            self._check_encoders(request)
+            # The planner picks resident or streamed transformer and the decode's tiling, or refuses the job before
+            # loading anything, naming what would fit; then decides what stays resident after the job. LTX-2.5
+            # without num_frames is planned at the longest length its duration head may choose.
             choice = self.choose_memory(_at_longest(request))
             log.info(
                 "memory plan: %s; %s; measured: %s",
@@ -721,9 +723,10 @@ class Engine:
             encoded = folder.path("v.h264.mp4") if decodes_audio else video
             size = (request.width, request.height, request.fps)
             quality = VideoQuality(request.video_encoder, request.video_crf, request.video_preset)
-            writing = VideoWriter(encoded, *size, wav, quality, atomic=False, check=cancel.check)
-            with writing as writer, ExitStack() as encoders:  # an AAC encoder left running is killed
-                with timer.phase(Phase.VIDEO_DECODE, detail):
+            with ExitStack() as encoders:  # on a failure, x264 and an AAC encoder left running are killed
+                with timer.phase(Phase.VIDEO_DECODE, detail):  # x264's start in it: the phases cover the job
+                    writer = VideoWriter(encoded, *size, wav, quality, atomic=False, check=cancel.check)
+                    encoders.enter_context(writer)
                     with timer.loading():
                         decoder = self._borrow(r.VIDEO_DECODER)
                     tiling = tiling_for(mode, request.height, request.width, request.num_frames)
