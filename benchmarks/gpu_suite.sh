@@ -10,6 +10,7 @@
 #     benchmarks/gpu_suite.sh mixed     # low-RAM: a mixed-precision pack resident and streamed, both sizes
 #     benchmarks/gpu_suite.sh kept      # low-RAM: Q4 with half its blocks held once read, against resident
 #     benchmarks/gpu_suite.sh load      # ways of reading 10 GB onto the device from a cold page cache (~2 min)
+#     benchmarks/gpu_suite.sh tiles     # a tile's decode per voxel by shape and stage; the decoded video's handoff to x264
 #
 # Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), the tail of its stderr to logs.txt,
 # and a line "<name> rc=<status> <seconds>s" to summary.txt (at most 7 files: the device returns 8); a failure or
@@ -71,11 +72,16 @@ case ${1:-} in
     bench load_speed 200 load_speed.py --dir /tmp/load-speed --gb 10
     rm -rf /tmp/load-speed
     ;;
+  tiles)
+    bench vae_tile_shapes 240 vae_tile_shapes.py
+    bench video_handoff 90 video_handoff.py
+    bench generate_profile 200 generate.py --tiling none --profile "$out/generate_profile.txt"
+    ;;
   weights)
     bench lora 200 lora.py --version 2.3 --tokens 1536,6144 --precisions bf16,4 --repeat 3
     ;;
   *)
-    echo "usage: $0 dit|job|session|weights|modes|mixed|kept|load" >&2
+    echo "usage: $0 dit|job|session|weights|modes|mixed|kept|load|tiles" >&2
     exit 2
     ;;
 esac
