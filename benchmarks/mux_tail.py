@@ -58,13 +58,18 @@ def tail(way: str, folder: Path, frames: np.ndarray, wave: np.ndarray) -> float:
         return round(time.perf_counter() - start, 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def clip_arguments(description: str) -> argparse.Namespace:
+    """The clip's size and the rounds to run, as this benchmark and video_handoff.py take them."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--frames", type=int, default=121)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = clip_arguments(__doc__)
     frames = pattern(args.width, args.height, args.frames)
     wave = (np.random.default_rng(0).standard_normal((2, 48000 * args.frames // 24)) * 0.1).astype(np.float32)
     ways = ("encode_in_mux", "aac_beside_x264")

@@ -33,17 +33,13 @@ import numpy as np
 from vae_decode import build_decoder, tile_latents  # benchmarks/ is on sys.path when a script here runs
 
 from ltx_backend.models.vae_tiling import tile_layout, tiling_for
-from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE, ResBlockGroup, VideoDecoder
+from ltx_backend.models.video_vae import ResBlockGroup, VideoDecoder
 
 DEFAULT_SHAPES = "16x16x24,8x11x16,8x11x10,8x7x16,8x7x10,8x12x16,8x16x16,8x16x24,16x16x12,16x8x24,4x16x24"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
     return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",") if shape]
-
-
-def output_voxels(frames: int, rows: int, cols: int) -> int:
-    return (1 + (frames - 1) * TIME_SCALE) * rows * SPACE_SCALE * cols * SPACE_SCALE
 
 
 def synced(run) -> float:
@@ -104,7 +100,7 @@ def main() -> None:
     for shape in shapes:
         seconds = fastest(lambda s=shape: decoder.decode(crop(s)), args.repeat)
         by_shape.append({"latent": "x".join(map(str, shape)), "seconds": round(seconds, 4),
-                         "ns_per_voxel": round(seconds / output_voxels(*shape) * 1e9, 3)})  # fmt: skip
+                         "ns_per_voxel": round(seconds / tile_layout(*shape, None).voxels() * 1e9, 3)})  # fmt: skip
     for row in by_shape:
         row["vs_untiled"] = round(row["ns_per_voxel"] / by_shape[0]["ns_per_voxel"], 3)
 
@@ -118,9 +114,8 @@ def main() -> None:
             for i, (name, out_shape, _) in enumerate(runs[0])
         ]  # fmt: skip
 
-    frames, rows, cols = whole
-    out_size = (rows * SPACE_SCALE, cols * SPACE_SCALE, 1 + (frames - 1) * TIME_SCALE)
-    layout = tile_layout(*whole, tiling_for("default", *out_size))
+    frames, height, width = tile_layout(*whole, None).largest  # the video's size in frames and pixels
+    layout = tile_layout(*whole, tiling_for("default", height, width, frames))
     tiles = tile_latents(latent, layout)
     mx.eval(tiles)
     sequences = []

@@ -14,7 +14,6 @@ the end of x264. Per way: ``handed_s`` (the writes returned: the engine goes on 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from mux_tail import pattern  # benchmarks/ is on sys.path when a script here runs
+from mux_tail import clip_arguments, pattern  # benchmarks/ is on sys.path when a script here runs
 
 from ltx_backend.media.video import VideoWriter, to_uint8, uint8_pieces
 
@@ -42,12 +41,7 @@ def hand_over(way: str, frames: mx.array, path: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=121)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = clip_arguments(__doc__)
     decoded = mx.array(pattern(args.width, args.height, args.frames).astype(np.float32) / 127.5 - 1.0)
     mx.eval(decoded)
     ways = ("whole", "pieces")
