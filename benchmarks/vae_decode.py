@@ -10,13 +10,13 @@ Prints one JSON document. Per mode: ``cold_seconds`` (the first decode at that t
 selection, plans and caches for new shapes included), ``seconds`` / ``min_seconds`` (the mean / fastest of ``--repeat``
 decodes after it), ``ratio_to_untiled`` (seconds / the untiled mode's seconds, when ``none`` is among the modes),
 ``voxel_ratio`` (output voxels the tiles decode, overlaps counted each time, over the video's), ``tiles``,
-``calls_seconds`` (the decoder on each tile alone, synchronised per tile, summed: the rest of ``seconds`` is what tiling
-adds around the calls), ``kernels`` (primitives the decoder calls of one decode make, about one kernel each: on a GPU
-each costs host time), ``evals`` / ``async_evals`` (calls of ``mx.eval`` / ``mx.async_eval`` in one decode: host waits
-and graph submissions), ``peak_gb`` (MLX's peak memory in the last decode) and ``chunks``. ``--progress`` passes a
-progress callback, as the engine does; ``--batch 4`` lets a decoder call take same-shape tiles of up to 4 times the
-largest tile's voxels (more memory, fewer calls). ``--pad-by gather`` / ``concatenation`` forces how the convolutions
-pad (the default: one gather on CUDA, concatenations elsewhere).
+``calls_seconds`` (the decoder on each spatial tile alone over the whole time axis, synchronised per tile, summed: the
+rest of ``seconds`` is what tiling and time chunks add around the calls), ``kernels`` (primitives the decoder calls of
+one decode make, about one kernel each: on a GPU each costs host time), ``evals`` / ``async_evals`` (calls of
+``mx.eval`` / ``mx.async_eval`` in one decode: host waits and graph submissions), ``peak_gb`` (MLX's peak memory in the
+last decode) and ``chunks``. ``--progress`` passes a progress callback, as the engine does; ``--batch 4`` lets a decoder
+call take same-shape tiles of up to 4 times the largest tile's voxels (more memory, fewer calls). ``--pad-by gather`` /
+``concatenation`` forces how the convolutions pad (the default: one gather on CUDA, concatenations elsewhere).
 """
 
 from __future__ import annotations
@@ -35,19 +35,9 @@ from mlx.utils import tree_flatten
 
 from ltx_backend.models import video_vae
 from ltx_backend.models.vae_tiling import TileLayout, TilingConfig, decode_tiled, tile_layout, tiling_for
-from ltx_backend.models.video_vae import LTX2_VAE_SECTION, VideoDecoder, VideoVAEConfig
+from ltx_backend.models.video_vae import LTX2_VAE_SECTION, LTX23_VAE_SECTION, VideoDecoder, VideoVAEConfig
 from ltx_backend.pipeline.memory import auto_decode_tiling
 
-# The vae section of the official LTX-2.3 header (its decoder half).
-LTX23_VAE_SECTION = {
-    **LTX2_VAE_SECTION,
-    "spatial_padding_mode": "zeros",
-    "decoder_blocks": [
-        ["res_x", {"num_layers": 4}], ["compress_space", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
-        ["compress_time", {"multiplier": 2}], ["res_x", {"num_layers": 4}], ["compress_all", {"multiplier": 1}],
-        ["res_x", {"num_layers": 2}], ["compress_all", {"multiplier": 2}], ["res_x", {"num_layers": 2}],
-    ],
-}  # fmt: skip
 SECTIONS = {"2.0": LTX2_VAE_SECTION, "2.3": LTX23_VAE_SECTION}
 MODES = ("none", "auto", "default", "aggressive", "conservative", "spatial", "temporal")
 
@@ -121,9 +111,8 @@ def run_mlx(
 
 
 def tile_latents(latent: mx.array, layout: TileLayout) -> list[mx.array]:
-    return [
-        latent[:, t.source, r.source, c.source] for t, r, c in itertools.product(layout.times, layout.rows, layout.cols)
-    ]
+    """Each spatial tile's latent over the whole time axis (a decode in time chunks gives that tile's frames)."""
+    return [latent[:, :, r.source, c.source] for r, c in itertools.product(layout.rows, layout.cols)]
 
 
 def decode_kernels(decoder: VideoDecoder, latent: mx.array, layout: TileLayout) -> int:

@@ -240,12 +240,12 @@ def test_job_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Pa
 DRIVER = textwrap.dedent("""
     import sys, time
     from ltx_backend.models import video_vae
-    decode = video_vae.VideoDecoder.decode
+    prepare = video_vae.VideoDecoder.prepare  # the first step of every decode, tiled or not
     def slow(self, *args, **kwargs):
         print("DECODING", file=sys.stderr, flush=True)
         time.sleep(60)
-        return decode(self, *args, **kwargs)
-    video_vae.VideoDecoder.decode = slow
+        return prepare(self, *args, **kwargs)
+    video_vae.VideoDecoder.prepare = slow
     from ltx_backend.cli.main import main
     sys.argv[0] = "ltx-backend"
     main()
@@ -324,7 +324,9 @@ def test_decode_reports_progress_that_the_host_sees_move(engine: Engine, tmp_pat
     assert reported == sorted(reported) and reported[-1] - reported[0] > 0.1  # no stall at the decode's start
 
 
-def test_a_tiled_decode_stops_within_one_block_of_one_tile(engine: Engine) -> None:
+def test_a_tiled_decode_stops_within_one_call_of_one_tile(engine: Engine) -> None:
+    """A tiled decode reports after every decoder call (a segment of the decoder's layers, `time_segments`, on one
+    tile's time chunk) and stops at the first report that raises."""
     import mlx.core as mx
 
     from ltx_backend.models.vae_tiling import TilingConfig, decode_tiled
@@ -337,8 +339,8 @@ def test_a_tiled_decode_stops_within_one_block_of_one_tile(engine: Engine) -> No
     fractions: list[float] = []
     for _ in decode_tiled(decoder, latent, tiling, noise=noise, progress=fractions.append):
         pass
-    blocks = len(decoder.up_blocks)
-    assert len(fractions) == 9 * blocks and fractions == sorted(fractions) and fractions[-1] == 1.0
+    segments = len(decoder.time_segments())
+    assert len(fractions) == 9 * segments and fractions == sorted(fractions) and fractions[-1] == 1.0
 
     decoded: list[float] = []
 
@@ -348,7 +350,7 @@ def test_a_tiled_decode_stops_within_one_block_of_one_tile(engine: Engine) -> No
 
     with pytest.raises(Cancelled):
         list(decode_tiled(decoder, latent, tiling, noise=noise, progress=cancel_at_first))
-    assert decoded == [fractions[0]]  # one decoder block of one tile, not one more
+    assert decoded == [fractions[0]]  # one decoder call of one tile, not one more
 
 
 def test_cancel_in_decode_leaves_nothing(engine: Engine, tmp_path: Path) -> None:

@@ -347,7 +347,7 @@ def test_importing_the_package_turns_off_mlx_cuda_cache_thrashing_aborts() -> No
     code = f"import os, ltx_backend; print(*(os.environ[name] for name in {names}))"
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLX_")}
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert shown.stdout.split() == ["0", "1024"]
+    assert shown.stdout.split() == ["0", "4096"]
     env |= {"MLX_ENABLE_CACHE_THRASHING_CHECK": "1", "MLX_CUDA_CONV_CACHE_SIZE": "64"}
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["1", "64"]  # the user's choice wins

@@ -1,12 +1,15 @@
-"""Tiled video decoding: modes, exact stitching, streaming, and lower peak memory.
+"""Tiled video decoding: modes, exact stitching, time chunks, streaming, and lower peak memory.
 
-The parity of our tiled decode with ltx-core's own tiled decode is in test_video_parity.py. Here the stitching
-itself is checked exactly: with a decoder that maps each latent cell to its own block of pixels (no receptive
-field), every tiling must reproduce the untiled decode to float rounding, whatever the tile sizes.
+The parity of our tiled decode with ltx-core's own spatial tiling is in test_video_parity.py. Here the spatial
+stitching itself is checked exactly: with a decoder that maps each latent cell to its own block of pixels (no
+receptive field), every spatial tiling must reproduce the untiled decode to float rounding, whatever the tile sizes.
+Time is decoded in chunks that give the frames of one decode of the whole: checked on the tiny real decoders.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -23,7 +26,15 @@ from ltx_backend.models.vae_tiling import (
     tile_layout,
     tiling_for,
 )
-from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
+from ltx_backend.models.vae_time_chunks import TimeChunkedDecode, chunk_sizes
+from ltx_backend.models.video_vae import (
+    LTX2_VAE_SECTION,
+    LTX23_VAE_SECTION,
+    SPACE_SCALE,
+    TIME_SCALE,
+    VideoDecoder,
+    VideoVAEConfig,
+)
 from ltx_backend.weights.checkpoint import open_checkpoint
 from ltx_backend.weights.video import load_video_decoder
 
@@ -59,8 +70,64 @@ def test_tiled_stitching_reproduces_untiled_exactly(tiling: TilingConfig) -> Non
     tiled = mx.concatenate(chunks, axis=1)
     assert tiled.shape == untiled.shape == (1, 49, 160, 288, 3)
     assert float(mx.abs(tiled - untiled).max()) <= STITCH_TOLERANCE
-    if tiling.temporal_tile_frames is not None:
-        assert len(chunks) > 1  # frames are streamed chunk by chunk
+
+
+@pytest.mark.parametrize("fixture", ["v20_official", "v20tc_official", "v23_split"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_time_chunks_give_the_frames_of_one_whole_decode(fixture: str, causal: bool) -> None:
+    """Each convolution carries its input's last frames into the next chunk: whatever the chunk size, the frames
+    are those of one decode of the whole latent (fp32, CPU: to the bit, asserted to float rounding), given in
+    order, in as many calls as `calls()` says (LTX-2.0's residual upsamplers, 2.3's space/time ones, timestep
+    conditioning with its noise, causal and not)."""
+    decoder = load_video_decoder(open_checkpoint(FIXTURES / fixture), mx.float32)
+    decoder.config = replace(decoder.config, causal_decoder=causal)
+    conditioned = decoder.config.timestep_conditioning
+    latent = mx.random.normal((2, 6, 3, 4, decoder.config.latent_channels), key=mx.random.key(6))
+    noise = mx.random.normal(latent.shape, key=mx.random.key(9)) if conditioned else None
+    timestep = 0.07 if conditioned else None
+    whole = decoder.decode(latent, timestep, noise)
+    for chunk in (1, 2, 4, 6):
+        calls: list[int] = []
+        decode = TimeChunkedDecode(decoder, latent, chunk, timestep, noise, on_call=functools.partial(calls.append, 1))
+        parts = list(decode.frames())
+        assert all(part.shape[1] for part in parts) and (len(parts) > 1) == (chunk < 6)
+        frames = mx.concatenate(parts, axis=1)
+        assert frames.shape == whole.shape == (2, 41, 96, 128, 3)
+        assert float(mx.abs(frames - whole).max()) <= 1e-6 * float(mx.abs(whole).max()), chunk
+        assert len(calls) == decode.calls()
+
+
+@pytest.mark.parametrize("section", [LTX2_VAE_SECTION, LTX23_VAE_SECTION], ids=["2.0", "2.3"])
+def test_real_decoders_give_no_more_than_a_chunk_a_call(section: dict) -> None:
+    """The real decoders' layouts (at 1/32 of their width), in chunks of 2 latent frames: the last segment's last
+    chunk leaves room for the frames it delayed (13 on 2.0, 10 on 2.3), so no call gives more than a chunk's 16
+    frames, what the memory planner counts a call for."""
+    decoder = VideoDecoder(VideoVAEConfig.from_config({"vae": {**section, "decoder_base_channels": 4}}))
+    latent = mx.random.normal((1, 6, 2, 2, 128), key=mx.random.key(0))  # reflect padding needs 2 cells
+    whole = decoder.decode(latent)
+    parts = list(TimeChunkedDecode(decoder, latent, 2).frames())
+    sizes = [part.shape[1] for part in parts]
+    assert sum(sizes) == 41 and max(sizes) <= 2 * TIME_SCALE and len(sizes) >= 3, sizes
+    assert float(mx.abs(mx.concatenate(parts, axis=1) - whole).max()) <= 1e-6 * float(mx.abs(whole).max())
+
+
+def test_chunk_sizes_leave_the_last_call_room_for_the_delay() -> None:
+    assert chunk_sizes(21, 8, 1) == [8, 8, 4, 1]
+    assert chunk_sizes(16, 8, 6) == [8, 2, 6]
+    assert chunk_sizes(5, 8, 6) == [5]
+    assert chunk_sizes(16, 4, 0) == [4, 4, 4, 3, 1]  # a last chunk has at least a frame
+
+
+def test_time_chunks_refuse_a_decoder_that_mixes_time() -> None:
+    """Group norms normalise over the whole time axis: no chunked decode reproduces them. The chunked decode refuses
+    such a decoder; a tiled decode then decodes each tile's time whole."""
+    decoder = load_video_decoder(open_checkpoint(FIXTURES / "v23_split"), mx.float32)
+    decoder.config = replace(decoder.config, norm_layer="group_norm")
+    latent = mx.random.normal((1, 4, 2, 2, 8), key=mx.random.key(2))
+    with pytest.raises(ValueError, match="whole time axis"):
+        TimeChunkedDecode(decoder, latent, 2)
+    chunks = list(decode_tiled(decoder, latent, TilingConfig(None, 0, 16, 8)))
+    assert len(chunks) == 1 and mx.array_equal(chunks[0], decoder.decode(latent).astype(mx.float32))
 
 
 def test_random_weight_decoder_tiling_error_is_bounded() -> None:
@@ -77,35 +144,23 @@ def test_random_weight_decoder_tiling_error_is_bounded() -> None:
 
 
 def tile_by_tile(decoder, latent: mx.array, tiling: TilingConfig, noise: mx.array | None = None) -> mx.array:
-    """The plain tiled decode (one decoder call per tile, blended and evaluated before the next; ltx-core's order):
-    the reference the batched, pipelined `decode_tiled` must reproduce."""
+    """The plain tiled decode (one decoder call per spatial tile over the whole time axis, blended and evaluated
+    before the next; ltx-core's order): the reference the batched, pipelined, time-chunked `decode_tiled` must
+    reproduce."""
     layout = tile_layout(*latent.shape[1:4], tiling)
-    chunks, previous = [], None
-    for time in layout.times:
-        length = time.target.stop - time.target.start
-        shape = (latent.shape[0], length, latent.shape[2] * SPACE_SCALE, latent.shape[3] * SPACE_SCALE)
-        buffer, weights = mx.zeros((*shape, 3)), mx.zeros((1, *shape[1:], 1))
-        for row in layout.rows:
-            for col in layout.cols:
-                index = (slice(None), time.source, row.source, col.source)
-                decoded = decoder.decode(latent[index], None, None if noise is None else noise[index])
-                mask = _blend_mask(time, row, col)
-                target = (slice(None), slice(None), row.target, col.target)
-                buffer[target] = buffer[target] + decoded.astype(mx.float32) * mask
-                weights[target] = weights[target] + mx.broadcast_to(mask, weights[target].shape)
-                mx.eval(buffer, weights)
-        if previous is not None:
-            prev_buffer, prev_weights, prev_time = previous
-            overlap, offset = prev_time.stop - time.target.start, time.target.start - prev_time.start
-            if overlap > 0:
-                prev_buffer[:, offset:] = prev_buffer[:, offset:] + buffer[:, :overlap]
-                prev_weights[:, offset:] = prev_weights[:, offset:] + weights[:, :overlap]
-                buffer[:, :overlap] = prev_buffer[:, offset:]
-                weights[:, :overlap] = prev_weights[:, offset:]
-            chunks.append(prev_buffer[:, :offset] / mx.maximum(prev_weights[:, :offset], 1e-8))
-        previous = (buffer, weights, time.target)
-    chunks.append(previous[0] / mx.maximum(previous[1], 1e-8))
-    return mx.concatenate(chunks, axis=1)
+    frames = (latent.shape[1] - 1) * TIME_SCALE + 1
+    shape = (latent.shape[0], frames, latent.shape[2] * SPACE_SCALE, latent.shape[3] * SPACE_SCALE)
+    buffer, weights = mx.zeros((*shape, 3)), mx.zeros((1, 1, *shape[2:], 1))
+    for row in layout.rows:
+        for col in layout.cols:
+            index = (slice(None), slice(None), row.source, col.source)
+            decoded = decoder.decode(latent[index], None, None if noise is None else noise[index])
+            mask = _blend_mask(row, col)
+            target = (slice(None), slice(None), row.target, col.target)
+            buffer[target] = buffer[target] + decoded.astype(mx.float32) * mask
+            weights[target] = weights[target] + mask
+            mx.eval(buffer, weights)
+    return buffer / mx.maximum(weights, 1e-8)
 
 
 def tiny_decoder():
@@ -118,8 +173,8 @@ def tiny_decoder():
 )
 @pytest.mark.parametrize("progress", [False, True])
 def test_pipelined_decode_is_the_tile_by_tile_decode_bit_for_bit(tiling: TilingConfig, progress: bool) -> None:
-    """fp32 on the CPU: the pipelined decode (each call or block traced while the one before runs, evaluated
-    asynchronously) gives the same bytes as the tile-by-tile loop."""
+    """fp32 on the CPU: the pipelined decode (each call traced while the one before runs, evaluated asynchronously,
+    time in chunks) gives the same bytes as the tile-by-tile loop over the whole time axis."""
     decoder = tiny_decoder()
     latent = mx.random.normal((1, 5, 5, 6, 8), key=mx.random.key(4))
     noise = mx.random.normal(latent.shape, key=mx.random.key(5))
@@ -137,12 +192,12 @@ def test_batched_tiles_are_the_tile_by_tile_decode_bit_for_bit() -> None:
     noise = mx.random.normal(latent.shape, key=mx.random.key(7))
     tiling = TilingConfig(96, 32, 16, 8)  # 4 rows x 4 columns of 2x3 latents
     layout = tile_layout(4, 5, 9, tiling)
-    assert [len(batch) for batch in spatial_batches(layout.times[1], layout, 10**9)] == [16]
-    assert [len(batch) for batch in spatial_batches(layout.times[1], layout, 2 * 17 * 64 * 96)] == [2] * 8
+    assert [len(batch) for batch in spatial_batches(25, layout, 10**9)] == [16]
+    assert [len(batch) for batch in spatial_batches(25, layout, 2 * 25 * 64 * 96)] == [2] * 8
     expected = tile_by_tile(decoder, latent, tiling, noise)
-    for batch_voxels in (10**9, 2 * 17 * 64 * 96):
+    for batch_voxels in (10**9, 2 * 25 * 64 * 96):
         chunks = list(decode_tiled(decoder, latent, tiling, noise=noise, batch_voxels=batch_voxels))
-        assert len(chunks) == 3  # still streamed window by window
+        assert len(chunks) > 1  # still streamed chunk by chunk
         assert mx.array_equal(mx.concatenate(chunks, axis=1), expected), batch_voxels
 
 
@@ -156,11 +211,9 @@ def test_default_batches_stay_within_the_largest_tile() -> None:
                 continue
             layout = tile_layout(*shape, tiling)
             t, h, w = layout.largest
-            for time in layout.times:
-                for batch in spatial_batches(time, layout, t * h * w):
-                    voxels = sum((time.target.stop - time.target.start) * (r.target.stop - r.target.start)
-                                 * (c.target.stop - c.target.start) for r, c in batch)  # fmt: skip
-                    assert voxels <= t * h * w
+            for batch in spatial_batches(t, layout, t * h * w):
+                voxels = sum(t * (r.target.stop - r.target.start) * (c.target.stop - c.target.start) for r, c in batch)
+                assert voxels <= t * h * w
 
 
 def test_tiled_decode_lowers_peak_memory() -> None:
@@ -216,10 +269,12 @@ def test_decode_work_counts_the_layouts_tiles(mode: str) -> None:
 def test_least_work_tiling_fits_and_beats_generate_avs_tiles() -> None:
     latent = (16, 16, 24)  # 768x512x121
     untiled = decode_work(*latent, None)[0]
-    generate_av = decode_work(*latent, tiling_for("auto", 512, 768, 121))  # 36 tiles, 2.07x the voxels
-    same_memory = least_work_tiling(*latent, generate_av[2])
+    generate_av = decode_work(*latent, tiling_for("auto", 512, 768, 121))  # 27 calls, 1.46x the voxels
+    same_memory = least_work_tiling(*latent, generate_av[2])  # 8 calls, 1.22x
     voxels, tiles, largest = decode_work(*latent, same_memory)
-    assert largest <= generate_av[2] and voxels < 0.8 * generate_av[0] and tiles < generate_av[1]
+    assert largest <= generate_av[2] and voxels < 0.9 * generate_av[0] and tiles < generate_av[1]
+    assert least_work_tiling(*latent, 0.7 * untiled).spatial_tile_px is None  # time chunks alone: no extra voxels
+    assert decode_work(*latent, least_work_tiling(*latent, 0.7 * untiled))[0] == untiled
     work = []
     for share in (0.9, 0.6, 0.4, 0.25, 0.1, 0.03):  # less memory never means less work
         tiling = least_work_tiling(*latent, share * untiled)
@@ -227,4 +282,4 @@ def test_least_work_tiling_fits_and_beats_generate_avs_tiles() -> None:
         assert largest <= share * untiled and tiling_for(tiling.spec, 512, 768, 121) == tiling
         work.append(voxels + tiles * 3_700_000)
     assert work == sorted(work)
-    assert least_work_tiling(*latent, 0.01 * untiled) is None  # below aggressive's tiles
+    assert least_work_tiling(*latent, 0.005 * untiled) is None  # below 256 px tiles of 8 frames

@@ -1,24 +1,33 @@
-"""Tiled video decoding that bounds memory, as ltx-core's ``VideoDecoder.tiled_decode``.
+"""Tiled video decoding that bounds memory.
 
-The latent is cut into overlapping spatial and temporal tiles; each tile is decoded on its own and
-blended into the output with trapezoidal masks. Frames come out chunk by chunk in time order, so a
-caller can stream them to the video encoder instead of holding the whole video.
+Space as ltx-core's ``VideoDecoder.tiled_decode``: the latent is cut into overlapping spatial tiles, each decoded on
+its own and blended into the output with trapezoidal masks. Time unlike it: ltx-core blends overlapping temporal
+tiles too, decoding each overlap twice; here each spatial tile is decoded in consecutive chunks of time that give the
+frames of one decode of the whole (`vae_time_chunks`), so a temporal tiling costs no extra voxels and leaves no
+seams. Frames come out chunk by chunk in time order, so a caller can stream them to the video encoder instead of
+holding the whole video.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ltx_backend.models.vae_time_chunks import TimeChunkedDecode
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE, Pipeline, VideoDecoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """Tile sizes in output units (pixels, frames); None disables tiling along that axis."""
+    """Tile sizes in output units (pixels, frames); None disables tiling along that axis. Time is decoded in chunks
+    of `temporal_tile_frames` without overlap (`vae_time_chunks`); `temporal_overlap_frames` (generate_av's modes
+    name one) is kept for the modes' and specs' sake and no longer decoded."""
 
     spatial_tile_px: int | None = None
     spatial_overlap_px: int = 0
@@ -32,8 +41,8 @@ class TilingConfig:
             if self.spatial_overlap_px >= self.spatial_tile_px:
                 raise ValueError("the spatial overlap must be smaller than the tile")
         if self.temporal_tile_frames is not None:
-            if self.temporal_tile_frames < 16 or self.temporal_tile_frames % 8 or self.temporal_overlap_frames % 8:
-                raise ValueError("temporal tiles must be >= 16 frames and, like their overlap, a multiple of 8")
+            if self.temporal_tile_frames < 8 or self.temporal_tile_frames % 8 or self.temporal_overlap_frames % 8:
+                raise ValueError("temporal tiles must be >= 8 frames and, like their overlap, a multiple of 8")
             if self.temporal_overlap_frames >= self.temporal_tile_frames:
                 raise ValueError("the temporal overlap must be smaller than the tile")
 
@@ -103,16 +112,6 @@ def split_with_overlaps(length: int, size: int, overlap: int) -> Intervals:
     return Intervals(starts, ends, [0] + [overlap] * (amount - 1), [overlap] * (amount - 1) + [0])
 
 
-def split_temporal_latents(length: int, size: int, overlap: int) -> Intervals:
-    """Like `split_with_overlaps`, but later tiles start one latent frame early (causal first frame)."""
-    intervals = split_with_overlaps(length, size, overlap)
-    if len(intervals.starts) == 1:
-        return intervals
-    starts = [intervals.starts[0]] + [s - 1 for s in intervals.starts[1:]]
-    left = [intervals.left_ramps[0]] + [r + 1 for r in intervals.left_ramps[1:]]
-    return Intervals(starts, intervals.ends, left, intervals.right_ramps)
-
-
 def trapezoid(length: int, ramp_left: int, ramp_right: int, left_starts_from_zero: bool) -> mx.array:
     """Linear fade-in / fade-out blend mask (ltx-core ``compute_trapezoidal_mask_1d``)."""
     ramp_left, ramp_right = max(0, min(ramp_left, length)), max(0, min(ramp_right, length))
@@ -147,8 +146,8 @@ def _space_target(start: int, end: int) -> slice:
 
 
 def _time_target(start: int, end: int) -> slice:
-    """The frames latent frames [start, end) decode to (the first latent frame is one frame)."""
-    return slice(start * TIME_SCALE, 1 + (end - 1) * TIME_SCALE)
+    """The frames latent frames [start, end) give in a decode of the whole (the first latent frame is one frame)."""
+    return slice(0 if start == 0 else 1 + (start - 1) * TIME_SCALE, 1 + (end - 1) * TIME_SCALE)
 
 
 def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[AxisTile]:
@@ -163,21 +162,23 @@ def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[Ax
     ]
 
 
-def _temporal_intervals(length: int, config: TilingConfig) -> Intervals:
-    size, overlap = config.temporal_tile_frames // TIME_SCALE, config.temporal_overlap_frames // TIME_SCALE
-    return split_temporal_latents(length, size, overlap)
+# Temporal tiles from this size are decoded in chunks one latent frame shorter: room for what a decode in time chunks
+# keeps beside a call (H100, 768x512x121, peak against the blended tiles of the same mode, same machine: 512/64 tiles
+# in 64-frame chunks 3.65 GB, in 56-frame ones 3.45 GB, blended 3.53 GB; 384/64 in 48 / 40 / blended: 3.47 / 2.86 /
+# 3.33 GB). Below it (aggressive's 32 frames: 2.57 GB, blended 2.62 GB) a shorter chunk costs more calls than it saves.
+SHORTER_CHUNKS_FROM_FRAMES = 48
 
 
-def _temporal_tiles(length: int, config: TilingConfig) -> list[AxisTile]:
-    iv = _temporal_intervals(length, config)
-    tiles = []
-    for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True):
-        target = _time_target(s, e)
-        start, stop = target.start, target.stop
-        left_frames = 0 if left == 0 else 1 + (left - 1) * TIME_SCALE
-        mask = trapezoid(stop - start, left_frames, right * TIME_SCALE, True)
-        tiles.append(AxisTile(slice(s, e), target, mask))
-    return tiles
+def _time_chunks(length: int, config: TilingConfig) -> list[AxisTile]:
+    """Consecutive chunks along `length` latent frames, no overlap, of `temporal_tile_frames` (one latent frame less
+    from ``SHORTER_CHUNKS_FROM_FRAMES``); the decode may split its last chunk once more, so that it has room for the
+    frames the decoder delayed (`vae_time_chunks`)."""
+    frames = config.temporal_tile_frames
+    size = max(1, (frames - TIME_SCALE if frames >= SHORTER_CHUNKS_FROM_FRAMES else frames) // TIME_SCALE)
+    return [
+        AxisTile(slice(s, min(s + size, length)), _time_target(s, min(s + size, length)), None)
+        for s in range(0, length, size)
+    ]
 
 
 def _whole(length: int, target: Callable[[int, int], slice]) -> list[AxisTile]:
@@ -199,7 +200,7 @@ class TileLayout:
 
     @property
     def largest(self) -> tuple[int, int, int]:
-        """(frames, height, width) in output pixels of the largest tile."""
+        """(frames, height, width) in output pixels of the largest tile: a time chunk's frames, a spatial tile's."""
         return _extent(self.times), _extent(self.rows), _extent(self.cols)
 
     def voxels(self) -> int:
@@ -228,7 +229,7 @@ def tile_layout(frames: int, height: int, width: int, tiling: TilingConfig | Non
     rows = _spatial_tiles(height, long_side, tiling) if spatial else _whole(height, _space_target)
     cols = _spatial_tiles(width, long_side, tiling) if spatial else _whole(width, _space_target)
     temporal = tiling.temporal_tile_frames is not None
-    times = _temporal_tiles(frames, tiling) if temporal else _whole(frames, _time_target)
+    times = _time_chunks(frames, tiling) if temporal else _whole(frames, _time_target)
     return TileLayout(times, rows, cols)
 
 
@@ -237,12 +238,14 @@ def tile_layout(frames: int, height: int, width: int, tiling: TilingConfig | Non
 # benchmarks/vae_decode.py, 2026-12-05).
 TILE_COST_VOXELS = 3_700_000
 SPATIAL_OVERLAP_PX = 64  # the least-work tilings' overlaps: those of ltx-core's default tiling
-MIN_SPATIAL_TILE_PX, MIN_TEMPORAL_TILE_FRAMES = 256, 32  # aggressive's tiles: smaller ones add more overlap than room
+MIN_SPATIAL_TILE_PX = 256  # aggressive's tiles: smaller ones add more overlap than room
+MIN_TEMPORAL_TILE_FRAMES = 8  # time chunks add no voxels: one latent frame a chunk
 
 
 def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | None) -> tuple[int, int, int]:
-    """(output voxels decoded in all, overlaps counted each time; decoder calls, one a tile; voxels of the largest
-    tile) for a latent of `frames` x `height` x `width` cells. Arithmetic only: no masks are made."""
+    """(output voxels decoded in all, overlaps counted each time; decoder calls, one a tile and time chunk; the most
+    voxels one call gives, `TileLayout.largest`) for a latent of `frames` x `height` x `width` cells. Arithmetic
+    only: no masks are made."""
     long_side = max(height, width)
 
     def spatial(length: int) -> list[int]:
@@ -254,17 +257,21 @@ def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | Non
     if tiling is None or tiling.temporal_tile_frames is None:
         times = [_length(_time_target(0, frames))]
     else:
-        iv = _temporal_intervals(frames, tiling)
-        times = [_length(_time_target(s, e)) for s, e in zip(iv.starts, iv.ends, strict=True)]
+        times = [_length(chunk.target) for chunk in _time_chunks(frames, tiling)]
     rows, cols = spatial(height), spatial(width)
-    return sum(times) * sum(rows) * sum(cols), len(times) * len(rows) * len(cols), max(times) * max(rows) * max(cols)
+    largest = max(times) * max(rows) * max(cols)
+    return sum(times) * sum(rows) * sum(cols), len(times) * len(rows) * len(cols), largest
 
 
-def least_work_tiling(frames: int, height: int, width: int, max_tile_voxels: float) -> TilingConfig | None:
+def least_work_tiling(
+    frames: int, height: int, width: int, max_tile_voxels: float, kept_share: float = 0.0
+) -> TilingConfig | None:
     """The tiling of a latent of `frames` x `height` x `width` cells that decodes the fewest voxels, each call costing
-    ``TILE_COST_VOXELS`` more, with no tile over `max_tile_voxels`; None if no tiling's tiles are that small.
+    ``TILE_COST_VOXELS`` more, with its largest call's voxels and `kept_share` of every voxel it decodes (what a
+    decode in time chunks keeps of each tile between its segments, in units of a call's voxel) within
+    `max_tile_voxels`; None if no tiling's tiles are that small.
 
-    Spatial tiles from 256 px and temporal ones from 32 frames up, in steps of 64 px and 8 frames. generate_av's
+    Spatial tiles from 256 px and time chunks from 8 frames up, in steps of 64 px and 8 frames. generate_av's
     size rule tiled a 768x512x121 video into 36 tiles decoding 2.07x its voxels where memory had room for 2 tiles
     decoding 1.1x."""
     long_px, out_frames = max(height, width) * SPACE_SCALE, 1 + (frames - 1) * TIME_SCALE
@@ -274,24 +281,23 @@ def least_work_tiling(frames: int, height: int, width: int, max_tile_voxels: flo
     for px, tile_frames in itertools.product(spatial, temporal):
         if px is None and tile_frames is None:
             continue
-        overlap = 0 if tile_frames is None else 24 if tile_frames >= 64 else 16 if tile_frames >= 40 else 8
-        tiling = TilingConfig(px, SPATIAL_OVERLAP_PX if px else 0, tile_frames, overlap)
+        tiling = TilingConfig(px, SPATIAL_OVERLAP_PX if px else 0, tile_frames, 0)
         voxels, tiles, largest = decode_work(frames, height, width, tiling)
         cost = (voxels + tiles * TILE_COST_VOXELS, tiles, largest)  # at equal work, fewer calls, less memory
-        if largest <= max_tile_voxels and (best is None or cost < best[0]):
+        if largest + kept_share * voxels <= max_tile_voxels and (best is None or cost < best[0]):
             best = (cost, tiling)
     return None if best is None else best[1]
 
 
-def spatial_batches(time: AxisTile, layout: TileLayout, max_voxels: int) -> list[list[tuple[AxisTile, AxisTile]]]:
-    """The (row, col) tiles of one temporal window, in row-major order, cut into decoder calls: runs of same-shape
-    tiles whose output voxels stay within `max_voxels`. Consecutive runs keep the order the tiles are blended in
-    (and so the float sums of the overlaps) that of one call per tile."""
+def spatial_batches(frames: int, layout: TileLayout, max_voxels: int) -> list[list[tuple[AxisTile, AxisTile]]]:
+    """The (row, col) tiles of a layout, in row-major order, cut into decoder calls of `frames` frames: runs of
+    same-shape tiles whose output voxels stay within `max_voxels`. Consecutive runs keep the order the tiles are
+    blended in (and so the float sums of the overlaps) that of one call per tile."""
     batches: list[list[tuple[AxisTile, AxisTile]]] = []
     shape = None
     for row, col in itertools.product(layout.rows, layout.cols):
         tile_shape = (_length(row.target), _length(col.target))
-        voxels = _length(time.target) * tile_shape[0] * tile_shape[1]
+        voxels = frames * tile_shape[0] * tile_shape[1]
         if tile_shape == shape and (len(batches[-1]) + 1) * voxels <= max_voxels:
             batches[-1].append((row, col))
         else:
@@ -311,16 +317,17 @@ def decode_tiled(
 ) -> Iterator[mx.array]:
     """Decode a channels-last latent (B, F', H', W', C) into frame chunks (B, t, H, W, 3), float32, in order.
 
-    Without tiling the whole video is one chunk. `noise` (decoders with timestep conditioning) is
-    given for the whole latent and sliced per tile, so a tiled decode is as reproducible as a direct one.
-    `progress(fraction)` runs after every up block of the decoder in every decoder call, so a caller can report
-    progress and cancel within one block of one call; it may raise to stop the decode.
+    Without tiling the whole video is one chunk. With a temporal tiling, each spatial tile is decoded in chunks of
+    time (`vae_time_chunks`) and the chunks are given as they are decoded: their frames are those of a decode of the
+    whole time axis. `noise` (decoders with timestep conditioning) is given for the whole latent and sliced per tile,
+    so a tiled decode is as reproducible as a direct one. `progress(fraction)` runs after every decoder call (untiled:
+    after every up block), so a caller can report progress and cancel within one call; it may raise to stop the
+    decode.
 
-    Tiles of one shape in a temporal window go through the decoder together (batched) while their output voxels
-    stay within `batch_voxels` (default: the largest tile's, so the peak memory stays that of the largest tile, as
-    the memory planner estimates). Calls run one at a time through a `Pipeline`, each traced while the device runs
-    the one before (with `progress`, each up block of a call is traced while the block before runs), so the device
-    does not sit idle while Python traces the next tile, and the peak stays that of one call.
+    Tiles of one shape go through the decoder together (batched) while their output voxels stay within
+    `batch_voxels` (default: the largest call's, so the peak memory stays that of the largest tile, as the memory
+    planner estimates). Calls run one at a time through a `Pipeline`, each traced while the device runs the one
+    before, so the device does not sit idle while Python traces the next call, and the peak stays that of one call.
     """
     if tiling is None:
         hooks = {} if progress is None else {"after_block": lambda block, blocks: progress(block / blocks)}
@@ -331,51 +338,78 @@ def decode_tiled(
     batch, f, h, w, _ = latent.shape
     layout = tile_layout(f, h, w, tiling)
     largest = layout.largest
-    max_voxels = batch_voxels or largest[0] * largest[1] * largest[2]
+    groups = spatial_batches(largest[0], layout, batch_voxels or largest[0] * largest[1] * largest[2])
+    chunk = layout.times[0].source.stop  # latent frames a time chunk
     pipeline = Pipeline()
-    previous: tuple[mx.array, mx.array, slice] | None = None
-    tiles, done = layout.count, 0
-    for time in layout.times:
-        length = _length(time.target)
-        buffer = mx.zeros((batch, length, h * SPACE_SCALE, w * SPACE_SCALE, 3), dtype=mx.float32)
-        weights = mx.zeros((1, length, h * SPACE_SCALE, w * SPACE_SCALE, 1), dtype=mx.float32)
-        for group in spatial_batches(time, layout, max_voxels):
-            indices = [(slice(None), time.source, row.source, col.source) for row, col in group]
-            tile_latent = _stack([latent[index] for index in indices])
-            tile_noise = _stack([noise[index] for index in indices]) if noise is not None else None
-            hooks = {}  # only when asked: a decoder stand-in need not take them
-            if progress is not None:
-                share = len(group)
-                hooks["after_block"] = lambda b, n, done=done, share=share: progress((done + share * b / n) / tiles)
-                hooks["pipeline"] = pipeline
-            decoded = decoder.decode(tile_latent, _repeat(timestep, len(group)), tile_noise, **hooks)
+    calls, done = [], 0
+
+    def on_call() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done / sum(calls))
+
+    decodes = []
+    for group in groups:
+        index = [(slice(None), slice(None), row.source, col.source) for row, col in group]
+        tile_latent = _stack([latent[i] for i in index])
+        tile_noise = _stack([noise[i] for i in index]) if noise is not None else None
+        tile = _TileDecode(decoder, tile_latent, chunk, _repeat(timestep, len(group)), tile_noise, pipeline, on_call)
+        calls.append(tile.calls)
+        decodes.append(tile.frames())
+    if len(layout.rows) * len(layout.cols) == 1:
+        for frames in decodes[0]:
+            frames = frames.astype(mx.float32)
+            pipeline.submit(frames)
+            yield frames
+        return
+    masks = {(id(row), id(col)): _blend_mask(row, col) for row, col in itertools.product(layout.rows, layout.cols)}
+    weights = mx.zeros((1, 1, h * SPACE_SCALE, w * SPACE_SCALE, 1), dtype=mx.float32)
+    for row, col in itertools.product(layout.rows, layout.cols):
+        target = (slice(None), slice(None), row.target, col.target)
+        weights[target] = weights[target] + masks[id(row), id(col)]
+    weights = mx.maximum(weights, 1e-8)
+    while True:  # every tile's chunks have the same frames: blend each as it comes, then let it go
+        buffer = None
+        for group, frames in zip(groups, decodes, strict=True):
+            decoded = next(frames, None)
+            if decoded is None:
+                return
+            if buffer is None:
+                buffer = mx.zeros((batch, decoded.shape[1], h * SPACE_SCALE, w * SPACE_SCALE, 3), dtype=mx.float32)
             decoded = decoded.astype(mx.float32)
             for i, (row, col) in enumerate(group):
                 target = (slice(None), slice(None), row.target, col.target)
-                mask = _blend_mask(time, row, col)
-                buffer[target] = buffer[target] + decoded[i * batch : (i + 1) * batch] * mask
-                weights[target] = weights[target] + mx.broadcast_to(mask, weights[target].shape)
-            pipeline.submit(buffer, weights)  # one call's updates per graph: buffer and weights are updated in place
-            if progress is not None:  # the decoder traced each block ahead; leaving the tail running into the next
-                pipeline.wait()  # call's blocks raised the CPU peak by a third (measured): finish it here
-            done += len(group)
-        if previous is not None:
-            prev_buffer, prev_weights, prev_time = previous
-            overlap = prev_time.stop - time.target.start
-            if overlap > 0:
-                offset = time.target.start - prev_time.start
-                prev_buffer[:, offset:] = prev_buffer[:, offset:] + buffer[:, :overlap]
-                prev_weights[:, offset:] = prev_weights[:, offset:] + weights[:, :overlap]
-                buffer[:, :overlap] = prev_buffer[:, offset:]
-                weights[:, :overlap] = prev_weights[:, offset:]
-            finished = time.target.start - prev_time.start
-            chunk = prev_buffer[:, :finished] / mx.maximum(prev_weights[:, :finished], 1e-8)
-            pipeline.submit(chunk, buffer, weights)
-            yield chunk  # submitted: what the caller does with it queues right behind it
-        previous = (buffer, weights, time.target)
-    chunk = previous[0] / mx.maximum(previous[1], 1e-8)
-    mx.eval(chunk)
-    yield chunk
+                buffer[target] = buffer[target] + decoded[i * batch : (i + 1) * batch] * masks[id(row), id(col)]
+            pipeline.submit(buffer)  # updated in place: one call's blend per graph
+            del decoded
+        frames = buffer / weights
+        pipeline.submit(frames)
+        yield frames  # submitted: what the caller does with it queues right behind it
+
+
+class _TileDecode:
+    """One decoder input's frames: in time chunks where the decoder allows (`TimeChunkedDecode`), else whole."""
+
+    def __init__(self, decoder, latent, chunk, timestep, noise, pipeline: Pipeline, on_call) -> None:
+        self._whole = (decoder, latent, timestep, noise, pipeline, on_call)
+        self._chunked = None
+        segments = getattr(decoder, "time_segments", lambda: None)()  # a decoder stand-in may lack them
+        if segments is not None:
+            self._chunked = TimeChunkedDecode(decoder, latent, chunk, timestep, noise, pipeline, on_call)
+        elif chunk < latent.shape[1]:
+            log.warning("this decoder mixes the whole time axis (group norms): it decodes the video's time whole")
+        self.calls = self._chunked.calls() if self._chunked is not None else 1
+
+    def frames(self) -> Iterator[mx.array]:
+        if self._chunked is not None:
+            yield from self._chunked.frames()
+            return
+        decoder, latent, timestep, noise, pipeline, on_call = self._whole
+        frames = [decoder.decode(latent, timestep, noise)]
+        pipeline.submit(frames[0])
+        on_call()
+        yield frames.pop()  # suspended, the generator keeps no frames alive
 
 
 def _stack(parts: list[mx.array]) -> mx.array:
@@ -389,11 +423,9 @@ def _repeat(timestep: float | mx.array | None, times: int) -> float | mx.array |
     return timestep
 
 
-def _blend_mask(time: AxisTile, row: AxisTile, col: AxisTile) -> mx.array:
-    """Separable (1, t, h, w, 1) blend mask of one tile."""
+def _blend_mask(row: AxisTile, col: AxisTile) -> mx.array:
+    """Separable (1, 1, h, w, 1) blend mask of one spatial tile."""
     mask = mx.ones((1, 1, 1, 1, 1), dtype=mx.float32)
-    if time.mask is not None:
-        mask = mask * time.mask[None, :, None, None, None]
     if row.mask is not None:
         mask = mask * row.mask[None, None, :, None, None]
     if col.mask is not None:

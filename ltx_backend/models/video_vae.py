@@ -32,6 +32,9 @@ TIME_SCALE, SPACE_SCALE = 8, 32  # frames / pixels per latent cell
 # Activations from this size up are submitted one residual block at a time when a decode runs through a Pipeline
 # (each submission costs the device the time the host takes to encode the next: small tiles keep whole groups).
 SUBMIT_EACH_RESBLOCK_BYTES = 256 * 2**20
+# A decode in time chunks submits every residual block: its chunks are sized for memory (H100, 768x512x121,
+# `aggressive`: 2.57 GB and 1.09 s, against 3.20 GB and 0.97 s from 32 MB and 4.87 GB from 256 MB for `default`).
+SUBMIT_EACH_RESBLOCK_BYTES_IN_CHUNKS = 0
 
 # The vae section of the official LTX-2.0 header, for checkpoints that carry no vae config.
 LTX2_VAE_SECTION = {
@@ -47,6 +50,17 @@ LTX2_VAE_SECTION = {
         ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
         ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
         ["res_x", {"num_layers": 5, "inject_noise": False}],
+    ],
+}  # fmt: skip
+
+# The vae section of the official LTX-2.3 header (its decoder half).
+LTX23_VAE_SECTION = {
+    **LTX2_VAE_SECTION,
+    "spatial_padding_mode": "zeros",
+    "decoder_blocks": [
+        ["res_x", {"num_layers": 4}], ["compress_space", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
+        ["compress_time", {"multiplier": 2}], ["res_x", {"num_layers": 4}], ["compress_all", {"multiplier": 1}],
+        ["res_x", {"num_layers": 2}], ["compress_all", {"multiplier": 2}], ["res_x", {"num_layers": 2}],
     ],
 }  # fmt: skip
 
@@ -244,6 +258,64 @@ def unpatchify(x: mx.array, patch: int) -> mx.array:
     return x.reshape(b, f, h * patch, w * patch, c)
 
 
+def _kept(frames: mx.array) -> mx.array:
+    """A copy of a few frames to keep past a chunk: evaluated, a slice would still keep its chunk's whole buffer."""
+    return mx.contiguous(frames)
+
+
+class TimeChunks:
+    """What lets a decoder run over a video's time axis in consecutive chunks and give, chunk by chunk, the frames of
+    one call on the whole video: each convolution keeps the last two frames of its input (time-padded as the whole
+    video's would be), each residual the input frames its branch has not caught up with, each time upsampler whether
+    it has dropped the video's first frame. A convolution gives one frame fewer than it takes until the last chunk
+    (set `last` before it), where it gives one more: no frame is decoded twice, and nothing is blended."""
+
+    def __init__(self) -> None:
+        self.last = False
+        self._carried: dict[int, mx.array] = {}
+        self._queued: dict[int, mx.array] = {}
+        self._started: set[int] = set()
+
+    def conv_input(self, conv: nn.Module, x: mx.array, before: int, after: int) -> mx.array:
+        """`x` after the frames `conv` kept from the chunks before (or, first, its first frame `before` times), and at
+        the end its last frame `after` times; keeps what the next chunk's first outputs need."""
+        key = id(conv)
+        carried = self._carried.get(key)
+        if carried is None:
+            if x.shape[1] == 0:  # nothing yet reached this convolution
+                return x
+            parts = [mx.repeat(x[:, :1], before, axis=1)] if before else []
+        else:
+            parts = [carried]
+        parts.append(x)
+        whole = mx.concatenate(parts, axis=1) if len(parts) > 1 else x
+        if self.last:
+            return mx.concatenate([whole, mx.repeat(whole[:, -1:], after, axis=1)], axis=1) if after else whole
+        self._carried[key] = _kept(whole[:, -(conv.kernel - 1) :])
+        return whole
+
+    def aligned(self, owner: nn.Module, x: mx.array, frames: int) -> mx.array:
+        """The first `frames` of `owner`'s input `x` after those it queued before; the rest is queued."""
+        queued = self._queued.get(id(owner))
+        if queued is not None and queued.shape[1]:
+            x = mx.concatenate([queued, x], axis=1)
+        self._queued[id(owner)] = _kept(x[:, frames:])
+        return x[:, :frames]
+
+    def kept(self) -> list[mx.array]:
+        """The frames kept for the next chunk: evaluate them with the chunk's output (`Pipeline.submit`); left lazy,
+        each would hold its convolution's whole input until the next chunk (an H100 decode of 768x512x121 in chunks
+        of 6 latent frames peaked at 8.2 GB, untiled 6.5 GB)."""
+        return [*self._carried.values(), *self._queued.values()]
+
+    def first_output(self, owner: nn.Module, frames: int) -> bool:
+        """Whether `owner`'s output of `frames` frames is its first that has any (the video's first frames)."""
+        if frames == 0 or id(owner) in self._started:
+            return False
+        self._started.add(id(owner))
+        return True
+
+
 class Pipeline:
     """Runs lazily built graphs one at a time, each submitted once the one before has finished.
 
@@ -288,9 +360,15 @@ class CausalConv3d(nn.Module):
         self.padding_mode = padding_mode
         self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=stride)
 
-    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+    def __call__(self, x: mx.array, causal: bool = True, time: TimeChunks | None = None) -> mx.array:
         side = (self.kernel - 1) // 2
         before, after = (self.kernel - 1, 0) if causal else (side, side)
+        if time is not None:
+            x = time.conv_input(self, x, before, after)
+            before = after = 0
+            if x.shape[1] < self.kernel:  # not enough frames yet for one output frame
+                b, _, h, w, _ = x.shape
+                return mx.zeros((b, 0, h, w, self.conv.weight.shape[0]), dtype=x.dtype)
         return self.conv(padded_volume(x, before, after, self.kernel // 2, self.padding_mode))
 
 
@@ -316,18 +394,22 @@ class ResnetBlock3D(nn.Module):
         if timestep_conditioning:
             self.scale_shift_table = mx.zeros((4, in_channels))
 
-    def __call__(self, x: mx.array, causal: bool, timestep_embedding: mx.array | None = None) -> mx.array:
+    def __call__(
+        self, x: mx.array, causal: bool, timestep_embedding: mx.array | None = None, time: TimeChunks | None = None
+    ) -> mx.array:
         h = self.norm1(x)
         if "scale_shift_table" in self:
             shift1, scale1, shift2, scale2 = _modulation(self.scale_shift_table, timestep_embedding)
             h = h * (1 + scale1) + shift1
-        h = self.conv1(nn.silu(h), causal)
+        h = self.conv1(nn.silu(h), causal, time)
         h = self.norm2(h)
         if "scale_shift_table" in self:
             h = h * (1 + scale2) + shift2
-        h = self.conv2(nn.silu(h), causal)
+        h = self.conv2(nn.silu(h), causal, time)
         if "conv_shortcut" in self:
             x = self.conv_shortcut(self.norm3(x))
+        if time is not None:  # the branch lags its input by a frame per convolution
+            x = time.aligned(self, x, h.shape[1])
         return x + h
 
 
@@ -344,16 +426,22 @@ class ResBlockGroup(nn.Module):
         self.res_blocks = [ResnetBlock3D(*block) for _ in range(num_layers)]
 
     def __call__(
-        self, x: mx.array, causal: bool, timestep: mx.array | None = None, pipeline: Pipeline | None = None
+        self,
+        x: mx.array,
+        causal: bool,
+        timestep: mx.array | None = None,
+        pipeline: Pipeline | None = None,
+        time: TimeChunks | None = None,
     ) -> mx.array:
         """`pipeline`: where an activation is large, each residual block is submitted on its own (a device holds a
         submission's temporaries until it completes: the last group of an untiled 768x512x121 decode held 11.7 GB
         as one submission on an H100)."""
         embedding = self.time_embedder(timestep.reshape(-1), x.dtype) if "time_embedder" in self else None
         for block in self.res_blocks:
-            x = block(x, causal, embedding)
-            if pipeline is not None and x.nbytes >= SUBMIT_EACH_RESBLOCK_BYTES and block is not self.res_blocks[-1]:
-                pipeline.submit(x)
+            x = block(x, causal, embedding, time)
+            submit_from = SUBMIT_EACH_RESBLOCK_BYTES if time is None else SUBMIT_EACH_RESBLOCK_BYTES_IN_CHUNKS
+            if pipeline is not None and x.nbytes >= submit_from and block is not self.res_blocks[-1]:
+                pipeline.submit(x, *(time.kept() if time is not None else ()))
         return x
 
 
@@ -369,10 +457,14 @@ class DepthToSpaceUpsample(nn.Module):
         self.repeats = (stride[0] * stride[1] * stride[2]) // reduction
         self.conv = CausalConv3d(in_channels, self.repeats * in_channels, padding_mode)
 
-    def __call__(self, x: mx.array, causal: bool) -> mx.array:
-        skip = mx.tile(depth_to_space(x, self.stride), (1, 1, 1, 1, self.repeats)) if self.residual else None
-        x = depth_to_space(self.conv(x, causal), self.stride)
-        if self.stride[0] == 2:
+    def __call__(self, x: mx.array, causal: bool, time: TimeChunks | None = None) -> mx.array:
+        out = self.conv(x, causal, time)
+        skip = None
+        if self.residual:
+            source = x if time is None else time.aligned(self, x, out.shape[1])  # the frames `out` has reached
+            skip = mx.tile(depth_to_space(source, self.stride), (1, 1, 1, 1, self.repeats))
+        x = depth_to_space(out, self.stride)
+        if self.stride[0] == 2 and (time is None or time.first_output(self, x.shape[1])):  # the video's first frame
             x = x[:, 1:]
             skip = skip[:, 1:] if skip is not None else None
         return x + skip if skip is not None else x
@@ -454,39 +546,122 @@ class VideoDecoder(nn.Module):
         `pipeline` (a caller's, to chain several decodes, or a new one), each traced while the one before runs.
         The returned frames are lazy: without `after_block` nothing has been computed yet.
         """
-        causal = self.config.causal_decoder
-        conditioned = self.config.timestep_conditioning
-        batch = latent.shape[0]
-        if conditioned:
-            if noise is None:
-                raise ValueError("this decoder injects noise: pass `noise` (standard normal, shaped like the latent)")
-            latent = noise.astype(latent.dtype) * self.decode_noise_scale + (1.0 - self.decode_noise_scale) * latent
-            if timestep is None:
-                timestep = self.decode_timestep
-            timestep = mx.broadcast_to(mx.array(timestep, dtype=latent.dtype), (batch,))
-            timestep = timestep * self.timestep_scale_multiplier.astype(latent.dtype)
+        x, timestep = self.prepare(latent, timestep, noise)
         if after_block is not None and pipeline is None:
             pipeline = Pipeline()
         blocks = len(self.up_blocks)
-        x = self.conv_in(self.per_channel_statistics.un_normalize(latent), causal)
-        for index, block in enumerate(self.up_blocks):
-            if isinstance(block, ResBlockGroup):
-                x = block(x, causal, timestep if conditioned else None, pipeline)
-            else:
-                x = block(x, causal)
+        x = self.layer(0, x, timestep)
+        for index in range(1, blocks + 1):
+            x = self.layer(index, x, timestep, pipeline)
             if after_block is not None:  # block `index` is traced: start it once the one before is done, report that
                 pipeline.submit(x)
-                if index:
-                    after_block(index, blocks)
-        x = self.conv_norm_out(x)
-        if conditioned:
-            shift, scale = _modulation(self.last_scale_shift_table, self.last_time_embedder(timestep, x.dtype))
-            x = x * (1 + scale) + shift
-        x = unpatchify(self.conv_out(nn.silu(x), causal), self.config.patch_size)
+                if index > 1:
+                    after_block(index - 1, blocks)
+        x = self.layer(blocks + 1, x, timestep)
         if after_block is not None and blocks:
             pipeline.wait()
             after_block(blocks, blocks)
         return x
+
+    def prepare(
+        self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
+    ) -> tuple[mx.array, mx.array | None]:
+        """The latent as the first layer takes it (the decode noise blended in, un-normalised) and the scaled
+        per-sample timestep (None without timestep conditioning). Per latent cell: a tile or chunk of the result is
+        the result of the tile or chunk."""
+        if not self.config.timestep_conditioning:
+            return self.per_channel_statistics.un_normalize(latent), None
+        if noise is None:
+            raise ValueError("this decoder injects noise: pass `noise` (standard normal, shaped like the latent)")
+        latent = noise.astype(latent.dtype) * self.decode_noise_scale + (1.0 - self.decode_noise_scale) * latent
+        if timestep is None:
+            timestep = self.decode_timestep
+        timestep = mx.broadcast_to(mx.array(timestep, dtype=latent.dtype), (latent.shape[0],))
+        timestep = timestep * self.timestep_scale_multiplier.astype(latent.dtype)
+        return self.per_channel_statistics.un_normalize(latent), timestep
+
+    @property
+    def layer_count(self) -> int:
+        """Layers in order: conv_in, the up blocks, the output head (norm, modulation, conv_out, unpatchify)."""
+        return len(self.up_blocks) + 2
+
+    def layer(
+        self,
+        index: int,
+        x: mx.array,
+        timestep: mx.array | None,
+        pipeline: Pipeline | None = None,
+        time: TimeChunks | None = None,
+    ) -> mx.array:
+        """Layer `index` (see `layer_count`) on `x`, `timestep` as `prepare` gives it; `time`: one chunk of the
+        video's time axis after those before (`TimeChunks`)."""
+        causal = self.config.causal_decoder
+        if index == 0:
+            return self.conv_in(x, causal, time)
+        if index <= len(self.up_blocks):
+            block = self.up_blocks[index - 1]
+            if isinstance(block, ResBlockGroup):
+                return block(x, causal, timestep, pipeline, time)
+            if isinstance(block, ResnetBlock3D):
+                return block(x, causal, None, time)
+            return block(x, causal, time)
+        x = self.conv_norm_out(x)
+        if timestep is not None:
+            shift, scale = _modulation(self.last_scale_shift_table, self.last_time_embedder(timestep, x.dtype))
+            x = x * (1 + scale) + shift
+        return unpatchify(self.conv_out(nn.silu(x), causal, time), self.config.patch_size)
+
+    def time_segments(self) -> list[range] | None:
+        """The layers cut into runs that each start at an upsampler (the first at conv_in), for a decode in time
+        chunks (`vae_time_chunks`): within a run, every layer takes a chunk as the one before gives it; between
+        runs, the whole video's activation is kept, so that no run lags its input by more than its own layers'
+        frames. None where a layer mixes the whole time axis (group norms), which no chunked decode reproduces."""
+        if self.config.norm_layer != "pixel_norm" or any("conv_shortcut" in b for b in self.up_blocks):
+            return None
+        starts = [0] + [i + 1 for i, b in enumerate(self.up_blocks) if isinstance(b, DepthToSpaceUpsample)]
+        ends = [*starts[1:], self.layer_count]
+        return [range(start, end) for start, end in zip(starts, ends, strict=True) if end > start]
+
+    def segment_shape(self, segment: range) -> tuple[int, int]:
+        """(the largest activation of the segment's layers in elements per latent cell, the frames its output lags its
+        input, in output frames): a decode in time chunks sizes its chunks by the one and the last by the other. Each
+        non-causal convolution gives its output one frame late; an upsampler multiplies the delay by its stride."""
+        width = lag = 0
+        lag_per_conv = 0 if self.config.causal_decoder else 1
+        scale_t, scale_s = self.time_scale_before(segment.start), self._space_scale_before(segment.start)
+        for index in segment:
+            if index == 0:
+                lag, channels = lag + lag_per_conv, self.conv_in.conv.weight.shape[0]
+            elif index > len(self.up_blocks):  # the output head: its input is the widest
+                lag += lag_per_conv
+                continue
+            else:
+                block = self.up_blocks[index - 1]
+                if isinstance(block, DepthToSpaceUpsample):
+                    t, s, _ = block.stride
+                    lag, scale_t, scale_s = (lag + lag_per_conv) * t, scale_t * t, scale_s * s
+                    channels = block.conv.conv.weight.shape[0] // (t * s * s)
+                else:
+                    blocks = block.res_blocks if isinstance(block, ResBlockGroup) else [block]
+                    lag += 2 * lag_per_conv * len(blocks)
+                    channels = blocks[-1].conv2.conv.weight.shape[0]
+            width = max(width, channels * scale_t * scale_s * scale_s)
+        return width, lag
+
+    def _space_scale_before(self, index: int) -> int:
+        scale = 1
+        for block in self.up_blocks[: max(0, index - 1)]:
+            if isinstance(block, DepthToSpaceUpsample):
+                scale *= block.stride[1]
+        return scale
+
+    def time_scale_before(self, index: int) -> int:
+        """How many frames a latent frame is at the input of layer `index` (the upsamplers' time strides before it)."""
+        scale = 1
+        for block in self.up_blocks[: max(0, index - 1)]:
+            if isinstance(block, DepthToSpaceUpsample):
+                scale *= block.stride[0]
+        return scale
 
     def __call__(
         self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None

@@ -27,7 +27,11 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   layout (a decoder call that batches same-shape tiles stays within the largest tile's voxels; one call runs
   at a time). A least-squares fit to the 768x512x121 H100 measurements of ``benchmarks/vae_decode.py`` (decoder
   528 M parameters, 1.06 GB): untiled 13.7 GB, default tiling 5.42 GB, auto 4.05 GB, aggressive 3.32 GB; the
-  fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%).
+  fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%). Those tilings blended overlapping temporal tiles; time is now
+  decoded in exact chunks (`vae_time_chunks`), whose last call also gives the decoder's delayed frames
+  (`TileLayout.largest` counts them) and which keep each tile's input to the last decoder segment meanwhile:
+  ``VAE_KEPT_BYTES_PER_VOXEL`` of every voxel decoded (LTX-2.3: 256 channels at 1/64 of the pixels, every frame;
+  2.0: half that), derived, not measured.
 * **text_encoding**: the hidden states of every layer for every prompt (``(layers + 1) x 1024 x hidden``), once
   as the per-layer list and once stacked, plus one layer's MLP and attention scores. Derived from the shapes,
   not measured; small next to Gemma's weights.
@@ -75,6 +79,7 @@ TRANSFORMER_BYTES_PER_PARAM = 0.05
 TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 140.0
 VAE_BYTES_PER_PARAM = 3.54
 VAE_BYTES_PER_VOXEL = 226.0
+VAE_KEPT_BYTES_PER_VOXEL = 8.0
 AUDIO_BYTES_PER_SECOND = 64e6
 # Block weight sets alive at once while streaming: the block the device runs, the one being built, the one the reader
 # thread fills (a numpy buffer) and its copy into MLX arrays.
@@ -352,7 +357,9 @@ def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: 
     weights, params = _video_decoder(ckpt, itemsize)
     tiling = tiling_for(request.tiling, request.height, request.width, request.num_frames)
     t, h, w = largest_tile(tiling, request.height, request.width, request.num_frames)
-    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * t * h * w)
+    latent = (request.latent_frames, request.height // SPACE_SCALE, request.width // SPACE_SCALE)
+    kept = 0 if tiling is None else VAE_KEPT_BYTES_PER_VOXEL * decode_work(*latent, tiling)[0]
+    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * t * h * w + kept)
     kind = "untiled" if tiling is None else f"tiling {request.tiling}"
     return PhaseMemory(VIDEO_DECODE, weights, int(activations), f"{kind}, largest tile {t}x{h}x{w}")
 
@@ -382,7 +389,7 @@ def auto_decode_tiling(
     max_voxels = ((UNTILED_SHARE * available - weights) / scale - VAE_BYTES_PER_PARAM * params) / VAE_BYTES_PER_VOXEL
     if decode_work(*latent, None)[0] <= max_voxels:
         return "none"
-    tiling = least_work_tiling(*latent, max_voxels)
+    tiling = least_work_tiling(*latent, max_voxels, VAE_KEPT_BYTES_PER_VOXEL / VAE_BYTES_PER_VOXEL)
     return "aggressive" if tiling is None else tiling.spec
 
 

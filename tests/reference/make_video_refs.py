@@ -489,6 +489,11 @@ def make_references() -> dict[str, torch.Tensor | np.ndarray]:
     refs["dec23.tiled_latent"] = tiled_latent
     refs["dec23.tiled_frames"] = torch.cat(chunks, dim=2)
     refs["dec23.tiling"] = np.array(list(TILING.values()), dtype=np.int32)
+    # Our decode runs time in exact chunks (no temporal blend): its reference is ltx-core's spatial tiling alone,
+    # time in one tile (ltx-core 1.0.0's tiled_decode fails without a temporal config).
+    whole_time = TemporalTilingConfig(8 * TILED_LATENT_SHAPE[2], TILING["temporal_overlap_frames"])
+    spatial_only = TilingConfig(spatial_config=tiling_config().spatial_config, temporal_config=whole_time)
+    refs["dec23.tiled_spatial_frames"] = torch.cat(list(dec23.tiled_decode(tiled_latent, spatial_only)), dim=2)
     print(f"tiled decode: chunks of {[c.shape[2] for c in chunks]} frames, max |tiled - untiled| = "
           f"{(refs['dec23.tiled_frames'] - dec23(tiled_latent)).abs().max():.4g}")  # fmt: skip
 
