@@ -16,6 +16,7 @@ from media_probe import frames, probe, write_image
 from ltx_backend import events
 from ltx_backend.cli.main import cli
 from ltx_backend.errors import ErrorCode, LtxError
+from ltx_backend.models.vae_tiling import tile_layout, tiling_for
 from ltx_backend.pipeline.engine import Cancelled, CancelToken, Engine
 from ltx_backend.pipeline.request import GenerationRequest, Keyframe
 
@@ -129,6 +130,17 @@ def test_every_tiling_mode_writes_the_same_size_video(engine: Engine, tmp_path: 
     result, _ = run(engine, tmp_path, tiling=mode, audio=False)
     info = probe(result.video_path)
     assert (info.width, info.height, info.frames) == (128, 128, 9)
+
+
+def test_a_tiling_in_time_writes_the_untiled_video(engine: Engine, tmp_path: Path) -> None:
+    """Time is decoded in exact chunks: `aggressive` on 128x128x49 (one spatial tile, 7 latent frames in chunks of 4)
+    writes the same frames as the untiled job of the same seed, and the same file."""
+    assert len(tile_layout(7, 4, 4, tiling_for("aggressive", 128, 128, 49)).times) == 2
+    fields = {"num_frames": 49, "audio": False}
+    untiled = run(engine, tmp_path / "none", tiling="none", **fields)[0].video_path
+    chunked = run(engine, tmp_path / "aggressive", tiling="aggressive", **fields)[0].video_path
+    np.testing.assert_array_equal(frames(untiled), frames(chunked))
+    assert Path(untiled).read_bytes() == Path(chunked).read_bytes()
 
 
 def test_cancel_between_steps_leaves_nothing(engine: Engine, tmp_path: Path) -> None:
