@@ -13,8 +13,9 @@ tile costs ~1.6x the untiled decode per output voxel on an H100. This separates 
   to the change of shapes between calls.
 * ``stages``: the same decode synchronised after the input convolution, each up block and the output, per stage
   ``ms`` and ``ns_per_voxel`` of that stage's output: which stage's kernels lose at the smaller shape.
-* ``sequence``: the `default` tiling's tiles in order, each synchronised, as a tiled decode calls them; set beside
-  ``shapes`` it shows what changing shapes between calls costs.
+* ``sequence``: the `default` tiling's spatial tiles in order, each over the whole time axis and synchronised; set
+  beside ``shapes`` it shows what changing shapes between calls costs (a decode in time chunks meets more shapes:
+  with too few cuDNN plans cached, rebuilding them cost it 2.5x, benchmarks/README.md, session 12).
 * ``after_clear_cache``: the untiled decode warm against right after ``mx.clear_cache()`` (the engine frees the
   transformer and the cache just before the decode): what allocating its buffers anew costs.
 
@@ -130,8 +131,9 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "vae tile shapes", "device": str(mx.default_device()), "version": args.version,
         "dtype": args.dtype, "base_channels": args.base_channels or 128, "shapes": by_shape, "stages": stages,
-        "sequence": {"tiles": ["x".join(str(s.stop - s.start) for s in (t.source, r.source, c.source))
-                               for t in layout.times for r in layout.rows for c in layout.cols],
+        "sequence": {"tiles": ["x".join(str(n) for n in (whole[0], r.source.stop - r.source.start,
+                                                         c.source.stop - c.source.start))
+                               for r in layout.rows for c in layout.cols],
                      "seconds_per_tile": sequences[-1], "total_seconds": [round(sum(s), 4) for s in sequences[1:]]},
         "after_clear_cache": clear,
     }, indent=2))  # fmt: skip
