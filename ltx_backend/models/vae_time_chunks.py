@@ -57,9 +57,10 @@ def _frames_after(decoder: VideoDecoder, segment: range, frames: int) -> int:
 
 class TimeChunkedDecode:
     """One decode of `latent` (B, F', H', W', C) in chunks of `chunk_latent_frames` latent frames (at each segment's
-    time scale): `run_head()` runs every segment but the last over the whole video, `frames()` then gives the
-    decoded frames (B, t, H, W, 3), chunk by chunk in order, lazily (each chunk is submitted; empty ones are not
-    given). Several decodes (the spatial tiles of one video) may run their heads first and their frames in step.
+    time scale; the first segments, narrower, in longer ones: `_plan`): `run_head()` runs every segment but the last
+    over the whole video, `frames()` then gives the decoded frames (B, t, H, W, 3), chunk by chunk in order, lazily
+    (each chunk is submitted; empty ones are not given). Several decodes (the spatial tiles of one video) may run
+    their heads first and their frames in step.
 
     `on_call()` runs after each decoder call is submitted (progress and cancel checks; it may raise); the calls run
     through `pipeline`, each traced while the one before runs."""
