@@ -112,14 +112,13 @@ def split_with_overlaps(length: int, size: int, overlap: int) -> Intervals:
     return Intervals(starts, ends, [0] + [overlap] * (amount - 1), [overlap] * (amount - 1) + [0])
 
 
-def trapezoid(length: int, ramp_left: int, ramp_right: int, left_starts_from_zero: bool) -> mx.array:
-    """Linear fade-in / fade-out blend mask (ltx-core ``compute_trapezoidal_mask_1d``)."""
+def trapezoid(length: int, ramp_left: int, ramp_right: int) -> mx.array:
+    """Linear fade-in / fade-out blend mask of a spatial tile (ltx-core ``compute_trapezoidal_mask_1d``; its
+    ``left_starts_from_zero`` served temporal tiles, which are no longer blended)."""
     ramp_left, ramp_right = max(0, min(ramp_left, length)), max(0, min(ramp_right, length))
     mask = mx.ones((length,), dtype=mx.float32)
     if ramp_left > 0:
-        steps = ramp_left + 1 if left_starts_from_zero else ramp_left + 2
-        fade_in = mx.linspace(0.0, 1.0, steps)[:-1]
-        fade_in = fade_in if left_starts_from_zero else fade_in[1:]
+        fade_in = mx.linspace(0.0, 1.0, ramp_left + 2)[1:-1]
         mask = mx.concatenate([fade_in, mask[ramp_left:]])
     if ramp_right > 0:
         fade_out = mx.linspace(1.0, 0.0, ramp_right + 2)[1:-1]
@@ -156,7 +155,7 @@ def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[Ax
         AxisTile(
             slice(s, e),
             _space_target(s, e),
-            trapezoid((e - s) * SPACE_SCALE, left * SPACE_SCALE, right * SPACE_SCALE, False),
+            trapezoid((e - s) * SPACE_SCALE, left * SPACE_SCALE, right * SPACE_SCALE),
         )
         for s, e, left, right in zip(iv.starts, iv.ends, iv.left_ramps, iv.right_ramps, strict=True)
     ]

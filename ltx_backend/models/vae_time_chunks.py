@@ -51,16 +51,16 @@ def _chunks(pieces: list[mx.array], sizes: list[int]) -> Iterator[tuple[mx.array
 
 def _frames_after(decoder: VideoDecoder, segment: range, frames: int) -> int:
     """Frames a segment gives for `frames` input frames (each time upsampler: twice, less the first)."""
-    scale = decoder.time_scale_before(segment.stop) // decoder.time_scale_before(segment.start)
+    scale = decoder.scale_before(segment.stop)[0] // decoder.scale_before(segment.start)[0]
     return frames if scale == 1 else scale * (frames - 1) + 1
 
 
 class TimeChunkedDecode:
     """One decode of `latent` (B, F', H', W', C) in chunks of `chunk_latent_frames` latent frames (at each segment's
-    time scale; the first segments, narrower, in longer ones: `_plan`): `run_head()` runs every segment but the last
-    over the whole video, `frames()` then gives the decoded frames (B, t, H, W, 3), chunk by chunk in order, lazily
-    (each chunk is submitted; empty ones are not given). Several decodes (the spatial tiles of one video) may run
-    their heads first and their frames in step.
+    time scale; the first segments, narrower, in longer ones: `_plan`): `frames()` first runs every segment but the
+    last over the whole video, then gives the decoded frames (B, t, H, W, 3), chunk by chunk in order, lazily (each
+    chunk is submitted; empty ones are not given). Several decodes (the spatial tiles of one video) may give their
+    frames in step.
 
     `on_call()` runs after each decoder call is submitted (progress and cancel checks; it may raise); the calls run
     through `pipeline`, each traced while the one before runs."""
@@ -99,11 +99,11 @@ class TimeChunkedDecode:
         widest, lag = shapes[-1]
         plan, frames = [], self._frames
         for segment, (width, _) in zip(self.segments, shapes, strict=True):
-            scale = self.decoder.time_scale_before(segment.start)
+            scale = self.decoder.scale_before(segment.start)[0]
             size = self.chunk * max(1, widest // width) * scale
             last_most = size
             if segment is self.segments[-1]:  # the delay in input frames, rounded up
-                out_scale = self.decoder.time_scale_before(segment.stop) // scale
+                out_scale = self.decoder.scale_before(segment.stop)[0] // scale
                 last_most = size - -(-lag // out_scale)
             plan.append(chunk_sizes(frames, size, last_most))
             frames = _frames_after(self.decoder, segment, frames)
@@ -126,14 +126,14 @@ class TimeChunkedDecode:
             del x  # suspended, the generator keeps no chunk alive: the caller lets it go when done with it
             yield out.pop()
 
-    def run_head(self) -> None:
+    def _run_head(self) -> None:
         """Every segment but the last, over the whole video (the last one's input is kept whole)."""
         while self._segment < len(self.segments) - 1:
             self._pieces = list(self._run(self._segment))
             self._segment += 1
 
     def frames(self) -> Iterator[mx.array]:
-        self.run_head()
+        self._run_head()
         chunks = self._run(len(self.segments) - 1)
         while (frames := next(chunks, None)) is not None:
             if frames.shape[1]:

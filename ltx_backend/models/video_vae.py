@@ -628,7 +628,7 @@ class VideoDecoder(nn.Module):
         non-causal convolution gives its output one frame late; an upsampler multiplies the delay by its stride."""
         width = lag = 0
         lag_per_conv = 0 if self.config.causal_decoder else 1
-        scale_t, scale_s = self.time_scale_before(segment.start), self._space_scale_before(segment.start)
+        scale_t, scale_s = self.scale_before(segment.start)
         for index in segment:
             if index == 0:
                 lag, channels = lag + lag_per_conv, self.conv_in.conv.weight.shape[0]
@@ -648,20 +648,14 @@ class VideoDecoder(nn.Module):
             width = max(width, channels * scale_t * scale_s * scale_s)
         return width, lag
 
-    def _space_scale_before(self, index: int) -> int:
-        scale = 1
+    def scale_before(self, index: int) -> tuple[int, int]:
+        """(frames, pixels along a side) a latent cell is at the input of layer `index`: the upsamplers' strides
+        before it."""
+        time = space = 1
         for block in self.up_blocks[: max(0, index - 1)]:
             if isinstance(block, DepthToSpaceUpsample):
-                scale *= block.stride[1]
-        return scale
-
-    def time_scale_before(self, index: int) -> int:
-        """How many frames a latent frame is at the input of layer `index` (the upsamplers' time strides before it)."""
-        scale = 1
-        for block in self.up_blocks[: max(0, index - 1)]:
-            if isinstance(block, DepthToSpaceUpsample):
-                scale *= block.stride[0]
-        return scale
+                time, space = time * block.stride[0], space * block.stride[1]
+        return time, space
 
     def __call__(
         self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
