@@ -10,7 +10,7 @@
 #     benchmarks/gpu_suite.sh mixed     # low-RAM: a mixed-precision pack resident and streamed, both sizes
 #     benchmarks/gpu_suite.sh kept      # low-RAM: Q4 with half its blocks held once read, against resident
 #     benchmarks/gpu_suite.sh load      # ways of reading 10 GB onto the device from a cold page cache (~2 min)
-#     benchmarks/gpu_suite.sh tiles     # every tiling in time chunks; a tile's decode per voxel by shape and stage;
+#     benchmarks/gpu_suite.sh tiles     # every tiling mode against generate_av's tiles; a tile's decode per voxel;
 #                                       # the decoded video's handoff to x264
 #
 # Each benchmark's JSON goes to $OUT/<name>.json (./gpu-results without $OUT), the tail of its stderr to logs.txt,
@@ -74,7 +74,9 @@ case ${1:-} in
     rm -rf /tmp/load-speed
     ;;
   tiles)
-    bench vae_chunks 150 vae_decode.py --progress --repeat 2 --modes none,default,auto,aggressive,temporal,0/0/16/0,0/0/8/0
+    # the named modes as the decode runs them, then generate_av's tiles of the same names (px/overlap/frames/overlap)
+    bench vae_chunks 200 vae_decode.py --progress --repeat 3 \
+      --modes none,default,auto,aggressive,spatial,conservative,temporal,512/64/64/24,384/64/48/16,256/64/32/8,512/64/0/0
     bench vae_tile_shapes 240 vae_tile_shapes.py
     bench video_handoff 90 video_handoff.py
     bench generate_profile 200 generate.py --tiling none --profile "$out/generate_profile.txt"

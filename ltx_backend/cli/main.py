@@ -304,7 +304,9 @@ _PARALLEL = click.option(
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "none", "default", "aggressive", "conservative", "spatial", "temporal"]),
-    help="VAE decode tiling (lower memory, slower); auto: untiled where the video fits in memory.",
+    help="VAE decode tiling (lower memory, slower); auto: untiled where the video fits in memory. A named mode bounds "
+    "the memory of generate_av's tiles of that name: the decode does the least work within it (often full frames "
+    "in short time chunks).",
 )
 @click.option(
     "--low-ram",

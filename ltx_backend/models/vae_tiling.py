@@ -6,6 +6,9 @@ tiles too, decoding each overlap twice; here each spatial tile is decoded in con
 frames of one decode of the whole (`vae_time_chunks`), so a temporal tiling costs no extra voxels and leaves no
 seams. Frames come out chunk by chunk in time order, so a caller can stream them to the video encoder instead of
 holding the whole video.
+
+generate_av's ``--tiling`` modes name tiles; here each bounds the memory its tiles hold, and the decode does the least
+work within that bound (`least_work_within`): often full frames in short time chunks, which decode each voxel once.
 """
 
 from __future__ import annotations
@@ -69,11 +72,9 @@ TILING_MODES: dict[str, TilingConfig | None] = {
 }
 
 
-def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
-    """The tiling of a ``--tiling`` mode for a video size; ``auto`` picks by size as generate_av does. A
-    ``px/overlap/frames/overlap`` spec (``TilingConfig.spec``, what the engine's memory-aware auto picks) is read."""
-    if "/" in mode:
-        return TilingConfig.from_spec(mode)
+def generate_av_tiling(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
+    """The tiles of a ``--tiling`` mode as generate_av cuts them for a video size; ``auto`` picks by size as
+    generate_av does."""
     if mode != "auto":
         if mode not in TILING_MODES:
             raise ValueError(f"unknown tiling mode {mode!r} (choose from auto, {', '.join(TILING_MODES)})")
@@ -92,6 +93,18 @@ def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig 
         tile_frames if temporal else None,
         overlap_frames if temporal else 0,
     )
+
+
+def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig | None:
+    """The tiling a ``--tiling`` mode decodes a video of that size with: the least decode work within the memory of
+    the mode's tiles (`least_work_within`). A ``px/overlap/frames/overlap`` spec (``TilingConfig.spec``, what the
+    engine's memory-aware auto picks) is decoded as it reads."""
+    if "/" in mode:
+        return TilingConfig.from_spec(mode)
+    tiling = generate_av_tiling(mode, height, width, frames)
+    if tiling is None:
+        return None
+    return least_work_within(tiling, (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE)
 
 
 @dataclass(frozen=True)
@@ -166,14 +179,20 @@ def _spatial_tiles(length: int, long_side: int, config: TilingConfig) -> list[Ax
 # in 64-frame chunks 3.65 GB, in 56-frame ones 3.45 GB, blended 3.53 GB; 384/64 in 48 / 40 / blended: 3.47 / 2.86 /
 # 3.33 GB). Below it (aggressive's 32 frames: 2.57 GB, blended 2.62 GB) a shorter chunk costs more calls than it saves.
 SHORTER_CHUNKS_FROM_FRAMES = 48
+# Longer chunks gain little time and cost more memory than their share of the whole decode: a chunk holds about two
+# activations more than a whole decode does (the carried frames' and the residuals' concatenations). H100, 768x512x121:
+# full frames in 40-frame chunks 0.259 s, 4.71 GB; 56-frame (`temporal`) 0.248 s, 4.80 GB; 88-frame (`conservative`
+# until this cap) 0.242-0.256 s, 7.2-8.7 GB in three runs, above the untiled decode's 6.48 GB.
+LONGEST_CHUNK_FRAMES = 56
 
 
 def _time_chunks(length: int, config: TilingConfig) -> list[AxisTile]:
     """Consecutive chunks along `length` latent frames, no overlap, of `temporal_tile_frames` (one latent frame less
-    from ``SHORTER_CHUNKS_FROM_FRAMES``); the decode may split its last chunk once more, so that it has room for the
-    frames the decoder delayed (`vae_time_chunks`)."""
+    from ``SHORTER_CHUNKS_FROM_FRAMES``, at most ``LONGEST_CHUNK_FRAMES``); the decode may split its last chunk once
+    more, so that it has room for the frames the decoder delayed (`vae_time_chunks`)."""
     frames = config.temporal_tile_frames
-    size = max(1, (frames - TIME_SCALE if frames >= SHORTER_CHUNKS_FROM_FRAMES else frames) // TIME_SCALE)
+    frames = min(LONGEST_CHUNK_FRAMES, frames - TIME_SCALE if frames >= SHORTER_CHUNKS_FROM_FRAMES else frames)
+    size = max(1, frames // TIME_SCALE)
     return [
         AxisTile(slice(s, min(s + size, length)), _time_target(s, min(s + size, length)), None)
         for s in range(0, length, size)
@@ -239,6 +258,10 @@ TILE_COST_VOXELS = 3_700_000
 SPATIAL_OVERLAP_PX = 64  # the least-work tilings' overlaps: those of ltx-core's default tiling
 MIN_SPATIAL_TILE_PX = 256  # aggressive's tiles: smaller ones add more overlap than room
 MIN_TEMPORAL_TILE_FRAMES = 8  # time chunks add no voxels: one latent frame a chunk
+# A decode in time chunks keeps each tile's input to the last decoder segment whole: 8 bytes per output voxel decoded
+# (LTX-2.3: 256 bf16 channels at 1/64 of the pixels; 2.0: half that), against ~226 bytes of a call's working memory
+# per voxel (`pipeline.memory.VAE_BYTES_PER_VOXEL`): memory in units of a call's voxels.
+KEPT_VOXEL_SHARE = 8.0 / 226.0
 
 
 def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | None) -> tuple[int, int, int]:
@@ -262,13 +285,10 @@ def decode_work(frames: int, height: int, width: int, tiling: TilingConfig | Non
     return sum(times) * sum(rows) * sum(cols), len(times) * len(rows) * len(cols), largest
 
 
-def least_work_tiling(
-    frames: int, height: int, width: int, max_tile_voxels: float, kept_share: float = 0.0
-) -> TilingConfig | None:
+def least_work_tiling(frames: int, height: int, width: int, max_tile_voxels: float) -> TilingConfig | None:
     """The tiling of a latent of `frames` x `height` x `width` cells that decodes the fewest voxels, each call costing
-    ``TILE_COST_VOXELS`` more, with its largest call's voxels and `kept_share` of every voxel it decodes (what a
-    decode in time chunks keeps of each tile between its segments, in units of a call's voxel) within
-    `max_tile_voxels`; None if no tiling's tiles are that small.
+    ``TILE_COST_VOXELS`` more, whose memory (`decode_memory`: its largest call's voxels and what it keeps between
+    segments) is within `max_tile_voxels`; None if no tiling's tiles are that small.
 
     Spatial tiles from 256 px and time chunks from 8 frames up, in steps of 64 px and 8 frames. generate_av's
     size rule tiled a 768x512x121 video into 36 tiles decoding 2.07x its voxels where memory had room for 2 tiles
@@ -281,11 +301,52 @@ def least_work_tiling(
         if px is None and tile_frames is None:
             continue
         tiling = TilingConfig(px, SPATIAL_OVERLAP_PX if px else 0, tile_frames, 0)
-        voxels, tiles, largest = decode_work(frames, height, width, tiling)
-        cost = (voxels + tiles * TILE_COST_VOXELS, tiles, largest)  # at equal work, fewer calls, less memory
-        if largest + kept_share * voxels <= max_tile_voxels and (best is None or cost < best[0]):
+        work = decode_work(frames, height, width, tiling)
+        cost = _work_cost(work)
+        if _memory(work, tiling) <= max_tile_voxels and (best is None or cost < best[0]):
             best = (cost, tiling)
     return None if best is None else best[1]
+
+
+# A named mode bounds the decode's memory, not its tiles' shape: generate_av's small tiles decode up to 1.9x the
+# voxels, and small calls cost more per voxel, where full frames (or larger tiles) in short time chunks fit in the
+# same memory. A plan replaces the mode's tiles where its estimated memory is at most this share of theirs: the
+# estimate ranks plans of different shapes only roughly (H100, 768x512x121, LTX-2.0: full frames in 24-frame chunks,
+# estimated at 92% of `default`'s tiles, peaked 4% above them, 3.58 against 3.45 GB; 16-frame chunks, at 66%, 12%
+# below, 3.03 GB, in 0.29 s against 0.41 s).
+MODE_MEMORY_SHARE = 0.8
+
+
+def decode_memory(frames: int, height: int, width: int, tiling: TilingConfig | None) -> float:
+    """What a decode of a latent of `frames` x `height` x `width` cells holds beyond the decoder, in call voxels: its
+    largest call's voxels, and what a decode in time chunks keeps of every voxel it decodes (``KEPT_VOXEL_SHARE``)."""
+    return _memory(decode_work(frames, height, width, tiling), tiling)
+
+
+def _memory(work: tuple[int, int, int], tiling: TilingConfig | None) -> float:
+    voxels, _, largest = work
+    return largest + (0.0 if tiling is None else KEPT_VOXEL_SHARE * voxels)
+
+
+def least_work_within(tiling: TilingConfig, frames: int, height: int, width: int) -> TilingConfig | None:
+    """`tiling`, or the tiling with less decode work (`least_work_tiling`; None: untiled) estimated to hold at most
+    ``MODE_MEMORY_SHARE`` of its memory (`decode_memory`) for a latent of `frames` x `height` x `width` cells."""
+    budget = MODE_MEMORY_SHARE * decode_memory(frames, height, width, tiling)
+    if decode_memory(frames, height, width, None) <= budget:
+        return None
+    better = least_work_tiling(frames, height, width, budget)
+    if better is None or _work_cost(decode_work(frames, height, width, better)) >= _work_cost(
+        decode_work(frames, height, width, tiling)
+    ):
+        return tiling
+    return better
+
+
+def _work_cost(work: tuple[int, int, int]) -> tuple[int, int, int]:
+    """What `decode_work`'s (voxels, calls, largest call) costs in time: voxels, each call ``TILE_COST_VOXELS`` more;
+    at equal work, fewer calls, then less memory."""
+    voxels, tiles, largest = work
+    return voxels + tiles * TILE_COST_VOXELS, tiles, largest
 
 
 def spatial_batches(frames: int, layout: TileLayout, max_voxels: int) -> list[list[tuple[AxisTile, AxisTile]]]:

@@ -65,7 +65,15 @@ import mlx.core as mx
 
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
-from ltx_backend.models.vae_tiling import TilingConfig, decode_work, least_work_tiling, tile_layout, tiling_for
+from ltx_backend.models.vae_tiling import (
+    KEPT_VOXEL_SHARE,
+    TilingConfig,
+    decode_work,
+    generate_av_tiling,
+    least_work_tiling,
+    tile_layout,
+    tiling_for,
+)
 from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.weights.checkpoint import Checkpoint, Component
@@ -79,7 +87,7 @@ TRANSFORMER_BYTES_PER_PARAM = 0.05
 TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 140.0
 VAE_BYTES_PER_PARAM = 3.54
 VAE_BYTES_PER_VOXEL = 226.0
-VAE_KEPT_BYTES_PER_VOXEL = 8.0
+VAE_KEPT_BYTES_PER_VOXEL = KEPT_VOXEL_SHARE * VAE_BYTES_PER_VOXEL  # 8 bytes (vae_tiling.KEPT_VOXEL_SHARE)
 AUDIO_BYTES_PER_SECOND = 64e6
 # Block weight sets alive at once while streaming: the block the device runs, the one being built, the one the reader
 # thread fills (a numpy buffer) and its copy into MLX arrays.
@@ -368,7 +376,7 @@ def auto_tiling(ckpt: Checkpoint, request: GenerationRequest, dtype: mx.Dtype | 
     """The tiling ``--tiling auto`` decodes `request`'s video with in `available` bytes (0: unknown): see
     `auto_decode_tiling`. ``auto`` itself (generate_av's size rule) where the memory is unknown or that rule leaves
     the video untiled."""
-    if available <= 0 or tiling_for("auto", request.height, request.width, request.num_frames) is None:
+    if available <= 0 or generate_av_tiling("auto", request.height, request.width, request.num_frames) is None:
         return "auto"
     itemsize = _itemsize(dtype)
     weights, params = _video_decoder(ckpt, itemsize)
@@ -389,7 +397,7 @@ def auto_decode_tiling(
     max_voxels = ((UNTILED_SHARE * available - weights) / scale - VAE_BYTES_PER_PARAM * params) / VAE_BYTES_PER_VOXEL
     if decode_work(*latent, None)[0] <= max_voxels:
         return "none"
-    tiling = least_work_tiling(*latent, max_voxels, VAE_KEPT_BYTES_PER_VOXEL / VAE_BYTES_PER_VOXEL)
+    tiling = least_work_tiling(*latent, max_voxels)
     return "aggressive" if tiling is None else tiling.spec
 
 
