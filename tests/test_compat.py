@@ -659,13 +659,14 @@ def test_sigterm_cancels_with_exit_130(tmp_path: Path) -> None:
 
 
 def test_the_tiling_line_reports_the_mode_the_engine_applies() -> None:
-    """`--tiling auto` at 768x512x121 tiles by size unless the engine decodes untiled where memory allows."""
+    """`--tiling auto` at 768x512x121 decodes within the memory of generate_av's tiles by size (384 px, 48 frames):
+    full frames in 8-frame chunks; unless the engine decodes untiled where memory allows."""
     from ltx_backend.pipeline.request import GenerationRequest
 
     request = GenerationRequest(prompt="p", output_path="/o.mp4", width=768, height=512, num_frames=121)
     plan = generate_av.Plan(request, 121, [], [], "/o.mp4", None)
     renderer = generate_av._Renderer(plan, 8, verbose=False, uncensored=False)
-    assert renderer.tiling_line("tiling auto") == "  Tiling (auto): spatial=384px, temporal=48f"
+    assert renderer.tiling_line("tiling auto") == "  Tiling (auto): spatial=none, temporal=8f"
     assert renderer.tiling_line("tiling none") == "  Tiling: disabled"
     assert renderer.tiling_line("tiling 0/0/56/16") == "  Tiling (auto): spatial=none, temporal=56f"  # least work
     assert renderer.tiling_line() == renderer.tiling_line("tiling auto")  # no detail: the requested mode
