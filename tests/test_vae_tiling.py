@@ -320,6 +320,6 @@ def test_least_work_tiling_fits_and_beats_generate_avs_tiles() -> None:
         tiling = least_work_tiling(*latent, share * untiled)
         voxels, tiles, _ = decode_work(*latent, tiling)
         assert decode_memory(*latent, tiling) <= share * untiled and tiling_for(tiling.spec, 512, 768, 121) == tiling
-        work.append(voxels + tiles * 3_700_000)
+        work.append(voxels + tiles * TILE_COST_VOXELS)
     assert work == sorted(work)
     assert least_work_tiling(*latent, 0.03 * untiled) is None  # below 256 px tiles of 8 frames and what they keep
