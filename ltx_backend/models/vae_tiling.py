@@ -102,9 +102,12 @@ def tiling_for(mode: str, height: int, width: int, frames: int) -> TilingConfig 
     if "/" in mode:
         return TilingConfig.from_spec(mode)
     tiling = generate_av_tiling(mode, height, width, frames)
-    if tiling is None:
-        return None
-    return least_work_within(tiling, (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE)
+    return None if tiling is None else least_work_within(tiling, *latent_cells(height, width, frames))
+
+
+def latent_cells(height: int, width: int, frames: int) -> tuple[int, int, int]:
+    """(frames, height, width) latent cells of a video of `height` x `width` pixels and `frames` frames."""
+    return (frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE
 
 
 @dataclass(frozen=True)
@@ -331,13 +334,12 @@ def _memory(work: tuple[int, int, int], tiling: TilingConfig | None) -> float:
 def least_work_within(tiling: TilingConfig, frames: int, height: int, width: int) -> TilingConfig | None:
     """`tiling`, or the tiling with less decode work (`least_work_tiling`; None: untiled) estimated to hold at most
     ``MODE_MEMORY_SHARE`` of its memory (`decode_memory`) for a latent of `frames` x `height` x `width` cells."""
-    budget = MODE_MEMORY_SHARE * decode_memory(frames, height, width, tiling)
+    work = decode_work(frames, height, width, tiling)
+    budget = MODE_MEMORY_SHARE * _memory(work, tiling)
     if decode_memory(frames, height, width, None) <= budget:
         return None
     better = least_work_tiling(frames, height, width, budget)
-    if better is None or _work_cost(decode_work(frames, height, width, better)) >= _work_cost(
-        decode_work(frames, height, width, tiling)
-    ):
+    if better is None or _work_cost(decode_work(frames, height, width, better)) >= _work_cost(work):
         return tiling
     return better
 

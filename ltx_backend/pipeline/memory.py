@@ -30,8 +30,9 @@ Working memory (all figures at bf16 compute; float32 doubles them):
   fit gives 13.67 / 5.57 / 4.02 / 3.23 GB (within 3%). Those tilings blended overlapping temporal tiles; time is now
   decoded in exact chunks (`vae_time_chunks`), whose last call also gives the decoder's delayed frames
   (`TileLayout.largest` counts them) and which keep each tile's input to the last decoder segment meanwhile:
-  ``VAE_KEPT_BYTES_PER_VOXEL`` of every voxel decoded (LTX-2.3: 256 channels at 1/64 of the pixels, every frame;
-  2.0: half that), derived, not measured.
+  8 bytes of every voxel decoded (`vae_tiling.KEPT_VOXEL_SHARE` of ``VAE_BYTES_PER_VOXEL``; LTX-2.3: 256 channels
+  at 1/64 of the pixels, every frame; 2.0: half that), derived, not measured. `vae_tiling.decode_memory` counts
+  both, in voxels, for the estimate and for the tiling searches alike.
 * **text_encoding**: the hidden states of every layer for every prompt (``(layers + 1) x 1024 x hidden``), once
   as the per-layer list and once stacked, plus one layer's MLP and attention scores. Derived from the shapes,
   not measured; small next to Gemma's weights.
@@ -66,15 +67,16 @@ import mlx.core as mx
 from ltx_backend import events
 from ltx_backend.errors import ErrorCode, LtxError
 from ltx_backend.models.vae_tiling import (
-    KEPT_VOXEL_SHARE,
     TilingConfig,
+    decode_memory,
     decode_work,
     generate_av_tiling,
+    latent_cells,
     least_work_tiling,
     tile_layout,
     tiling_for,
 )
-from ltx_backend.models.video_vae import SPACE_SCALE, TIME_SCALE
+from ltx_backend.models.video_vae import SPACE_SCALE
 from ltx_backend.pipeline.request import GenerationRequest
 from ltx_backend.weights.checkpoint import Checkpoint, Component
 from ltx_backend.weights.safetensors_file import DTYPE_SIZES, TensorInfo
@@ -87,7 +89,6 @@ TRANSFORMER_BYTES_PER_PARAM = 0.05
 TRANSFORMER_BYTES_PER_TOKEN_CHANNEL = 140.0
 VAE_BYTES_PER_PARAM = 3.54
 VAE_BYTES_PER_VOXEL = 226.0
-VAE_KEPT_BYTES_PER_VOXEL = KEPT_VOXEL_SHARE * VAE_BYTES_PER_VOXEL  # 8 bytes (vae_tiling.KEPT_VOXEL_SHARE)
 AUDIO_BYTES_PER_SECOND = 64e6
 # Block weight sets alive at once while streaming: the block the device runs, the one being built, the one the reader
 # thread fills (a numpy buffer) and its copy into MLX arrays.
@@ -358,16 +359,16 @@ def _video_encoder(ckpt: Checkpoint, itemsize: int | None) -> tuple[int, int]:
 def largest_tile(tiling: TilingConfig | None, height: int, width: int, frames: int) -> tuple[int, int, int]:
     """(frames, height, width) in output pixels of the largest tile `decode_tiled` decodes at once (its batches of
     same-shape tiles stay within that many voxels)."""
-    return tile_layout((frames - 1) // TIME_SCALE + 1, height // SPACE_SCALE, width // SPACE_SCALE, tiling).largest
+    return tile_layout(*latent_cells(height, width, frames), tiling).largest
 
 
 def _video_decode_phase(ckpt: Checkpoint, request: GenerationRequest, itemsize: int | None, scale: float):
     weights, params = _video_decoder(ckpt, itemsize)
     tiling = tiling_for(request.tiling, request.height, request.width, request.num_frames)
     t, h, w = largest_tile(tiling, request.height, request.width, request.num_frames)
-    latent = (request.latent_frames, request.height // SPACE_SCALE, request.width // SPACE_SCALE)
-    kept = 0 if tiling is None else VAE_KEPT_BYTES_PER_VOXEL * decode_work(*latent, tiling)[0]
-    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * t * h * w + kept)
+    # the largest call's voxels, and the inputs a decode in time chunks keeps (`vae_tiling.decode_memory`)
+    voxels = decode_memory(*latent_cells(request.height, request.width, request.num_frames), tiling)
+    activations = scale * (VAE_BYTES_PER_PARAM * params + VAE_BYTES_PER_VOXEL * voxels)
     kind = "untiled" if tiling is None else f"tiling {request.tiling}"
     return PhaseMemory(VIDEO_DECODE, weights, int(activations), f"{kind}, largest tile {t}x{h}x{w}")
 
@@ -380,7 +381,7 @@ def auto_tiling(ckpt: Checkpoint, request: GenerationRequest, dtype: mx.Dtype | 
         return "auto"
     itemsize = _itemsize(dtype)
     weights, params = _video_decoder(ckpt, itemsize)
-    latent = (request.latent_frames, request.height // SPACE_SCALE, request.width // SPACE_SCALE)
+    latent = latent_cells(request.height, request.width, request.num_frames)
     return auto_decode_tiling(weights, params, itemsize, latent, available)
 
 
